@@ -1,0 +1,3 @@
+from dedupd.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,38 @@
+"""Exceptions that carry a one-line user message and an exit code.
+
+cli.py is the one place that turns these into messages and exit codes; everything else only raises.
+"""
+
+from __future__ import annotations
+
+
+class DedupdError(Exception):
+    """A failure the user can act on; str(exc) is the one-line message."""
+
+    exit_code = 1
+
+
+class UsageError(DedupdError):
+    exit_code = 2
+
+
+class ConfigError(DedupdError):
+    exit_code = 2
+
+
+class ModelLoadError(DedupdError):
+    exit_code = 2
+
+
+class StoreError(DedupdError):
+    exit_code = 2
+
+
+class StoreLockedError(StoreError):
+    exit_code = 2
+
+
+class PurgeFailures(DedupdError):
+    """Some purge items failed; the rest were carried out."""
+
+    exit_code = 1
