@@ -24,14 +24,6 @@ class ModelLoadError(DedupdError):
     exit_code = 2
 
 
-class StoreError(DedupdError):
-    exit_code = 2
-
-
-class StoreLockedError(StoreError):
-    exit_code = 2
-
-
 class PurgeFailures(DedupdError):
     """Some purge items failed; the rest were carried out."""
 

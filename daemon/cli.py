@@ -1,0 +1,152 @@
+"""The `dedupd` command line: argv -> settings -> a function in commands.py.
+
+This is the one place that maps exceptions to one-line messages and exit codes:
+0 ok, 1 a runtime failure, 2 usage, config, store or model-loading error. DEDUPD_DEBUG=1 shows tracebacks.
+Heavy libraries (torch, transformers, faiss, lancedb) are imported only inside the commands, so `--help` is fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+from . import __version__
+from .errors import DedupdError
+
+POLICIES = ("lexi", "smallest", "largest", "newest", "oldest", "resolution")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dedupd", description="Find and safely remove duplicate and near-duplicate photos."
+    )
+    parser.add_argument("--version", action="version", version=f"dedupd {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    _scan_parser(sub)
+    _report_parser(sub)
+    _purge_parser(sub)
+    _common(sub.add_parser("status", help="what the store holds: files, embedded, unreadable, groups"))
+    check = sub.add_parser("check-config", help="validate a config file")
+    check.add_argument("file", nargs="?", help="YAML config (default: built-in defaults)")
+    return parser
+
+
+def _common(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    p.add_argument("--config", metavar="FILE", help="YAML config file (CLI flags override it)")
+    p.add_argument("--store", metavar="DIR", help="store directory (default: the user's data dir)")
+    p.add_argument("--model", help="hub id or local folder of the embedding model")
+    p.add_argument("-v", "--verbose", action="store_true", help="log debug detail")
+    return p
+
+
+def _grouping(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--threshold", type=float, help="cosine similarity for a duplicate (default 0.985)")
+    p.add_argument("--keep-policy", choices=POLICIES, help="which copy to keep (default lexi)")
+
+
+def _scan_parser(sub) -> None:
+    p = _common(sub.add_parser("scan", help="index FOLDER, group duplicates, write the report (one shot)"))
+    p.add_argument("folder", help="the photo folder to scan")
+    _grouping(p)
+    p.add_argument("--k", type=int, help="neighbours searched per image (default 10)")
+    p.add_argument("--batch-size", type=int, help="images per model batch (default 128)")
+    p.add_argument("--gpus", type=int, help="number of GPUs to use (default: all; 0 = CPU)")
+    p.add_argument("--gpu-memory-fraction", type=float, help="share of each GPU's memory to use (default 0.9)")
+    p.add_argument("--inplace", action="store_true", help="delete the duplicates (default: report only)")
+    p.add_argument("--trash", metavar="DIR", help="with --inplace: move duplicates under DIR instead of deleting")
+    p.add_argument("--report", metavar="PATH", help="report path (default FOLDER/dedup_report.json)")
+
+
+def _report_parser(sub) -> None:
+    p = _common(sub.add_parser("report", help="write a report from the store (no embedding)"))
+    _grouping(p)
+    p.add_argument("--out", metavar="PATH", help="output file, or - for stdout (default: report.path or -)")
+
+
+def _purge_parser(sub) -> None:
+    p = _common(sub.add_parser("purge", help="remove duplicates (dry run unless --inplace)"))
+    p.add_argument("--report", metavar="PATH", help="act on this report (default: plan from the store)")
+    p.add_argument("--keep-policy", choices=POLICIES, help="policy when planning from the store")
+    p.add_argument("--threshold", type=float, help="threshold when planning from the store")
+    p.add_argument("--inplace", action="store_true", help="really act (default: print what would happen)")
+    p.add_argument("--trash", metavar="DIR", help="move victims under DIR, keeping their path below the root")
+
+
+_OVERRIDES = {
+    "store": "store",
+    "model": "model.name",
+    "threshold": "dedup.threshold",
+    "keep_policy": "dedup.keep_policy",
+    "k": "dedup.k",
+    "batch_size": "model.batch_size",
+    "gpus": "model.gpus",
+    "gpu_memory_fraction": "model.gpu_memory_fraction",
+}
+
+
+def _config(args: argparse.Namespace):
+    from .config import load_config
+
+    overrides = {dotted: getattr(args, name, None) for name, dotted in _OVERRIDES.items()}
+    return load_config(args.config, overrides)
+
+
+def dispatch(args: argparse.Namespace) -> int:
+    from . import commands
+
+    if args.command == "check-config":
+        return commands.check_config(args.file)
+    config = _config(args)
+    _setup_logging("debug" if args.verbose else config.log_level)
+    if args.command == "scan":
+        return commands.scan(args.folder, config, args.report, args.inplace, args.trash)
+    if args.command == "report":
+        return commands.report(config, args.out)
+    if args.command == "purge":
+        return commands.purge(config, args.report, args.inplace, args.trash)
+    if args.command == "status":
+        return commands.status(config)
+    raise AssertionError(args.command)
+
+
+def _setup_logging(level: str) -> None:
+    from .logs import setup_logging
+
+    setup_logging(level)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return dispatch(args)
+    except KeyboardInterrupt:
+        print("dedupd: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - the one place errors become messages
+        return _fail(exc)
+
+
+def _fail(exc: Exception) -> int:
+    if os.environ.get("DEDUPD_DEBUG"):
+        import traceback
+
+        traceback.print_exc()
+    code, message = classify(exc)
+    print(f"dedupd: error: {message}", file=sys.stderr)
+    return code
+
+
+def classify(exc: Exception) -> tuple[int, str]:
+    if isinstance(exc, DedupdError):
+        return exc.exit_code, str(exc)
+    from dedupd.store import LockBusy, StoreError
+
+    if isinstance(exc, (StoreError, LockBusy)):
+        return 2, str(exc)
+    if isinstance(exc, OSError):
+        where = f"{exc.filename}: " if exc.filename else ""
+        return 1, f"{where}{exc.strerror or exc}"
+    return 1, f"unexpected {type(exc).__name__}: {exc} (DEDUPD_DEBUG=1 shows the traceback)"

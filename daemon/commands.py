@@ -1,0 +1,374 @@
+"""The commands as plain functions: they take validated settings, print through `echo`, and raise DedupdError.
+
+cli.py is only an adapter from argv to these.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections import Counter as Tally
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from dedupd.store import OK, PENDING, UNREADABLE, FileLock, FileRecord, LockBusy, Store
+
+from . import catalog, pipeline
+from .config import Config
+from .errors import PurgeFailures, UsageError
+from .progress import bar
+from .purge import PurgeContext, PurgeItem, PurgeResult, run_purge
+from .report import build_report, entry_path, load_report, path_text, text_path, write_report
+from .scanner import ScanOptions, normalise_root, scan as walk
+
+log = logging.getLogger("dedupd")
+Echo = Callable[[str], None]
+
+
+# --- shared plumbing ---------------------------------------------------------------------------------------------
+
+
+def open_store(config: Config, create: bool = True) -> Store:
+    return Store.open(config.store_path(), create=create)
+
+
+def writer_lock(store: Store) -> FileLock:
+    try:
+        return store.writer_lock.acquire()
+    except LockBusy as exc:
+        raise UsageError(f"{exc}; is `dedupd run` using this store? stop it or use another --store") from None
+
+
+def model_id(config: Config) -> str:
+    from .embedder import model_identity
+
+    return model_identity(config.model.name)
+
+
+class LazyEmbedder:
+    """Loads the model on first use, so a re-scan with nothing new never pays for torch or the weights.
+
+    `loaded` is the seam for tests that want a deterministic embedder where the model is not the point.
+    """
+
+    def __init__(self, config: Config, loaded=None):
+        self.config = config
+        self._embedder = loaded
+        self.model_id = loaded.model_id if loaded is not None else model_id(config)
+
+    def get(self):
+        if self._embedder is None:
+            from .embedder import EmbedderSettings, load_embedder
+
+            m = self.config.model
+            settings = EmbedderSettings(
+                model=m.name, batch_size=m.batch_size, gpus=m.gpus, gpu_memory_fraction=m.gpu_memory_fraction,
+                device=m.device, max_patches=m.max_patches,
+            )
+            self._embedder = load_embedder(settings)
+        return self._embedder
+
+    def draft_side(self) -> int | None:
+        return self.get().draft_side
+
+    def embed(self, images: list):
+        return self.get().embed(images)
+
+
+def roots_state(store: Store) -> dict[str, dict]:
+    return dict(store.get_meta("roots", {}))
+
+
+def online_roots(store: Store) -> list[bytes]:
+    return [text_path(r) for r, s in roots_state(store).items() if s.get("state", "online") == "online"]
+
+
+def mark_root(store: Store, root: bytes, **state: object) -> None:
+    roots = roots_state(store)
+    roots[path_text(root)] = {**roots.get(path_text(root), {}), **state}
+    store.set_meta("roots", roots)
+
+
+# --- index -------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class IndexResult:
+    counters: pipeline.Counters
+    removed: int
+    pairs: int
+
+
+def index_root(store: Store, root: bytes, config: Config, embedder: LazyEmbedder, threaded: bool = True) -> IndexResult:
+    """Bring the store in line with one root: new or changed files hashed and embedded, gone files dropped."""
+    known = store.files(root)
+    counters = pipeline.Counters()
+    model = embedder.model_id
+    seen: set[bytes] = set()
+    stages = _stages(store, config, model, embedder, counters, known)
+    with bar("indexing", unit="file") as progress:
+        for _ in pipeline.run_stages(_entries(root, config, store, seen), stages, threaded=threaded):
+            progress.update(1)
+    gone = [p for p in known if p not in seen]
+    store.delete_files(gone)
+    pairs = catalog.refresh_pairs(store, model, counters.new_contents, config.dedup)
+    mark_root(store, root, state="online", last_scan=time.time())
+    store.maybe_compact()
+    return IndexResult(counters, len(gone), pairs)
+
+
+def _entries(root: bytes, config: Config, store: Store, seen: set[bytes]):
+    options = ScanOptions(
+        ignore=tuple(pipeline_ignore(config)), follow_symlinks=config.scan.follow_symlinks,
+        exclude_dirs=tuple(_excluded_dirs(config, store)),
+    )
+    for entry in walk([root], options):
+        seen.add(entry.path)
+        yield entry
+
+
+def pipeline_ignore(config: Config) -> list[str]:
+    from .scanner import NAS_IGNORE
+
+    return [*NAS_IGNORE, *config.scan.ignore]
+
+
+def _excluded_dirs(config: Config, store: Store) -> list[bytes]:
+    dirs = [os.fsencode(os.path.realpath(store.path))]
+    if config.purge.trash_dir:
+        dirs.append(normalise_root(config.purge.trash_dir))
+    return dirs
+
+
+def _stages(store, config: Config, model: str, embedder: LazyEmbedder, counters, known) -> list:
+    book = pipeline.ContentBook.from_store(store, model)
+    return [
+        pipeline.classify(known, counters),
+        pipeline.hash_files(counters),
+        pipeline.plan(book),
+        pipeline.decode_images(embedder.draft_side, config.scan.max_pixels, counters),
+        pipeline.embed_images(embedder.embed, config.model.batch_size, counters),
+        pipeline.commit(store, model, book, config.scan.commit_every, counters),
+    ]
+
+
+# --- scan --------------------------------------------------------------------------------------------------------
+
+
+def scan(
+    folder: str, config: Config, report_path: str | None, inplace: bool, trash: str | None, echo: Echo = print,
+    threaded: bool = True, embedder: LazyEmbedder | None = None,
+) -> int:
+    """The old one-shot tool: index FOLDER, group, write the report, and delete only with inplace."""
+    if not os.path.isdir(folder):
+        raise UsageError(f"{folder}: not a directory")
+    root = normalise_root(folder)
+    embedder = embedder or LazyEmbedder(config)
+    model = embedder.model_id
+    store = open_store(config)
+    with writer_lock(store):
+        result = index_root(store, root, config, embedder, threaded=threaded)
+        files = list(store.files(root).values())
+        groups = catalog.load_groups(store, model, files, config.dedup.threshold, config.dedup.keep_policy)
+        report = build_report(
+            groups, len(files), config.dedup.keep_policy, config.dedup.threshold, model, roots=[root]
+        )
+        out = report_path or os.path.join(os.fsdecode(root), "dedup_report.json")
+        write_report(report, out)
+        _echo_scan(echo, result, report, out)
+        if inplace or trash:
+            return _purge_groups(store, groups, [root], config, trash, inplace, echo)
+    return 0
+
+
+def _echo_scan(echo: Echo, result: IndexResult, report: dict, out: str) -> None:
+    c = result.counters
+    echo(
+        f"{c.seen} images: {c.unchanged} unchanged, {c.hashed} hashed, {c.embedded} embedded, "
+        f"{c.unreadable} unreadable, {result.removed} gone"
+    )
+    echo(
+        f"{report['duplicate_groups']} groups, {report['total_duplicates']} duplicates, "
+        f"{_human(report['bytes_reclaimable'])} reclaimable; report: {out}"
+    )
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"
+
+
+# --- report ------------------------------------------------------------------------------------------------------
+
+
+def report(config: Config, out: str | None, echo: Echo = print, model: str | None = None) -> int:
+    """A report from what the store holds; no embedding, and no search above the stored pair floor."""
+    store = open_store(config, create=False)
+    model = model or model_id(config)
+    report = store_report(store, config, model)
+    target = out or config.report.path or "-"
+    write_report(report, target)
+    if target != "-":
+        echo(f"{report['duplicate_groups']} groups, {report['total_duplicates']} duplicates; report: {target}")
+    return 0
+
+
+def store_report(store: Store, config: Config, model: str) -> dict:
+    groups, files, roots = store_groups(store, config, model)
+    return build_report(groups, len(files), config.dedup.keep_policy, config.dedup.threshold, model, roots)
+
+
+def store_groups(store: Store, config: Config, model: str):
+    floor = catalog.stored_floor(store, model)
+    if floor is None:
+        raise UsageError(f"the store holds no vectors for model {model} (run `dedupd scan FOLDER` with it first)")
+    if config.dedup.threshold < floor - 1e-9:
+        raise UsageError(
+            f"--threshold {config.dedup.threshold} is below the stored pair floor {floor}; "
+            f"run `dedupd scan` again with this threshold to search that low"
+        )
+    roots = online_roots(store)
+    files = [f for root in roots for f in store.files(root).values()]
+    groups = catalog.load_groups(store, model, files, config.dedup.threshold, config.dedup.keep_policy)
+    return groups, files, roots
+
+
+# --- purge -------------------------------------------------------------------------------------------------------
+
+
+def purge(
+    config: Config, report_file: str | None, inplace: bool, trash: str | None, echo: Echo = print,
+    model: str | None = None,
+) -> int:
+    store = open_store(config, create=False)
+    roots = online_roots(store)
+    if report_file:
+        items = items_from_report(load_report(report_file))
+    else:
+        groups, _, _ = store_groups(store, config, model or model_id(config))
+        items = items_from_groups(groups)
+    return _execute(store, items, roots, config, trash, inplace, echo)
+
+
+def items_from_groups(groups) -> list[PurgeItem]:
+    return [PurgeItem(m.file.path, g.keep.path) for g in groups for m in g.duplicates]
+
+
+def items_from_report(report: dict) -> list[PurgeItem]:
+    """Only `duplicates` are ever purged; `similar` members never are."""
+    items = []
+    for group in report["groups"]:
+        keeper = entry_path(group["keep_info"]) if "keep_info" in group else text_path(group["keep"])
+        details = group.get("duplicate_details")
+        victims = [entry_path(d) for d in details] if details is not None else [text_path(d) for d in group["duplicates"]]
+        items.extend(PurgeItem(v, keeper) for v in victims)
+    return items
+
+
+def _purge_groups(store, groups, roots, config: Config, trash, inplace: bool, echo: Echo) -> int:
+    return _execute(store, items_from_groups(groups), roots, config, trash, inplace, echo)
+
+
+def _execute(store: Store, items: list[PurgeItem], roots: Sequence[bytes], config: Config, trash, inplace, echo) -> int:
+    trash_dir = trash or (config.purge.trash_dir if config.purge.action == "trash" else None)
+    if config.purge.action == "trash" and not trash_dir:
+        raise UsageError("purge.action is trash but no purge.trash_dir (or --trash DIR) is set")
+    ctx = PurgeContext(
+        records=store.files(), roots=roots, protect=[normalise_root(p) for p in config.protect],
+        trash_dir=normalise_root(trash_dir) if trash_dir else None, dry_run=not inplace,
+    )
+    with FileLock(store.path / "purge.lock", "purge"):
+        result = run_purge(items, ctx)
+    _forget(store, result)
+    _echo_purge(echo, result, dry_run=not inplace)
+    if result.skipped:
+        raise PurgeFailures(f"{len(result.skipped)} of {len(result.outcomes)} purge items were skipped (see above)")
+    return 0
+
+
+def _forget(store: Store, result: PurgeResult) -> None:
+    """Drop removed files from the store, unless a running daemon owns it (its watchers see the deletions)."""
+    victims = [o.item.victim for o in result.acted]
+    if not victims:
+        return
+    if store.writer_lock.held:
+        store.delete_files(victims)
+        return
+    try:
+        with store.writer_lock.acquire():
+            store.delete_files(victims)
+    except LockBusy:
+        log.info("the store is held by a running daemon; it will notice the removed files itself")
+
+
+def _echo_purge(echo: Echo, result: PurgeResult, dry_run: bool) -> None:
+    for o in result.outcomes:
+        line = f"{o.action} {path_text(o.item.victim)}"
+        if o.destination:
+            line += f" -> {path_text(o.destination)}"
+        if o.reason:
+            line += f": {o.reason}"
+        echo(line + (f" (keeps {path_text(o.item.keeper)})" if not o.reason else ""))
+    verb = "would act on" if dry_run else "acted on"
+    echo(f"purge: {verb} {len(result.outcomes) - len(result.skipped)}, skipped {len(result.skipped)}"
+         + (" (dry run: nothing changed; add --inplace to act)" if dry_run else ""))
+
+
+# --- status ------------------------------------------------------------------------------------------------------
+
+
+def status(config: Config, echo: Echo = print, model: str | None = None) -> int:
+    store = open_store(config, create=False)
+    model = model or model_id(config)
+    for key, value in status_fields(store, config, model).items():
+        echo(f"{key}: {value}")
+    return 0
+
+
+def status_fields(store: Store, config: Config, model: str) -> dict[str, object]:
+    files = list(store.files().values())
+    embedded = store.vector_contents(model)
+    contents = {f.content for f in files if f.content}
+    reasons = Tally(f.error for f in files if f.status == UNREADABLE)
+    groups_line, dups_line, bytes_line = "-", "-", "-"
+    if catalog.stored_floor(store, model) is not None and files:
+        groups, _, _ = store_groups(store, config, model)
+        groups_line = str(sum(1 for g in groups if g.duplicates))
+        dups_line = str(sum(len(g.duplicates) for g in groups))
+        bytes_line = _human(sum(g.bytes_reclaimable for g in groups))
+    return {
+        "files": len(files),
+        "unique contents": len(contents),
+        "embedded": len(contents & embedded),
+        "pending": sum(1 for f in files if f.status == PENDING),
+        "unreadable": _reasons(reasons),
+        "groups": groups_line,
+        "duplicates": dups_line,
+        "bytes reclaimable": bytes_line,
+        "model": model,
+        "roots": ", ".join(f"{r} ({s.get('state', 'online')})" for r, s in roots_state(store).items()) or "-",
+        "store": f"{store.path} ({_human(store.size_bytes())})",
+    }
+
+
+def _reasons(reasons: Tally) -> str:
+    total = sum(reasons.values())
+    if not total:
+        return "0"
+    return f"{total} (" + ", ".join(f"{n} {why}" for why, n in reasons.most_common()) + ")"
+
+
+# --- check-config ------------------------------------------------------------------------------------------------
+
+
+def check_config(path: str | None, echo: Echo = print) -> int:
+    from .config import load_config
+
+    config = load_config(path)
+    echo(f"{path or 'defaults'}: ok (store {config.store_path()}, model {config.model.name}, "
+         f"{len(config.roots)} roots)")
+    return 0

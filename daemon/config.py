@@ -1,0 +1,152 @@
+"""Configuration: YAML validated by pydantic, every error naming its key; CLI flags override the file."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from .errors import ConfigError
+
+KEEP_POLICIES = ("lexi", "smallest", "largest", "newest", "oldest", "resolution")
+DEFAULT_MODEL = "google/siglip2-base-patch16-naflex"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelConfig(_Section):
+    name: str = DEFAULT_MODEL
+    batch_size: int = Field(128, gt=0)
+    gpus: int | None = Field(None, ge=0)
+    gpu_memory_fraction: float = Field(0.9, gt=0, le=1)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    max_patches: int | None = Field(None, gt=0)
+
+
+class DedupConfig(_Section):
+    threshold: float = Field(0.985, gt=0, le=1)
+    k: int = Field(10, gt=0)
+    pair_floor: float = Field(0.90, gt=0, le=1)
+    keep_policy: Literal["lexi", "smallest", "largest", "newest", "oldest", "resolution"] = "lexi"
+
+    @property
+    def floor(self) -> float:
+        """Pairs are stored down to here, so a report at a lower threshold needs no new search."""
+        return min(self.threshold, self.pair_floor)
+
+
+class ScanConfig(_Section):
+    ignore: list[str] = Field(default_factory=list)
+    follow_symlinks: bool = False
+    max_pixels: int = Field(178_956_970, gt=0)
+    commit_every: int = Field(512, gt=0)
+
+
+class ReportConfig(_Section):
+    path: str | None = None
+    min_interval: float = Field(60.0, ge=0)
+
+
+class PurgeConfig(_Section):
+    action: Literal["delete", "trash"] = "delete"
+    trash_dir: str | None = None
+    auto: bool = False
+
+
+class WatchConfig(_Section):
+    mode: Literal["auto", "inotify", "poll"] = "auto"
+    poll_interval: float = Field(30.0, gt=0)
+    settle_seconds: float = Field(5.0, ge=0)
+    rescan_interval: float = Field(21600.0, gt=0)
+    max_vanish_fraction: float = Field(0.5, gt=0, le=1)
+
+
+class Config(_Section):
+    store: str | None = None
+    roots: list[str] = Field(default_factory=list)
+    protect: list[str] = Field(default_factory=list)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    dedup: DedupConfig = Field(default_factory=DedupConfig)
+    scan: ScanConfig = Field(default_factory=ScanConfig)
+    report: ReportConfig = Field(default_factory=ReportConfig)
+    purge: PurgeConfig = Field(default_factory=PurgeConfig)
+    watch: WatchConfig = Field(default_factory=WatchConfig)
+
+    @field_validator("roots", "protect")
+    @classmethod
+    def _non_empty_paths(cls, value: list[str]) -> list[str]:
+        if any(not str(v).strip() for v in value):
+            raise ValueError("paths must not be empty")
+        return value
+
+    def store_path(self) -> Path:
+        if self.store:
+            return Path(self.store).expanduser()
+        from platformdirs import user_data_dir
+
+        return Path(user_data_dir("dedupd", appauthor=False))
+
+
+def load_config(path: str | os.PathLike | None = None, overrides: dict[str, Any] | None = None) -> Config:
+    """Read a YAML file (or defaults when path is None) and apply dotted overrides like {'dedup.threshold': 0.9}."""
+    data = _read_yaml(Path(path)) if path else {}
+    for dotted, value in (overrides or {}).items():
+        if value is not None:
+            _set_dotted(data, dotted, value)
+    return validate(data, source=str(path) if path else "command line")
+
+
+def validate(data: dict[str, Any], source: str) -> Config:
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"{source}: {describe(exc)}") from None
+
+
+def describe(exc: ValidationError) -> str:
+    """The first error as `section.key: what is wrong` in plain words."""
+    error = exc.errors()[0]
+    key = ".".join(str(part) for part in error["loc"])
+    return f"{key}: {_plain(error)}"
+
+
+def _plain(error: dict[str, Any]) -> str:
+    ctx = error.get("ctx", {})
+    plain = {
+        "greater_than": lambda: f"must be > {ctx.get('gt')}",
+        "greater_than_equal": lambda: f"must be >= {ctx.get('ge')}",
+        "less_than_equal": lambda: f"must be <= {ctx.get('le')}",
+        "extra_forbidden": lambda: "unknown key",
+        "literal_error": lambda: f"must be one of {ctx.get('expected')}",
+    }
+    maker = plain.get(error["type"])
+    return maker() if maker else error["msg"].lower()
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config: {exc.strerror or exc}") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark else ""
+        raise ConfigError(f"{path}: not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of keys")
+    return data
+
+
+def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
+    *parents, leaf = dotted.split(".")
+    for part in parents:
+        data = data.setdefault(part, {})
+    data[leaf] = value

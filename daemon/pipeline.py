@@ -1,0 +1,316 @@
+"""The indexing pipeline as explicit stages joined by bounded queues.
+
+    scan -> classify -> hash -> plan -> decode -> embed -> commit
+
+Each stage is a generator that takes the previous stage's items. `run_stages` runs them sequentially (one thread,
+as the tests do) or each in its own thread joined by bounded queues, so a slow stage applies back-pressure instead
+of filling memory. Work that can be avoided is: unchanged files are never read, a content already embedded (exact
+copy, move, rename) is never decoded, and the model is only loaded when something needs embedding.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from dedupd.store import OK, PENDING, UNREADABLE, FileRecord, Store
+
+from .decode import DecodeError, decode
+from .hashing import content_hash
+from .scanner import FileEntry
+
+log = logging.getLogger("dedupd")
+
+Stage = Callable[[Iterable], Iterator]
+
+
+@dataclass
+class Work:
+    record: FileRecord
+    fresh: bool = True            # False: unchanged since the store last saw it
+    carrier: bool = False         # this item carries its content's first decode and embed in this run
+    image: object | None = None   # decoded PIL image, dropped once embedded
+    vector: np.ndarray | None = None
+
+
+@dataclass
+class Counters:
+    seen: int = 0
+    unchanged: int = 0
+    hashed: int = 0
+    decoded: int = 0
+    embedded: int = 0
+    unreadable: int = 0
+    committed: int = 0
+    new_contents: list[str] = field(default_factory=list)
+
+
+# --- the runner --------------------------------------------------------------------------------------------------
+
+_END = object()
+
+
+def run_stages(source: Iterable, stages: Sequence[Stage], threaded: bool = True, maxsize: int = 256) -> Iterator:
+    """Chain the stages; threaded, each runs in its own thread and an error in any of them is re-raised here."""
+    if not threaded:
+        items: Iterable = source
+        for stage in stages:
+            items = stage(items)
+        return iter(items)
+    return _threaded(source, stages, maxsize)
+
+
+def _threaded(source: Iterable, stages: Sequence[Stage], maxsize: int) -> Iterator:
+    errors: list[BaseException] = []
+    stop = threading.Event()
+    queues = [queue.Queue(maxsize) for _ in range(len(stages) + 1)]
+    threads = [threading.Thread(target=_feed, args=(source, queues[0], errors, stop), daemon=True)]
+    for i, stage in enumerate(stages):
+        args = (stage(_drain(queues[i], stop)), queues[i + 1], errors, stop)
+        threads.append(threading.Thread(target=_feed, args=args, daemon=True, name=f"stage-{stage.__name__}"))
+    for thread in threads:
+        thread.start()
+    try:
+        yield from _drain(queues[-1], stop)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=5)
+    if errors:
+        raise errors[0]
+
+
+def _feed(items: Iterable, out: queue.Queue, errors: list[BaseException], stop: threading.Event) -> None:
+    try:
+        for item in items:
+            if not _put(out, item, stop):
+                return
+    except BaseException as exc:  # noqa: BLE001 - handed to the consumer thread, which re-raises it
+        errors.append(exc)
+        stop.set()
+    finally:
+        _put(out, _END, stop)
+
+
+def _put(out: queue.Queue, item: object, stop: threading.Event) -> bool:
+    while not stop.is_set():
+        try:
+            out.put(item, timeout=0.2)
+            return True
+        except queue.Full:
+            continue
+    return False
+
+
+def _drain(source: queue.Queue, stop: threading.Event) -> Iterator:
+    while True:
+        try:
+            item = source.get(timeout=0.2)
+        except queue.Empty:
+            if stop.is_set():
+                return
+            continue
+        if item is _END:
+            return
+        yield item
+
+
+# --- what is already known about contents ------------------------------------------------------------------------
+
+
+@dataclass
+class ContentInfo:
+    status: str
+    width: int = 0
+    height: int = 0
+    error: str = ""
+
+
+class ContentBook:
+    """Which contents are resolved (embedded or unreadable), in flight, or waiting on an in-flight twin."""
+
+    def __init__(self, known: dict[str, ContentInfo]):
+        self.known = known
+        self.inflight: set[str] = set()
+        self.followers: dict[str, list[FileRecord]] = {}
+        self.lock = threading.Lock()
+
+    @classmethod
+    def from_store(cls, store: Store, model: str) -> "ContentBook":
+        embedded = store.vector_contents(model)
+        known: dict[str, ContentInfo] = {}
+        for record in store.files().values():
+            if record.content and (record.content in embedded or record.status == UNREADABLE):
+                known[record.content] = ContentInfo(record.status, record.width, record.height, record.error)
+        for content in embedded - known.keys():
+            known[content] = ContentInfo(OK)  # vectors kept from files since removed: a returning copy reuses them
+        return cls(known)
+
+    def claim(self, record: FileRecord) -> FileRecord | None:
+        """Resolved record if the content is known; None if this record must carry (or wait for) the content."""
+        with self.lock:
+            info = self.known.get(record.content)
+            if info is not None:
+                return _apply(record, info)
+            if record.content in self.inflight:
+                self.followers.setdefault(record.content, []).append(record)
+                return record  # marked pending: committed when its twin resolves
+            self.inflight.add(record.content)
+            return None
+
+    def resolve(self, record: FileRecord) -> list[FileRecord]:
+        info = ContentInfo(record.status, record.width, record.height, record.error)
+        with self.lock:
+            self.known[record.content] = info
+            self.inflight.discard(record.content)
+            return [_apply(f, info) for f in self.followers.pop(record.content, [])]
+
+
+def _apply(record: FileRecord, info: ContentInfo) -> FileRecord:
+    return replace(record, status=info.status, width=info.width, height=info.height, error=info.error)
+
+
+# --- the stages ----------------------------------------------------------------------------------------------------
+
+
+def classify(known: dict[bytes, FileRecord], counters: Counters) -> Stage:
+    """Unchanged size, mtime_ns and inode: not even re-hashed."""
+
+    def classify(entries: Iterable[FileEntry]) -> Iterator[Work]:
+        for entry in entries:
+            counters.seen += 1
+            old = known.get(entry.path)
+            if old and old.content and old.status != PENDING and old.same_stat(entry.size, entry.mtime_ns, entry.inode):
+                counters.unchanged += 1
+                yield Work(replace(old, root=entry.root, device=entry.device), fresh=False)
+            else:
+                yield Work(FileRecord(entry.path, entry.root, entry.size, entry.mtime_ns, entry.device, entry.inode))
+
+    return classify
+
+
+def hash_files(counters: Counters) -> Stage:
+    def hash_files(items: Iterable[Work]) -> Iterator[Work]:
+        for work in items:
+            if work.fresh:
+                work = _hashed(work, counters)
+            if work is not None:
+                yield work
+
+    return hash_files
+
+
+def _hashed(work: Work, counters: Counters) -> Work | None:
+    try:
+        work.record.content = content_hash(work.record.path)
+    except FileNotFoundError:
+        return None  # vanished between the walk and the read: nothing to index
+    except OSError as exc:
+        log.warning("cannot read %s: %s", os.fsdecode(work.record.path), exc.strerror or exc)
+        work.record.status, work.record.error = UNREADABLE, f"io error: {exc.strerror or exc}"
+        return work
+    counters.hashed += 1
+    return work
+
+
+def plan(book: ContentBook) -> Stage:
+    """Decide per fresh file: reuse a known content, wait for an in-flight twin, or carry the content's embed."""
+
+    def plan(items: Iterable[Work]) -> Iterator[Work]:
+        for work in items:
+            if not work.fresh or work.record.status == UNREADABLE:
+                yield work
+                continue
+            resolved = book.claim(work.record)
+            if resolved is None:
+                work.carrier = True
+                yield work
+            elif resolved.status != PENDING:
+                yield Work(resolved)
+
+    return plan
+
+
+def decode_images(draft_side: Callable[[], int | None], max_pixels: int, counters: Counters) -> Stage:
+    def decode_images(items: Iterable[Work]) -> Iterator[Work]:
+        for work in items:
+            if work.carrier and work.record.status != UNREADABLE:
+                _decode_one(work, draft_side(), max_pixels, counters)
+            yield work
+
+    return decode_images
+
+
+def _decode_one(work: Work, draft_side: int | None, max_pixels: int, counters: Counters) -> None:
+    record = work.record
+    try:
+        decoded = decode(record.path, draft_side=draft_side, max_pixels=max_pixels)
+    except DecodeError as exc:
+        log.warning("unreadable image %s: %s", os.fsdecode(record.path), exc.reason)
+        record.status, record.error = UNREADABLE, exc.reason
+        counters.unreadable += 1
+        return
+    work.image, record.width, record.height = decoded.image, decoded.width, decoded.height
+    counters.decoded += 1
+
+
+def embed_images(embed: Callable[[list], np.ndarray], batch_size: int, counters: Counters) -> Stage:
+    def embed_images(items: Iterable[Work]) -> Iterator[Work]:
+        batch: list[Work] = []
+        for work in items:
+            if work.image is None:
+                yield work
+                continue
+            batch.append(work)
+            if len(batch) >= batch_size:
+                yield from _embed_batch(batch, embed, counters)
+                batch = []
+        yield from _embed_batch(batch, embed, counters)
+
+    return embed_images
+
+
+def _embed_batch(batch: list[Work], embed: Callable[[list], np.ndarray], counters: Counters) -> list[Work]:
+    if not batch:
+        return []
+    vectors = embed([w.image for w in batch])
+    for work, vector in zip(batch, vectors):
+        work.vector, work.image = vector, None
+        work.record.status = OK
+    counters.embedded += len(batch)
+    return batch
+
+
+def commit(store: Store, model: str, book: ContentBook, every: int, counters: Counters) -> Stage:
+    """Vectors first, then file rows: a crash between the two leaves vectors a resumed run reuses, never rows
+    pointing at a vector that does not exist."""
+
+    def commit(items: Iterable[Work]) -> Iterator[Work]:
+        pending: list[Work] = []
+        for work in items:
+            pending.append(work)
+            if len(pending) >= every:
+                yield from _flush(pending, store, model, book, counters)
+                pending = []
+        yield from _flush(pending, store, model, book, counters)
+
+    return commit
+
+
+def _flush(pending: list[Work], store: Store, model: str, book: ContentBook, counters: Counters) -> list[Work]:
+    carriers = [w for w in pending if w.carrier]
+    embedded = [w for w in carriers if w.vector is not None]
+    if embedded:
+        store.add_vectors(model, [w.record.content for w in embedded], np.stack([w.vector for w in embedded]))
+        counters.new_contents.extend(w.record.content for w in embedded)
+    followers = [f for w in carriers for f in book.resolve(w.record)]
+    records = [w.record for w in pending if w.fresh] + followers
+    store.upsert_files(records)
+    counters.committed += len(records)
+    return pending + [Work(f) for f in followers]

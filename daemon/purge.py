@@ -1,0 +1,217 @@
+"""Purge: remove (or trash) duplicates, each only after it passes every safety check just before the act.
+
+The order is plan -> verify -> act. A failed check skips that one file with its reason and the run goes on.
+Deletion renames the victim aside first and confirms the renamed inode is the verified one, so a file swapped in
+between the check and the act is put back instead of deleted.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import stat
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from dedupd.store import OK, FileRecord
+
+from .hashing import fd_hash
+
+
+@dataclass(frozen=True)
+class PurgeItem:
+    victim: bytes
+    keeper: bytes
+
+
+@dataclass
+class Outcome:
+    item: PurgeItem
+    action: str  # "deleted" | "trashed" | "would delete" | "would trash" | "skipped"
+    reason: str = ""
+    destination: bytes | None = None
+
+
+@dataclass
+class PurgeResult:
+    outcomes: list[Outcome] = field(default_factory=list)
+
+    @property
+    def acted(self) -> list[Outcome]:
+        return [o for o in self.outcomes if o.action in ("deleted", "trashed")]
+
+    @property
+    def skipped(self) -> list[Outcome]:
+        return [o for o in self.outcomes if o.action == "skipped"]
+
+
+class Refused(Exception):
+    """One item fails a safety check; str() is the reason."""
+
+
+@dataclass
+class PurgeContext:
+    records: dict[bytes, FileRecord]  # what the store indexed, by path
+    roots: Sequence[bytes]            # scanned roots that may be purged (online ones only)
+    protect: Sequence[bytes] = ()
+    trash_dir: bytes | None = None
+    dry_run: bool = True
+
+
+def run_purge(items: Iterable[PurgeItem], ctx: PurgeContext) -> PurgeResult:
+    result = PurgeResult()
+    for item in items:
+        result.outcomes.append(_one(item, ctx))
+    return result
+
+
+def _one(item: PurgeItem, ctx: PurgeContext) -> Outcome:
+    try:
+        victim = verify(item, ctx)
+        if ctx.dry_run:
+            return Outcome(item, "would trash" if ctx.trash_dir else "would delete")
+        if ctx.trash_dir:
+            return Outcome(item, "trashed", destination=_trash(victim, ctx))
+        _delete(item.victim, victim)
+        return Outcome(item, "deleted")
+    except Refused as exc:
+        return Outcome(item, "skipped", str(exc))
+    except OSError as exc:
+        return Outcome(item, "skipped", f"{exc.strerror or exc}")
+
+
+# --- checks ----------------------------------------------------------------------------------------------------
+
+
+def verify(item: PurgeItem, ctx: PurgeContext) -> FileRecord:
+    """Every check that must hold for this victim right now; returns its store record."""
+    check_path_shape(item.victim)
+    victim = _indexed(item.victim, ctx)
+    keeper = _indexed(item.keeper, ctx)
+    _check_placement(victim, ctx)
+    if item.victim == item.keeper or (victim.device, victim.inode) == (keeper.device, keeper.inode):
+        raise Refused("the victim is the keeper itself (same path or hard link)")
+    _check_keeper(keeper)
+    _check_victim(victim)
+    return victim
+
+
+def check_path_shape(path: bytes) -> None:
+    if b"\0" in path:
+        raise Refused("path contains a NUL byte")
+    if not os.path.isabs(path) or os.path.normpath(path) != path:
+        raise Refused("path is not absolute and normalised ('..' or '.' components)")
+    parent = os.path.dirname(path)
+    if os.path.realpath(parent) != parent:
+        raise Refused("a parent directory is a symlink")
+
+
+def _indexed(path: bytes, ctx: PurgeContext) -> FileRecord:
+    record = ctx.records.get(path)
+    if record is None:
+        raise Refused(f"{os.fsdecode(path)} is not in the store (scan again)")
+    return record
+
+
+def _check_placement(victim: FileRecord, ctx: PurgeContext) -> None:
+    if not any(_inside(victim.path, root) for root in ctx.roots):
+        raise Refused("not inside a scanned root that is online")
+    if any(_inside(victim.path, root) for root in ctx.protect):
+        raise Refused("inside a protected root")
+
+
+def _inside(path: bytes, root: bytes) -> bool:
+    return path.startswith(root.rstrip(b"/") + b"/")
+
+
+def _check_keeper(keeper: FileRecord) -> None:
+    if keeper.status != OK:
+        raise Refused("the keeper was not decoded successfully")
+    try:
+        st = os.lstat(keeper.path)
+    except OSError:
+        raise Refused("the keeper no longer exists") from None
+    if not stat.S_ISREG(st.st_mode) or not keeper.same_stat(st.st_size, st.st_mtime_ns, st.st_ino):
+        raise Refused("the keeper changed since it was indexed")
+
+
+def _check_victim(victim: FileRecord) -> None:
+    try:
+        fd = os.open(victim.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise Refused("the victim is a symlink") from None
+        raise Refused(f"cannot open the victim: {exc.strerror}") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise Refused("the victim is not a regular file")
+        if not victim.same_stat(st.st_size, st.st_mtime_ns, st.st_ino):
+            raise Refused("the victim changed since it was indexed")
+        if victim.content and fd_hash(fd) != victim.content:
+            raise Refused("the victim's content changed since it was indexed")
+    finally:
+        os.close(fd)
+
+
+# --- acts ------------------------------------------------------------------------------------------------------
+
+
+def _delete(path: bytes, victim: FileRecord) -> None:
+    aside = _aside_name(path)
+    os.rename(path, aside)
+    st = os.lstat(aside)
+    if (st.st_dev, st.st_ino) != (victim.device, victim.inode) or not stat.S_ISREG(st.st_mode):
+        os.rename(aside, path)
+        raise Refused("the file was swapped between check and delete; put back")
+    os.unlink(aside)
+
+
+def _aside_name(path: bytes) -> bytes:
+    head, tail = os.path.split(path)
+    return os.path.join(head, b".dedupd-purge-" + str(os.getpid()).encode() + b"-" + tail)
+
+
+def trash_destination(victim: FileRecord, trash_dir: bytes) -> bytes:
+    relative = os.path.relpath(victim.path, victim.root)
+    return os.path.join(trash_dir, relative)
+
+
+def _trash(victim: FileRecord, ctx: PurgeContext) -> bytes:
+    assert ctx.trash_dir is not None
+    dest = trash_destination(victim, ctx.trash_dir)
+    if os.path.lexists(dest):
+        raise Refused(f"{os.fsdecode(dest)} already exists in the trash")
+    os.makedirs(os.path.dirname(dest), exist_ok=True)
+    try:
+        os.rename(victim.path, dest)
+    except OSError as exc:
+        if exc.errno != errno.EXDEV:
+            raise
+        _copy_then_unlink(victim, dest)
+        return dest
+    _confirm_moved(victim, dest)
+    return dest
+
+
+def _confirm_moved(victim: FileRecord, dest: bytes) -> None:
+    st = os.lstat(dest)
+    if (st.st_dev, st.st_ino) != (victim.device, victim.inode):
+        os.rename(dest, victim.path)
+        raise Refused("the file was swapped between check and move; put back")
+
+
+def _copy_then_unlink(victim: FileRecord, dest: bytes) -> None:
+    """Across filesystems: copy, fsync, verify the copy's hash, and only then remove the original."""
+    shutil.copy2(victim.path, dest)
+    fd = os.open(dest, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+        ok = fd_hash(fd) == victim.content
+    finally:
+        os.close(fd)
+    if not ok:
+        os.unlink(dest)
+        raise Refused("the copy in the trash did not verify; original left in place")
+    os.unlink(victim.path)

@@ -1,0 +1,139 @@
+"""The JSON report: the old tool's fields, plus extras an old consumer won't trip over.
+
+Paths that are not valid UTF-8 are written in Python's surrogateescape convention: each undecodable byte 0xXY is
+the JSON escape ``\\udcXY``, so ``os.fsencode(json.load(f)[...])`` gives back the exact bytes. Such entries also
+carry ``*_b64`` fields with the raw bytes for consumers in other languages.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import sys
+import tempfile
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from dedupd.store import FileRecord
+
+from .groups import Group, Member
+
+FORMAT_VERSION = 1
+
+
+def path_text(path: bytes) -> str:
+    return os.fsdecode(path)
+
+
+def text_path(text: str) -> bytes:
+    return os.fsencode(text)
+
+
+def build_report(
+    groups: Sequence[Group], total_images: int, keep_policy: Sequence[str] | str, threshold: float, model: str,
+    roots: Sequence[bytes] = (),
+) -> dict[str, Any]:
+    policy = keep_policy if isinstance(keep_policy, str) else ",".join(keep_policy)
+    return {
+        "generated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "total_images": total_images,
+        "duplicate_groups": sum(1 for g in groups if g.duplicates),
+        "total_duplicates": sum(len(g.duplicates) for g in groups),
+        "keep_policy": policy,
+        "groups": [_group(g) for g in sorted(groups, key=lambda g: -g.bytes_reclaimable)],
+        "format_version": FORMAT_VERSION,
+        "threshold": threshold,
+        "model": model,
+        "roots": [path_text(r) for r in roots],
+        "bytes_reclaimable": sum(g.bytes_reclaimable for g in groups),
+    }
+
+
+def _group(group: Group) -> dict[str, Any]:
+    out = {
+        "keep": path_text(group.keep.path),
+        "duplicates": [path_text(m.file.path) for m in group.duplicates],
+        "keep_info": _info(group.keep),
+        "duplicate_details": [_member(m) for m in group.duplicates],
+        "similar": [_member(m) for m in group.similar],
+        "bytes_reclaimable": group.bytes_reclaimable,
+    }
+    return out
+
+
+def _info(record: FileRecord) -> dict[str, Any]:
+    info: dict[str, Any] = {
+        "path": path_text(record.path),
+        "size": record.size,
+        "width": record.width,
+        "height": record.height,
+        "mtime_ns": record.mtime_ns,
+        "content": record.content,
+    }
+    if not _is_utf8(record.path):
+        info["path_b64"] = base64.b64encode(record.path).decode("ascii")
+    return info
+
+
+def _member(member: Member) -> dict[str, Any]:
+    return {**_info(member.file), "cosine": round(member.cosine, 6)}
+
+
+def _is_utf8(path: bytes) -> bool:
+    try:
+        path.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def entry_path(info: dict[str, Any]) -> bytes:
+    """The exact bytes of a report entry's path (b64 when present, else the surrogateescape text)."""
+    raw = info.get("path_b64")
+    return base64.b64decode(raw) if raw else text_path(info["path"])
+
+
+def dumps(report: dict[str, Any]) -> bytes:
+    # backslashreplace turns each lone surrogate into the JSON escape \udcXY; all else stays readable UTF-8.
+    return (json.dumps(report, ensure_ascii=False, indent=2) + "\n").encode("utf-8", "backslashreplace")
+
+
+def write_report(report: dict[str, Any], out: str | os.PathLike) -> None:
+    """Write atomically: a reader sees the old report or the new one, never half of either."""
+    data = dumps(report)
+    if str(out) == "-":
+        sys.stdout.buffer.write(data)
+        sys.stdout.flush()
+        return
+    atomic_write(Path(out), data)
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_report(path: str | os.PathLike) -> dict[str, Any]:
+    from .errors import UsageError
+
+    try:
+        report = json.loads(Path(path).read_bytes())
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot read report: {exc.strerror or exc}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UsageError(f"{path}: not a JSON report: {exc}") from None
+    if not isinstance(report, dict) or not isinstance(report.get("groups"), list):
+        raise UsageError(f"{path}: not a dedupd report (no 'groups' list)")
+    return report

@@ -1,0 +1,117 @@
+"""Walk the photo roots: every image file once, with the stat facts the store compares against."""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+import os
+import stat
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+
+from .decode import IMAGE_EXTENSIONS
+
+log = logging.getLogger("dedupd")
+
+# NAS and desktop metadata folders/files: thumbnails, recycle bins, snapshots, AppleDouble forks.
+NAS_IGNORE = ("@eaDir", "#recycle", "#snapshot", ".@__thumb", ".Trash-*", "._*", "#SynoRecycle", ".snapshot")
+
+_EXTENSIONS = tuple(ext.encode() for ext in IMAGE_EXTENSIONS)
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    path: bytes
+    root: bytes
+    size: int
+    mtime_ns: int
+    device: int
+    inode: int
+
+
+@dataclass
+class ScanOptions:
+    ignore: tuple[str, ...] = NAS_IGNORE
+    follow_symlinks: bool = False
+    exclude_dirs: tuple[bytes, ...] = ()  # absolute paths never entered (the trash dir, the store)
+    on_error: Callable[[bytes, OSError], None] | None = None
+
+
+def normalise_root(root: str | bytes | os.PathLike) -> bytes:
+    return os.path.realpath(os.fsencode(os.path.expanduser(os.fsdecode(root))))
+
+
+def is_image_name(name: bytes) -> bool:
+    return name.lower().endswith(_EXTENSIONS)
+
+
+def scan(roots: Iterable[bytes], options: ScanOptions | None = None) -> Iterator[FileEntry]:
+    """Yield image files under the roots, sorted per directory, each (device, inode) once."""
+    walker = _Walker(options or ScanOptions())
+    for root in roots:
+        yield from walker.walk(normalise_root(root))
+
+
+class _Walker:
+    def __init__(self, options: ScanOptions):
+        self.options = options
+        self.patterns = tuple(p.encode() for p in options.ignore)
+        self.seen_files: set[tuple[int, int]] = set()
+        self.seen_dirs: set[tuple[int, int]] = set()
+
+    def walk(self, root: bytes) -> Iterator[FileEntry]:
+        stack = [root]
+        while stack:
+            directory = stack.pop()
+            if self._enter(directory):
+                subdirs, files = self._list(directory)
+                yield from (e for e in (self._file(root, d) for d in files) if e is not None)
+                stack.extend(reversed(subdirs))
+
+    def _enter(self, directory: bytes) -> bool:
+        try:
+            st = os.stat(directory)
+        except OSError as exc:
+            self._error(directory, exc)
+            return False
+        key = (st.st_dev, st.st_ino)
+        if key in self.seen_dirs or directory in self.options.exclude_dirs:
+            return False  # a root listed twice, nested roots, or a symlink loop
+        self.seen_dirs.add(key)
+        return True
+
+    def _list(self, directory: bytes) -> tuple[list[bytes], list[os.DirEntry]]:
+        try:
+            with os.scandir(directory) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except OSError as exc:
+            self._error(directory, exc)
+            return [], []
+        kept = [e for e in entries if not self._ignored(e.name)]
+        return [e.path for e in kept if self._is_dir(e)], [e for e in kept if is_image_name(e.name)]
+
+    def _ignored(self, name: bytes) -> bool:
+        return any(fnmatch.fnmatchcase(name, p) for p in self.patterns)
+
+    def _is_dir(self, entry: os.DirEntry) -> bool:
+        try:
+            return entry.is_dir(follow_symlinks=self.options.follow_symlinks)
+        except OSError:
+            return False
+
+    def _file(self, root: bytes, entry: os.DirEntry) -> FileEntry | None:
+        try:
+            st = entry.stat(follow_symlinks=False)
+        except OSError as exc:  # vanished or unreadable mid-scan: skip it, keep walking
+            self._error(entry.path, exc)
+            return None
+        if not stat.S_ISREG(st.st_mode) or (st.st_dev, st.st_ino) in self.seen_files:
+            return None  # symlinks to files are never indexed: deleting through them is a hazard
+        self.seen_files.add((st.st_dev, st.st_ino))
+        return FileEntry(entry.path, root, st.st_size, st.st_mtime_ns, st.st_dev, st.st_ino)
+
+    def _error(self, path: bytes, exc: OSError) -> None:
+        if self.options.on_error is not None:
+            self.options.on_error(path, exc)
+        else:
+            log.warning("cannot read %s: %s", os.fsdecode(path), exc.strerror or exc)

@@ -1,0 +1,105 @@
+"""Arrow schemas of the store's tables and the records they hold.
+
+Paths are stored as raw bytes (``os.fsencode``) so that names which are not valid UTF-8 round-trip exactly; the
+string key of a file row is a digest of those bytes because LanceDB's merge keys are easiest on strings.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict, dataclass, fields
+
+import pyarrow as pa
+
+SCHEMA_VERSION = 1
+
+FILES = pa.schema(
+    [
+        pa.field("key", pa.string(), nullable=False),
+        pa.field("path", pa.binary(), nullable=False),
+        pa.field("root", pa.binary(), nullable=False),
+        pa.field("size", pa.int64()),
+        pa.field("mtime_ns", pa.int64()),
+        pa.field("device", pa.int64()),
+        pa.field("inode", pa.int64()),
+        pa.field("content", pa.string()),
+        pa.field("width", pa.int32()),
+        pa.field("height", pa.int32()),
+        pa.field("status", pa.string()),
+        pa.field("error", pa.string()),
+    ]
+)
+
+VECTORS = pa.schema(
+    [
+        pa.field("key", pa.string(), nullable=False),
+        pa.field("content", pa.string(), nullable=False),
+        pa.field("model", pa.string(), nullable=False),
+        pa.field("vector", pa.list_(pa.float32()), nullable=False),
+    ]
+)
+
+PAIRS = pa.schema(
+    [
+        pa.field("key", pa.string(), nullable=False),
+        pa.field("model", pa.string(), nullable=False),
+        pa.field("a", pa.string(), nullable=False),
+        pa.field("b", pa.string(), nullable=False),
+        pa.field("cosine", pa.float32(), nullable=False),
+    ]
+)
+
+META = pa.schema([pa.field("key", pa.string(), nullable=False), pa.field("value", pa.string())])
+
+TABLES = {"files": FILES, "vectors": VECTORS, "pairs": PAIRS, "meta": META}
+
+# File status values.
+PENDING = "pending"
+OK = "ok"
+UNREADABLE = "unreadable"
+
+
+def path_key(path: bytes) -> str:
+    return hashlib.blake2b(path, digest_size=16).hexdigest()
+
+
+@dataclass
+class FileRecord:
+    """One file as the store last saw it."""
+
+    path: bytes
+    root: bytes
+    size: int
+    mtime_ns: int
+    device: int
+    inode: int
+    content: str = ""
+    width: int = 0
+    height: int = 0
+    status: str = PENDING
+    error: str = ""
+
+    @property
+    def key(self) -> str:
+        return path_key(self.path)
+
+    def same_stat(self, size: int, mtime_ns: int, inode: int) -> bool:
+        return (self.size, self.mtime_ns, self.inode) == (size, mtime_ns, inode)
+
+
+FILE_FIELDS = [f.name for f in fields(FileRecord)]
+
+
+def files_to_arrow(records: list[FileRecord]) -> pa.Table:
+    columns: dict[str, list] = {name: [] for name in FILES.names}
+    for record in records:
+        row = asdict(record)
+        row["key"] = record.key
+        for name in FILES.names:
+            columns[name].append(row[name])
+    return pa.table(columns, schema=FILES)
+
+
+def files_from_arrow(table: pa.Table) -> list[FileRecord]:
+    data = table.select(FILE_FIELDS).to_pydict()
+    return [FileRecord(**dict(zip(FILE_FIELDS, row))) for row in zip(*(data[n] for n in FILE_FIELDS))]

@@ -1,0 +1,211 @@
+"""The dedupd store: four LanceDB tables on local disk.
+
+- files:   one row per indexed path (stat, content hash, decoded size, status)
+- vectors: one row per (content hash, model id); two models never mix and a model change re-embeds
+- pairs:   candidate neighbour pairs (content a < content b, cosine) above a floor, per model
+- meta:    schema version and free-form JSON values (model identity, pair floor, root state)
+
+Every write is one LanceDB commit covering a whole batch; callers batch. Writes that could be repeated after a crash
+are merge-inserts on a key, so a resumed run never duplicates rows.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable
+from datetime import timedelta
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from .lock import FileLock
+from .schema import (
+    FILES,
+    META,
+    PAIRS,
+    SCHEMA_VERSION,
+    TABLES,
+    VECTORS,
+    FileRecord,
+    files_from_arrow,
+    files_to_arrow,
+    path_key,
+)
+
+COMPACT_EVERY_VERSIONS = 50
+KEEP_OLD_VERSIONS = timedelta(hours=1)
+
+
+class StoreError(Exception):
+    """The store cannot be used; the message says why and what to do."""
+
+
+class Store:
+    def __init__(self, path: Path, db: object):
+        self.path = path
+        self._db = db
+        self._tables = {name: db.open_table(name) for name in TABLES}
+        self.writer_lock = FileLock(path / "writer.lock", "store writer")
+
+    # --- opening ---------------------------------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, path: str | os.PathLike, create: bool = True) -> "Store":
+        import lancedb
+
+        path = Path(path).expanduser()
+        if not create and not (path / "meta.lance").exists():
+            raise StoreError(f"no dedupd store at {path} (run `dedupd scan FOLDER` first, or pass --store)")
+        path.mkdir(parents=True, exist_ok=True)
+        try:
+            db = lancedb.connect(path, read_consistency_interval=timedelta(0))
+            _create_missing_tables(db)
+        except (OSError, RuntimeError, ValueError) as exc:
+            raise StoreError(f"cannot open the store at {path}: {_first_line(exc)}") from exc
+        store = cls(path, db)
+        store._check_schema()
+        return store
+
+    def _check_schema(self) -> None:
+        found = self.get_meta("schema_version")
+        if found is None:
+            self.set_meta("schema_version", SCHEMA_VERSION)
+        elif int(found) > SCHEMA_VERSION:
+            raise StoreError(
+                f"the store at {self.path} has schema version {found}, newer than this dedupd understands "
+                f"({SCHEMA_VERSION}); upgrade dedupd or use another --store"
+            )
+
+    # --- meta ------------------------------------------------------------------------------------------------
+
+    def get_meta(self, key: str, default: object = None) -> object:
+        table = self._tables["meta"].to_arrow()
+        hits = table.filter(pc.equal(table["key"], key))["value"].to_pylist()
+        return json.loads(hits[0]) if hits else default
+
+    def set_meta(self, key: str, value: object) -> None:
+        row = pa.table({"key": [key], "value": [json.dumps(value)]}, schema=META)
+        self._merge("meta", row)
+
+    # --- files -----------------------------------------------------------------------------------------------
+
+    def files(self, root: bytes | None = None) -> dict[bytes, FileRecord]:
+        table = self._tables["files"].to_arrow()
+        if root is not None:
+            table = table.filter(pc.equal(table["root"], pa.scalar(root, pa.binary())))
+        return {record.path: record for record in files_from_arrow(table)}
+
+    def upsert_files(self, records: Iterable[FileRecord]) -> None:
+        batch = list({r.path: r for r in records}.values())
+        if batch:
+            self._merge("files", files_to_arrow(batch))
+
+    def delete_files(self, paths: Iterable[bytes]) -> None:
+        keys = sorted({path_key(p) for p in paths})
+        for start in range(0, len(keys), 1000):
+            chunk = ", ".join(f"'{k}'" for k in keys[start : start + 1000])
+            self._tables["files"].delete(f"key IN ({chunk})")
+
+    # --- vectors ---------------------------------------------------------------------------------------------
+
+    def vector_contents(self, model: str) -> set[str]:
+        table = self._tables["vectors"].to_arrow().select(["content", "model"])
+        return set(table.filter(pc.equal(table["model"], model))["content"].to_pylist())
+
+    def vectors(self, model: str, contents: Iterable[str] | None = None) -> tuple[list[str], np.ndarray]:
+        table = self._tables["vectors"].to_arrow()
+        mask = pc.equal(table["model"], model)
+        if contents is not None:
+            mask = pc.and_(mask, pc.is_in(table["content"], pa.array(list(contents), pa.string())))
+        table = table.filter(mask)
+        return table["content"].to_pylist(), _matrix(table["vector"])
+
+    def add_vectors(self, model: str, contents: list[str], matrix: np.ndarray) -> None:
+        if not contents:
+            return
+        rows = pa.table(
+            {
+                "key": [f"{model}|{c}" for c in contents],
+                "content": contents,
+                "model": [model] * len(contents),
+                "vector": list(np.asarray(matrix, dtype=np.float32)),
+            },
+            schema=VECTORS,
+        )
+        self._merge("vectors", rows)
+
+    # --- pairs -----------------------------------------------------------------------------------------------
+
+    def pairs(self, model: str, min_cosine: float = -1.0) -> list[tuple[str, str, float]]:
+        table = self._tables["pairs"].to_arrow()
+        table = table.filter(pc.and_(pc.equal(table["model"], model), pc.greater_equal(table["cosine"], min_cosine)))
+        data = table.select(["a", "b", "cosine"]).to_pydict()
+        return list(zip(data["a"], data["b"], data["cosine"]))
+
+    def add_pairs(self, model: str, pairs: Iterable[tuple[str, str, float]]) -> int:
+        unique = {(min(a, b), max(a, b)): float(c) for a, b, c in pairs if a != b}
+        if not unique:
+            return 0
+        rows = pa.table(
+            {
+                "key": [f"{model}|{a}|{b}" for a, b in unique],
+                "model": [model] * len(unique),
+                "a": [a for a, _ in unique],
+                "b": [b for _, b in unique],
+                "cosine": list(unique.values()),
+            },
+            schema=PAIRS,
+        )
+        self._merge("pairs", rows)
+        return len(unique)
+
+    def clear_pairs(self, model: str) -> None:
+        self._tables["pairs"].delete(f"model = '{_quote(model)}'")
+
+    # --- housekeeping ----------------------------------------------------------------------------------------
+
+    def versions(self) -> dict[str, int]:
+        return {name: table.version for name, table in self._tables.items()}
+
+    def maybe_compact(self, force: bool = False) -> bool:
+        """Compact fragments and drop old versions once enough commits have piled up."""
+        compacted = False
+        for name, table in self._tables.items():
+            if force or table.version - int(self.get_meta(f"compacted.{name}", 0)) >= COMPACT_EVERY_VERSIONS:
+                table.optimize(cleanup_older_than=KEEP_OLD_VERSIONS)
+                self.set_meta(f"compacted.{name}", self._tables[name].version)
+                compacted = True
+        return compacted
+
+    def size_bytes(self) -> int:
+        return sum(f.stat().st_size for f in self.path.rglob("*") if f.is_file())
+
+    def _merge(self, name: str, rows: pa.Table) -> None:
+        table = self._tables[name]
+        table.merge_insert("key").when_matched_update_all().when_not_matched_insert_all().execute(rows)
+
+
+def _create_missing_tables(db: object) -> None:
+    existing = set(db.list_tables().tables) if hasattr(db.list_tables(), "tables") else set(db.list_tables())
+    for name, schema in TABLES.items():
+        if name not in existing:
+            db.create_table(name, schema=schema, exist_ok=True)
+
+
+def _matrix(column: pa.ChunkedArray) -> np.ndarray:
+    if len(column) == 0:
+        return np.zeros((0, 0), dtype=np.float32)
+    flat = pc.list_flatten(column).to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
+    return flat.reshape(len(column), -1)
+
+
+def _quote(text: str) -> str:
+    return text.replace("'", "''")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__

@@ -1,0 +1,89 @@
+"""Test seams we own: a deterministic embedder (where the model is not the point) and a planted photo library."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import imagegen
+import numpy as np
+from PIL import Image
+
+
+class PixelEmbedder:
+    """A tiny-thumbnail embedder: resized and re-encoded copies land very close, different pictures far apart."""
+
+    model_id = "test/pixels-v1"
+    dim = 192
+    draft_side = 64
+    devices = ["cpu"]
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.images = 0
+
+    def embed(self, images: list[Image.Image]) -> np.ndarray:
+        self.calls += 1
+        self.images += len(images)
+        rows = [np.asarray(im.convert("RGB").resize((8, 8), Image.Resampling.BOX), dtype=np.float32).ravel()
+                for im in images]
+        matrix = np.stack(rows) if rows else np.zeros((0, self.dim), np.float32)
+        matrix -= matrix.mean(axis=1, keepdims=True)
+        return matrix / np.linalg.norm(matrix, axis=1, keepdims=True).clip(1e-6)
+
+    def close(self) -> None:
+        pass
+
+
+@dataclass
+class Library:
+    """A photo tree with planted duplicates; the names say what each file is."""
+
+    root: Path
+    originals: list[Path] = field(default_factory=list)
+    exact: dict[Path, Path] = field(default_factory=dict)        # copy -> original
+    resized: dict[Path, Path] = field(default_factory=dict)      # smaller re-encode -> original
+    converted: dict[Path, Path] = field(default_factory=dict)    # PNG of a JPEG -> original
+    unreadable: list[Path] = field(default_factory=list)
+
+    @property
+    def near(self) -> dict[Path, Path]:
+        return {**self.resized, **self.converted}
+
+
+def make_library(root: Path, distinct: int = 4, size: tuple[int, int] = (320, 240)) -> Library:
+    lib = Library(root)
+    (root / "camera").mkdir(parents=True)
+    (root / "backup").mkdir()
+    (root / "export").mkdir()
+    for seed in range(distinct):
+        path = root / "camera" / f"img_{seed:03d}.jpg"
+        imagegen.photo(seed, size).save(path, quality=92)
+        lib.originals.append(path)
+    a, b, c = lib.originals[:3]
+    lib.exact[_copy(a, root / "backup" / a.name)] = a
+    lib.resized[_resize(b, root / "export" / "small_b.jpg", 0.5)] = b
+    png = root / "export" / "c.png"
+    Image.open(c).save(png)
+    lib.converted[png] = c
+    bad = root / "camera" / "broken.jpg"
+    bad.write_bytes(a.read_bytes()[:200])
+    lib.unreadable.append(bad)
+    return lib
+
+
+def _copy(src: Path, dst: Path) -> Path:
+    shutil.copy2(src, dst)
+    return dst
+
+
+def _resize(src: Path, dst: Path, factor: float) -> Path:
+    with Image.open(src) as im:
+        im.resize((int(im.width * factor), int(im.height * factor)), Image.Resampling.LANCZOS).save(dst, quality=85)
+    return dst
+
+
+def b(path: Path | str) -> bytes:
+    return os.fsencode(str(path))
