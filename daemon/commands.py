@@ -144,7 +144,7 @@ def _excluded_dirs(config: Config, store: Store) -> list[bytes]:
 def _stages(store, config: Config, model: str, embedder: LazyEmbedder, counters, known) -> list:
     book = pipeline.ContentBook.from_store(store, model)
     return [
-        pipeline.classify(known, counters),
+        pipeline.classify(known, book, counters),
         pipeline.hash_files(counters),
         pipeline.plan(book),
         pipeline.decode_images(embedder.draft_side, config.scan.max_pixels, counters),

@@ -179,26 +179,34 @@ def _apply(record: FileRecord, info: ContentInfo) -> FileRecord:
 # --- the stages ----------------------------------------------------------------------------------------------------
 
 
-def classify(known: dict[bytes, FileRecord], counters: Counters) -> Stage:
-    """Unchanged size, mtime_ns and inode: not even re-hashed."""
+def classify(known: dict[bytes, FileRecord], book: ContentBook, counters: Counters) -> Stage:
+    """Unchanged size, mtime_ns and inode: not even re-hashed; and skipped outright when its content is resolved
+    for this model (a model change re-embeds unchanged files without re-hashing them)."""
 
     def classify(entries: Iterable[FileEntry]) -> Iterator[Work]:
         for entry in entries:
             counters.seen += 1
             old = known.get(entry.path)
-            if old and old.content and old.status != PENDING and old.same_stat(entry.size, entry.mtime_ns, entry.inode):
-                counters.unchanged += 1
-                yield Work(replace(old, root=entry.root, device=entry.device), fresh=False)
+            if old and old.content and old.same_stat(entry.size, entry.mtime_ns, entry.inode):
+                yield _unchanged(old, entry, book, counters)
             else:
                 yield Work(FileRecord(entry.path, entry.root, entry.size, entry.mtime_ns, entry.device, entry.inode))
 
     return classify
 
 
+def _unchanged(old: FileRecord, entry: FileEntry, book: ContentBook, counters: Counters) -> Work:
+    record = replace(old, root=entry.root, device=entry.device)
+    if old.status != PENDING and old.content in book.known:
+        counters.unchanged += 1
+        return Work(record, fresh=False)
+    return Work(replace(record, status=PENDING, error=""))
+
+
 def hash_files(counters: Counters) -> Stage:
     def hash_files(items: Iterable[Work]) -> Iterator[Work]:
         for work in items:
-            if work.fresh:
+            if work.fresh and not work.record.content:
                 work = _hashed(work, counters)
             if work is not None:
                 yield work

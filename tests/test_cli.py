@@ -1,0 +1,92 @@
+"""The CLI adapter: fast help without heavy imports, exit codes, one-line errors."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from dedupd.cli import build_parser, main
+
+HEAVY = ("torch", "transformers", "faiss", "lancedb", "pyarrow", "PIL", "numpy")
+
+
+def run(*args, env=None):
+    return subprocess.run([sys.executable, "-m", "dedupd", *args], capture_output=True, text=True,
+                          env={**os.environ, **(env or {})})
+
+
+def test_help_imports_nothing_heavy():
+    code = ("import sys; from dedupd.cli import main\n"
+            "try: main(['--help'])\nexcept SystemExit: pass\n"
+            f"print([m for m in {HEAVY!r} if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+@pytest.mark.parametrize("command", ["scan", "report", "purge", "status", "check-config"])
+def test_every_command_has_help(command):
+    out = run(command, "--help")
+    assert out.returncode == 0 and "usage: dedupd" in out.stdout
+
+
+def test_scan_keeps_the_old_tools_flags_and_defaults():
+    args = build_parser().parse_args(["scan", "/x"])
+    assert args.folder == "/x" and not args.inplace
+    from dedupd.config import Config
+
+    d = Config()
+    assert (d.dedup.threshold, d.dedup.k, d.model.batch_size, d.model.name, d.model.gpu_memory_fraction,
+            d.dedup.keep_policy) == (0.985, 10, 128, "google/siglip2-base-patch16-naflex", 0.9, "lexi")
+    full = build_parser().parse_args(
+        ["scan", "/x", "--threshold", "0.9", "--k", "5", "--batch-size", "8", "--model", "m", "--gpus", "2",
+         "--gpu-memory-fraction", "0.5", "--keep-policy", "resolution", "--inplace", "--report", "r.json"])
+    assert (full.threshold, full.k, full.batch_size, full.model, full.gpus, full.gpu_memory_fraction,
+            full.keep_policy, full.inplace, full.report) == (0.9, 5, 8, "m", 2, 0.5, "resolution", True, "r.json")
+
+
+def test_usage_error_exits_2():
+    out = run("scan")
+    assert out.returncode == 2
+
+
+def test_bad_config_exits_2_with_one_line_naming_the_key(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("model:\n  batch_size: 0\n")
+    out = run("check-config", str(cfg))
+    assert out.returncode == 2
+    assert out.stderr.strip() == f"dedupd: error: {cfg}: model.batch_size: must be > 0"
+    assert "Traceback" not in out.stderr
+
+
+def test_flag_value_is_validated_like_the_file(tmp_path):
+    out = run("scan", str(tmp_path), "--batch-size", "0", "--store", str(tmp_path / "s"))
+    assert out.returncode == 2 and "model.batch_size: must be > 0" in out.stderr
+
+
+def test_missing_folder_exits_2(tmp_path):
+    out = run("scan", str(tmp_path / "nope"), "--store", str(tmp_path / "s"))
+    assert out.returncode == 2 and "not a directory" in out.stderr
+
+
+def test_no_store_yet_is_a_clear_error(tmp_path):
+    out = run("status", "--store", str(tmp_path / "none"))
+    assert out.returncode == 2 and "no dedupd store" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_debug_env_shows_traceback(tmp_path):
+    out = run("status", "--store", str(tmp_path / "none"), env={"DEDUPD_DEBUG": "1"})
+    assert out.returncode == 2 and "Traceback" in out.stderr
+
+
+def test_check_config_ok_on_the_example():
+    example = os.path.join(os.path.dirname(__file__), "..", "config.example.yaml")
+    assert main(["check-config", example]) == 0
+
+
+def test_console_script_is_installed():
+    out = subprocess.run([os.path.join(os.path.dirname(sys.executable), "dedupd"), "--version"],
+                         capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.startswith("dedupd ")

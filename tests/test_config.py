@@ -1,0 +1,63 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from dedupd.config import Config, load_config
+from dedupd.errors import ConfigError
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "config.example.yaml"
+
+
+def test_example_documents_every_key_with_its_default():
+    data = yaml.safe_load(EXAMPLE.read_text())
+    assert data == Config().model_dump()
+
+
+def test_every_key_has_a_comment():
+    lines = EXAMPLE.read_text().splitlines()
+    for i, line in enumerate(lines):
+        is_leaf = line.strip() and not line.lstrip().startswith("#") and not line.rstrip().endswith(":")
+        if is_leaf:
+            assert lines[i - 1].lstrip().startswith("#"), f"no comment above {line.strip()!r}"
+
+
+@pytest.mark.parametrize(
+    "snippet, message",
+    [
+        ("model:\n  batch_size: 0\n", "model.batch_size: must be > 0"),
+        ("dedup:\n  threshold: 1.5\n", "dedup.threshold: must be <= 1"),
+        ("dedup:\n  keep_policy: biggest\n", "dedup.keep_policy: must be one of"),
+        ("watch:\n  mode: magic\n", "watch.mode: must be one of"),
+        ("modle:\n  name: x\n", "modle: unknown key"),
+        ("model: [1, 2]\n", "model:"),
+        ("- just\n- a list\n", "top level must be a mapping"),
+        ("model: {name: [unclosed\n", "not valid YAML"),
+    ],
+)
+def test_errors_name_the_key(tmp_path, snippet, message):
+    path = tmp_path / "c.yaml"
+    path.write_text(snippet)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert message in str(info.value) and str(path) in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_cli_flags_override_the_file(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("dedup:\n  threshold: 0.9\n  k: 5\n")
+    cfg = load_config(path, {"dedup.threshold": 0.95, "dedup.k": None})
+    assert cfg.dedup.threshold == 0.95 and cfg.dedup.k == 5
+
+
+def test_missing_file_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match="cannot read config"):
+        load_config(tmp_path / "none.yaml")
+
+
+def test_default_store_is_the_user_data_dir(monkeypatch, tmp_path):
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))
+    assert load_config().store_path() == tmp_path / "dedupd"

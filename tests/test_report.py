@@ -1,0 +1,114 @@
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+from support import PixelEmbedder, b
+
+import imagegen
+from dedupd import commands
+from dedupd.config import load_config
+from dedupd.groups import Group, Member
+from dedupd.report import build_report, dumps, entry_path, write_report
+from dedupd.store import FileRecord
+
+
+def rec(path: bytes, size=10):
+    return FileRecord(path, b"/r", size, 1, 1, hash(path) % 10**9, "c" * 32, 4, 3, "ok")
+
+
+def test_non_utf8_paths_are_valid_utf8_json_and_round_trip():
+    keep, dup = rec(b"/r/caf\xc3\xa9.jpg"), rec(b"/r/bad\xff.jpg", size=7)
+    report = build_report([Group(keep, [Member(dup, 0.99)])], 2, "lexi", 0.985, "m")
+    data = dumps(report)
+    data.decode("utf-8")  # strictly valid UTF-8
+    assert b"\\udcff" in data and "café".encode() in data
+    loaded = json.loads(data)
+    group = loaded["groups"][0]
+    assert os.fsencode(group["duplicates"][0]) == b"/r/bad\xff.jpg"
+    assert base64.b64decode(group["duplicate_details"][0]["path_b64"]) == b"/r/bad\xff.jpg"
+    assert entry_path(group["duplicate_details"][0]) == b"/r/bad\xff.jpg"
+    assert "path_b64" not in group["keep_info"]
+
+
+def test_other_languages_parse_it(tmp_path):
+    report = build_report([Group(rec(b"/r/a\xfe.jpg"), [Member(rec(b"/r/b.jpg"), 1.0)])], 2, "lexi", 0.9, "m")
+    path = tmp_path / "r.json"
+    write_report(report, path)
+    node = shutil.which("node")
+    if node:
+        out = subprocess.run([node, "-e", f"JSON.parse(require('fs').readFileSync('{path}','utf8'))"])
+        assert out.returncode == 0
+    assert json.loads(path.read_text(encoding="utf-8"))["total_duplicates"] == 1
+
+
+def test_write_is_atomic_and_leaves_no_temp_files(tmp_path):
+    path = tmp_path / "r.json"
+    write_report({"groups": []}, path)
+    write_report({"groups": [1]}, path)
+    assert json.loads(path.read_text()) == {"groups": [1]}
+    assert [p.name for p in tmp_path.iterdir()] == ["r.json"]
+
+
+def test_groups_sorted_by_bytes_reclaimable():
+    small = Group(rec(b"/r/a"), [Member(rec(b"/r/a2", size=1), 1.0)])
+    big = Group(rec(b"/r/z"), [Member(rec(b"/r/z2", size=100), 1.0)])
+    report = build_report([small, big], 4, "lexi", 0.9, "m")
+    assert [g["keep"] for g in report["groups"]] == ["/r/z", "/r/a"]
+
+
+def test_purge_hits_the_right_non_utf8_file(tmp_path):
+    root = tmp_path / "photos"
+    root.mkdir()
+    img = imagegen.photo(1, (160, 120))
+    names = [b"caf\xc3\xa9.jpg", b"cafe\xcc\x81.jpg", b"x\xff.jpg"]
+    for name in names:
+        img.save(os.path.join(b(root), name), quality=90)
+    cfg = load_config(None, {"store": str(tmp_path / "store")})
+    commands.scan(str(root), cfg, None, False, None, echo=lambda s: None,
+                  embedder=commands.LazyEmbedder(cfg, PixelEmbedder()))
+    report = json.loads((root / "dedup_report.json").read_bytes())
+    (group,) = report["groups"]
+    victims = [entry_path(d) for d in group["duplicate_details"]]
+    commands.purge(cfg, str(root / "dedup_report.json"), True, None, echo=lambda s: None,
+                   model=PixelEmbedder.model_id)
+    left = set(os.listdir(b(root))) - {b"dedup_report.json"}
+    assert left == {os.path.basename(entry_path(group["keep_info"]))}
+    assert not any(os.path.exists(v) for v in victims)
+
+
+def test_report_command_reads_the_store_without_embedding(tmp_path):
+    from support import make_library
+
+    lib = make_library(tmp_path / "photos")
+    cfg = load_config(None, {"store": str(tmp_path / "store")})
+    commands.scan(str(lib.root), cfg, None, False, None, echo=lambda s: None,
+                  embedder=commands.LazyEmbedder(cfg, PixelEmbedder()))
+    out = tmp_path / "r.json"
+    commands.report(cfg, str(out), echo=lambda s: None, model=PixelEmbedder.model_id)
+    a = json.loads(out.read_text())
+    scanned = json.loads((lib.root / "dedup_report.json").read_text())
+    assert [g["keep"] for g in a["groups"]] == [g["keep"] for g in scanned["groups"]]
+    lower = load_config(None, {"store": str(tmp_path / "store"), "dedup.threshold": 0.92})
+    commands.report(lower, str(out), echo=lambda s: None, model=PixelEmbedder.model_id)
+    assert json.loads(out.read_text())["total_duplicates"] >= a["total_duplicates"]
+    import pytest
+
+    from dedupd.errors import UsageError
+
+    too_low = load_config(None, {"store": str(tmp_path / "store"), "dedup.threshold": 0.5})
+    with pytest.raises(UsageError, match="below the stored pair floor"):
+        commands.report(too_low, str(out), echo=lambda s: None, model=PixelEmbedder.model_id)
+
+
+def test_report_is_readable_by_a_consumer_of_the_old_format(tmp_path):
+    """The old tool's consumers did `for g in groups: for d in g['duplicates']: os.remove(d)`."""
+    report = build_report([Group(rec(b"/r/a.jpg"), [Member(rec(b"/r/b.jpg"), 0.99)])], 2, "lexi", 0.985, "m")
+    old = json.loads(dumps(report))
+    code = "import json,sys; r=json.load(sys.stdin); print(sum(len(g['duplicates']) for g in r['groups']))"
+    out = subprocess.run([sys.executable, "-c", code], input=dumps(report), capture_output=True)
+    assert out.stdout.strip() == b"1" and old["keep_policy"] == "lexi"

@@ -1,0 +1,91 @@
+from __future__ import annotations
+
+import os
+
+from support import b
+
+from dedupd.scanner import NAS_IGNORE, ScanOptions, scan
+
+
+def touch(path, data=b"x"):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return path
+
+
+def paths(entries):
+    return sorted(e.path for e in entries)
+
+
+def test_extensions_any_case_and_non_images_skipped(tmp_path):
+    for name in ("a.JPG", "b.jpeg", "c.png", "d.BMP", "e.webp", "f.tif", "g.TIFF", "h.heic", "i.HEIF", "j.avif",
+                 "k.gif", "notes.txt", "raw.cr2", "noext"):
+        touch(tmp_path / name)
+    found = {os.path.basename(p) for p in paths(scan([b(tmp_path)]))}
+    assert found == {n.encode() for n in ("a.JPG", "b.jpeg", "c.png", "d.BMP", "e.webp", "f.tif", "g.TIFF", "h.heic",
+                                           "i.HEIF", "j.avif", "k.gif")}
+
+
+def test_nas_metadata_never_indexed(tmp_path):
+    keep = touch(tmp_path / "ok" / "a.jpg")
+    for bad in ("@eaDir/a.jpg/SYNOPHOTO_THUMB_XL.jpg", "#recycle/a.jpg", "#snapshot/a.jpg", ".@__thumb/a.jpg",
+                ".Trash-1000/files/a.jpg", "ok/._a.jpg"):
+        touch(tmp_path / bad)
+    assert paths(scan([b(tmp_path)])) == [b(keep)]
+    assert "@eaDir" in NAS_IGNORE
+
+
+def test_custom_ignore_and_excluded_dirs(tmp_path):
+    touch(tmp_path / "keep" / "a.jpg")
+    touch(tmp_path / "skip-me" / "a.jpg")
+    touch(tmp_path / "trash" / "a.jpg")
+    opts = ScanOptions(ignore=(*NAS_IGNORE, "skip-*"), exclude_dirs=(b(tmp_path / "trash"),))
+    assert paths(scan([b(tmp_path)], opts)) == [b(tmp_path / "keep" / "a.jpg")]
+
+
+def test_records_stat_facts(tmp_path):
+    f = touch(tmp_path / "a.jpg", b"hello")
+    (entry,) = scan([b(tmp_path)])
+    st = os.stat(f)
+    assert (entry.size, entry.mtime_ns, entry.device, entry.inode) == (5, st.st_mtime_ns, st.st_dev, st.st_ino)
+    assert entry.root == b(os.path.realpath(tmp_path))
+
+
+def test_directory_symlinks_not_followed_by_default_and_loops_end(tmp_path):
+    touch(tmp_path / "real" / "a.jpg")
+    os.symlink(tmp_path / "real", tmp_path / "link")
+    os.symlink(tmp_path, tmp_path / "real" / "loop")
+    assert len(paths(scan([b(tmp_path)]))) == 1
+    followed = paths(scan([b(tmp_path)], ScanOptions(follow_symlinks=True)))
+    assert len(followed) == 1  # each inode once, and the loop terminates
+
+
+def test_root_listed_twice_or_nested_indexes_each_inode_once(tmp_path):
+    touch(tmp_path / "sub" / "a.jpg")
+    os.link(tmp_path / "sub" / "a.jpg", tmp_path / "sub" / "hard.jpg")
+    entries = list(scan([b(tmp_path), b(tmp_path), b(tmp_path / "sub")]))
+    assert len(entries) == 1
+
+
+def test_file_symlinks_are_not_indexed(tmp_path):
+    real = touch(tmp_path / "a.jpg")
+    os.symlink(real, tmp_path / "b.jpg")
+    assert paths(scan([b(tmp_path)])) == [b(real)]
+
+
+def test_non_utf8_and_nfc_nfd_names_are_distinct(tmp_path):
+    root = b(tmp_path)
+    names = [b"caf\xc3\xa9.jpg", b"cafe\xcc\x81.jpg", b"bad\xff.jpg"]
+    for name in names:
+        with open(os.path.join(root, name), "wb") as f:
+            f.write(name)
+    found = paths(scan([root]))
+    assert found == sorted(os.path.join(os.path.realpath(root), n) for n in names)
+
+
+def test_unreadable_directory_reported_and_scan_goes_on(tmp_path):
+    touch(tmp_path / "a" / "x.jpg")
+    errors = []
+    opts = ScanOptions(on_error=lambda p, e: errors.append(p))
+    entries = list(scan([b(tmp_path / "missing"), b(tmp_path)], opts))
+    assert len(entries) == 1 and errors == [b(tmp_path / "missing")]
