@@ -17,26 +17,53 @@ def floor_key(model: str) -> str:
     return f"pair_floor|{model}"
 
 
-def refresh_pairs(store: Store, model: str, new_contents: Iterable[str], dedup: DedupConfig) -> int:
-    """Search the new vectors against all of this model's vectors and store the pairs above the floor.
+class PairFinder:
+    """A live FAISS index over one model's vectors: new vectors are searched against everything indexed so far and
+    their pairs above the floor stored. The scan builds one per run; the daemon keeps one for its lifetime.
 
     The stored floor only ever goes down: asking for a lower one re-searches everything once, so a later report at
     any threshold down to the floor needs no new search.
     """
-    stored = store.get_meta(floor_key(model))
-    floor = dedup.floor if stored is None else min(dedup.floor, float(stored))
-    contents, matrix = store.vectors(model)
-    if not contents:
-        store.set_meta(floor_key(model), floor)
-        return 0
-    queries = set(contents) if stored is None or floor < float(stored) else set(new_contents)
-    index = VectorIndex(matrix.shape[1])
-    index.add(contents, matrix)
-    rows = [i for i, c in enumerate(contents) if c in queries]
-    pairs = index.neighbours([contents[i] for i in rows], matrix[rows], dedup.k, floor)
-    added = store.add_pairs(model, pairs)
-    store.set_meta(floor_key(model), floor)
-    return added
+
+    def __init__(self, store: Store, model: str, dedup: DedupConfig):
+        self.store, self.model, self.dedup = store, model, dedup
+        self.index: VectorIndex | None = None
+
+    def _load(self) -> list[str]:
+        """Index every stored vector; returns the contents that still need a search (all, if the floor dropped)."""
+        contents, matrix = self.store.vectors(self.model)
+        if contents:
+            self.index = VectorIndex(matrix.shape[1])
+            self.index.add(contents, matrix)
+        stored = stored_floor(self.store, self.model)
+        return contents if stored is None or self.dedup.floor < stored else []
+
+    def update(self, new_contents: Iterable[str]) -> int:
+        new = list(dict.fromkeys(new_contents))
+        if self.index is None:
+            new = list(dict.fromkeys([*self._load(), *new]))
+        contents, matrix = self.store.vectors(self.model, new) if new else ([], None)
+        if not contents:
+            self._save_floor()
+            return 0
+        if self.index is None:
+            self.index = VectorIndex(matrix.shape[1])
+        self.index.add(contents, matrix)
+        floor = self._floor()
+        added = self.store.add_pairs(self.model, self.index.neighbours(contents, matrix, self.dedup.k, floor))
+        self._save_floor()
+        return added
+
+    def _floor(self) -> float:
+        stored = stored_floor(self.store, self.model)
+        return self.dedup.floor if stored is None else min(self.dedup.floor, stored)
+
+    def _save_floor(self) -> None:
+        self.store.set_meta(floor_key(self.model), self._floor())
+
+
+def refresh_pairs(store: Store, model: str, new_contents: Iterable[str], dedup: DedupConfig) -> int:
+    return PairFinder(store, model, dedup).update(new_contents)
 
 
 def stored_floor(store: Store, model: str) -> float | None:

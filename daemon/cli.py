@@ -28,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     _report_parser(sub)
     _purge_parser(sub)
     _common(sub.add_parser("status", help="what the store holds: files, embedded, unreadable, groups"))
+    _common(sub.add_parser("run", help="the watching service (systemd: Type=notify)"))
     check = sub.add_parser("check-config", help="validate a config file")
     check.add_argument("file", nargs="?", help="YAML config (default: built-in defaults)")
     return parser
@@ -108,6 +109,10 @@ def dispatch(args: argparse.Namespace) -> int:
         return commands.purge(config, args.report, args.inplace, args.trash)
     if args.command == "status":
         return commands.status(config)
+    if args.command == "run":
+        from .service import run
+
+        return run(args.config, config)
     raise AssertionError(args.command)
 
 

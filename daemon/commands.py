@@ -14,13 +14,14 @@ from dataclasses import dataclass
 
 from dedupd.store import OK, PENDING, UNREADABLE, FileLock, FileRecord, LockBusy, Store
 
-from . import catalog, pipeline
+from . import catalog
+from .indexer import IndexResult, Indexer, LazyEmbedder, mark_root, model_identity, online_roots, roots_state
 from .config import Config
 from .errors import PurgeFailures, UsageError
 from .progress import bar
 from .purge import PurgeContext, PurgeItem, PurgeResult, run_purge
 from .report import build_report, entry_path, load_report, path_text, text_path, write_report
-from .scanner import ScanOptions, normalise_root, scan as walk
+from .scanner import normalise_root
 
 log = logging.getLogger("dedupd")
 Echo = Callable[[str], None]
@@ -41,116 +42,7 @@ def writer_lock(store: Store) -> FileLock:
 
 
 def model_id(config: Config) -> str:
-    from .embedder import model_identity
-
     return model_identity(config.model.name)
-
-
-class LazyEmbedder:
-    """Loads the model on first use, so a re-scan with nothing new never pays for torch or the weights.
-
-    `loaded` is the seam for tests that want a deterministic embedder where the model is not the point.
-    """
-
-    def __init__(self, config: Config, loaded=None):
-        self.config = config
-        self._embedder = loaded
-        self.model_id = loaded.model_id if loaded is not None else model_id(config)
-
-    def get(self):
-        if self._embedder is None:
-            from .embedder import EmbedderSettings, load_embedder
-
-            m = self.config.model
-            settings = EmbedderSettings(
-                model=m.name, batch_size=m.batch_size, gpus=m.gpus, gpu_memory_fraction=m.gpu_memory_fraction,
-                device=m.device, max_patches=m.max_patches,
-            )
-            self._embedder = load_embedder(settings)
-        return self._embedder
-
-    def draft_side(self) -> int | None:
-        return self.get().draft_side
-
-    def embed(self, images: list):
-        return self.get().embed(images)
-
-
-def roots_state(store: Store) -> dict[str, dict]:
-    return dict(store.get_meta("roots", {}))
-
-
-def online_roots(store: Store) -> list[bytes]:
-    return [text_path(r) for r, s in roots_state(store).items() if s.get("state", "online") == "online"]
-
-
-def mark_root(store: Store, root: bytes, **state: object) -> None:
-    roots = roots_state(store)
-    roots[path_text(root)] = {**roots.get(path_text(root), {}), **state}
-    store.set_meta("roots", roots)
-
-
-# --- index -------------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class IndexResult:
-    counters: pipeline.Counters
-    removed: int
-    pairs: int
-
-
-def index_root(store: Store, root: bytes, config: Config, embedder: LazyEmbedder, threaded: bool = True) -> IndexResult:
-    """Bring the store in line with one root: new or changed files hashed and embedded, gone files dropped."""
-    known = store.files(root)
-    counters = pipeline.Counters()
-    model = embedder.model_id
-    seen: set[bytes] = set()
-    stages = _stages(store, config, model, embedder, counters, known)
-    with bar("indexing", unit="file") as progress:
-        for _ in pipeline.run_stages(_entries(root, config, store, seen), stages, threaded=threaded):
-            progress.update(1)
-    gone = [p for p in known if p not in seen]
-    store.delete_files(gone)
-    pairs = catalog.refresh_pairs(store, model, counters.new_contents, config.dedup)
-    mark_root(store, root, state="online", last_scan=time.time())
-    store.maybe_compact()
-    return IndexResult(counters, len(gone), pairs)
-
-
-def _entries(root: bytes, config: Config, store: Store, seen: set[bytes]):
-    options = ScanOptions(
-        ignore=tuple(pipeline_ignore(config)), follow_symlinks=config.scan.follow_symlinks,
-        exclude_dirs=tuple(_excluded_dirs(config, store)),
-    )
-    for entry in walk([root], options):
-        seen.add(entry.path)
-        yield entry
-
-
-def pipeline_ignore(config: Config) -> list[str]:
-    from .scanner import NAS_IGNORE
-
-    return [*NAS_IGNORE, *config.scan.ignore]
-
-
-def _excluded_dirs(config: Config, store: Store) -> list[bytes]:
-    dirs = [os.fsencode(os.path.realpath(store.path))]
-    if config.purge.trash_dir:
-        dirs.append(normalise_root(config.purge.trash_dir))
-    return dirs
-
-
-def _stages(store, config: Config, model: str, embedder: LazyEmbedder, counters, known) -> list:
-    book = pipeline.ContentBook.from_store(store, model)
-    return [
-        pipeline.classify(known, book, counters),
-        pipeline.hash_files(counters),
-        pipeline.plan(book),
-        pipeline.decode_images(embedder.draft_side, config.scan.max_pixels, counters),
-        pipeline.embed_images(embedder.embed, config.model.batch_size, counters),
-        pipeline.commit(store, model, book, config.scan.commit_every, counters),
-    ]
 
 
 # --- scan --------------------------------------------------------------------------------------------------------
@@ -168,7 +60,7 @@ def scan(
     model = embedder.model_id
     store = open_store(config)
     with writer_lock(store):
-        result = index_root(store, root, config, embedder, threaded=threaded)
+        result = Indexer(store, config, embedder, threaded=threaded).reconcile(root, guard=False)
         files = list(store.files(root).values())
         groups = catalog.load_groups(store, model, files, config.dedup.threshold, config.dedup.keep_policy)
         report = build_report(
@@ -254,6 +146,12 @@ def purge(
     return _execute(store, items, roots, config, trash, inplace, echo)
 
 
+def purge_from_store(store: Store, config: Config, model: str, echo: Echo = print) -> int:
+    """The daemon's purge.auto: plan from the store with the configured policy and act per purge.action."""
+    groups, _, _ = store_groups(store, config, model)
+    return _execute(store, items_from_groups(groups), online_roots(store), config, None, True, echo)
+
+
 def items_from_groups(groups) -> list[PurgeItem]:
     return [PurgeItem(m.file.path, g.keep.path) for g in groups for m in g.duplicates]
 
@@ -322,11 +220,26 @@ def _echo_purge(echo: Echo, result: PurgeResult, dry_run: bool) -> None:
 
 
 def status(config: Config, echo: Echo = print, model: str | None = None) -> int:
+    from .service import read_status
+
     store = open_store(config, create=False)
     model = model or model_id(config)
     for key, value in status_fields(store, config, model).items():
         echo(f"{key}: {value}")
+    daemon = read_status(store.path)
+    echo(f"daemon: {_daemon_line(daemon)}")
+    for root, backend in (daemon or {}).get("watchers", {}).items():
+        echo(f"  watcher {root}: {backend}, {daemon.get('health', {}).get(root, 'unknown')}")
+    for error in (daemon or {}).get("last_errors", []):
+        echo(f"  error: {error}")
     return 0
+
+
+def _daemon_line(daemon: dict | None) -> str:
+    if daemon is None:
+        return "not running"
+    progress = f" ({daemon['progress']})" if daemon.get("progress") else ""
+    return f"pid {daemon['pid']}, {daemon['phase']}{progress}, backlog {daemon['backlog']}"
 
 
 def status_fields(store: Store, config: Config, model: str) -> dict[str, object]:

@@ -167,7 +167,8 @@ class ContentBook:
     def resolve(self, record: FileRecord) -> list[FileRecord]:
         info = ContentInfo(record.status, record.width, record.height, record.error)
         with self.lock:
-            self.known[record.content] = info
+            if record.status != PENDING:  # left unembedded by a stop: the next run carries it again
+                self.known[record.content] = info
             self.inflight.discard(record.content)
             return [_apply(f, info) for f in self.followers.pop(record.content, [])]
 
@@ -268,7 +269,12 @@ def _decode_one(work: Work, draft_side: int | None, max_pixels: int, counters: C
     counters.decoded += 1
 
 
-def embed_images(embed: Callable[[list], np.ndarray], batch_size: int, counters: Counters) -> Stage:
+def embed_images(
+    embed: Callable[[list], np.ndarray], batch_size: int, counters: Counters, stop: threading.Event | None = None
+) -> Stage:
+    """Batches for the model. Once `stop` is set, images pass through unembedded (left pending for the next run),
+    so shutting down waits for at most the batch in flight."""
+
     def embed_images(items: Iterable[Work]) -> Iterator[Work]:
         batch: list[Work] = []
         for work in items:
@@ -277,14 +283,20 @@ def embed_images(embed: Callable[[list], np.ndarray], batch_size: int, counters:
                 continue
             batch.append(work)
             if len(batch) >= batch_size:
-                yield from _embed_batch(batch, embed, counters)
+                yield from _embed_batch(batch, embed, counters, stop)
                 batch = []
-        yield from _embed_batch(batch, embed, counters)
+        yield from _embed_batch(batch, embed, counters, stop)
 
     return embed_images
 
 
-def _embed_batch(batch: list[Work], embed: Callable[[list], np.ndarray], counters: Counters) -> list[Work]:
+def _embed_batch(
+    batch: list[Work], embed: Callable[[list], np.ndarray], counters: Counters, stop: threading.Event | None
+) -> list[Work]:
+    if stop is not None and stop.is_set():
+        for work in batch:
+            work.image = None
+        return batch
     if not batch:
         return []
     vectors = embed([w.image for w in batch])

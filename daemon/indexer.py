@@ -1,0 +1,213 @@
+"""Indexing shared by `scan` and the daemon: run the pipeline over some files, drop what is gone, keep pairs current.
+
+An `Indexer` holds what stays valid between runs (which contents are resolved, the live FAISS index, the store's
+view of each path), so the daemon pays for loading them once and each event batch costs only its own files.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, replace
+
+from dedupd.store import FileRecord, Store
+
+from . import pipeline
+from .catalog import PairFinder
+from .config import Config
+from .report import path_text, text_path
+from .scanner import NAS_IGNORE, FileEntry, ScanOptions, is_image_name, normalise_root
+from .scanner import scan as walk
+
+
+class LazyEmbedder:
+    """Loads the model on first use, so a re-scan with nothing new never pays for torch or the weights.
+
+    `loaded` is the seam for tests that want a deterministic embedder where the model is not the point.
+    """
+
+    def __init__(self, config: Config, loaded=None):
+        self.config = config
+        self._embedder = loaded
+        self.model_id = loaded.model_id if loaded is not None else model_identity(config.model.name)
+
+    def get(self):
+        if self._embedder is None:
+            from .embedder import EmbedderSettings, load_embedder
+
+            m = self.config.model
+            settings = EmbedderSettings(
+                model=m.name, batch_size=m.batch_size, gpus=m.gpus, gpu_memory_fraction=m.gpu_memory_fraction,
+                device=m.device, max_patches=m.max_patches,
+            )
+            self._embedder = load_embedder(settings)
+        return self._embedder
+
+    def draft_side(self) -> int | None:
+        return self.get().draft_side
+
+    def embed(self, images: list):
+        return self.get().embed(images)
+
+
+def model_identity(name: str) -> str:
+    from .modelref import resolve_source
+
+    return resolve_source(name).model_id
+
+
+@dataclass
+class IndexResult:
+    counters: pipeline.Counters
+    removed: int = 0
+    pairs: int = 0
+    offline: str = ""  # why the root was marked offline instead of swept ("" = it was swept)
+
+
+def scan_options(config: Config, store: Store) -> ScanOptions:
+    excluded = [os.fsencode(os.path.realpath(store.path))]
+    if config.purge.trash_dir:
+        excluded.append(normalise_root(config.purge.trash_dir))
+    return ScanOptions(
+        ignore=(*NAS_IGNORE, *config.scan.ignore), follow_symlinks=config.scan.follow_symlinks,
+        exclude_dirs=tuple(excluded),
+    )
+
+
+class Indexer:
+    def __init__(self, store: Store, config: Config, embedder: LazyEmbedder, threaded: bool = True):
+        self.store, self.config, self.embedder, self.threaded = store, config, embedder, threaded
+        self.model = embedder.model_id
+        self.book = pipeline.ContentBook.from_store(store, self.model)
+        self.pairs = PairFinder(store, self.model, config.dedup)
+        self.files: dict[bytes, FileRecord] = store.files()
+        self.options = scan_options(config, store)
+        self.stop = threading.Event()
+        self.on_item: Callable[[pipeline.Counters], None] | None = None
+
+    # --- whole roots ---------------------------------------------------------------------------------------------
+
+    def reconcile(self, root: bytes, guard: bool = True) -> IndexResult:
+        """Mark and sweep one root. With guard, a root that vanished (missing, empty, or lost more than
+        watch.max_vanish_fraction of its files) is marked offline and nothing is dropped."""
+        known = {p for p, f in self.files.items() if f.root == root}
+        entries = list(walk([root], self.options)) if os.path.isdir(root) else []
+        reason = self._vanished(root, len(known), entries, known) if guard else ""
+        if reason:
+            mark_root(self.store, root, state="offline", reason=reason)
+            return IndexResult(pipeline.Counters(), offline=reason)
+        seen = {e.path for e in entries}
+        result = self.index(entries, gone=[p for p in known if p not in seen])
+        mark_root(self.store, root, state="online", reason="", last_scan=time.time())
+        return result
+
+    def _vanished(self, root: bytes, known: int, entries: list[FileEntry], known_paths: set[bytes]) -> str:
+        if not os.path.isdir(root):
+            return "root is missing or unmounted"
+        if known and not entries:
+            return "root is suddenly empty"
+        lost = len(known_paths - {e.path for e in entries})
+        if known and lost / known > self.config.watch.max_vanish_fraction:
+            return f"{lost} of {known} files vanished at once (more than watch.max_vanish_fraction)"
+        return ""
+
+    # --- some paths ------------------------------------------------------------------------------------------------
+
+    def refresh_paths(self, root: bytes, paths: Iterable[bytes]) -> IndexResult:
+        """Event-driven: each dirty path is a new/changed file, a directory to rescan, or something gone."""
+        entries: list[FileEntry] = []
+        gone: list[bytes] = []
+        for path in paths:
+            found = self._entries_at(root, path)
+            entries.extend(found)
+            seen = {e.path for e in found}
+            gone.extend(p for p in self._known_under(path) if p not in seen)
+        return self.index(entries, gone)
+
+    def _entries_at(self, root: bytes, path: bytes) -> list[FileEntry]:
+        if os.path.isdir(path) and not os.path.islink(path):
+            return [replace(e, root=root) for e in walk([path], self.options) if _inside(e.path, root)]
+        entry = _file_entry(root, path)
+        return [entry] if entry and not self._ignored(path, root) else []
+
+    def _ignored(self, path: bytes, root: bytes) -> bool:
+        import fnmatch
+
+        parts = os.path.relpath(path, root).split(b"/")
+        patterns = [p.encode() for p in self.options.ignore]
+        return any(fnmatch.fnmatchcase(part, pat) for part in parts for pat in patterns)
+
+    def _known_under(self, path: bytes) -> list[bytes]:
+        prefix = path.rstrip(b"/") + b"/"
+        return [p for p in self.files if p == path or p.startswith(prefix)]
+
+    # --- the pipeline run ----------------------------------------------------------------------------------------
+
+    def index(self, entries: Iterable[FileEntry], gone: Iterable[bytes] = ()) -> IndexResult:
+        counters = pipeline.Counters()
+        for work in pipeline.run_stages(self._source(entries), self._stages(counters), threaded=self.threaded):
+            self.files[work.record.path] = work.record
+            if self.on_item:
+                self.on_item(counters)
+        gone = [p for p in gone if p in self.files]
+        self.store.delete_files(gone)
+        for path in gone:
+            del self.files[path]
+        pairs = self.pairs.update(counters.new_contents)
+        self.store.maybe_compact()
+        return IndexResult(counters, removed=len(gone), pairs=pairs)
+
+    def _source(self, entries: Iterable[FileEntry]) -> Iterator[FileEntry]:
+        for entry in entries:
+            if self.stop.is_set():
+                return
+            yield entry
+
+    def _stages(self, counters: pipeline.Counters) -> list:
+        return [
+            pipeline.classify(self.files, self.book, counters),
+            pipeline.hash_files(counters),
+            pipeline.plan(self.book),
+            pipeline.decode_images(self.embedder.draft_side, self.config.scan.max_pixels, counters),
+            pipeline.embed_images(self.embedder.embed, self.config.model.batch_size, counters, self.stop),
+            pipeline.commit(self.store, self.model, self.book, self.config.scan.commit_every, counters),
+        ]
+
+
+def _file_entry(root: bytes, path: bytes) -> FileEntry | None:
+    import stat
+
+    if not is_image_name(os.path.basename(path)) or not _inside(path, root):
+        return None
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return None
+    if not stat.S_ISREG(st.st_mode):
+        return None
+    return FileEntry(path, root, st.st_size, st.st_mtime_ns, st.st_dev, st.st_ino)
+
+
+def _inside(path: bytes, root: bytes) -> bool:
+    return path.startswith(root.rstrip(b"/") + b"/")
+
+
+# --- root state (kept in the store's meta, so every process sees which roots are online) --------------------------
+
+
+def roots_state(store: Store) -> dict[str, dict]:
+    return dict(store.get_meta("roots", {}))
+
+
+def online_roots(store: Store) -> list[bytes]:
+    return [text_path(r) for r, s in roots_state(store).items() if s.get("state", "online") == "online"]
+
+
+def mark_root(store: Store, root: bytes, **state: object) -> None:
+    roots = roots_state(store)
+    if roots.get(path_text(root), {}) | state == roots.get(path_text(root)):
+        return  # unchanged: don't add a store version per reconcile
+    roots[path_text(root)] = {**roots.get(path_text(root), {}), **state}
+    store.set_meta("roots", roots)

@@ -1,0 +1,276 @@
+"""`dedupd run`: the long-running service.
+
+Start: config -> exclusive store lock -> store -> watchers (before the first walk, so nothing written during a long
+bulk embed is missed) -> READY=1 -> reconcile every root -> process settled events until stopped.
+
+All real work happens on the main thread; signal handlers and watcher threads only set flags or enqueue.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from dedupd.store import LockBusy, Store
+
+from . import sdnotify
+from .config import Config, load_config
+from .errors import UsageError
+from .indexer import IndexResult, Indexer, LazyEmbedder, mark_root, online_roots
+from .report import atomic_write, build_report, path_text, write_report
+from .scanner import normalise_root
+
+log = logging.getLogger("dedupd")
+
+TICK = 0.25  # main-loop period: how quickly settled events, signals and health checks are noticed
+STATUS_FILE = "daemon-status.json"
+
+
+@dataclass
+class Health:
+    phase: str = "starting"
+    progress: str = ""
+    errors: list[str] = field(default_factory=list)
+
+    def error(self, text: str) -> None:
+        log.error("%s", text)
+        self.errors = [*self.errors[-9:], f"{time.strftime('%Y-%m-%d %H:%M:%S')} {text}"]
+
+
+class Service:
+    def __init__(self, config: Config, config_path: str | None = None, embedder: LazyEmbedder | None = None):
+        self.config = config
+        self.config_path = config_path
+        self._embedder = embedder
+        self.stop = threading.Event()
+        self.reload_requested = threading.Event()
+        self.health = Health()
+        self.roots: list[bytes] = []
+        self._last_rescan = 0.0
+        self._report_due: float | None = None
+        self._last_report = 0.0
+        self._last_ping = 0.0
+
+    # --- lifecycle ---------------------------------------------------------------------------------------------------
+
+    def run(self) -> int:
+        self.store = Store.open(self.config.store_path())
+        try:
+            self.store.writer_lock.acquire()
+        except LockBusy as exc:
+            raise UsageError(f"{exc}: another `dedupd run` already uses this store") from None
+        try:
+            return self._serve()
+        finally:
+            self.store.writer_lock.release()
+
+    def _serve(self) -> int:
+        from .watcher import DirtyPaths, Watchers
+
+        embedder = self._embedder or LazyEmbedder(self.config)
+        self.indexer = Indexer(self.store, self.config, embedder)
+        self.indexer.stop = self.stop
+        self.indexer.on_item = self._on_item
+        self.dirty = DirtyPaths()
+        self.watchers = Watchers(self.dirty, self.config.watch.mode, self.config.watch.poll_interval,
+                                 ignore=self.indexer.options.ignore)
+        self._set_roots(self._configured_roots())
+        sdnotify.ready("watching; reconciling roots")
+        log.info("ready: store %s, %d roots, model %s", self.store.path, len(self.roots), embedder.model_id)
+        try:
+            self._reconcile_all()
+            self._report_due = time.monotonic()  # a restart with nothing new still leaves a current report
+            self._loop()
+        finally:
+            self._shutdown()
+        return 0
+
+    def _shutdown(self) -> None:
+        sdnotify.stopping("stopping")
+        self.health.phase = "stopping"
+        self.watchers.stop()
+        self._write_status()
+        log.info("stopped")
+
+    def install_signals(self) -> None:
+        signal.signal(signal.SIGTERM, lambda *_: self.stop.set())
+        signal.signal(signal.SIGINT, lambda *_: self.stop.set())
+        signal.signal(signal.SIGHUP, lambda *_: self.reload_requested.set())
+
+    # --- the main loop -------------------------------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        self.health.phase = "watching"
+        while not self.stop.wait(TICK):
+            self._heartbeat()
+            if self.reload_requested.is_set():
+                self._reload()
+            for root in self.dirty.overflowed():
+                self._reconcile(root)
+            self._process_settled()
+            if time.monotonic() - self._last_rescan >= self.config.watch.rescan_interval:
+                self._reconcile_all()
+            self._maybe_report()
+
+    def _heartbeat(self) -> None:
+        """WATCHDOG=1 only while healthy: a daemon whose watchers are down and cannot be restarted gets restarted."""
+        health = self.watchers.check_health()
+        now = time.monotonic()
+        if now - self._last_ping < 1.0:
+            return
+        self._last_ping = now
+        if all(h == "ok" or h.startswith("degraded") for h in health.values()):
+            sdnotify.watchdog()
+        self._write_status()
+
+    def _on_item(self, counters) -> None:
+        if time.monotonic() - self._last_ping >= 1.0:
+            self.health.progress = f"{counters.seen} files seen, {counters.embedded} embedded"
+            sdnotify.status(f"{self.health.phase}: {self.health.progress}")
+            self._heartbeat()
+
+    # --- roots -----------------------------------------------------------------------------------------------------
+
+    def _configured_roots(self) -> list[bytes]:
+        return [normalise_root(r) for r in self.config.roots]
+
+    def _set_roots(self, roots: list[bytes]) -> None:
+        for root in [r for r in self.roots if r not in roots]:
+            self.watchers.remove_root(root)
+            mark_root(self.store, root, state="removed", reason="no longer configured")
+            log.info("stopped watching %s", path_text(root))
+        for root in [r for r in roots if r not in self.roots]:
+            backend = self.watchers.add_root(root)
+            log.info("watching %s with %s (%s)", path_text(root), backend.kind, backend.reason)
+        self.roots = roots
+
+    def _reconcile_all(self) -> None:
+        for root in self.roots:
+            if self.stop.is_set():
+                return
+            self._reconcile(root)
+        self._last_rescan = time.monotonic()
+
+    def _reconcile(self, root: bytes) -> None:
+        self.health.phase = f"reconciling {path_text(root)}"
+        sdnotify.status(self.health.phase)
+        result = self.indexer.reconcile(root)
+        if result.offline:
+            log.warning("%s is offline: %s; its files stay in the store and are never purged",
+                        path_text(root), result.offline)
+        self._after(result)
+        self.health.phase = "watching"
+
+    def _process_settled(self) -> None:
+        by_root: dict[bytes, list[bytes]] = {}
+        for path in self.dirty.settled(self.config.watch.settle_seconds):
+            root = self._root_of(path)
+            if root is not None:
+                by_root.setdefault(root, []).append(path)
+        online = set(online_roots(self.store))
+        for root, batch in by_root.items():
+            if root not in online or self._mass_vanish(root, batch):
+                self._reconcile(root)  # a returning root, or a mass deletion: let the guarded sweep decide
+            else:
+                self._after(self.indexer.refresh_paths(root, batch))
+
+    def _mass_vanish(self, root: bytes, batch: list[bytes]) -> bool:
+        missing = [p for p in batch if not os.path.lexists(p)]
+        if not missing:
+            return False
+        known = sum(1 for f in self.indexer.files.values() if f.root == root)
+        lost = sum(len(self.indexer._known_under(p)) for p in missing)
+        return bool(known) and lost / known > self.config.watch.max_vanish_fraction
+
+    def _root_of(self, path: bytes) -> bytes | None:
+        inside = [r for r in self.roots if path == r or path.startswith(r.rstrip(b"/") + b"/")]
+        return max(inside, key=len) if inside else None
+
+    def _after(self, result: IndexResult) -> None:
+        c = result.counters
+        if c.committed or result.removed:
+            log.info("indexed %d files (%d embedded, %d unreadable), %d removed, %d new pairs",
+                     c.committed, c.embedded, c.unreadable, result.removed, result.pairs)
+            self._report_due = self._report_due or time.monotonic()
+
+    # --- reload ------------------------------------------------------------------------------------------------------
+
+    def _reload(self) -> None:
+        self.reload_requested.clear()
+        sdnotify.reloading("reloading configuration")
+        try:
+            config = load_config(self.config_path) if self.config_path else self.config
+        except Exception as exc:  # noqa: BLE001 - a bad edit must not kill a running daemon
+            self.health.error(f"reload failed, keeping the old configuration: {exc}")
+            sdnotify.ready("watching")
+            return
+        self.config = config
+        before = set(self.roots)
+        self._set_roots(self._configured_roots())
+        for root in [r for r in self.roots if r not in before]:
+            self._reconcile(root)
+        sdnotify.ready("watching")
+        log.info("configuration reloaded: %d roots", len(self.roots))
+
+    # --- report and auto purge ---------------------------------------------------------------------------------------
+
+    def _maybe_report(self) -> None:
+        if self._report_due is None or len(self.dirty):
+            return  # wait for changes to settle
+        if time.monotonic() - self._last_report < self.config.report.min_interval:
+            return
+        self._report_due, self._last_report = None, time.monotonic()
+        from .commands import store_report
+
+        report = store_report(self.store, self.config, self.indexer.model)
+        write_report(report, self.report_path())
+        if self.config.purge.auto:
+            self._auto_purge()
+
+    def report_path(self) -> Path:
+        return Path(self.config.report.path) if self.config.report.path else self.store.path / "report.json"
+
+    def _auto_purge(self) -> None:
+        from .commands import purge_from_store
+
+        try:
+            purge_from_store(self.store, self.config, self.indexer.model, echo=log.info)
+        except Exception as exc:  # noqa: BLE001 - a failed item is logged; the daemon stays up
+            self.health.error(f"auto purge: {exc}")
+
+    # --- status for other processes ------------------------------------------------------------------------------
+
+    def _write_status(self) -> None:
+        data = {
+            "pid": os.getpid(),
+            "updated": time.time(),
+            "phase": self.health.phase,
+            "progress": self.health.progress,
+            "backlog": len(self.dirty),
+            "watchers": {path_text(r): f"{b.kind} ({b.reason})" for r, b in self.watchers.backends().items()},
+            "health": {path_text(r): h for r, h in self.watchers.check_health().items()},
+            "last_errors": self.health.errors,
+        }
+        atomic_write(self.store.path / STATUS_FILE, json.dumps(data, indent=2).encode())
+
+
+def read_status(store_path: Path) -> dict | None:
+    """The running daemon's status, or None when no daemon is running on this store."""
+    try:
+        data = json.loads((store_path / STATUS_FILE).read_text())
+        os.kill(int(data["pid"]), 0)
+    except (OSError, ValueError, KeyError):
+        return None
+    return data
+
+
+def run(config_path: str | None, config: Config) -> int:
+    service = Service(config, config_path)
+    service.install_signals()
+    return service.run()
