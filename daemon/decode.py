@@ -1,0 +1,314 @@
+"""Turn any photo file into an upright RGB picture, or a DecodeError saying why not.
+
+Everything that is known to go wrong with real photo libraries ends up here: EXIF
+rotation, CMYK and 16-bit files, transparency, animations, HEIC from phones, truncated
+copies, macOS ``._`` sidecars and hostile headers. Callers only ever see ``Decoded`` or
+``DecodeError``; no Pillow exception type leaks out.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import struct
+import threading
+from dataclasses import dataclass
+from typing import IO
+
+import numpy as np
+from PIL import ExifTags, Image, ImageFile, ImageOps, PngImagePlugin, TiffImagePlugin, UnidentifiedImageError, features
+
+IMAGE_EXTENSIONS: frozenset[str] = frozenset(
+    {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".heic", ".heif", ".avif", ".gif"}
+)
+
+# Twice Pillow's default MAX_IMAGE_PIXELS: the point where Pillow itself stops warning
+# and refuses, so by default our refusal and Pillow's coincide.
+DEFAULT_MAX_PIXELS = 178_956_970
+
+# Only photo formats are tried. Pillow would otherwise also try ~40 exotic plugins
+# (EPS even shells out to Ghostscript), and random bytes would now and then "decode" as
+# a TGA. AVIF goes before HEIF because both accept the generic "mif1" brand and only
+# Pillow's AVIF plugin rejects a foreign codec at open time instead of at load time.
+# (No "MPO": Pillow opens those through the JPEG factory and has no opener by that name.)
+_FORMATS = ("JPEG", "PNG", "GIF", "BMP", "WEBP", "TIFF", "AVIF", "HEIF")
+
+_HIGH_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I", "F"})
+_ALPHA_MODES = frozenset({"RGBA", "RGBa", "LA", "La", "PA"})
+_SWAPPING_ORIENTATIONS = frozenset({5, 6, 7, 8})
+_WHITE = (255, 255, 255)
+
+# ISO-BMFF brands: a file carrying one is a HEIF/AVIF we may merely lack a codec for.
+_BMFF_IMAGE_BRANDS = frozenset(
+    {b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1", b"avif", b"avis"}
+)
+_IMAGE_SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF8", b"BM", b"II*\x00", b"MM\x00*")
+_BOMB_MESSAGE = re.compile(r"\((\d+) pixels\) exceeds limit of (\d+)")
+
+_open_formats: tuple[str, ...] = ()
+_registered = False
+_register_lock = threading.Lock()
+
+
+class DecodeError(Exception):
+    """A file that cannot be turned into a picture; ``reason`` is short and stable enough to group on."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Decoded:
+    image: Image.Image  # mode "RGB", upright, possibly reduced by draft
+    width: int  # full resolution as displayed (after orientation), never the draft size
+    height: int
+    format: str  # Pillow's format name: "JPEG", "PNG", "HEIF", ...
+
+
+def register_plugins() -> None:
+    """Make HEIF (and, on Pillow builds without it, AVIF) openable. Safe to call repeatedly."""
+    global _registered, _open_formats
+    if _registered:  # lock-free fast path: decode() calls this for every file
+        return
+    with _register_lock:
+        if _registered:
+            return
+        _register_pillow_heif()
+        Image.init()
+        # Image.open raises KeyError for a listed format nobody registered (e.g. no pillow-heif).
+        _open_formats = tuple(name for name in _FORMATS if name in Image.OPEN)
+        _registered = True
+
+
+def _register_pillow_heif() -> None:
+    try:
+        import pillow_heif
+    except ImportError:  # HEIC files then fail with "unsupported format", everything else works
+        return
+    pillow_heif.register_heif_opener()
+    register_avif = getattr(pillow_heif, "register_avif_opener", None)  # gone in pillow-heif >= 1.0
+    if not features.check("avif") and register_avif is not None:
+        register_avif()
+
+
+def decode(
+    path: str | bytes | os.PathLike, draft_side: int | None = None, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> Decoded:
+    """Decode the first frame of ``path`` into an upright RGB image.
+
+    With ``draft_side`` a JPEG is decoded at the smallest DCT scale (1/2, 1/4, 1/8) whose
+    shorter side is still >= draft_side, and a HEIF may use an embedded thumbnail of
+    that size; other formats are decoded at full size.
+    """
+    register_plugins()
+    try:
+        with open(path, "rb") as fp:
+            return _decode_file(fp, draft_side, max_pixels)
+    except DecodeError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the contract is that only DecodeError escapes
+        raise DecodeError(_reason(exc)) from exc
+
+
+def image_size(path: str | bytes | os.PathLike) -> tuple[int, int]:
+    """(width, height) as displayed, from the header alone; no pixel data is decoded.
+
+    A PNG whose EXIF sits after the pixel data reports its stored size: finding that
+    orientation would mean decoding the image.
+    """
+    register_plugins()
+    try:
+        with open(path, "rb") as fp, _identify(fp) as im:
+            return _header_size(im)
+    except DecodeError:
+        raise
+    except Exception as exc:  # noqa: BLE001
+        raise DecodeError(_reason(exc)) from exc
+
+
+def _decode_file(fp: IO[bytes], draft_side: int | None, max_pixels: int) -> Decoded:
+    with _identify(fp) as im:
+        _check_pixels(im.size, max_pixels)
+        header_size = _header_size(im)
+        if draft_side:
+            # The same side for both axes: draft keeps the aspect ratio, so this bounds the
+            # shorter side whichever way the picture is later rotated.
+            im.draft(None, (draft_side, draft_side))
+        im.load()
+        if _orientation(im) != 1:
+            ImageOps.exif_transpose(im, in_place=True)
+        image = _to_rgb(im)
+        width, height = _full_size(header_size, image)
+        return Decoded(image=image, width=width, height=height, format=str(im.format))
+
+
+def _identify(fp: IO[bytes]) -> ImageFile.ImageFile:
+    if os.fstat(fp.fileno()).st_size == 0:
+        raise DecodeError("empty file")
+    try:
+        return Image.open(fp, formats=_open_formats)
+    except UnidentifiedImageError:
+        raise DecodeError(_unidentified_reason(fp)) from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        # Pillow's global limit fires before we see the header; reopen without it so
+        # that max_pixels decides and the message can name the dimensions.
+        return _open_unchecked(fp)
+    except (OSError, ValueError) as exc:
+        # libwebp only says "could not create decoder object"; the RIFF length tells why.
+        if getattr(exc, "errno", None) is None and _riff_truncated(fp):
+            raise DecodeError("truncated") from exc
+        raise
+
+
+def _open_unchecked(fp: IO[bytes]) -> ImageFile.ImageFile:
+    """What Image.open does, minus its pixel-count check: parses the header only."""
+    fp.seek(0)
+    prefix = fp.read(16)
+    for name in _open_formats:
+        if not _accepts(name, prefix):
+            continue
+        fp.seek(0)
+        factory = Image.OPEN[name][0]
+        try:
+            return factory(fp, "")
+        except (SyntaxError, IndexError, TypeError, struct.error):  # Image.open's "not this format"
+            continue
+    raise DecodeError("decompression bomb")
+
+
+def _check_pixels(size: tuple[int, int], max_pixels: int) -> None:
+    width, height = size
+    if width <= 0 or height <= 0:
+        raise DecodeError(f"corrupt (size {width}x{height})")
+    if width * height > max_pixels:
+        raise DecodeError(f"decompression bomb ({width}x{height} > {max_pixels} px)")
+
+
+def _orientation(im: Image.Image, header_only: bool = False) -> int:
+    # PngImageFile.getexif() decodes the whole image to look for an eXIf chunk after IDAT.
+    if header_only and isinstance(im, PngImagePlugin.PngImageFile) and "exif" not in im.info:
+        return 1
+    try:
+        value = im.getexif().get(ExifTags.Base.Orientation, 1)
+    except Exception:  # noqa: BLE001 - broken EXIF must not cost us otherwise good pixels
+        return 1
+    return value if value in range(1, 9) else 1
+
+
+def _header_size(im: ImageFile.ImageFile) -> tuple[int, int]:
+    return _displayed_size(_stored_size(im), _orientation(im, header_only=True))
+
+
+def _full_size(header_size: tuple[int, int], image: Image.Image) -> tuple[int, int]:
+    # An undrafted image is the truth: it also catches an orientation that only turned up
+    # while decoding (PNG eXIf after the pixel data). A drafted one only has the header.
+    return image.size if sorted(image.size) == sorted(header_size) else header_size
+
+
+def _stored_size(im: ImageFile.ImageFile) -> tuple[int, int]:
+    # Recent Pillow (13 here) reports a TIFF's size already rotated while getexif() still has the
+    # orientation (it only transposes, and drops the tag, on load); the IFD has the truth.
+    if isinstance(im, TiffImagePlugin.TiffImageFile):
+        return im.tag_v2.get(256, im.size[0]), im.tag_v2.get(257, im.size[1])
+    return im.size
+
+
+def _displayed_size(size: tuple[int, int], orientation: int) -> tuple[int, int]:
+    width, height = size
+    return (height, width) if orientation in _SWAPPING_ORIENTATIONS else (width, height)
+
+
+def _to_rgb(im: Image.Image) -> Image.Image:
+    """Any Pillow mode to 8-bit RGB; transparency is composited onto white."""
+    if im.mode in _HIGH_BIT_MODES:
+        return _high_bit_to_grey(im).convert("RGB")
+    if im.mode in _ALPHA_MODES or "transparency" in im.info:
+        return _flatten_on_white(im)
+    return im if im.mode == "RGB" else im.convert("RGB")
+
+
+def _flatten_on_white(im: Image.Image) -> Image.Image:
+    if im.mode == "La":  # Pillow has no direct La -> RGBA conversion
+        im = im.convert("LA")
+    rgba = im.convert("RGBA")  # also un-premultiplies RGBa and applies tRNS / palette alpha
+    flat = Image.new("RGB", rgba.size, _WHITE)
+    flat.paste(rgba, mask=rgba.getchannel("A"))
+    return flat
+
+
+def _high_bit_to_grey(im: Image.Image) -> Image.Image:
+    # Pillow's own convert("L") clips 16/32-bit values at 255, turning most photos white.
+    values = np.nan_to_num(np.asarray(im, dtype=np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+    black, white = _grey_levels(values, im.mode)
+    scaled = (values - black) * (255.0 / max(white - black, 1e-6))
+    return Image.fromarray(np.clip(scaled, 0, 255).astype(np.uint8))
+
+
+def _grey_levels(values: np.ndarray, mode: str) -> tuple[float, float]:
+    """Black and white levels: the smallest conventional full scale that holds the data, else min..max."""
+    if mode.startswith("I;16"):
+        return 0.0, 65535.0
+    low, high = float(values.min()), float(values.max())
+    scales = (1.0, 255.0, 65535.0) if mode == "F" else (255.0, 65535.0)
+    fitting = [top for top in scales if low >= 0 and high <= top]
+    return (0.0, fitting[0]) if fitting else (low, high)
+
+
+def _unidentified_reason(fp: IO[bytes]) -> str:
+    fp.seek(0)
+    head = fp.read(32)
+    if head[4:8] == b"ftyp" and head[8:12] in _BMFF_IMAGE_BRANDS:
+        return _bmff_reason(head[:16])
+    if _riff_truncated(fp):
+        return "truncated"
+    if head.startswith(_IMAGE_SIGNATURES):
+        return "corrupt (unreadable header)"
+    return "not an image"
+
+
+def _bmff_reason(prefix: bytes) -> str:
+    # A HEIF/AVIF that no registered plugin even claims means a missing codec, not a bad file.
+    claimed = any(_accepts(name, prefix) for name in _open_formats)
+    return "corrupt (unreadable header)" if claimed else "unsupported format"
+
+
+def _accepts(name: str, prefix: bytes) -> bool:
+    # Pillow's AVIF plugin answers with a string (not True) when its codec is not compiled in.
+    accept = Image.OPEN[name][1]
+    return accept is None or accept(prefix) is True
+
+
+def _riff_truncated(fp: IO[bytes]) -> bool:
+    """Whether a RIFF (WebP) file is shorter than the length its header declares."""
+    fp.seek(0)
+    head = fp.read(12)
+    if len(head) < 12 or not head.startswith(b"RIFF") or head[8:12] != b"WEBP":
+        return False
+    declared = struct.unpack("<I", head[4:8])[0] + 8
+    return os.fstat(fp.fileno()).st_size < declared
+
+
+def _reason(exc: BaseException) -> str:
+    """Map whatever Pillow, a plugin or the OS raised to a DecodeError reason."""
+    if isinstance(exc, Image.DecompressionBombError | Image.DecompressionBombWarning):
+        return _bomb_reason(str(exc))  # raised by a plugin itself (WebP, GIF frames)
+    if isinstance(exc, OSError) and exc.errno is not None:  # Pillow's own OSErrors carry no errno
+        return f"io error: {exc.strerror or exc}"
+    if isinstance(exc, MemoryError):
+        return "out of memory"
+    message = str(exc)
+    if isinstance(exc, EOFError | struct.error) or _says_truncated(message):
+        return "truncated"
+    detail = " ".join(message.split())[:100] or type(exc).__name__
+    return f"corrupt ({detail})"
+
+
+def _says_truncated(message: str) -> bool:
+    lowered = message.lower()
+    return "truncated" in lowered or "end of file" in lowered or "premature end" in lowered
+
+
+def _bomb_reason(message: str) -> str:
+    match = _BOMB_MESSAGE.search(message)
+    return f"decompression bomb ({match[1]} > {match[2]} px)" if match else "decompression bomb"

@@ -1,0 +1,221 @@
+"""Deterministic test images and deliberately broken image files.
+
+Shared by the test suite (``import imagegen`` from any test module: pytest's default
+rootdir import mode puts ``tests/`` on ``sys.path``). Everything here is a pure function
+of its arguments so that a failing test reproduces byte for byte.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import struct
+import zlib
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFilter
+
+PathLike = str | bytes | os.PathLike
+
+# Orientation tag value -> the transpose that turns the *displayed* picture into the
+# pixels a camera would store, i.e. the inverse of what a viewer applies.
+_STORE_FOR_ORIENTATION = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_90,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_270,
+}
+
+# Smooth content is computed on a grid this size and upscaled, which keeps 12 MP
+# pictures cheap and makes the picture survive resizing and re-encoding.
+_BASE_SIDE = 256
+# Shapes are drawn at most this large and then upscaled: a 12 MP picture costs about
+# as much as a 1 MP one, and its edges stay soft like a real photo's.
+_DETAIL_SIDE = 1024
+ORIENTATION_TAG = 0x0112
+
+
+def photo(seed: int, size: tuple[int, int] = (640, 480)) -> Image.Image:
+    """An RGB picture whose content is clearly different for every seed.
+
+    Low-frequency gradients and shapes carry most of the energy (so a resized or
+    re-encoded copy stays visually close); mild noise stands in for sensor grain.
+    """
+    rng = np.random.default_rng(seed)
+    scale = min(1.0, _DETAIL_SIDE / max(size))
+    detail = (max(2, round(size[0] * scale)), max(2, round(size[1] * scale)))
+    img = _backdrop(rng, detail)
+    _draw_shapes(img, rng)
+    img = img.filter(ImageFilter.GaussianBlur(radius=max(detail) / 400))
+    if detail != size:
+        img = img.resize(size, Image.Resampling.BICUBIC)
+    return _add_grain(img, rng)
+
+
+def _backdrop(rng: np.random.Generator, size: tuple[int, int]) -> Image.Image:
+    w, h = size
+    scale = _BASE_SIDE / max(w, h)
+    bw, bh = max(2, round(w * scale)), max(2, round(h * scale))
+    y, x = np.mgrid[0:bh, 0:bw].astype(np.float32)
+    x, y = x / bw, y / bh
+    channels = [_smooth_channel(rng, x, y) for _ in range(3)]
+    base = np.clip(np.stack(channels, axis=-1), 0, 255).astype(np.uint8)
+    return Image.fromarray(base).resize(size, Image.Resampling.BICUBIC)
+
+
+def _smooth_channel(rng: np.random.Generator, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    gx, gy, offset = rng.uniform(-120, 120), rng.uniform(-120, 120), rng.uniform(60, 200)
+    fx, fy, phase = rng.uniform(1, 4), rng.uniform(1, 4), rng.uniform(0, 2 * np.pi)
+    wave = 40 * np.sin(2 * np.pi * (fx * x + fy * y) + phase)
+    return offset + gx * (x - 0.5) + gy * (y - 0.5) + wave
+
+
+def _draw_shapes(img: Image.Image, rng: np.random.Generator, count: int = 7) -> None:
+    draw = ImageDraw.Draw(img)
+    w, h = img.size
+    for _ in range(count):
+        x0, x1 = sorted(rng.uniform(-0.1, 1.1, 2) * w)
+        y0, y1 = sorted(rng.uniform(-0.1, 1.1, 2) * h)
+        colour = tuple(int(c) for c in rng.integers(0, 256, 3))
+        kind = int(rng.integers(0, 3))
+        if kind == 0:
+            draw.ellipse((x0, y0, x1, y1), fill=colour)
+        elif kind == 1:
+            draw.rectangle((x0, y0, x1, y1), fill=colour)
+        else:
+            draw.polygon([(x0, y1), ((x0 + x1) / 2, y0), (x1, y1)], fill=colour)
+
+
+def _add_grain(img: Image.Image, rng: np.random.Generator, amplitude: int = 6) -> Image.Image:
+    # A small tile of noise repeated over the picture: per-pixel noise for 12 MP would
+    # dominate the test's run time without making the picture any more realistic.
+    tile = rng.integers(-amplitude, amplitude + 1, size=(64, 64, 3), dtype=np.int16)
+    w, h = img.size
+    grain = np.tile(tile, (-(-h // 64), -(-w // 64), 1))[:h, :w]
+    pixels = np.asarray(img, dtype=np.int16) + grain
+    return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
+
+
+def exif_bytes(orientation: int) -> bytes:
+    exif = Image.Exif()
+    exif[ORIENTATION_TAG] = orientation
+    return exif.tobytes()
+
+
+def stored_pixels(displayed: Image.Image, orientation: int) -> Image.Image:
+    """The pixels a camera stores so that a viewer honouring ``orientation`` shows ``displayed``."""
+    method = _STORE_FOR_ORIENTATION.get(orientation)
+    return displayed.copy() if method is None else displayed.transpose(method)
+
+
+def save_jpeg(
+    img: Image.Image, path: PathLike, quality: int = 90, exif_orientation: int | None = None
+) -> None:
+    """Save ``img`` as stored pixels; ``exif_orientation`` only adds the tag, pixels stay as given."""
+    extra = {} if exif_orientation is None else {"exif": exif_bytes(exif_orientation)}
+    img.save(path, "JPEG", quality=quality, **extra)
+
+
+def save_oriented_jpeg(displayed: Image.Image, path: PathLike, orientation: int, quality: int = 95) -> None:
+    """A JPEG that a correct decoder shows as ``displayed`` (pixels stored rotated, tag set)."""
+    save_jpeg(stored_pixels(displayed, orientation), path, quality=quality, exif_orientation=orientation)
+
+
+def save_animation(frames: Sequence[Image.Image], path: PathLike, fmt: str) -> None:
+    """Multi-frame GIF / WEBP / PNG (APNG) / TIFF."""
+    first, rest = frames[0], list(frames[1:])
+    first.save(path, fmt, save_all=True, append_images=rest, duration=40, loop=0)
+
+
+def solid_frames(count: int, size: tuple[int, int] = (64, 48)) -> list[Image.Image]:
+    """Frames of distinct flat colours; frame 0 is pure red, no later frame is."""
+    colours = [(255, 0, 0)] + [(0, (37 * i) % 200 + 40, (91 * i) % 256) for i in range(1, count)]
+    return [Image.new("RGB", size, c) for c in colours]
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    crc = zlib.crc32(kind + data) & 0xFFFFFFFF
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
+
+
+def write_png_bomb_header(path: PathLike, w: int, h: int) -> None:
+    """A well-formed PNG whose IHDR claims ``w`` x ``h`` RGB pixels but carries a tiny IDAT."""
+    ihdr = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)
+    idat = zlib.compress(b"\x00" * 64)
+    body = _png_chunk(b"IHDR", ihdr) + _png_chunk(b"IDAT", idat) + _png_chunk(b"IEND", b"")
+    Path(os.fsdecode(path)).write_bytes(b"\x89PNG\r\n\x1a\n" + body)
+
+
+def write_gif_with_huge_frame(path: PathLike, frame: int = 1, w: int = 60000, h: int = 60000) -> None:
+    """A 32x32 GIF whose frame 0 (``frame=0``) or an appended frame 1 (``frame=1``) claims ``w`` x ``h``.
+
+    Only the image descriptor lies; the pixel data stays a few bytes, as in a hostile file.
+    """
+    buf = io.BytesIO()
+    Image.new("P", (32, 32), 1).save(buf, "GIF")
+    data = bytearray(buf.getvalue())
+    assert data.endswith(b";")
+    if frame == 0:
+        at = _first_image_descriptor(bytes(data))
+        data[at + 5 : at + 9] = struct.pack("<HH", w, h)
+    else:
+        # LZW min code size 2, one 2-byte sub-block (clear, a pixel, end), block terminator.
+        data[-1:] = b"," + struct.pack("<HHHHB", 0, 0, w, h, 0) + b"\x02\x02\x4c\x01\x00;"
+    Path(os.fsdecode(path)).write_bytes(bytes(data))
+
+
+def _first_image_descriptor(gif: bytes) -> int:
+    """Offset of the first ',' block, skipping the colour table and extension blocks."""
+    flags = gif[10]
+    pos = 13 + (3 << ((flags & 7) + 1) if flags & 0x80 else 0)
+    while gif[pos : pos + 1] == b"!":
+        pos += 2  # '!' and the extension label
+        while gif[pos]:
+            pos += gif[pos] + 1
+        pos += 1  # sub-block terminator
+    assert gif[pos : pos + 1] == b","
+    return pos
+
+
+def write_truncated(path_src: PathLike, path_dst: PathLike, fraction: float) -> None:
+    """Copy the first ``fraction`` of ``path_src`` to ``path_dst`` (at least one byte)."""
+    data = Path(os.fsdecode(path_src)).read_bytes()
+    Path(os.fsdecode(path_dst)).write_bytes(data[: max(1, int(len(data) * fraction))])
+
+
+def write_appledouble(path: PathLike) -> None:
+    """A macOS AppleDouble ``._name`` resource-fork sidecar (magic 00 05 16 07)."""
+    header = b"\x00\x05\x16\x07" + b"\x00\x02\x00\x00" + b"Mac OS X        " + struct.pack(">H", 1)
+    entry = struct.pack(">III", 9, 50, 32)  # one Finder-info entry
+    Path(os.fsdecode(path)).write_bytes((header + entry).ljust(82, b"\x00"))
+
+
+def random_bytes(path: PathLike, n: int = 4096, seed: int = 0) -> None:
+    data = np.random.default_rng(seed).integers(0, 256, n, dtype=np.uint8).tobytes()
+    Path(os.fsdecode(path)).write_bytes(data)
+
+
+def grey16(values: np.ndarray) -> Image.Image:
+    """A 16-bit greyscale image ("I;16") from a uint16 array."""
+    return Image.fromarray(np.asarray(values, dtype=np.uint16))
+
+
+def palette_with_transparency(size: tuple[int, int] = (40, 30)) -> Image.Image:
+    """Mode "P": left half index 0 (transparent, palette colour black), right half index 1 (blue)."""
+    img = Image.new("P", size, 0)
+    img.putpalette([0, 0, 0, 0, 0, 255] + [0] * (254 * 3))
+    ImageDraw.Draw(img).rectangle((size[0] // 2, 0, size[0], size[1]), fill=1)
+    img.info["transparency"] = 0
+    return img
+
+
+def mean_abs_diff(a: Image.Image, b: Image.Image) -> float:
+    """Mean absolute per-channel difference (0..255) of two same-size RGB images."""
+    x = np.asarray(a.convert("RGB"), dtype=np.int16)
+    y = np.asarray(b.convert("RGB"), dtype=np.int16)
+    return float(np.abs(x - y).mean())
