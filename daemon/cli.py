@@ -28,6 +28,9 @@ def build_parser() -> argparse.ArgumentParser:
     _report_parser(sub)
     _purge_parser(sub)
     _common(sub.add_parser("status", help="what the store holds: files, embedded, unreadable, groups"))
+    trash = _common(sub.add_parser("trash", help="manage the trash of earlier purges"))
+    trash.add_argument("action", choices=["empty"], help="empty: remove trashed files for good")
+    trash.add_argument("--older-than", default="30d", metavar="AGE", help="only files trashed before AGE (30d, 12h)")
     _common(sub.add_parser("run", help="the watching service (systemd: Type=notify)"))
     check = sub.add_parser("check-config", help="validate a config file")
     check.add_argument("file", nargs="?", help="YAML config (default: built-in defaults)")
@@ -73,6 +76,7 @@ def _purge_parser(sub) -> None:
     p.add_argument("--threshold", type=float, help="threshold when planning from the store")
     p.add_argument("--inplace", action="store_true", help="really act (default: print what would happen)")
     p.add_argument("--trash", metavar="DIR", help="move victims under DIR, keeping their path below the root")
+    p.add_argument("--undo", metavar="JOURNAL", help="put the files a purge trashed back in their places")
 
 
 _OVERRIDES = {
@@ -105,8 +109,12 @@ def dispatch(args: argparse.Namespace) -> int:
         return commands.scan(args.folder, config, args.report, args.inplace, args.trash)
     if args.command == "report":
         return commands.report(config, args.out)
+    if args.command == "purge" and args.undo:
+        return commands.undo_purge(config, args.undo)
     if args.command == "purge":
         return commands.purge(config, args.report, args.inplace, args.trash)
+    if args.command == "trash":
+        return commands.empty_trash(config, args.older_than)
     if args.command == "status":
         return commands.status(config)
     if args.command == "run":

@@ -11,6 +11,7 @@ import time
 from collections import Counter as Tally
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from dedupd.store import OK, PENDING, UNREADABLE, FileLock, FileRecord, LockBusy, Store
 
@@ -19,8 +20,11 @@ from .indexer import IndexResult, Indexer, LazyEmbedder, mark_root, model_identi
 from .config import Config
 from .errors import PurgeFailures, UsageError
 from .progress import bar
+from .journal import Journal, done_victims
 from .purge import PurgeContext, PurgeItem, PurgeResult, run_purge
 from .report import build_report, entry_path, load_report, path_text, text_path, write_report
+from .recovery import empty_trash as recovery_empty
+from .recovery import parse_age, recover_all, undo
 from .scanner import normalise_root
 
 log = logging.getLogger("dedupd")
@@ -180,11 +184,47 @@ def _execute(store: Store, items: list[PurgeItem], roots: Sequence[bytes], confi
         trash_dir=normalise_root(trash_dir) if trash_dir else None, dry_run=not inplace,
     )
     with FileLock(store.path / "purge.lock", "purge"):
-        result = run_purge(items, ctx)
+        for line in recover_all(journal_dir(store)).lines:
+            echo(line)
+        ctx.already_done = done_victims(journal_dir(store))
+        ctx.journal = None if ctx.dry_run else Journal.create(journal_dir(store))
+        try:
+            result = run_purge(items, ctx)
+        finally:
+            if ctx.journal is not None:
+                ctx.journal.close()
+                echo(f"journal: {ctx.journal.path} (undo trashed files with `dedupd purge --undo` on it)")
     _forget(store, result)
     _echo_purge(echo, result, dry_run=not inplace)
     if result.skipped:
         raise PurgeFailures(f"{len(result.skipped)} of {len(result.outcomes)} purge items were skipped (see above)")
+    return 0
+
+
+def journal_dir(store: Store) -> Path:
+    return store.path / "journal"
+
+
+def undo_purge(config: Config, journal: str, echo: Echo = print) -> int:
+    store = open_store(config, create=False)
+    if not os.path.isfile(journal):
+        raise UsageError(f"{journal}: no such journal (they live in {journal_dir(store)})")
+    with FileLock(store.path / "purge.lock", "purge"):
+        tally = undo(Path(journal))
+    for line in tally.lines:
+        echo(line)
+    if tally.failed:
+        raise PurgeFailures(f"{tally.failed} entries could not be restored (see above)")
+    return 0
+
+
+def empty_trash(config: Config, older_than: str, echo: Echo = print) -> int:
+    store = open_store(config, create=False)
+    with FileLock(store.path / "purge.lock", "purge"):
+        tally = recovery_empty(journal_dir(store), parse_age(older_than))
+    for line in tally.lines:
+        echo(line)
+    echo(f"trash: removed {len(tally.lines)} files")
     return 0
 
 

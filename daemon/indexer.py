@@ -18,7 +18,7 @@ from . import pipeline
 from .catalog import PairFinder
 from .config import Config
 from .report import path_text, text_path
-from .scanner import NAS_IGNORE, FileEntry, ScanOptions, is_image_name, normalise_root
+from .scanner import INTERNAL_IGNORE, NAS_IGNORE, FileEntry, ScanOptions, is_image_name, normalise_root
 from .scanner import scan as walk
 
 
@@ -53,7 +53,7 @@ class LazyEmbedder:
 
 
 def model_identity(name: str) -> str:
-    from .modelref import resolve_source
+    from .embedder import resolve_source
 
     return resolve_source(name).model_id
 
@@ -71,7 +71,7 @@ def scan_options(config: Config, store: Store) -> ScanOptions:
     if config.purge.trash_dir:
         excluded.append(normalise_root(config.purge.trash_dir))
     return ScanOptions(
-        ignore=(*NAS_IGNORE, *config.scan.ignore), follow_symlinks=config.scan.follow_symlinks,
+        ignore=(*NAS_IGNORE, *INTERNAL_IGNORE, *config.scan.ignore), follow_symlinks=config.scan.follow_symlinks,
         exclude_dirs=tuple(excluded),
     )
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from dedupd.store import OK, FileRecord
 
 from .hashing import fd_hash
+from .journal import Entry, Journal
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,8 @@ class PurgeContext:
     protect: Sequence[bytes] = ()
     trash_dir: bytes | None = None
     dry_run: bool = True
+    journal: Journal | None = None
+    already_done: set[bytes] = field(default_factory=set)  # removed by an earlier (perhaps interrupted) purge
 
 
 def run_purge(items: Iterable[PurgeItem], ctx: PurgeContext) -> PurgeResult:
@@ -67,18 +70,60 @@ def run_purge(items: Iterable[PurgeItem], ctx: PurgeContext) -> PurgeResult:
 
 
 def _one(item: PurgeItem, ctx: PurgeContext) -> Outcome:
+    if item.victim in ctx.already_done and not os.path.lexists(item.victim):
+        return Outcome(item, "already done")
     try:
         victim = verify(item, ctx)
-        if ctx.dry_run:
-            return Outcome(item, "would trash" if ctx.trash_dir else "would delete")
-        if ctx.trash_dir:
-            return Outcome(item, "trashed", destination=_trash(victim, ctx))
-        _delete(item.victim, victim)
-        return Outcome(item, "deleted")
     except Refused as exc:
         return Outcome(item, "skipped", str(exc))
-    except OSError as exc:
-        return Outcome(item, "skipped", f"{exc.strerror or exc}")
+    if ctx.dry_run:
+        return Outcome(item, "would trash" if ctx.trash_dir else "would delete")
+    return _act(item, victim, ctx)
+
+
+def _act(item: PurgeItem, victim: FileRecord, ctx: PurgeContext) -> Outcome:
+    action = "trash" if ctx.trash_dir else "delete"
+    dest = trash_destination(victim, ctx.trash_dir) if ctx.trash_dir else _aside_name(item.victim)
+    entry = _intent(ctx, action, item, victim, dest)
+    try:
+        fault_point("after-intent")
+        if ctx.trash_dir:
+            _trash(victim, dest)
+        else:
+            _delete(item.victim, victim, dest)
+    except (Refused, OSError) as exc:
+        reason = str(exc) if isinstance(exc, Refused) else f"{exc.strerror or exc}"
+        _finish(ctx, entry, "skipped", reason)
+        return Outcome(item, "skipped", reason)
+    fault_point("before-done")
+    _finish(ctx, entry, "done")
+    return Outcome(item, "trashed" if ctx.trash_dir else "deleted", destination=dest if ctx.trash_dir else None)
+
+
+def _intent(ctx: PurgeContext, action: str, item: PurgeItem, victim: FileRecord, dest: bytes) -> Entry | None:
+    if ctx.journal is None:
+        return None
+    return ctx.journal.intent(action, item.victim, item.keeper, dest, victim.device, victim.inode, victim.content)
+
+
+def _finish(ctx: PurgeContext, entry: Entry | None, state: str, reason: str = "") -> None:
+    if ctx.journal is not None and entry is not None:
+        ctx.journal.finish(entry, state, reason)
+
+
+def fault_point(name: str) -> None:
+    """Fault injection for the crash tests: DEDUPD_FAULT=NAME:N kills this process with SIGKILL at the Nth pass."""
+    spec = os.environ.get("DEDUPD_FAULT", "")
+    if not spec.startswith(name + ":"):
+        return
+    _FAULT_COUNTS[name] = _FAULT_COUNTS.get(name, 0) + 1
+    if _FAULT_COUNTS[name] >= int(spec.split(":")[1]):
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+_FAULT_COUNTS: dict[str, int] = {}
 
 
 # --- checks ----------------------------------------------------------------------------------------------------
@@ -158,9 +203,9 @@ def _check_victim(victim: FileRecord) -> None:
 # --- acts ------------------------------------------------------------------------------------------------------
 
 
-def _delete(path: bytes, victim: FileRecord) -> None:
-    aside = _aside_name(path)
+def _delete(path: bytes, victim: FileRecord, aside: bytes) -> None:
     os.rename(path, aside)
+    fault_point("after-aside")
     st = os.lstat(aside)
     if (st.st_dev, st.st_ino) != (victim.device, victim.inode) or not stat.S_ISREG(st.st_mode):
         os.rename(aside, path)
@@ -168,9 +213,12 @@ def _delete(path: bytes, victim: FileRecord) -> None:
     os.unlink(aside)
 
 
+ASIDE_PREFIX = b".dedupd-purge-"  # the scanner ignores these names: a half-finished delete is never indexed
+
+
 def _aside_name(path: bytes) -> bytes:
     head, tail = os.path.split(path)
-    return os.path.join(head, b".dedupd-purge-" + str(os.getpid()).encode() + b"-" + tail)
+    return os.path.join(head, ASIDE_PREFIX + str(os.getpid()).encode() + b"-" + tail)
 
 
 def trash_destination(victim: FileRecord, trash_dir: bytes) -> bytes:
@@ -178,9 +226,7 @@ def trash_destination(victim: FileRecord, trash_dir: bytes) -> bytes:
     return os.path.join(trash_dir, relative)
 
 
-def _trash(victim: FileRecord, ctx: PurgeContext) -> bytes:
-    assert ctx.trash_dir is not None
-    dest = trash_destination(victim, ctx.trash_dir)
+def _trash(victim: FileRecord, dest: bytes) -> bytes:
     if os.path.lexists(dest):
         raise Refused(f"{os.fsdecode(dest)} already exists in the trash")
     os.makedirs(os.path.dirname(dest), exist_ok=True)
@@ -205,6 +251,7 @@ def _confirm_moved(victim: FileRecord, dest: bytes) -> None:
 def _copy_then_unlink(victim: FileRecord, dest: bytes) -> None:
     """Across filesystems: copy, fsync, verify the copy's hash, and only then remove the original."""
     shutil.copy2(victim.path, dest)
+    fault_point("after-copy")
     fd = os.open(dest, os.O_RDONLY)
     try:
         os.fsync(fd)

@@ -15,6 +15,8 @@ log = logging.getLogger("dedupd")
 
 # NAS and desktop metadata folders/files: thumbnails, recycle bins, snapshots, AppleDouble forks.
 NAS_IGNORE = ("@eaDir", "#recycle", "#snapshot", ".@__thumb", ".Trash-*", "._*", "#SynoRecycle", ".snapshot")
+# Our own half-finished purge renames (see purge.ASIDE_PREFIX): never indexed, whatever the config says.
+INTERNAL_IGNORE = (".dedupd-purge-*",)
 
 _EXTENSIONS = tuple(ext.encode() for ext in IMAGE_EXTENSIONS)
 
@@ -31,7 +33,7 @@ class FileEntry:
 
 @dataclass
 class ScanOptions:
-    ignore: tuple[str, ...] = NAS_IGNORE
+    ignore: tuple[str, ...] = NAS_IGNORE + INTERNAL_IGNORE
     follow_symlinks: bool = False
     exclude_dirs: tuple[bytes, ...] = ()  # absolute paths never entered (the trash dir, the store)
     on_error: Callable[[bytes, OSError], None] | None = None

@@ -1,0 +1,134 @@
+"""The purge journal: one JSON line per step, fsynced before the next step, so a purge killed at any moment can be
+finished (or undone) by the next run without acting twice.
+
+Each action writes `intent` before touching anything and `done` after. A run that finds an intent without its done
+looks at the disk to learn how far the act got: still in place (nothing happened), renamed aside (finish the
+delete), or in the trash (the move happened). A torn last line (a kill in the middle of a write) is ignored.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+log = logging.getLogger("dedupd")
+
+
+def _b64(path: bytes) -> str:
+    return base64.b64encode(path).decode("ascii")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.b64decode(text)
+
+
+@dataclass
+class Entry:
+    id: int
+    state: str            # intent | done | skipped | undone | emptied
+    action: str = ""      # delete | trash
+    victim: str = ""      # base64 of the path bytes (exact for any name)
+    keeper: str = ""
+    dest: str = ""        # trash destination, or the aside name of a delete
+    device: int = 0
+    inode: int = 0
+    content: str = ""
+    reason: str = ""
+    time: float = field(default_factory=time.time)
+
+    @property
+    def victim_path(self) -> bytes:
+        return _unb64(self.victim)
+
+    @property
+    def dest_path(self) -> bytes:
+        return _unb64(self.dest) if self.dest else b""
+
+
+class Journal:
+    def __init__(self, path: Path):
+        self.path = path
+        self._fd: int | None = None
+        self._next = 1 + max((e.id for e in read_entries(path)), default=0) if path.exists() else 1
+
+    @classmethod
+    def create(cls, folder: Path) -> "Journal":
+        folder.mkdir(parents=True, exist_ok=True)
+        name = time.strftime("purge-%Y%m%d-%H%M%S") + f"-{os.getpid()}.jsonl"
+        return cls(folder / name)
+
+    def intent(self, action: str, victim: bytes, keeper: bytes, dest: bytes, device: int, inode: int,
+               content: str) -> Entry:
+        entry = Entry(self._next, "intent", action, _b64(victim), _b64(keeper), _b64(dest) if dest else "",
+                      device, inode, content)
+        self._next += 1
+        self.write(entry)
+        return entry
+
+    def finish(self, entry: Entry, state: str = "done", reason: str = "") -> None:
+        self.write(Entry(entry.id, state, entry.action, entry.victim, entry.keeper, entry.dest, entry.device,
+                         entry.inode, entry.content, reason))
+
+    def write(self, entry: Entry) -> None:
+        if self._fd is None:
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
+            _fsync_dir(self.path.parent)
+        os.write(self._fd, (json.dumps(asdict(entry), separators=(",", ":")) + "\n").encode())
+        os.fsync(self._fd)
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def read_entries(path: Path) -> list[Entry]:
+    """All well-formed lines; a torn or corrupt line is skipped with a warning, never fatal."""
+    entries = []
+    for number, line in enumerate(path.read_bytes().splitlines(), 1):
+        try:
+            entries.append(Entry(**json.loads(line)))
+        except (ValueError, TypeError):
+            log.warning("%s line %d is torn or corrupt; ignored", path, number)
+    return entries
+
+
+def latest_states(path: Path) -> dict[int, tuple[Entry, Entry]]:
+    """id -> (the intent, the latest record) for every action in the journal."""
+    out: dict[int, tuple[Entry, Entry]] = {}
+    for entry in read_entries(path):
+        if entry.state == "intent":
+            out[entry.id] = (entry, entry)
+        elif entry.id in out:
+            out[entry.id] = (out[entry.id][0], entry)
+    return out
+
+
+def unfinished(path: Path) -> list[Entry]:
+    return [intent for intent, last in latest_states(path).values() if last.state == "intent"]
+
+
+def journals(folder: Path) -> Iterator[Path]:
+    return iter(sorted(folder.glob("purge-*.jsonl"))) if folder.is_dir() else iter(())
+
+
+def done_victims(folder: Path) -> set[bytes]:
+    """Paths that some journaled purge already removed (their latest record is done or emptied)."""
+    out: set[bytes] = set()
+    for path in journals(folder):
+        out.update(i.victim_path for i, last in latest_states(path).values() if last.state in ("done", "emptied"))
+    return out

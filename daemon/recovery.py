@@ -1,0 +1,177 @@
+"""Finishing, undoing and expiring journaled purges.
+
+recover: an interrupted purge's open intents are settled by looking at the disk (never by acting blindly).
+undo:    trashed files go back to their places (deleted ones cannot come back, and undo says so).
+empty:   trashed files older than an age are removed for good.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .hashing import content_hash
+from .journal import Entry, Journal, journals, latest_states, unfinished
+
+log = logging.getLogger("dedupd")
+
+
+@dataclass
+class Tally:
+    lines: list[str] = field(default_factory=list)
+    failed: int = 0
+
+    def say(self, text: str, failed: bool = False) -> None:
+        self.lines.append(text)
+        self.failed += failed
+
+
+def _same_inode(path: bytes, entry: Entry) -> bool:
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return False
+    return (st.st_dev, st.st_ino) == (entry.device, entry.inode)
+
+
+def _has_content(path: bytes, content: str) -> bool:
+    try:
+        return os.path.isfile(path) and content_hash(path) == content
+    except OSError:
+        return False
+
+
+# --- recover -----------------------------------------------------------------------------------------------------
+
+
+def recover_all(folder: Path) -> Tally:
+    tally = Tally()
+    for path in journals(folder):
+        open_intents = unfinished(path)
+        if open_intents:
+            journal = Journal(path)
+            try:
+                for entry in open_intents:
+                    state, reason = settle(entry)
+                    journal.finish(entry, state, reason)
+                    tally.say(f"recovered {os.fsdecode(entry.victim_path)}: {state} ({reason})")
+            finally:
+                journal.close()
+    return tally
+
+
+def settle(entry: Entry) -> tuple[str, str]:
+    """What an interrupted action left behind, brought to a clean end: (state, reason)."""
+    victim, dest = entry.victim_path, entry.dest_path
+    if entry.action == "delete":
+        return _settle_delete(entry, victim, dest)
+    return _settle_trash(entry, victim, dest)
+
+
+def _settle_delete(entry: Entry, victim: bytes, aside: bytes) -> tuple[str, str]:
+    if _same_inode(aside, entry):
+        os.unlink(aside)
+        return "done", "finished the interrupted delete"
+    if os.path.lexists(aside):
+        return "skipped", "the aside name holds another file; left alone"
+    if _same_inode(victim, entry):
+        return "skipped", "interrupted before acting; the file is in place"
+    return "done", "the delete had completed"
+
+
+def _settle_trash(entry: Entry, victim: bytes, dest: bytes) -> tuple[str, str]:
+    in_place = _same_inode(victim, entry)
+    if _same_inode(dest, entry):
+        return "done", "the move had completed"
+    if in_place and _has_content(dest, entry.content):
+        os.unlink(victim)  # the cross-device copy had verified; only the unlink was missing
+        return "done", "finished the interrupted move"
+    if in_place:
+        if os.path.lexists(dest) and not _has_content(dest, entry.content):
+            os.unlink(dest)  # a partial copy of ours
+        return "skipped", "interrupted before acting; the file is in place"
+    if _has_content(dest, entry.content):
+        return "done", "the copy had completed"
+    return "skipped", "file neither in place nor in the trash: changed by someone else"
+
+
+# --- undo ----------------------------------------------------------------------------------------------------------
+
+
+def undo(journal_path: Path) -> Tally:
+    tally = Tally()
+    journal = Journal(journal_path)
+    try:
+        for intent, last in latest_states(journal_path).values():
+            if last.state == "done":
+                _undo_one(intent, journal, tally)
+    finally:
+        journal.close()
+    return tally
+
+
+def _undo_one(entry: Entry, journal: Journal, tally: Tally) -> None:
+    victim, dest = entry.victim_path, entry.dest_path
+    name = os.fsdecode(victim)
+    if entry.action == "delete":
+        tally.say(f"cannot restore {name}: it was deleted, not trashed", failed=True)
+    elif os.path.lexists(victim):
+        tally.say(f"not restored {name}: something is at that path now", failed=True)
+    elif not os.path.isfile(dest):
+        tally.say(f"not restored {name}: {os.fsdecode(dest)} is no longer in the trash", failed=True)
+    else:
+        _move_back(dest, victim)
+        journal.finish(entry, "undone")
+        tally.say(f"restored {name}")
+
+
+def _move_back(dest: bytes, victim: bytes) -> None:
+    os.makedirs(os.path.dirname(victim), exist_ok=True)
+    try:
+        os.rename(dest, victim)
+    except OSError:
+        shutil.copy2(dest, victim)
+        os.unlink(dest)
+
+
+# --- empty ---------------------------------------------------------------------------------------------------------
+
+
+def empty_trash(folder: Path, older_than: float, now: float | None = None) -> Tally:
+    """Remove trashed files whose move is older than `older_than` seconds (by the journal's own timestamps)."""
+    tally = Tally()
+    cutoff = (now or time.time()) - older_than
+    for path in journals(folder):
+        journal = Journal(path)
+        try:
+            for intent, last in latest_states(path).values():
+                if last.state == "done" and intent.action == "trash" and last.time < cutoff:
+                    _empty_one(intent, journal, tally)
+        finally:
+            journal.close()
+    return tally
+
+
+def _empty_one(entry: Entry, journal: Journal, tally: Tally) -> None:
+    dest = entry.dest_path
+    if os.path.isfile(dest) and not os.path.islink(dest):
+        os.unlink(dest)
+        tally.say(f"removed {os.fsdecode(dest)}")
+    journal.finish(entry, "emptied")
+
+
+def parse_age(text: str) -> float:
+    """'30d', '12h', '90m', '45s' or plain seconds."""
+    from .errors import UsageError
+
+    units = {"d": 86400, "h": 3600, "m": 60, "s": 1}
+    try:
+        if text and text[-1] in units:
+            return float(text[:-1]) * units[text[-1]]
+        return float(text)
+    except ValueError:
+        raise UsageError(f"--older-than: cannot read {text!r} (use e.g. 30d, 12h, 90m)") from None
