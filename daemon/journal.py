@@ -77,8 +77,9 @@ class Journal:
 
     def write(self, entry: Entry) -> None:
         if self._fd is None:
-            self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
+            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o640)
             _fsync_dir(self.path.parent)
+            _end_torn_line(self._fd)
         os.write(self._fd, (json.dumps(asdict(entry), separators=(",", ":")) + "\n").encode())
         os.fsync(self._fd)
 
@@ -86,6 +87,13 @@ class Journal:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+
+
+def _end_torn_line(fd: int) -> None:
+    """A write cut short by a kill leaves a line without its newline: close it, so the next record stands alone."""
+    size = os.fstat(fd).st_size
+    if size and os.pread(fd, 1, size - 1) != b"\n":
+        os.write(fd, b"\n")
 
 
 def _fsync_dir(folder: Path) -> None:

@@ -1,0 +1,155 @@
+"""Purge as a journaled two-phase operation: kill -9 at each step, re-run, undo, trash expiry, torn lines."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from support import PixelEmbedder, make_library
+
+from dedupd import commands
+from dedupd.config import load_config
+from dedupd.journal import journals, latest_states, read_entries, unfinished
+from dedupd.recovery import empty_trash
+
+
+@pytest.fixture
+def scanned(tmp_path):
+    lib = make_library(tmp_path / "photos")
+    cfg = load_config(None, {"store": str(tmp_path / "store")})
+    commands.scan(str(lib.root), cfg, None, False, None, echo=lambda s: None,
+                  embedder=commands.LazyEmbedder(cfg, PixelEmbedder()))
+    report = json.loads((lib.root / "dedup_report.json").read_bytes())
+    return lib, cfg, report
+
+
+def purge_process(cfg, report, *extra, fault=None):
+    env = {**os.environ, **({"DEDUPD_FAULT": fault} if fault else {})}
+    env.pop("DEDUPD_FAULT", None) if not fault else None
+    return subprocess.run([sys.executable, "-m", "dedupd", "purge", "--store", str(cfg.store_path()), "--report",
+                           str(report), "--inplace", *extra], capture_output=True, text=True, env=env, timeout=120)
+
+
+def victims(report):
+    return [(g["keep"], d) for g in report["groups"] for d in g["duplicates"]]
+
+
+def all_files(root: Path) -> set[str]:
+    return {str(p) for p in root.rglob("*") if p.is_file()}
+
+
+@pytest.mark.parametrize("fault", ["after-intent:2", "after-aside:2", "before-done:2", "after-intent:1"])
+def test_kill_9_during_delete_then_rerun_finishes_without_acting_twice(scanned, fault):
+    lib, cfg, report = scanned
+    killed = purge_process(cfg, lib.root / "dedup_report.json", fault=fault)
+    assert killed.returncode == -signal.SIGKILL
+    # Consistent at the moment of death: every victim is in place, or renamed aside with an open journal intent.
+    (journal,) = journals(cfg.store_path() / "journal")
+    open_intents = unfinished(journal)
+    assert len(open_intents) == 1
+    for keep, victim in victims(report):
+        assert os.path.exists(keep)
+    rerun = purge_process(cfg, lib.root / "dedup_report.json")
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    assert "recovered" in rerun.stdout
+    left = all_files(lib.root)
+    assert not any(v in left for _, v in victims(report))
+    assert all(k in left for k, _ in victims(report))
+    assert not any(".dedupd-purge-" in p for p in left)
+    for path in journals(cfg.store_path() / "journal"):
+        assert not unfinished(path)
+    done = [last for path in journals(cfg.store_path() / "journal") for _, last in latest_states(path).values()
+            if last.state == "done"]
+    assert sorted(os.fsdecode(e.victim_path) for e in done) == sorted(v for _, v in victims(report))
+
+
+@pytest.mark.parametrize("fault", ["after-intent:2", "before-done:2", "after-copy:1"])
+@pytest.mark.parametrize("trash_on", ["same-fs", "other-fs"])
+def test_kill_9_during_trash_then_rerun(scanned, tmp_path, fault, trash_on):
+    lib, cfg, report = scanned
+    trash = tmp_path / "trash" if trash_on == "same-fs" else Path("/dev/shm") / f"dedupd-test-{os.getpid()}-{fault}"
+    if trash_on == "other-fs" and os.stat("/dev/shm").st_dev == os.stat(tmp_path).st_dev:
+        pytest.skip("/dev/shm is on the same filesystem here")
+    if fault == "after-copy:1" and trash_on == "same-fs":
+        pytest.skip("a same-filesystem move never copies")
+    try:
+        killed = purge_process(cfg, lib.root / "dedup_report.json", "--trash", trash, fault=fault)
+        assert killed.returncode == -signal.SIGKILL
+        for keep, victim in victims(report):
+            rel = os.path.relpath(victim, lib.root)
+            assert os.path.exists(victim) or (trash / rel).is_file()
+        rerun = purge_process(cfg, lib.root / "dedup_report.json", "--trash", trash)
+        assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+        for keep, victim in victims(report):
+            rel = os.path.relpath(victim, lib.root)
+            assert not os.path.exists(victim) and (trash / rel).is_file() and os.path.exists(keep)
+        assert len([p for p in trash.rglob("*") if p.is_file()]) == len(victims(report))
+    finally:
+        if trash_on == "other-fs":
+            import shutil
+
+            shutil.rmtree(trash, ignore_errors=True)
+
+
+def test_undo_restores_trashed_files(scanned, tmp_path):
+    lib, cfg, report = scanned
+    before = {p: Path(p).read_bytes() for _, p in victims(report)}
+    lines: list[str] = []
+    commands.purge(cfg, str(lib.root / "dedup_report.json"), True, str(tmp_path / "trash"), echo=lines.append)
+    assert not any(os.path.exists(p) for p in before)
+    (journal,) = journals(cfg.store_path() / "journal")
+    assert commands.undo_purge(cfg, str(journal), echo=lines.append) == 0
+    assert all(Path(p).read_bytes() == data for p, data in before.items())
+    assert not [p for p in (tmp_path / "trash").rglob("*") if p.is_file()]
+
+
+def test_undo_of_a_delete_says_it_cannot_restore(scanned):
+    from dedupd.errors import PurgeFailures
+
+    lib, cfg, report = scanned
+    commands.purge(cfg, str(lib.root / "dedup_report.json"), True, None, echo=lambda s: None)
+    (journal,) = journals(cfg.store_path() / "journal")
+    lines: list[str] = []
+    with pytest.raises(PurgeFailures):
+        commands.undo_purge(cfg, str(journal), echo=lines.append)
+    assert all("it was deleted" in line for line in lines)
+
+
+def test_trash_empty_respects_age(scanned, tmp_path):
+    lib, cfg, report = scanned
+    commands.purge(cfg, str(lib.root / "dedup_report.json"), True, str(tmp_path / "trash"), echo=lambda s: None)
+    folder = cfg.store_path() / "journal"
+    assert not empty_trash(folder, older_than=3600).lines  # nothing is an hour old yet
+    assert [p for p in (tmp_path / "trash").rglob("*") if p.is_file()]
+    import time
+
+    tally = empty_trash(folder, older_than=3600, now=time.time() + 7200)
+    assert len(tally.lines) == len(victims(report))
+    assert not [p for p in (tmp_path / "trash").rglob("*") if p.is_file()]
+
+
+def test_a_torn_journal_line_is_ignored_and_recovery_goes_on(scanned, tmp_path):
+    lib, cfg, report = scanned
+    killed = purge_process(cfg, lib.root / "dedup_report.json", fault="after-aside:1")
+    assert killed.returncode == -signal.SIGKILL
+    (journal,) = journals(cfg.store_path() / "journal")
+    with open(journal, "ab") as f:
+        f.write(b'{"id": 99, "state": "inte')  # a write cut short
+    assert len(read_entries(journal)) == 1
+    rerun = purge_process(cfg, lib.root / "dedup_report.json")
+    assert rerun.returncode == 0 and not any(os.path.exists(v) for _, v in victims(report))
+
+
+def test_two_purges_at_once_the_second_refuses(scanned):
+    from dedupd.store import FileLock
+
+    lib, cfg, report = scanned
+    with FileLock(cfg.store_path() / "purge.lock", "purge"):
+        second = purge_process(cfg, lib.root / "dedup_report.json")
+    assert second.returncode == 2 and "purge lock" in second.stderr
+    assert all(os.path.exists(v) for _, v in victims(report))
