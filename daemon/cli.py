@@ -66,7 +66,10 @@ def _scan_parser(sub) -> None:
 def _report_parser(sub) -> None:
     p = _common(sub.add_parser("report", help="write a report from the store (no embedding)"))
     _grouping(p)
-    p.add_argument("--out", metavar="PATH", help="output file, or - for stdout (default: report.path or -)")
+    p.add_argument("--out", metavar="PATH", help="output file, or - for stdout (default: report.path or -); "
+                   "with --format html, a folder")
+    p.add_argument("--format", choices=("json", "html"), default="json",
+                   help="json (the report) or html (a static gallery with thumbnails)")
 
 
 def _purge_parser(sub) -> None:
@@ -108,7 +111,7 @@ def dispatch(args: argparse.Namespace) -> int:
     if args.command == "scan":
         return commands.scan(args.folder, config, args.report, args.inplace, args.trash)
     if args.command == "report":
-        return commands.report(config, args.out)
+        return commands.report(config, args.out, fmt=args.format)
     if args.command == "purge" and args.undo:
         return commands.undo_purge(config, args.undo)
     if args.command == "purge":

@@ -101,15 +101,29 @@ def _human(n: float) -> str:
 # --- report ------------------------------------------------------------------------------------------------------
 
 
-def report(config: Config, out: str | None, echo: Echo = print, model: str | None = None) -> int:
+def report(
+    config: Config, out: str | None, echo: Echo = print, model: str | None = None, fmt: str = "json"
+) -> int:
     """A report from what the store holds; no embedding, and no search above the stored pair floor."""
     store = open_store(config, create=False)
     model = model or model_id(config)
     report = store_report(store, config, model)
+    if fmt == "html":
+        return _html(store, report, out or config.report.html_dir, echo)
     target = out or config.report.path or "-"
     write_report(report, target)
     if target != "-":
         echo(f"{report['duplicate_groups']} groups, {report['total_duplicates']} duplicates; report: {target}")
+    return 0
+
+
+def _html(store: Store, report: dict, out: str | None, echo: Echo) -> int:
+    from .gallery import write_gallery
+
+    if not out or out == "-":
+        raise UsageError("--format html needs --out DIR (a folder for index.html and its thumbnails)")
+    index = write_gallery(report, out, store.path / "thumbs")
+    echo(f"{report['duplicate_groups']} groups, {report['total_duplicates']} duplicates; gallery: {index}")
     return 0
 
 
@@ -121,8 +135,8 @@ def store_report(store: Store, config: Config, model: str) -> dict:
 def store_groups(store: Store, config: Config, model: str):
     floor = catalog.stored_floor(store, model)
     if floor is None:
-        raise UsageError(f"the store holds no vectors for model {model} (run `dedupd scan FOLDER` with it first)")
-    if config.dedup.threshold < floor - 1e-9:
+        log.warning("the store holds no vectors for model %s yet (a scan or the daemon adds them)", model)
+    elif config.dedup.threshold < floor - 1e-9:
         raise UsageError(
             f"--threshold {config.dedup.threshold} is below the stored pair floor {floor}; "
             f"run `dedupd scan` again with this threshold to search that low"

@@ -86,6 +86,7 @@ class Indexer:
         self.options = scan_options(config, store)
         self.stop = threading.Event()
         self.on_item: Callable[[pipeline.Counters], None] | None = None
+        self.on_tick: Callable[[], None] | None = None
 
     # --- whole roots ---------------------------------------------------------------------------------------------
 
@@ -147,11 +148,12 @@ class Indexer:
 
     def index(self, entries: Iterable[FileEntry], gone: Iterable[bytes] = ()) -> IndexResult:
         counters = pipeline.Counters()
-        for work in pipeline.run_stages(self._source(entries), self._stages(counters), threaded=self.threaded):
+        stages = self._stages(counters)
+        for work in pipeline.run_stages(self._source(entries), stages, threaded=self.threaded, tick=self.on_tick):
             self.files[work.record.path] = work.record
             if self.on_item:
                 self.on_item(counters)
-        gone = [p for p in gone if p in self.files]
+        gone = [p for p in dict.fromkeys(gone) if p in self.files]
         self.store.delete_files(gone)
         for path in gone:
             del self.files[path]

@@ -56,17 +56,22 @@ class Counters:
 _END = object()
 
 
-def run_stages(source: Iterable, stages: Sequence[Stage], threaded: bool = True, maxsize: int = 256) -> Iterator:
-    """Chain the stages; threaded, each runs in its own thread and an error in any of them is re-raised here."""
+def run_stages(
+    source: Iterable, stages: Sequence[Stage], threaded: bool = True, maxsize: int = 256,
+    tick: Callable[[], None] | None = None,
+) -> Iterator:
+    """Chain the stages; threaded, each runs in its own thread and an error in any of them is re-raised here.
+    `tick` is called on the consuming thread whenever it waits, so a daemon keeps its watchdog fed during a long
+    model batch."""
     if not threaded:
         items: Iterable = source
         for stage in stages:
             items = stage(items)
         return iter(items)
-    return _threaded(source, stages, maxsize)
+    return _threaded(source, stages, maxsize, tick)
 
 
-def _threaded(source: Iterable, stages: Sequence[Stage], maxsize: int) -> Iterator:
+def _threaded(source: Iterable, stages: Sequence[Stage], maxsize: int, tick: Callable[[], None] | None) -> Iterator:
     errors: list[BaseException] = []
     stop = threading.Event()
     queues = [queue.Queue(maxsize) for _ in range(len(stages) + 1)]
@@ -77,7 +82,7 @@ def _threaded(source: Iterable, stages: Sequence[Stage], maxsize: int) -> Iterat
     for thread in threads:
         thread.start()
     try:
-        yield from _drain(queues[-1], stop)
+        yield from _drain(queues[-1], stop, tick)
     finally:
         stop.set()
         for thread in threads:
@@ -108,13 +113,15 @@ def _put(out: queue.Queue, item: object, stop: threading.Event) -> bool:
     return False
 
 
-def _drain(source: queue.Queue, stop: threading.Event) -> Iterator:
+def _drain(source: queue.Queue, stop: threading.Event, tick: Callable[[], None] | None = None) -> Iterator:
     while True:
         try:
             item = source.get(timeout=0.2)
         except queue.Empty:
             if stop.is_set():
                 return
+            if tick is not None:
+                tick()
             continue
         if item is _END:
             return
@@ -143,13 +150,13 @@ class ContentBook:
 
     @classmethod
     def from_store(cls, store: Store, model: str) -> "ContentBook":
-        embedded = store.vector_contents(model)
+        embedded = store.vector_sizes(model)
         known: dict[str, ContentInfo] = {}
         for record in store.files().values():
-            if record.content and (record.content in embedded or record.status == UNREADABLE):
+            if record.content and record.status == UNREADABLE:
                 known[record.content] = ContentInfo(record.status, record.width, record.height, record.error)
-        for content in embedded - known.keys():
-            known[content] = ContentInfo(OK)  # vectors kept from files since removed: a returning copy reuses them
+        for content, (width, height) in embedded.items():
+            known[content] = ContentInfo(OK, width, height)  # also for copies since removed: a return reuses it
         return cls(known)
 
     def claim(self, record: FileRecord) -> FileRecord | None:
@@ -327,7 +334,10 @@ def _flush(pending: list[Work], store: Store, model: str, book: ContentBook, cou
     carriers = [w for w in pending if w.carrier]
     embedded = [w for w in carriers if w.vector is not None]
     if embedded:
-        store.add_vectors(model, [w.record.content for w in embedded], np.stack([w.vector for w in embedded]))
+        store.add_vectors(
+            model, [w.record.content for w in embedded], np.stack([w.vector for w in embedded]),
+            [(w.record.width, w.record.height) for w in embedded],
+        )
         counters.new_contents.extend(w.record.content for w in embedded)
     followers = [f for w in carriers for f in book.resolve(w.record)]
     records = [w.record for w in pending if w.fresh] + followers

@@ -77,6 +77,7 @@ class Service:
         self.indexer = Indexer(self.store, self.config, embedder)
         self.indexer.stop = self.stop
         self.indexer.on_item = self._on_item
+        self.indexer.on_tick = self._heartbeat
         self.dirty = DirtyPaths()
         self.watchers = Watchers(self.dirty, self.config.watch.mode, self.config.watch.poll_interval,
                                  ignore=self.indexer.options.ignore)
@@ -108,15 +109,22 @@ class Service:
     def _loop(self) -> None:
         self.health.phase = "watching"
         while not self.stop.wait(TICK):
-            self._heartbeat()
-            if self.reload_requested.is_set():
-                self._reload()
-            for root in self.dirty.overflowed():
-                self._reconcile(root)
-            self._process_settled()
-            if time.monotonic() - self._last_rescan >= self.config.watch.rescan_interval:
-                self._reconcile_all()
-            self._maybe_report()
+            try:
+                self._step()
+            except Exception as exc:  # noqa: BLE001 - one bad batch is logged; the service stays up
+                self.health.error(f"{type(exc).__name__}: {exc}")
+                log.debug("step failed", exc_info=True)
+
+    def _step(self) -> None:
+        self._heartbeat()
+        if self.reload_requested.is_set():
+            self._reload()
+        for root in self.dirty.overflowed():
+            self._reconcile(root)
+        self._process_settled()
+        if time.monotonic() - self._last_rescan >= self.config.watch.rescan_interval:
+            self._reconcile_all()
+        self._maybe_report()
 
     def _heartbeat(self) -> None:
         """WATCHDOG=1 only while healthy: a daemon whose watchers are down and cannot be restarted gets restarted."""
@@ -230,6 +238,10 @@ class Service:
 
         report = store_report(self.store, self.config, self.indexer.model)
         write_report(report, self.report_path())
+        if self.config.report.html_dir:
+            from .gallery import write_gallery
+
+            write_gallery(report, self.config.report.html_dir, self.store.path / "thumbs")
         if self.config.purge.auto:
             self._auto_purge()
 

@@ -36,6 +36,10 @@ VECTORS = pa.schema(
         pa.field("content", pa.string(), nullable=False),
         pa.field("model", pa.string(), nullable=False),
         pa.field("vector", pa.list_(pa.float32()), nullable=False),
+        # Decoded size travels with the vector: a run killed between the vector commit and the file commit
+        # resumes without decoding again and still knows each content's resolution.
+        pa.field("width", pa.int32()),
+        pa.field("height", pa.int32()),
     ]
 )
 

@@ -123,15 +123,25 @@ class Store:
         table = table.filter(mask)
         return table["content"].to_pylist(), _matrix(table["vector"])
 
-    def add_vectors(self, model: str, contents: list[str], matrix: np.ndarray) -> None:
+    def vector_sizes(self, model: str) -> dict[str, tuple[int, int]]:
+        table = self._tables["vectors"].to_arrow().select(["content", "model", "width", "height"])
+        data = table.filter(pc.equal(table["model"], model)).to_pydict()
+        return {c: (w or 0, h or 0) for c, w, h in zip(data["content"], data["width"], data["height"])}
+
+    def add_vectors(
+        self, model: str, contents: list[str], matrix: np.ndarray, sizes: list[tuple[int, int]] | None = None
+    ) -> None:
         if not contents:
             return
+        sizes = sizes or [(0, 0)] * len(contents)
         rows = pa.table(
             {
                 "key": [f"{model}|{c}" for c in contents],
                 "content": contents,
                 "model": [model] * len(contents),
                 "vector": list(np.asarray(matrix, dtype=np.float32)),
+                "width": [w for w, _ in sizes],
+                "height": [h for _, h in sizes],
             },
             schema=VECTORS,
         )
@@ -166,6 +176,9 @@ class Store:
         self._tables["pairs"].delete(f"model = '{_quote(model)}'")
 
     # --- housekeeping ----------------------------------------------------------------------------------------
+
+    def row_counts(self) -> dict[str, int]:
+        return {name: table.count_rows() for name, table in self._tables.items()}
 
     def versions(self) -> dict[str, int]:
         return {name: table.version for name, table in self._tables.items()}

@@ -1,0 +1,157 @@
+"""The daemon in-process with the deterministic embedder: real watchdog observers, real LanceDB, tmp trees."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import threading
+import time
+
+import pytest
+from support import PixelEmbedder, b, make_library
+
+import imagegen
+from dedupd import commands
+from dedupd.config import load_config
+from dedupd.indexer import LazyEmbedder, roots_state
+from dedupd.service import Service
+from dedupd.store import Store
+
+WAIT = 20.0
+
+
+def wait_for(predicate, timeout=WAIT, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+class Running:
+    def __init__(self, tmp_path, roots, **overrides):
+        values = {"store": str(tmp_path / "store"), "roots": [str(r) for r in roots], "watch.settle_seconds": 0.3,
+                  "watch.poll_interval": 0.2, "report.min_interval": 0.0, **overrides}
+        self.config = load_config(None, values)
+        self.embedder = PixelEmbedder()
+        self.service = Service(self.config, embedder=LazyEmbedder(self.config, self.embedder))
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.exit: int | None = None
+
+    def _run(self):
+        self.exit = self.service.run()
+
+    def __enter__(self):
+        self.thread.start()
+        wait_for(lambda: getattr(self.service, "health", None) and self.service.health.phase == "watching",
+                 what="the first reconcile")
+        return self
+
+    def __exit__(self, *exc):
+        self.service.stop.set()
+        self.thread.join(15)
+        assert not self.thread.is_alive()
+
+    def paths(self):
+        return set(Store.open(self.config.store_path()).files())
+
+    def report(self):
+        path = self.config.store_path() / "report.json"
+        return json.loads(path.read_bytes()) if path.exists() else None
+
+
+def dup_pairs(report):
+    return {(g["keep"], d) for g in report["groups"] for d in g["duplicates"]} if report else set()
+
+
+@pytest.fixture(params=["inotify", "poll"])
+def mode(request):
+    return request.param
+
+
+def test_create_modify_move_delete_converge(tmp_path, mode):
+    lib = make_library(tmp_path / "photos")
+    with Running(tmp_path, [lib.root], **{"watch.mode": mode}) as d:
+        assert b(lib.originals[0]) in d.paths()
+        new = lib.root / "camera" / "new.jpg"
+        imagegen.photo(50, (320, 240)).save(new, quality=90)
+        wait_for(lambda: b(new) in d.paths(), what="a created file")
+        moved = lib.root / "export" / "moved.jpg"
+        os.rename(new, moved)
+        wait_for(lambda: b(moved) in d.paths() and b(new) not in d.paths(), what="a moved file")
+        os.rename(lib.root / "backup", lib.root / "archive")
+        wait_for(lambda: b(lib.root / "archive" / lib.originals[0].name) in d.paths()
+                 and not any(p.startswith(b(lib.root / "backup")) for p in d.paths()), what="a moved directory")
+        os.unlink(moved)
+        wait_for(lambda: b(moved) not in d.paths(), what="a deleted file")
+        imagegen.photo(51, (320, 240)).save(lib.originals[3], quality=90)
+        wait_for(lambda: Store.open(d.config.store_path()).files()[b(lib.originals[3])].size
+                 == lib.originals[3].stat().st_size, what="a modified file")
+    assert d.exit == 0
+    assert d.embedder.images == 6 + 2  # moves and renames never re-embedded: only new.jpg and the rewrite
+
+
+def test_write_then_rename_indexes_the_final_name_only(tmp_path):
+    root = tmp_path / "photos"
+    root.mkdir()
+    with Running(tmp_path, [root]) as d:
+        tmp = root / ".upload.tmp"
+        imagegen.photo(1, (200, 150)).save(tmp, format="JPEG")
+        os.rename(tmp, root / "final.jpg")
+        wait_for(lambda: d.paths() == {b(root / "final.jpg")}, what="the renamed file")
+
+
+def test_copy_in_progress_is_processed_once_stable(tmp_path):
+    root = tmp_path / "photos"
+    root.mkdir()
+    src = tmp_path / "src.jpg"
+    imagegen.photo(2, (640, 480)).save(src, quality=95)
+    data = src.read_bytes()
+    with Running(tmp_path, [root], **{"watch.settle_seconds": 1.0}) as d:
+        dst = root / "copy.jpg"
+        with open(dst, "wb") as f:
+            for i in range(0, len(data), len(data) // 5):
+                f.write(data[i:i + len(data) // 5])
+                f.flush()
+                time.sleep(0.3)
+        wait_for(lambda: b(dst) in d.paths(), what="the copied file")
+        record = Store.open(d.config.store_path()).files()[b(dst)]
+        assert record.status == "ok" and record.size == len(data)
+    assert d.embedder.images == 1
+
+
+def test_report_kept_current_and_purge_from_another_process_absorbed(tmp_path):
+    lib = make_library(tmp_path / "photos")
+    with Running(tmp_path, [lib.root]) as d:
+        report = wait_for(d.report, what="the first report")
+        assert len(dup_pairs(report)) == 3
+        copy = lib.root / "backup" / "copy3.jpg"
+        shutil.copy2(lib.originals[3], copy)
+        wait_for(lambda: len(dup_pairs(d.report())) == 4, what="the report to show a new copy")
+        rc = commands.purge(d.config, None, True, None, echo=lambda s: None, model=PixelEmbedder.model_id)
+        assert rc == 0
+        wait_for(lambda: not dup_pairs(d.report()), what="the daemon to absorb the purge")
+
+
+def test_root_swapped_for_empty_directory_removes_nothing(tmp_path):
+    lib = make_library(tmp_path / "photos")
+    with Running(tmp_path, [lib.root], **{"watch.rescan_interval": 0.5}) as d:
+        before = d.paths()
+        plan = tmp_path / "plan.json"
+        commands.report(d.config, str(plan), echo=lambda s: None, model=PixelEmbedder.model_id)
+        assert dup_pairs(json.loads(plan.read_bytes()))
+        shutil.move(str(lib.root), str(tmp_path / "away"))
+        lib.root.mkdir()
+        wait_for(lambda: roots_state(Store.open(d.config.store_path()))[str(lib.root)]["state"] == "offline",
+                 what="the root to go offline")
+        assert d.paths() == before
+        from dedupd.errors import PurgeFailures
+
+        lines: list[str] = []
+        with pytest.raises(PurgeFailures):
+            commands.purge(d.config, str(plan), True, None, echo=lines.append, model=PixelEmbedder.model_id)
+        assert all("online" in line for line in lines if line.startswith("skipped"))
+    assert all(os.path.exists(tmp_path / "away" / os.path.relpath(p, lib.root)) for p in map(os.fsdecode, before))
