@@ -64,7 +64,11 @@ def scan(
     model = embedder.model_id
     store = open_store(config)
     with writer_lock(store):
-        result = Indexer(store, config, embedder, threaded=threaded).reconcile(root, guard=False)
+        indexer = Indexer(store, config, embedder, threaded=threaded)
+        try:
+            result = indexer.reconcile(root, guard=False)
+        finally:
+            indexer.close()
         files = list(store.files(root).values())
         groups = catalog.load_groups(store, model, files, config.dedup.threshold, config.dedup.keep_policy)
         report = build_report(

@@ -45,6 +45,7 @@ class ScanConfig(_Section):
     follow_symlinks: bool = False
     max_pixels: int = Field(178_956_970, gt=0)
     commit_every: int = Field(512, gt=0)
+    decode_workers: int | None = Field(None, ge=0)
 
 
 class ReportConfig(_Section):

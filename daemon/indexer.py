@@ -20,6 +20,7 @@ from .config import Config
 from .report import path_text, text_path
 from .scanner import INTERNAL_IGNORE, NAS_IGNORE, FileEntry, ScanOptions, is_image_name, normalise_root
 from .scanner import scan as walk
+from .workers import DecodePool, default_workers
 
 
 class LazyEmbedder:
@@ -48,8 +49,16 @@ class LazyEmbedder:
     def draft_side(self) -> int | None:
         return self.get().draft_side
 
-    def embed(self, images: list):
-        return self.get().embed(images)
+    def preprocess_spec(self):
+        """The model's preprocessing, for the decode workers; None where the embedder preprocesses itself.
+        Whenever it is not None, every decoded item arrives preprocessed (decode_for_model applies it)."""
+        return getattr(self.get(), "preprocess_spec", None)
+
+    def embed(self, pixels: list):
+        embedder = self.get()
+        if self.preprocess_spec() is not None:
+            return embedder.embed_prepared(pixels)
+        return embedder.embed(pixels)
 
 
 def model_identity(name: str) -> str:
@@ -85,6 +94,7 @@ class Indexer:
         self.files: dict[bytes, FileRecord] = store.files()
         self.options = scan_options(config, store)
         self.stop = threading.Event()
+        self.pool: DecodePool | None = None
         self.on_item: Callable[[pipeline.Counters], None] | None = None
         self.on_tick: Callable[[], None] | None = None
 
@@ -167,12 +177,31 @@ class Indexer:
                 return
             yield entry
 
+    def _decode_settings(self) -> pipeline.DecodeSettings:
+        return pipeline.DecodeSettings(
+            self.embedder.draft_side, self.config.scan.max_pixels, self.embedder.preprocess_spec, self._pool()
+        )
+
+    def _pool(self) -> DecodePool | None:
+        """Started on first use and kept: the daemon's event batches reuse warm workers."""
+        workers = self.config.scan.decode_workers
+        if workers is None:
+            workers = default_workers() if self.threaded else 0
+        if workers and self.pool is None:
+            self.pool = DecodePool(workers)
+        return self.pool
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.close()
+            self.pool = None
+
     def _stages(self, counters: pipeline.Counters) -> list:
         return [
             pipeline.classify(self.files, self.book, counters),
             pipeline.hash_files(counters),
             pipeline.plan(self.book),
-            pipeline.decode_images(self.embedder.draft_side, self.config.scan.max_pixels, counters),
+            pipeline.decode_images(self._decode_settings(), counters),
             pipeline.embed_images(self.embedder.embed, self.config.model.batch_size, counters, self.stop),
             pipeline.commit(self.store, self.model, self.book, self.config.scan.commit_every, counters),
         ]

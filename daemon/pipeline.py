@@ -21,9 +21,9 @@ import numpy as np
 
 from dedupd.store import OK, PENDING, UNREADABLE, FileRecord, Store
 
-from .decode import DecodeError, decode
 from .hashing import content_hash
 from .scanner import FileEntry
+from .workers import Decoded, DecodePool, Failed, decode_for_model
 
 log = logging.getLogger("dedupd")
 
@@ -35,7 +35,7 @@ class Work:
     record: FileRecord
     fresh: bool = True            # False: unchanged since the store last saw it
     carrier: bool = False         # this item carries its content's first decode and embed in this run
-    image: object | None = None   # decoded PIL image, dropped once embedded
+    image: object | None = None   # decoded pixels (PIL image or preprocessed arrays), dropped once embedded
     vector: np.ndarray | None = None
 
 
@@ -253,26 +253,47 @@ def plan(book: ContentBook) -> Stage:
     return plan
 
 
-def decode_images(draft_side: Callable[[], int | None], max_pixels: int, counters: Counters) -> Stage:
+@dataclass
+class DecodeSettings:
+    draft_side: Callable[[], int | None]   # asked lazily: the model loads on the first file that needs it
+    max_pixels: int
+    spec: Callable[[], object | None] = lambda: None  # the model's preprocessing, run in the workers when known
+    pool: DecodePool | None = None         # None: decode inline (sequential runs in tests)
+
+
+def decode_images(settings: DecodeSettings, counters: Counters) -> Stage:
     def decode_images(items: Iterable[Work]) -> Iterator[Work]:
-        for work in items:
-            if work.carrier and work.record.status != UNREADABLE:
-                _decode_one(work, draft_side(), max_pixels, counters)
+        if settings.pool is None:
+            for work in items:
+                if _needs_decode(work):
+                    _store_decoded(work, decode_for_model(work.record.path, *_args(settings)), counters)
+                yield work
+            return
+        jobs = ((w, (w.record.path, *_args(settings)) if _needs_decode(w) else None) for w in items)
+        for work, result in settings.pool.map(jobs):
+            if result is not None:
+                _store_decoded(work, result, counters)
             yield work
 
     return decode_images
 
 
-def _decode_one(work: Work, draft_side: int | None, max_pixels: int, counters: Counters) -> None:
+def _needs_decode(work: Work) -> bool:
+    return work.carrier and work.record.status != UNREADABLE
+
+
+def _args(settings: DecodeSettings) -> tuple:
+    return settings.draft_side(), settings.max_pixels, settings.spec()
+
+
+def _store_decoded(work: Work, result: Decoded | Failed, counters: Counters) -> None:
     record = work.record
-    try:
-        decoded = decode(record.path, draft_side=draft_side, max_pixels=max_pixels)
-    except DecodeError as exc:
-        log.warning("unreadable image %s: %s", os.fsdecode(record.path), exc.reason)
-        record.status, record.error = UNREADABLE, exc.reason
+    if isinstance(result, Failed):
+        log.warning("unreadable image %s: %s", os.fsdecode(record.path), result.reason)
+        record.status, record.error = UNREADABLE, result.reason
         counters.unreadable += 1
         return
-    work.image, record.width, record.height = decoded.image, decoded.width, decoded.height
+    work.image, record.width, record.height = result.pixels, result.width, result.height
     counters.decoded += 1
 
 

@@ -96,6 +96,7 @@ class Service:
         sdnotify.stopping("stopping")
         self.health.phase = "stopping"
         self.watchers.stop()
+        self.indexer.close()
         self._write_status()
         log.info("stopped")
 

@@ -1,0 +1,100 @@
+"""Decode workers: separate processes that turn files into model-ready pixels.
+
+Processes, not threads: Pillow's decoders and the resize/normalise steps hold the GIL for long stretches, and a
+crash in a C decoder (a hostile file) must not take the service down. The forkserver start method is used because
+the service already runs threads (watchers, pipeline stages), and forking a threaded process is unsafe.
+
+Results come back in submission order through a bounded window, so memory stays flat and the pipeline's order
+(and therefore every test's) does not depend on which worker is faster.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from collections import deque
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+from typing import Any
+
+from .decode import DecodeError, decode
+
+
+@dataclass
+class Decoded:
+    pixels: Any          # a PIL image, or a preprocess.Prepared when the model's preprocessing ran in the worker
+    width: int
+    height: int
+
+
+@dataclass
+class Failed:
+    reason: str
+
+
+def decode_for_model(path: bytes, draft_side: int | None, max_pixels: int, spec: Any = None) -> Decoded | Failed:
+    """Runs in a worker (or inline): decode, and preprocess when the model's spec is given."""
+    try:
+        decoded = decode(path, draft_side=draft_side, max_pixels=max_pixels)
+    except DecodeError as exc:
+        return Failed(exc.reason)
+    pixels = decoded.image
+    if spec is not None:
+        from .preprocess import preprocess
+
+        pixels = preprocess(pixels, spec)
+    return Decoded(pixels, decoded.width, decoded.height)
+
+
+def default_workers(cores: int | None = None) -> int:
+    """One core stays with the main process (hashing, the model's threads, the store)."""
+    cores = cores or len(os.sched_getaffinity(0))
+    return max(1, cores - 1)
+
+
+class DecodePool:
+    """Ordered, bounded parallel decoding; a worker that dies costs only the file it was decoding."""
+
+    def __init__(self, workers: int, window: int | None = None):
+        self.workers = workers
+        self.window = window or workers * 8
+        self._pool: ProcessPoolExecutor | None = None
+
+    def _executor(self) -> ProcessPoolExecutor:
+        if self._pool is None:
+            context = multiprocessing.get_context("forkserver")
+            self._pool = ProcessPoolExecutor(self.workers, mp_context=context)
+        return self._pool
+
+    def map(self, jobs: Iterable[tuple[Any, tuple | None]]) -> Iterator[tuple[Any, Decoded | Failed | None]]:
+        """jobs: (tag, args for decode_for_model, or None to pass the tag through); yields (tag, result) in order."""
+        pending: deque[tuple[Any, Future | None, tuple | None]] = deque()
+        for tag, args in jobs:
+            future = self._executor().submit(decode_for_model, *args) if args is not None else None
+            pending.append((tag, future, args))
+            while len(pending) > self.window:
+                yield self._result(*pending.popleft())
+        while pending:
+            yield self._result(*pending.popleft())
+
+    def _result(self, tag: Any, future: Future | None, args: tuple | None) -> tuple[Any, Decoded | Failed | None]:
+        if future is None:
+            return tag, None
+        try:
+            return tag, future.result()
+        except BrokenProcessPool:
+            # One file killed its worker and broke every future in flight: retry each on fresh workers, so only
+            # the file that kills a worker twice is given up on.
+            self.close()
+            try:
+                return tag, self._executor().submit(decode_for_model, *args).result()
+            except BrokenProcessPool:
+                self.close()
+                return tag, Failed("decoder process died (corrupt or hostile file)")
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
