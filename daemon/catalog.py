@@ -9,7 +9,7 @@ import numpy as np
 from dedupd.store import OK, FileRecord, Store
 
 from .config import DedupConfig
-from .groups import Group, build_groups
+from .groups import Group, Rules, build_groups
 from .index import VectorIndex
 
 
@@ -72,10 +72,11 @@ def stored_floor(store: Store, model: str) -> float | None:
 
 
 def load_groups(
-    store: Store, model: str, files: Sequence[FileRecord], threshold: float, policy: Sequence[str] | str
+    store: Store, model: str, files: Sequence[FileRecord], threshold: float, policy: Sequence[str] | str,
+    rules: Rules | None = None,
 ) -> list[Group]:
     pairs = store.pairs(model, threshold)
-    return build_groups(files, pairs, threshold, _cosine(store, model, files, pairs), policy)
+    return build_groups(files, pairs, threshold, _cosine(store, model, files, pairs), policy, rules)
 
 
 def _cosine(store: Store, model: str, files: Sequence[FileRecord], pairs: list[tuple[str, str, float]]):

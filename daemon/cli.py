@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from . import __version__
 from .errors import DedupdError
 
-POLICIES = ("lexi", "smallest", "largest", "newest", "oldest", "resolution")
+POLICIES = ("lexi", "smallest", "largest", "newest", "oldest", "resolution", "protected", "format")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,10 +28,15 @@ def build_parser() -> argparse.ArgumentParser:
     _report_parser(sub)
     _purge_parser(sub)
     _common(sub.add_parser("status", help="what the store holds: files, embedded, unreadable, groups"))
+    decide = _common(sub.add_parser("decide", help="decisions that stick across rescans and renames"))
+    decide.add_argument("action", choices=["keep-all", "not-duplicate", "keep", "list", "undo"],
+                        help="keep-all GROUP_OR_PATH...; not-duplicate A B; keep PATH; list; undo ID...")
+    decide.add_argument("targets", nargs="*", help="group ids (from the report) or paths; ids for undo")
     trash = _common(sub.add_parser("trash", help="manage the trash of earlier purges"))
     trash.add_argument("action", choices=["empty"], help="empty: remove trashed files for good")
     trash.add_argument("--older-than", default="30d", metavar="AGE", help="only files trashed before AGE (30d, 12h)")
     _common(sub.add_parser("run", help="the watching service (systemd: Type=notify)"))
+    _bench_parser(sub)
     check = sub.add_parser("check-config", help="validate a config file")
     check.add_argument("file", nargs="?", help="YAML config (default: built-in defaults)")
     return parser
@@ -47,7 +52,8 @@ def _common(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 def _grouping(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threshold", type=float, help="cosine similarity for a duplicate (default 0.985)")
-    p.add_argument("--keep-policy", choices=POLICIES, help="which copy to keep (default lexi)")
+    p.add_argument("--keep-policy", metavar="P[,P...]",
+                   help=f"which copy to keep: {', '.join(POLICIES)} (default lexi); a comma list is tried in order")
 
 
 def _scan_parser(sub) -> None:
@@ -75,11 +81,33 @@ def _report_parser(sub) -> None:
 def _purge_parser(sub) -> None:
     p = _common(sub.add_parser("purge", help="remove duplicates (dry run unless --inplace)"))
     p.add_argument("--report", metavar="PATH", help="act on this report (default: plan from the store)")
-    p.add_argument("--keep-policy", choices=POLICIES, help="policy when planning from the store")
+    p.add_argument("--keep-policy", metavar="P[,P...]", help="policy when planning from the store")
     p.add_argument("--threshold", type=float, help="threshold when planning from the store")
     p.add_argument("--inplace", action="store_true", help="really act (default: print what would happen)")
     p.add_argument("--trash", metavar="DIR", help="move victims under DIR, keeping their path below the root")
     p.add_argument("--undo", metavar="JOURNAL", help="put the files a purge trashed back in their places")
+
+
+def _bench_parser(sub) -> None:
+    p = sub.add_parser("bench", help="measure decode, model, end-to-end, hash and search speed on this machine")
+    p.add_argument("folder", nargs="?", help="photos to measure on (default: generated camera-like 12 MP JPEGs)")
+    p.add_argument("--images", type=int, metavar="N", help="images to generate (default 32), or at most N from FOLDER")
+    p.add_argument("--model", default="random:siglip2-base",
+                   help="hub id or local folder, or random:siglip2-base (the real SigLIP2-base naflex architecture "
+                   "with random weights, for offline use; the default)")
+    p.add_argument("--vectors", type=int, default=20_000, metavar="V",
+                   help="vectors for the all-vs-all search timing (default 20000; 0 skips it)")
+    p.add_argument("--batch-size", type=int, default=128, help="images per model batch (default 128)")
+    p.add_argument("--workers", type=int, metavar="W", help="decode worker processes (default: cores - 1)")
+    p.add_argument("--threads", type=int, metavar="T", help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--max-patches", type=int, metavar="P", help="naflex patch budget (default: the checkpoint's)")
+    p.add_argument("--precision", choices=("fp32", "int8"), default="fp32",
+                   help="int8: dynamic int8 quantisation of the Linear layers on the CPU (default fp32)")
+    p.add_argument("--no-naive", dest="naive", action="store_false", help="skip the naive-loop baseline")
+    p.add_argument("--knobs", action="store_true", help="also measure max_patches 128/64 and int8 with agreement")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    p.add_argument("--config", metavar="FILE", help="YAML config file (scan and dedup settings)")
+    p.add_argument("-v", "--verbose", action="store_true", help="log debug detail")
 
 
 _OVERRIDES = {
@@ -116,10 +144,16 @@ def dispatch(args: argparse.Namespace) -> int:
         return commands.undo_purge(config, args.undo)
     if args.command == "purge":
         return commands.purge(config, args.report, args.inplace, args.trash)
+    if args.command == "decide":
+        return commands.decide(config, args.action, args.targets)
     if args.command == "trash":
         return commands.empty_trash(config, args.older_than)
     if args.command == "status":
         return commands.status(config)
+    if args.command == "bench":
+        from .bench import settings_from_args
+
+        return commands_bench(settings_from_args(args), config, args.json)
     if args.command == "run":
         from .service import run
 

@@ -10,21 +10,21 @@ import os
 import time
 from collections import Counter as Tally
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
-from dedupd.store import OK, PENDING, UNREADABLE, FileLock, FileRecord, LockBusy, Store
+from dedupd.store import PENDING, UNREADABLE, FileLock, LockBusy, Store
 
 from . import catalog
-from .indexer import IndexResult, Indexer, LazyEmbedder, mark_root, model_identity, online_roots, roots_state
 from .config import Config
 from .errors import PurgeFailures, UsageError
-from .progress import bar
+from .groups import Rules
+from .indexer import IndexResult, Indexer, LazyEmbedder, model_identity, online_roots, roots_state
 from .journal import Journal, done_victims
+from .policy import PolicyContext
 from .purge import PurgeContext, PurgeItem, PurgeResult, run_purge
-from .report import build_report, entry_path, load_report, path_text, text_path, write_report
 from .recovery import empty_trash as recovery_empty
 from .recovery import parse_age, recover_all, undo
+from .report import build_report, entry_path, group_id, load_report, path_text, text_path, write_report
 from .scanner import normalise_root
 
 log = logging.getLogger("dedupd")
@@ -70,7 +70,9 @@ def scan(
         finally:
             indexer.close()
         files = list(store.files(root).values())
-        groups = catalog.load_groups(store, model, files, config.dedup.threshold, config.dedup.keep_policy)
+        groups = catalog.load_groups(
+            store, model, files, config.dedup.threshold, config.dedup.keep_policy, rules_for(store, config)
+        )
         report = build_report(
             groups, len(files), config.dedup.keep_policy, config.dedup.threshold, model, roots=[root]
         )
@@ -147,8 +149,15 @@ def store_groups(store: Store, config: Config, model: str):
         )
     roots = online_roots(store)
     files = [f for root in roots for f in store.files(root).values()]
-    groups = catalog.load_groups(store, model, files, config.dedup.threshold, config.dedup.keep_policy)
+    groups = catalog.load_groups(
+        store, model, files, config.dedup.threshold, config.dedup.keep_policy, rules_for(store, config)
+    )
     return groups, files, roots
+
+
+def rules_for(store: Store, config: Config) -> Rules:
+    policy = PolicyContext([normalise_root(p) for p in config.protect], config.dedup.format_preference)
+    return Rules.make(config.dedup.burst_guard, store.decisions(), policy)
 
 
 # --- purge -------------------------------------------------------------------------------------------------------
@@ -200,6 +209,7 @@ def _execute(store: Store, items: list[PurgeItem], roots: Sequence[bytes], confi
     ctx = PurgeContext(
         records=store.files(), roots=roots, protect=[normalise_root(p) for p in config.protect],
         trash_dir=normalise_root(trash_dir) if trash_dir else None, dry_run=not inplace,
+        rules=rules_for(store, config),
     )
     with FileLock(store.path / "purge.lock", "purge"):
         for line in recover_all(journal_dir(store)).lines:
@@ -272,6 +282,74 @@ def _echo_purge(echo: Echo, result: PurgeResult, dry_run: bool) -> None:
     verb = "would act on" if dry_run else "acted on"
     echo(f"purge: {verb} {len(result.outcomes) - len(result.skipped)}, skipped {len(result.skipped)}"
          + (" (dry run: nothing changed; add --inplace to act)" if dry_run else ""))
+
+
+# --- decide ------------------------------------------------------------------------------------------------------
+
+
+def decide(config: Config, action: str, targets: Sequence[str], echo: Echo = print, model: str | None = None) -> int:
+    """Decisions that stick: stored against content hashes, so they survive renames, moves and rescans."""
+    store = open_store(config, create=False)
+    if action == "list":
+        return _list_decisions(store, echo)
+    if action == "undo":
+        return _undo_decisions(store, targets, echo)
+    contents, paths = _decision_targets(store, config, model or model_id(config), action, targets)
+    decision = store.add_decision(action, contents, paths)
+    echo(f"decided {decision.key}: {action} {' '.join(paths)} ({len(contents)} contents)")
+    return 0
+
+
+def _decision_targets(store: Store, config: Config, model: str, action: str, targets: Sequence[str]):
+    wanted = {"keep": 1, "not-duplicate": 2}.get(action)
+    if wanted is not None and len(targets) != wanted:
+        raise UsageError(f"decide {action} takes {wanted} path{'s' if wanted > 1 else ''}")
+    if not targets:
+        raise UsageError(f"decide {action} needs at least one group id or path")
+    if action == "keep-all":
+        contents = [c for t in targets for c in _group_contents(store, config, model, t)]
+    else:
+        contents = [_content_of(store, t) for t in targets]
+    return contents, list(targets)
+
+
+def _content_of(store: Store, target: str) -> str:
+    record = store.files().get(normalise_root(target))
+    if record is None or not record.content:
+        raise UsageError(f"{target}: not in the store (scan it first)")
+    return record.content
+
+
+def _group_contents(store: Store, config: Config, model: str, target: str) -> list[str]:
+    groups, _, _ = store_groups(store, config, model)
+    path = normalise_root(target) if os.path.sep in target or os.path.exists(target) else None
+    for group in groups:
+        members = [group.keep, *(m.file for m in group.duplicates + group.similar)]
+        if group_id(group) == target or any(m.path == path for m in members):
+            return sorted({m.content for m in members})
+    raise UsageError(f"{target}: no current group has this id or path (see `dedupd report`)")
+
+
+def _list_decisions(store: Store, echo: Echo) -> int:
+    decisions = store.decisions()
+    for d in decisions:
+        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(d.created))
+        echo(f"{d.key}  {when}  {d.kind:<13} {' '.join(d.paths)}")
+    if not decisions:
+        echo("no decisions")
+    return 0
+
+
+def _undo_decisions(store: Store, keys: Sequence[str], echo: Echo) -> int:
+    if not keys:
+        raise UsageError("decide undo takes the id(s) shown by `dedupd decide list`")
+    missing = [k for k in keys if not store.remove_decision(k)]
+    for key in keys:
+        if key not in missing:
+            echo(f"undone {key}")
+    if missing:
+        raise UsageError(f"no decision with id {', '.join(missing)}")
+    return 0
 
 
 # --- status ------------------------------------------------------------------------------------------------------

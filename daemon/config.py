@@ -10,8 +10,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .errors import ConfigError
+from .policy import DEFAULT_FORMATS, POLICIES, as_list
 
-KEEP_POLICIES = ("lexi", "smallest", "largest", "newest", "oldest", "resolution")
 DEFAULT_MODEL = "google/siglip2-base-patch16-naflex"
 
 
@@ -32,7 +32,18 @@ class DedupConfig(_Section):
     threshold: float = Field(0.985, gt=0, le=1)
     k: int = Field(10, gt=0)
     pair_floor: float = Field(0.90, gt=0, le=1)
-    keep_policy: Literal["lexi", "smallest", "largest", "newest", "oldest", "resolution"] = "lexi"
+    keep_policy: str | list[str] = "lexi"
+    burst_guard: bool = True
+    format_preference: list[str] = Field(default_factory=lambda: list(DEFAULT_FORMATS))
+
+    @field_validator("keep_policy")
+    @classmethod
+    def _known_policies(cls, value: str | list[str]) -> str | list[str]:
+        names = as_list(value)
+        unknown = [n for n in names if n not in POLICIES]
+        if unknown or not names:
+            raise ValueError(f"must be one of {', '.join(POLICIES)} or a list of them (got {unknown or value!r})")
+        return value
 
     @property
     def floor(self) -> float:
@@ -126,6 +137,7 @@ def _plain(error: dict[str, Any]) -> str:
         "less_than_equal": lambda: f"must be <= {ctx.get('le')}",
         "extra_forbidden": lambda: "unknown key",
         "literal_error": lambda: f"must be one of {ctx.get('expected')}",
+        "value_error": lambda: str(ctx.get("error")),
     }
     maker = plain.get(error["type"])
     return maker() if maker else error["msg"].lower()

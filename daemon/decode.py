@@ -18,6 +18,9 @@ from typing import IO
 import numpy as np
 from PIL import ExifTags, Image, ImageFile, ImageOps, PngImagePlugin, TiffImagePlugin, UnidentifiedImageError, features
 
+from .capture import Capture, read_capture
+from .hashing import open_regular
+
 IMAGE_EXTENSIONS: frozenset[str] = frozenset(
     {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".heic", ".heif", ".avif", ".gif"}
 )
@@ -64,6 +67,7 @@ class Decoded:
     width: int  # full resolution as displayed (after orientation), never the draft size
     height: int
     format: str  # Pillow's format name: "JPEG", "PNG", "HEIF", ...
+    capture: Capture = Capture()  # EXIF/XMP capture facts (burst guard, keep-policy ties)
 
 
 def register_plugins() -> None:
@@ -103,7 +107,7 @@ def decode(
     """
     register_plugins()
     try:
-        with open(path, "rb") as fp:
+        with open_regular(path) as fp:  # a FIFO swapped in must not block a worker forever
             return _decode_file(fp, draft_side, max_pixels)
     except DecodeError:
         raise
@@ -119,7 +123,7 @@ def image_size(path: str | bytes | os.PathLike) -> tuple[int, int]:
     """
     register_plugins()
     try:
-        with open(path, "rb") as fp, _identify(fp) as im:
+        with open_regular(path) as fp, _identify(fp) as im:
             return _header_size(im)
     except DecodeError:
         raise
@@ -136,11 +140,12 @@ def _decode_file(fp: IO[bytes], draft_side: int | None, max_pixels: int) -> Deco
             # shorter side whichever way the picture is later rotated.
             im.draft(None, (draft_side, draft_side))
         im.load()
+        capture = read_capture(im)  # before the transpose, which rewrites the EXIF block
         if _orientation(im) != 1:
             ImageOps.exif_transpose(im, in_place=True)
         image = _to_rgb(im)
         width, height = _full_size(header_size, image)
-        return Decoded(image=image, width=width, height=height, format=str(im.format))
+        return Decoded(image=image, width=width, height=height, format=str(im.format), capture=capture)
 
 
 def _identify(fp: IO[bytes]) -> ImageFile.ImageFile:

@@ -11,9 +11,10 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
-from dedupd.store import OK, FileRecord
+from dedupd.store import OK, Decision, FileRecord
 
-from .policy import choose_keeper
+from .capture import different_captures
+from .policy import PolicyContext, choose_keeper
 
 
 class UnionFind:
@@ -44,6 +45,37 @@ class UnionFind:
 class Member:
     file: FileRecord
     cosine: float
+    why: str = ""  # for `similar` members held back although close: "burst guard", "decided: ..."
+
+
+@dataclass(frozen=True)
+class Rules:
+    """What can hold a close member back from `duplicates`: the burst guard and the user's decisions."""
+
+    burst_guard: bool = True
+    decisions: tuple[Decision, ...] = ()
+    policy: PolicyContext = PolicyContext()
+
+    @classmethod
+    def make(cls, burst_guard: bool, decisions, policy: PolicyContext | None = None) -> "Rules":
+        decisions = tuple(decisions)
+        keep = frozenset(c for d in decisions if d.kind == "keep" for c in d.contents)
+        base = policy or PolicyContext()
+        return cls(burst_guard, decisions, PolicyContext(base.protect, base.formats, keep))
+
+    def held_back(self, keep: FileRecord, member: FileRecord) -> str:
+        if member.content in self.policy.keep:
+            return "decided: keep"
+        for d in self.decisions:
+            if d.kind in ("not-duplicate", "keep-all") and {keep.content, member.content} <= set(d.contents):
+                return f"decided: {d.kind} ({d.key})"
+        if self.burst_guard and different_captures(_capture(keep), _capture(member)):
+            return "burst guard: a different capture"
+        return ""
+
+
+def _capture(record: FileRecord) -> dict:
+    return {"taken": record.taken, "camera": record.camera, "burst": record.burst}
 
 
 @dataclass
@@ -66,8 +98,10 @@ def build_groups(
     threshold: float,
     cosine: Cosine,
     policy: Sequence[str] | str,
+    rules: Rules | None = None,
 ) -> list[Group]:
     """Groups of files that are exact copies or near-duplicates, keeper chosen by policy, sorted by keeper path."""
+    rules = rules or Rules()
     by_content = _by_content(files)
     finder = UnionFind()
     for content in by_content:
@@ -75,7 +109,7 @@ def build_groups(
     for a, b, cos in pairs:
         if cos >= threshold and a in by_content and b in by_content:
             finder.union(a, b)
-    groups = [_group(component, by_content, threshold, cosine, policy) for component in finder.components().values()]
+    groups = [_group(c, by_content, threshold, cosine, policy, rules) for c in finder.components().values()]
     return sorted((g for g in groups if g is not None), key=lambda g: g.keep.path)
 
 
@@ -90,15 +124,15 @@ def _by_content(files: Iterable[FileRecord]) -> dict[str, list[FileRecord]]:
 
 def _group(
     contents: list[str], by_content: dict[str, list[FileRecord]], threshold: float, cosine: Cosine,
-    policy: Sequence[str] | str,
+    policy: Sequence[str] | str, rules: Rules,
 ) -> Group | None:
     members = [f for c in contents for f in by_content[c]]
     if len(members) < 2:
         return None
-    keep = choose_keeper(members, policy)
+    keep = choose_keeper(members, policy, rules.policy)
     group = Group(keep)
     for member in members:
-        _place(group, member, threshold, cosine)
+        _place(group, member, threshold, cosine, rules)
     if not group.duplicates and not group.similar:
         return None
     group.duplicates.sort(key=lambda m: m.file.path)
@@ -106,9 +140,10 @@ def _group(
     return group
 
 
-def _place(group: Group, member: FileRecord, threshold: float, cosine: Cosine) -> None:
+def _place(group: Group, member: FileRecord, threshold: float, cosine: Cosine, rules: Rules) -> None:
     keep = group.keep
     if member.path == keep.path or (member.device, member.inode) == (keep.device, keep.inode):
         return  # the keeper itself, or a hard link of it: removing it frees nothing
     cos = 1.0 if member.content == keep.content else cosine(keep.content, member.content)
-    (group.duplicates if cos >= threshold else group.similar).append(Member(member, cos))
+    why = rules.held_back(keep, member) if cos >= threshold else ""
+    (group.duplicates if cos >= threshold and not why else group.similar).append(Member(member, cos, why))

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
+import stat
 
 BLOCK = 1 << 20  # large blocks: hashing is disk-bound and per-call overhead matters on NAS-sized trees
 
@@ -11,12 +13,32 @@ BLOCK = 1 << 20  # large blocks: hashing is disk-bound and per-call overhead mat
 def content_hash(path: bytes | str | os.PathLike) -> str:
     """blake2b-128 of the file's bytes, streamed so memory stays flat whatever the file size."""
     digest = hashlib.blake2b(digest_size=16)
-    with open(path, "rb", buffering=0) as handle:
+    with open_regular(path, buffering=0) as handle:
         buffer = bytearray(BLOCK)
         view = memoryview(buffer)
         while n := handle.readinto(buffer):
             digest.update(view[:n])
     return digest.hexdigest()
+
+
+def open_regular(path: bytes | str | os.PathLike, buffering: int = -1):
+    """Open a file for reading, refusing at once anything that is not a regular file.
+
+    A FIFO (or a device) swapped in for a photo after the walk saw a regular file would block a plain open() or
+    read() forever and hang the whole scan; here it is an OSError like any other unreadable file.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise OSError(errno.EISDIR, os.strerror(errno.EISDIR), os.fsdecode(path))
+        if not stat.S_ISREG(mode):
+            raise OSError(errno.EINVAL, "not a regular file", os.fsdecode(path))
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb", buffering=buffering)
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 def fd_hash(fd: int) -> str:

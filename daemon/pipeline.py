@@ -20,6 +20,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from dedupd.store import OK, PENDING, UNREADABLE, FileRecord, Store
+from dedupd.store.schema import CONTENT_FACTS
 
 from .hashing import content_hash
 from .scanner import FileEntry
@@ -134,9 +135,16 @@ def _drain(source: queue.Queue, stop: threading.Event, tick: Callable[[], None] 
 @dataclass
 class ContentInfo:
     status: str
-    width: int = 0
-    height: int = 0
+    facts: dict = field(default_factory=dict)  # CONTENT_FACTS: size, format, capture
     error: str = ""
+
+    @classmethod
+    def of(cls, record: FileRecord) -> "ContentInfo":
+        return cls(record.status, facts_of(record), record.error)
+
+
+def facts_of(record: FileRecord) -> dict:
+    return {name: getattr(record, name) for name in CONTENT_FACTS}
 
 
 class ContentBook:
@@ -150,13 +158,12 @@ class ContentBook:
 
     @classmethod
     def from_store(cls, store: Store, model: str) -> "ContentBook":
-        embedded = store.vector_sizes(model)
         known: dict[str, ContentInfo] = {}
         for record in store.files().values():
             if record.content and record.status == UNREADABLE:
-                known[record.content] = ContentInfo(record.status, record.width, record.height, record.error)
-        for content, (width, height) in embedded.items():
-            known[content] = ContentInfo(OK, width, height)  # also for copies since removed: a return reuses it
+                known[record.content] = ContentInfo.of(record)
+        for content, facts in store.vector_facts(model).items():
+            known[content] = ContentInfo(OK, facts)  # also for copies since removed: a return reuses them
         return cls(known)
 
     def claim(self, record: FileRecord) -> FileRecord | None:
@@ -172,7 +179,7 @@ class ContentBook:
             return None
 
     def resolve(self, record: FileRecord) -> list[FileRecord]:
-        info = ContentInfo(record.status, record.width, record.height, record.error)
+        info = ContentInfo.of(record)
         with self.lock:
             if record.status != PENDING:  # left unembedded by a stop: the next run carries it again
                 self.known[record.content] = info
@@ -181,7 +188,7 @@ class ContentBook:
 
 
 def _apply(record: FileRecord, info: ContentInfo) -> FileRecord:
-    return replace(record, status=info.status, width=info.width, height=info.height, error=info.error)
+    return replace(record, status=info.status, error=info.error, **info.facts)
 
 
 # --- the stages ----------------------------------------------------------------------------------------------------
@@ -294,6 +301,9 @@ def _store_decoded(work: Work, result: Decoded | Failed, counters: Counters) -> 
         counters.unreadable += 1
         return
     work.image, record.width, record.height = result.pixels, result.width, result.height
+    record.format = result.format
+    for name, value in result.capture.items():
+        setattr(record, name, value)
     counters.decoded += 1
 
 
@@ -357,7 +367,7 @@ def _flush(pending: list[Work], store: Store, model: str, book: ContentBook, cou
     if embedded:
         store.add_vectors(
             model, [w.record.content for w in embedded], np.stack([w.vector for w in embedded]),
-            [(w.record.width, w.record.height) for w in embedded],
+            [facts_of(w.record) for w in embedded],
         )
         counters.new_contents.extend(w.record.content for w in embedded)
     followers = [f for w in carriers for f in book.resolve(w.record)]

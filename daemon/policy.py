@@ -1,36 +1,75 @@
 """Keep policies: which member of a duplicate group survives.
 
-Each policy is a sort key where smaller wins; ties always fall through to the path so that no result depends on
-scan order.
+A policy is an ordered list of criteria, each a sort key where smaller wins: `[protected, format, resolution,
+largest, oldest, lexi]` keeps a file under a protected root first, then the preferred format, then the most
+pixels, and so on. A file the user decided to keep (`dedupd decide keep`) always wins; a tie left after every
+criterion goes to the file with more EXIF metadata, then to the path, so no result depends on scan order.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from dedupd.store import FileRecord
+if TYPE_CHECKING:  # config imports this module; keep it free of the store's pyarrow import
+    from dedupd.store import FileRecord
 
-_KEYS: dict[str, Callable[[FileRecord], object]] = {
-    "lexi": lambda f: f.path,
-    "smallest": lambda f: f.size,
-    "largest": lambda f: -f.size,
-    "newest": lambda f: -f.mtime_ns,
-    "oldest": lambda f: f.mtime_ns,
-    "resolution": lambda f: -(f.width * f.height),
-}
+DEFAULT_FORMATS = ("raw", "heic", "avif", "png", "tiff", "webp", "jpeg", "gif", "bmp")
+# Pillow's format names -> the names users write in dedup.format_preference.
+_FORMAT_NAMES = {"HEIF": "heic", "AVIF": "avif", "PNG": "png", "TIFF": "tiff", "WEBP": "webp", "JPEG": "jpeg",
+                 "MPO": "jpeg", "GIF": "gif", "BMP": "bmp", "DNG": "raw"}
 
-POLICIES = tuple(_KEYS)
-
-
-def sort_key(policies: Sequence[str]) -> Callable[[FileRecord], tuple]:
-    keys = [_KEYS[name] for name in policies]
-    return lambda record: (*(key(record) for key in keys), record.path)
+SINGLE = ("lexi", "smallest", "largest", "newest", "oldest", "resolution")
+POLICIES = (*SINGLE, "protected", "format")
 
 
-def choose_keeper(members: Sequence[FileRecord], policies: Sequence[str] | str) -> FileRecord:
+@dataclass(frozen=True)
+class PolicyContext:
+    protect: Sequence[bytes] = ()                  # protected roots
+    formats: Sequence[str] = DEFAULT_FORMATS       # most preferred first
+    keep: Collection[str] = field(default_factory=frozenset)  # contents decided as keepers
+
+
+def _inside_any(path: bytes, roots: Sequence[bytes]) -> bool:
+    return any(path.startswith(r.rstrip(b"/") + b"/") for r in roots)
+
+
+def _format_rank(record: FileRecord, formats: Sequence[str]) -> int:
+    name = _FORMAT_NAMES.get(record.format, record.format.lower())
+    return formats.index(name) if name in formats else len(formats)
+
+
+def _criteria(ctx: PolicyContext) -> dict[str, Callable[[FileRecord], object]]:
+    return {
+        "lexi": lambda f: f.path,
+        "smallest": lambda f: f.size,
+        "largest": lambda f: -f.size,
+        "newest": lambda f: -f.mtime_ns,
+        "oldest": lambda f: f.mtime_ns,
+        "resolution": lambda f: -(f.width * f.height),
+        "protected": lambda f: not _inside_any(f.path, ctx.protect),
+        "format": lambda f: _format_rank(f, ctx.formats),
+    }
+
+
+def as_list(policies: Sequence[str] | str) -> list[str]:
     if isinstance(policies, str):
-        policies = [policies]
-    unknown = [p for p in policies if p not in _KEYS]
+        return [p.strip() for p in policies.split(",") if p.strip()]
+    return list(policies)
+
+
+def sort_key(policies: Sequence[str] | str, ctx: PolicyContext | None = None) -> Callable[[FileRecord], tuple]:
+    ctx = ctx or PolicyContext()
+    criteria = _criteria(ctx)
+    keys = [criteria[name] for name in as_list(policies)]
+    return lambda f: (f.content not in ctx.keep, *(key(f) for key in keys), -f.exif_tags, f.path)
+
+
+def choose_keeper(
+    members: Sequence[FileRecord], policies: Sequence[str] | str, ctx: PolicyContext | None = None
+) -> FileRecord:
+    unknown = [p for p in as_list(policies) if p not in POLICIES]
     if unknown:
         raise ValueError(f"unknown keep policy {unknown[0]!r} (choose from {', '.join(POLICIES)})")
-    return min(members, key=sort_key(policies))
+    return min(members, key=sort_key(policies, ctx))

@@ -60,6 +60,7 @@ class PurgeContext:
     dry_run: bool = True
     journal: Journal | None = None
     already_done: set[bytes] = field(default_factory=set)  # removed by an earlier (perhaps interrupted) purge
+    rules: object | None = None  # groups.Rules: decisions and the burst guard, re-checked for stale plans
 
 
 def run_purge(items: Iterable[PurgeItem], ctx: PurgeContext) -> PurgeResult:
@@ -137,9 +138,17 @@ def verify(item: PurgeItem, ctx: PurgeContext) -> FileRecord:
     _check_placement(victim, ctx)
     if item.victim == item.keeper or (victim.device, victim.inode) == (keeper.device, keeper.inode):
         raise Refused("the victim is the keeper itself (same path or hard link)")
+    _check_rules(keeper, victim, ctx)
     _check_keeper(keeper)
     _check_victim(victim)
     return victim
+
+
+def _check_rules(keeper: FileRecord, victim: FileRecord, ctx: PurgeContext) -> None:
+    """A plan made before a decision (or with the burst guard off) must not outlive it."""
+    why = ctx.rules.held_back(keeper, victim) if ctx.rules is not None else ""
+    if why:
+        raise Refused(why)
 
 
 def check_path_shape(path: bytes) -> None:

@@ -54,6 +54,7 @@ def build_report(
 
 def _group(group: Group) -> dict[str, Any]:
     out = {
+        "id": group_id(group),
         "keep": path_text(group.keep.path),
         "duplicates": [path_text(m.file.path) for m in group.duplicates],
         "keep_info": _info(group.keep),
@@ -64,6 +65,12 @@ def _group(group: Group) -> dict[str, Any]:
     return out
 
 
+def group_id(group: Group) -> str:
+    """Stable across rescans and renames: the smallest content hash in the group, shortened."""
+    contents = [group.keep.content, *(m.file.content for m in group.duplicates + group.similar)]
+    return min(contents)[:12]
+
+
 def _info(record: FileRecord) -> dict[str, Any]:
     info: dict[str, Any] = {
         "path": path_text(record.path),
@@ -72,6 +79,8 @@ def _info(record: FileRecord) -> dict[str, Any]:
         "height": record.height,
         "mtime_ns": record.mtime_ns,
         "content": record.content,
+        "format": record.format,
+        "taken": record.taken,
     }
     if not _is_utf8(record.path):
         info["path_b64"] = base64.b64encode(record.path).decode("ascii")
@@ -79,7 +88,10 @@ def _info(record: FileRecord) -> dict[str, Any]:
 
 
 def _member(member: Member) -> dict[str, Any]:
-    return {**_info(member.file), "cosine": round(member.cosine, 6)}
+    out = {**_info(member.file), "cosine": round(member.cosine, 6)}
+    if member.why:
+        out["why"] = member.why
+    return out
 
 
 def _is_utf8(path: bytes) -> bool:

@@ -23,7 +23,7 @@ from . import sdnotify
 from .config import Config, load_config
 from .errors import UsageError
 from .indexer import IndexResult, Indexer, LazyEmbedder, mark_root, online_roots
-from .report import atomic_write, build_report, path_text, write_report
+from .report import atomic_write, path_text, write_report
 from .scanner import normalise_root
 
 log = logging.getLogger("dedupd")

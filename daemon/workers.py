@@ -16,7 +16,7 @@ from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from .decode import DecodeError, decode
@@ -27,6 +27,8 @@ class Decoded:
     pixels: Any          # a PIL image, or a preprocess.Prepared when the model's preprocessing ran in the worker
     width: int
     height: int
+    format: str = ""
+    capture: dict = field(default_factory=dict)  # capture.Capture as a dict: taken, camera, burst, exif_tags
 
 
 @dataclass
@@ -45,7 +47,7 @@ def decode_for_model(path: bytes, draft_side: int | None, max_pixels: int, spec:
         from .preprocess import preprocess
 
         pixels = preprocess(pixels, spec)
-    return Decoded(pixels, decoded.width, decoded.height)
+    return Decoded(pixels, decoded.width, decoded.height, decoded.format, decoded.capture.to_dict())
 
 
 def default_workers(cores: int | None = None) -> int:

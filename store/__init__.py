@@ -1,10 +1,10 @@
 """dedupd.store: the on-disk LanceDB store. Imports nothing from the rest of dedupd."""
 
 from .lock import FileLock, LockBusy
-from .schema import OK, PENDING, SCHEMA_VERSION, UNREADABLE, FileRecord, path_key
+from .schema import OK, PENDING, SCHEMA_VERSION, UNREADABLE, Decision, FileRecord, path_key
 from .store import Store, StoreError
 
 __all__ = [
-    "OK", "PENDING", "SCHEMA_VERSION", "UNREADABLE", "FileLock", "FileRecord", "LockBusy", "Store", "StoreError",
+    "OK", "PENDING", "Decision", "SCHEMA_VERSION", "UNREADABLE", "FileLock", "FileRecord", "LockBusy", "Store", "StoreError",
     "path_key",
 ]

@@ -27,6 +27,11 @@ FILES = pa.schema(
         pa.field("height", pa.int32()),
         pa.field("status", pa.string()),
         pa.field("error", pa.string()),
+        pa.field("format", pa.string()),
+        pa.field("taken", pa.string()),
+        pa.field("camera", pa.string()),
+        pa.field("burst", pa.string()),
+        pa.field("exif_tags", pa.int32()),
     ]
 )
 
@@ -40,6 +45,7 @@ VECTORS = pa.schema(
         # resumes without decoding again and still knows each content's resolution.
         pa.field("width", pa.int32()),
         pa.field("height", pa.int32()),
+        pa.field("facts", pa.string()),  # JSON: the rest of CONTENT_FACTS
     ]
 )
 
@@ -53,9 +59,19 @@ PAIRS = pa.schema(
     ]
 )
 
+DECISIONS = pa.schema(
+    [
+        pa.field("key", pa.string(), nullable=False),      # short id shown to the user
+        pa.field("kind", pa.string(), nullable=False),     # keep | not-duplicate | keep-all
+        pa.field("contents", pa.string(), nullable=False), # JSON list of content hashes: decisions follow content
+        pa.field("paths", pa.string()),                    # JSON list of the paths named, for `decide list`
+        pa.field("created", pa.float64()),
+    ]
+)
+
 META = pa.schema([pa.field("key", pa.string(), nullable=False), pa.field("value", pa.string())])
 
-TABLES = {"files": FILES, "vectors": VECTORS, "pairs": PAIRS, "meta": META}
+TABLES = {"files": FILES, "vectors": VECTORS, "pairs": PAIRS, "decisions": DECISIONS, "meta": META}
 
 # File status values.
 PENDING = "pending"
@@ -82,6 +98,11 @@ class FileRecord:
     height: int = 0
     status: str = PENDING
     error: str = ""
+    format: str = ""      # decoded format (JPEG, PNG, HEIF...), whatever the extension says
+    taken: str = ""       # EXIF capture time with sub-seconds and offset
+    camera: str = ""      # make|model|serial
+    burst: str = ""       # burst / sequence id
+    exif_tags: int = 0
 
     @property
     def key(self) -> str:
@@ -92,6 +113,8 @@ class FileRecord:
 
 
 FILE_FIELDS = [f.name for f in fields(FileRecord)]
+# Facts that belong to the bytes, not the path: every copy of a content shares them.
+CONTENT_FACTS = ("width", "height", "format", "taken", "camera", "burst", "exif_tags")
 
 
 def files_to_arrow(records: list[FileRecord]) -> pa.Table:
@@ -106,4 +129,14 @@ def files_to_arrow(records: list[FileRecord]) -> pa.Table:
 
 def files_from_arrow(table: pa.Table) -> list[FileRecord]:
     data = table.select(FILE_FIELDS).to_pydict()
-    return [FileRecord(**dict(zip(FILE_FIELDS, row))) for row in zip(*(data[n] for n in FILE_FIELDS))]
+    rows = (dict(zip(FILE_FIELDS, row)) for row in zip(*(data[n] for n in FILE_FIELDS)))
+    return [FileRecord(**{k: v for k, v in row.items() if v is not None}) for row in rows]
+
+
+@dataclass(frozen=True)
+class Decision:
+    key: str
+    kind: str
+    contents: tuple[str, ...]
+    paths: tuple[str, ...] = ()
+    created: float = 0.0

@@ -11,8 +11,11 @@ are merge-inserts on a key, so a resumed run never duplicates rows.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import os
+import time
 from collections.abc import Iterable
 from datetime import timedelta
 from pathlib import Path
@@ -23,17 +26,20 @@ import pyarrow.compute as pc
 
 from .lock import FileLock
 from .schema import (
-    FILES,
+    DECISIONS,
     META,
     PAIRS,
     SCHEMA_VERSION,
     TABLES,
     VECTORS,
+    Decision,
     FileRecord,
     files_from_arrow,
     files_to_arrow,
     path_key,
 )
+
+log = logging.getLogger("dedupd")
 
 COMPACT_EVERY_VERSIONS = 50
 KEEP_OLD_VERSIONS = timedelta(hours=1)
@@ -47,7 +53,7 @@ class Store:
     def __init__(self, path: Path, db: object):
         self.path = path
         self._db = db
-        self._tables = {name: db.open_table(name) for name in TABLES}
+        self._tables = {name: _open_table(db, path, name) for name in TABLES}
         self.writer_lock = FileLock(path / "writer.lock", "store writer")
 
     # --- opening ---------------------------------------------------------------------------------------------
@@ -123,25 +129,28 @@ class Store:
         table = table.filter(mask)
         return table["content"].to_pylist(), _matrix(table["vector"])
 
-    def vector_sizes(self, model: str) -> dict[str, tuple[int, int]]:
-        table = self._tables["vectors"].to_arrow().select(["content", "model", "width", "height"])
+    def vector_facts(self, model: str) -> dict[str, dict]:
+        """content -> its facts (width, height, format, capture...) for every content embedded with this model."""
+        table = self._tables["vectors"].to_arrow().select(["content", "model", "width", "height", "facts"])
         data = table.filter(pc.equal(table["model"], model)).to_pydict()
-        return {c: (w or 0, h or 0) for c, w, h in zip(data["content"], data["width"], data["height"])}
+        rows = zip(data["content"], data["width"], data["height"], data["facts"])
+        return {c: {**json.loads(f or "{}"), "width": w or 0, "height": h or 0} for c, w, h, f in rows}
 
     def add_vectors(
-        self, model: str, contents: list[str], matrix: np.ndarray, sizes: list[tuple[int, int]] | None = None
+        self, model: str, contents: list[str], matrix: np.ndarray, facts: list[dict] | None = None
     ) -> None:
         if not contents:
             return
-        sizes = sizes or [(0, 0)] * len(contents)
+        facts = facts or [{}] * len(contents)
         rows = pa.table(
             {
                 "key": [f"{model}|{c}" for c in contents],
                 "content": contents,
                 "model": [model] * len(contents),
                 "vector": list(np.asarray(matrix, dtype=np.float32)),
-                "width": [w for w, _ in sizes],
-                "height": [h for _, h in sizes],
+                "width": [f.get("width", 0) for f in facts],
+                "height": [f.get("height", 0) for f in facts],
+                "facts": [json.dumps({k: v for k, v in f.items() if k not in ("width", "height")}) for f in facts],
             },
             schema=VECTORS,
         )
@@ -175,6 +184,29 @@ class Store:
     def clear_pairs(self, model: str) -> None:
         self._tables["pairs"].delete(f"model = '{_quote(model)}'")
 
+    # --- decisions -------------------------------------------------------------------------------------------
+
+    def decisions(self) -> list[Decision]:
+        data = self._tables["decisions"].to_arrow().to_pydict()
+        rows = zip(data["key"], data["kind"], data["contents"], data["paths"], data["created"])
+        out = [Decision(k, kind, tuple(json.loads(c)), tuple(json.loads(p or "[]")), t or 0.0)
+               for k, kind, c, p, t in rows]
+        return sorted(out, key=lambda d: (d.created, d.key))
+
+    def add_decision(self, kind: str, contents: list[str], paths: list[str]) -> Decision:
+        created = time.time()
+        key = hashlib.blake2b(f"{kind}|{sorted(contents)}|{created}".encode(), digest_size=4).hexdigest()
+        row = {"key": [key], "kind": [kind], "contents": [json.dumps(sorted(set(contents)))],
+               "paths": [json.dumps(paths)], "created": [created]}
+        self._merge("decisions", pa.table(row, schema=DECISIONS))
+        return Decision(key, kind, tuple(sorted(set(contents))), tuple(paths), created)
+
+    def remove_decision(self, key: str) -> bool:
+        if not any(d.key == key for d in self.decisions()):
+            return False
+        self._tables["decisions"].delete(f"key = '{_quote(key)}'")
+        return True
+
     # --- housekeeping ----------------------------------------------------------------------------------------
 
     def row_counts(self) -> dict[str, int]:
@@ -206,6 +238,61 @@ def _create_missing_tables(db: object) -> None:
     for name, schema in TABLES.items():
         if name not in existing:
             db.create_table(name, schema=schema, exist_ok=True)
+
+
+# --- a damaged newest version -------------------------------------------------------------------------------------
+
+DAMAGED_DIR = "damaged"  # unreadable manifests are moved here, never deleted
+_OPEN_ERRORS = (OSError, RuntimeError, ValueError)
+
+
+def _open_table(db: object, path: Path, name: str) -> object:
+    """Open a table at its newest version; if that version's manifest cannot be read (a crash or a disk fault left it
+    empty or garbled), fall back to the previous version: the unreadable manifest is moved to DAMAGED_DIR and the
+    table reopens at the last good commit (its data files are untouched, so nothing older is lost). When the table
+    does not open without it either, the manifest is put back and the store is refused with one clear line."""
+    try:
+        return db.open_table(name)
+    except _OPEN_ERRORS as exc:
+        error = exc
+    time.sleep(0.05)
+    try:
+        return db.open_table(name)  # once more: never move a manifest aside for a passing hiccup
+    except _OPEN_ERRORS as exc:
+        error = exc
+    refuse = (f"cannot open the store at {path}: table {name} is damaged ({_first_line(error)}); "
+              f"move {path} aside and run `dedupd scan` again to rebuild it")
+    manifests = _manifests(path / f"{name}.lance")
+    if len(manifests) < 2:
+        raise StoreError(refuse) from error
+    version, newest = manifests[0]
+    try:
+        newest.read_bytes()  # an I/O error (permissions, a failing disk) is not ours to repair
+    except OSError as exc:
+        raise StoreError(refuse) from exc
+    aside = path / DAMAGED_DIR / f"{name}.lance-{newest.name}-{time.time_ns()}"
+    aside.parent.mkdir(exist_ok=True)
+    os.rename(newest, aside)
+    try:
+        table = db.open_table(name)
+        table.count_rows()
+    except _OPEN_ERRORS as exc:
+        os.rename(aside, newest)  # not that manifest's fault: leave the store exactly as it was
+        raise StoreError(refuse) from exc
+    log.warning("store %s: version %d of table %s is unreadable (%s); reopened at version %d, the last good one "
+                "(the damaged manifest is kept as %s)", path, version, name, _first_line(error), table.version, aside)
+    return table
+
+
+def _manifests(table_dir: Path) -> list[tuple[int, Path]]:
+    """(version, manifest file), newest first. Lance names manifests N.manifest, or (2**64 - 1 - N) zero-padded to 20
+    digits in its v2 naming scheme."""
+    found = []
+    for manifest in (table_dir / "_versions").glob("*.manifest"):
+        if manifest.stem.isdigit():
+            number = int(manifest.stem)
+            found.append(((2**64 - 1) - number if len(manifest.stem) == 20 else number, manifest))
+    return sorted(found, reverse=True)
 
 
 def _matrix(column: pa.ChunkedArray) -> np.ndarray:

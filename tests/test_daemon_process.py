@@ -13,7 +13,6 @@ import threading
 import time
 
 import numpy as np
-import pytest
 import yaml
 
 import imagegen
@@ -92,13 +91,6 @@ def stop(proc, sig=signal.SIGTERM, timeout=60):
     return proc.returncode, err
 
 
-def store_state(store_path):
-    store = Store.open(store_path)
-    files = {p: (f.content, f.status) for p, f in store.files().items()}
-    model = next(iter(store.get_meta("roots") or {}), None) and None
-    return store, files
-
-
 def test_notify_signals_lock_and_readers(tmp_path, tiny_siglip2):
     root = make_tree(tmp_path / "photos", 6)
     config = write_config(tmp_path / "c.yaml", tmp_path / "store", [root], tiny_siglip2)
@@ -135,13 +127,6 @@ def test_notify_signals_lock_and_readers(tmp_path, tiny_siglip2):
         notify.close()
 
 
-def _store_snapshot(path):
-    store = Store.open(path)
-    files = {p: (f.content, f.status) for p, f in store.files().items()}
-    (model,) = {k.split("|", 1)[1] for k in ["x|" + m for m in []]} or [None]
-    return store, files
-
-
 def test_kill_9_during_bulk_embed_then_restart_gives_the_same_store(tmp_path, tiny_siglip2):
     root = make_tree(tmp_path / "photos", 40, (160, 120))
     # The reference: an uninterrupted run.
@@ -168,7 +153,6 @@ def test_kill_9_during_bulk_embed_then_restart_gives_the_same_store(tmp_path, ti
     fa = {p: (f.content, f.status, f.width, f.height) for p, f in a.files().items()}
     fb = {p: (f.content, f.status, f.width, f.height) for p, f in b.files().items()}
     assert fa == fb and len(fa) == 40
-    (model,) = {f.split("@")[0] for f in [os.path.basename(str(tiny_siglip2)) + "@"]}
     counts = b.row_counts()
     assert counts["files"] == 40
     model_id = json.loads((tmp_path / "store" / "report.json").read_bytes())["model"]
