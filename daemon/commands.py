@@ -21,6 +21,7 @@ from .groups import Rules
 from .indexer import IndexResult, Indexer, LazyEmbedder, model_identity, online_roots, roots_state
 from .journal import Journal, done_victims
 from .policy import PolicyContext
+from .progress import bar
 from .purge import PurgeContext, PurgeItem, PurgeResult, run_purge
 from .recovery import empty_trash as recovery_empty
 from .recovery import parse_age, recover_all, undo
@@ -66,7 +67,9 @@ def scan(
     with writer_lock(store):
         indexer = Indexer(store, config, embedder, threaded=threaded)
         try:
-            result = indexer.reconcile(root, guard=False)
+            with bar("indexing", unit="file") as progress:
+                indexer.on_item = lambda c: _progress(progress, c)
+                result = indexer.reconcile(root, guard=False)
         finally:
             indexer.close()
         files = list(store.files(root).values())
@@ -82,6 +85,11 @@ def scan(
         if inplace or trash:
             return _purge_groups(store, groups, [root], config, trash, inplace, echo)
     return 0
+
+
+def _progress(progress, counters) -> None:
+    progress.update(1)
+    progress.set_postfix_str(f"hashed {counters.hashed}, embedded {counters.embedded}", refresh=False)
 
 
 def _echo_scan(echo: Echo, result: IndexResult, report: dict, out: str) -> None:

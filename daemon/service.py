@@ -30,6 +30,7 @@ log = logging.getLogger("dedupd")
 
 TICK = 0.25  # main-loop period: how quickly settled events, signals and health checks are noticed
 STATUS_FILE = "daemon-status.json"
+PROGRESS_LOG_EVERY = 30.0
 
 
 @dataclass
@@ -56,6 +57,7 @@ class Service:
         self._report_due: float | None = None
         self._last_report = 0.0
         self._last_ping = 0.0
+        self._last_progress_log = time.monotonic()
 
     # --- lifecycle ---------------------------------------------------------------------------------------------------
 
@@ -139,10 +141,14 @@ class Service:
         self._write_status()
 
     def _on_item(self, counters) -> None:
-        if time.monotonic() - self._last_ping >= 1.0:
+        now = time.monotonic()
+        if now - self._last_ping >= 1.0:
             self.health.progress = f"{counters.seen} files seen, {counters.embedded} embedded"
             sdnotify.status(f"{self.health.phase}: {self.health.progress}")
             self._heartbeat()
+        if now - self._last_progress_log >= PROGRESS_LOG_EVERY:
+            self._last_progress_log = now  # counts in the journal, not bars
+            log.info("%s: %s", self.health.phase, self.health.progress)
 
     # --- roots -----------------------------------------------------------------------------------------------------
 
