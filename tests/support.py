@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -87,3 +89,26 @@ def _resize(src: Path, dst: Path, factor: float) -> Path:
 
 def b(path: Path | str) -> bytes:
     return os.fsencode(str(path))
+
+
+def wait_for(predicate, timeout: float = 20.0, what: str = "condition"):
+    """Poll until predicate() is truthy (and return it); a bounded wait, never a fixed sleep."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def scan_library(tmp_path: Path):
+    """A planted library scanned with the deterministic embedder: (library, config, report)."""
+    from dedupd import commands
+    from dedupd.config import load_config
+
+    lib = make_library(tmp_path / "photos")
+    cfg = load_config(None, {"store": str(tmp_path / "store")})
+    commands.scan(str(lib.root), cfg, None, False, None, echo=lambda s: None,
+                  embedder=commands.LazyEmbedder(cfg, PixelEmbedder()))
+    return lib, cfg, json.loads((lib.root / "dedup_report.json").read_bytes())

@@ -10,25 +10,21 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 
 import numpy as np
 import yaml
 
 import imagegen
+import support
 from dedupd.store import Store
 
 WAIT = 90.0
 
 
 def wait_for(predicate, timeout=WAIT, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
+    return support.wait_for(predicate, timeout, what)
+
+
 
 
 def make_tree(root, n, size=(96, 72)):

@@ -7,7 +7,7 @@ import os
 import shutil
 
 import pytest
-from support import PixelEmbedder, b, make_library
+from support import PixelEmbedder, b, make_library, scan_library
 
 from dedupd import commands
 from dedupd.config import load_config
@@ -16,12 +16,7 @@ from dedupd.errors import PurgeFailures
 
 @pytest.fixture
 def scanned(tmp_path):
-    lib = make_library(tmp_path / "photos")
-    cfg = load_config(None, {"store": str(tmp_path / "store")})
-    commands.scan(str(lib.root), cfg, None, False, None, echo=lambda s: None,
-                  embedder=commands.LazyEmbedder(cfg, PixelEmbedder()))
-    report = json.loads((lib.root / "dedup_report.json").read_bytes())
-    return lib, cfg, report
+    return scan_library(tmp_path)
 
 
 def purge(cfg, report_path=None, inplace=True, trash=None):

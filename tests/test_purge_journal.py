@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -10,22 +9,16 @@ import sys
 from pathlib import Path
 
 import pytest
-from support import PixelEmbedder, make_library
+from support import scan_library
 
 from dedupd import commands
-from dedupd.config import load_config
 from dedupd.journal import journals, latest_states, read_entries, unfinished
 from dedupd.recovery import empty_trash
 
 
 @pytest.fixture
 def scanned(tmp_path):
-    lib = make_library(tmp_path / "photos")
-    cfg = load_config(None, {"store": str(tmp_path / "store")})
-    commands.scan(str(lib.root), cfg, None, False, None, echo=lambda s: None,
-                  embedder=commands.LazyEmbedder(cfg, PixelEmbedder()))
-    report = json.loads((lib.root / "dedup_report.json").read_bytes())
-    return lib, cfg, report
+    return scan_library(tmp_path)
 
 
 def purge_process(cfg, report, *extra, fault=None):

@@ -12,6 +12,7 @@ import pytest
 from support import PixelEmbedder, b, make_library
 
 import imagegen
+import support
 from dedupd import commands
 from dedupd.config import load_config
 from dedupd.indexer import LazyEmbedder, roots_state
@@ -22,13 +23,9 @@ WAIT = 20.0
 
 
 def wait_for(predicate, timeout=WAIT, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
+    return support.wait_for(predicate, timeout, what)
+
+
 
 
 class Running:
