@@ -54,7 +54,7 @@ class DedupConfig(_Section):
 class ScanConfig(_Section):
     ignore: list[str] = Field(default_factory=list)
     follow_symlinks: bool = False
-    max_pixels: int = Field(178_956_970, gt=0)
+    max_pixels: int = Field(150_000_000, gt=0)
     commit_every: int = Field(512, gt=0)
     decode_workers: int | None = Field(None, ge=0)
 

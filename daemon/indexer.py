@@ -138,10 +138,12 @@ class Indexer:
         return self.index(entries, gone)
 
     def _entries_at(self, root: bytes, path: bytes) -> list[FileEntry]:
+        if self._ignored(path, root):
+            return []  # a folder inside @eaDir, #recycle...: the walk below would not skip the folder it starts in
         if os.path.isdir(path) and not os.path.islink(path):
             return [replace(e, root=root) for e in walk([path], self.options) if _inside(e.path, root)]
         entry = _file_entry(root, path)
-        return [entry] if entry and not self._ignored(path, root) else []
+        return [entry] if entry else []
 
     def _ignored(self, path: bytes, root: bytes) -> bool:
         import fnmatch

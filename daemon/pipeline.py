@@ -160,7 +160,7 @@ class ContentBook:
     def from_store(cls, store: Store, model: str) -> "ContentBook":
         known: dict[str, ContentInfo] = {}
         for record in store.files().values():
-            if record.content and record.status == UNREADABLE:
+            if record.content and record.status == UNREADABLE and not path_only_failure(record):
                 known[record.content] = ContentInfo.of(record)
         for content, facts in store.vector_facts(model).items():
             known[content] = ContentInfo(OK, facts)  # also for copies since removed: a return reuses them
@@ -179,12 +179,22 @@ class ContentBook:
             return None
 
     def resolve(self, record: FileRecord) -> list[FileRecord]:
+        """Settle a content once its carrier is done; its waiting twins are returned, resolved alike, unless the
+        carrier's outcome says nothing about the bytes (a stop, or an io error on that one path): then they stay
+        pending and the next run carries the content again."""
         info = ContentInfo.of(record)
         with self.lock:
-            if record.status != PENDING:  # left unembedded by a stop: the next run carries it again
-                self.known[record.content] = info
             self.inflight.discard(record.content)
-            return [_apply(f, info) for f in self.followers.pop(record.content, [])]
+            followers = self.followers.pop(record.content, [])
+            if record.status == PENDING or path_only_failure(record):
+                return followers
+            self.known[record.content] = info
+            return [_apply(f, info) for f in followers]
+
+
+def path_only_failure(record: FileRecord) -> bool:
+    """An io error (vanished, became a FIFO, unreadable) belongs to the path, not to the content's bytes."""
+    return record.status == UNREADABLE and record.error.startswith("io error")
 
 
 def _apply(record: FileRecord, info: ContentInfo) -> FileRecord:

@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import select
+import threading
+import time
 from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -56,6 +59,33 @@ def default_workers(cores: int | None = None) -> int:
     return max(1, cores - 1)
 
 
+def _exit_with(owner: int) -> None:
+    """Worker initializer: the worker ends when the process that owns the pool dies. Killed with SIGKILL, the owner
+    never sends the shutdown message, and the workers (and through them the forkserver and the resource tracker,
+    which live until the last worker goes) would otherwise wait on their queue for ever."""
+    try:
+        pidfd = os.pidfd_open(owner)
+    except ProcessLookupError:
+        os._exit(0)
+    except (AttributeError, OSError):
+        pidfd = None  # no pidfd here: poll the pid instead
+
+    def watch() -> None:
+        if pidfd is not None:
+            select.select([pidfd], [], [])  # readable once the owner has exited
+            os._exit(0)
+        while True:
+            time.sleep(1.0)
+            try:
+                os.kill(owner, 0)
+            except ProcessLookupError:
+                os._exit(0)
+            except PermissionError:
+                pass
+
+    threading.Thread(target=watch, name="dedupd-owner-watch", daemon=True).start()
+
+
 class DecodePool:
     """Ordered, bounded parallel decoding; a worker that dies costs only the file it was decoding."""
 
@@ -67,7 +97,8 @@ class DecodePool:
     def _executor(self) -> ProcessPoolExecutor:
         if self._pool is None:
             context = multiprocessing.get_context("forkserver")
-            self._pool = ProcessPoolExecutor(self.workers, mp_context=context)
+            self._pool = ProcessPoolExecutor(self.workers, mp_context=context, initializer=_exit_with,
+                                             initargs=(os.getpid(),))
         return self._pool
 
     def map(self, jobs: Iterable[tuple[Any, tuple | None]]) -> Iterator[tuple[Any, Decoded | Failed | None]]:

@@ -11,6 +11,7 @@ are merge-inserts on a key, so a resumed run never duplicates rows.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -278,6 +279,8 @@ def _open_table(db: object, path: Path, name: str) -> object:
         table.count_rows()
     except _OPEN_ERRORS as exc:
         os.rename(aside, newest)  # not that manifest's fault: leave the store exactly as it was
+        with contextlib.suppress(OSError):
+            aside.parent.rmdir()  # only when empty: manifests set aside earlier stay
         raise StoreError(refuse) from exc
     log.warning("store %s: version %d of table %s is unreadable (%s); reopened at version %d, the last good one "
                 "(the damaged manifest is kept as %s)", path, version, name, _first_line(error), table.version, aside)
