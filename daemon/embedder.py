@@ -33,6 +33,8 @@ if TYPE_CHECKING:
     import torch
     from PIL import Image
 
+    from dedupd.preprocess import Prepared, PreprocessSpec
+
 log = logging.getLogger(__name__)
 
 _OFFLINE_HINT = (
@@ -362,6 +364,17 @@ class DeviceRunner:
         except Exception as exc:
             raise InputError(f"cannot preprocess images: {exc}") from exc
 
+    def collate(self, items: Sequence[Prepared]) -> dict[str, Any]:
+        """Items preprocessed elsewhere (dedupd.preprocess) -> the same tensors preprocess() makes from images."""
+        import torch
+
+        from dedupd.preprocess import collate
+
+        try:
+            return {key: torch.from_numpy(value) for key, value in collate(list(items)).items()}
+        except Exception as exc:
+            raise InputError(f"cannot preprocess images: {exc}") from exc
+
     def forward(self, inputs: dict[str, Any]) -> torch.Tensor:
         import torch
 
@@ -374,6 +387,11 @@ class DeviceRunner:
     def embed(self, images: Sequence[Image.Image]) -> torch.Tensor:
         vectors = self.run(self.preprocess(images), len(images))
         self.images_done += len(images)
+        return vectors
+
+    def embed_prepared(self, items: Sequence[Prepared]) -> torch.Tensor:
+        vectors = self.run(self.collate(items), len(items))
+        self.images_done += len(items)
         return vectors
 
     def run(self, inputs: dict[str, Any], count: int) -> torch.Tensor:
@@ -479,8 +497,10 @@ class Embedder:
         runners: list[DeviceRunner],
         batch_size: int,
         fallback: Callable[[], DeviceRunner] | None = None,
+        preprocess_spec: PreprocessSpec | None = None,
     ) -> None:
         self.model_id, self.family, self.dim, self.draft_side = model_id, family, dim, draft_side
+        self._spec = preprocess_spec
         self.batch_size = max(1, batch_size)
         self._runners = runners
         self._fallback = fallback  # builds a CPU runner once every device has failed; used at most once
@@ -495,13 +515,37 @@ class Embedder:
     def runners(self) -> list[DeviceRunner]:
         return list(self._runners)
 
+    @property
+    def preprocess_spec(self) -> PreprocessSpec | None:
+        """The loaded processor's preprocessing as a picklable dedupd.preprocess.PreprocessSpec, for decode workers
+        to run preprocess() and hand the results to embed_prepared(); None where that processor cannot be
+        replicated exactly (then use embed())."""
+        return self._spec
+
     def embed(self, images: list[Image.Image]) -> np.ndarray:
         """RGB images -> float32 (n, dim), rows L2-normalised, in input order."""
+        return self._embed(images, prepared=False)
+
+    def embed_prepared(self, items: list[Prepared]) -> np.ndarray:
+        """dedupd.preprocess.preprocess() results (made with preprocess_spec) -> vectors, exactly as embed()."""
+        spec = self._spec
+        if spec is None:
+            raise RuntimeError("this model's preprocessing cannot run outside the embedder: use embed()")
+        expected = spec.pixel_shape
+        for item in items:
+            if expected is not None and tuple(item.pixel_values.shape) != expected:
+                raise InputError(
+                    f"cannot preprocess images: pixel_values {tuple(item.pixel_values.shape)} were prepared for "
+                    f"another model (this one takes {expected})"
+                )
+        return self._embed(items, prepared=True)
+
+    def _embed(self, items: Sequence[Any], prepared: bool) -> np.ndarray:
         if self._closed:
             raise RuntimeError("embedder is closed")
-        out = np.zeros((len(images), self.dim), dtype=np.float32)
+        out = np.zeros((len(items), self.dim), dtype=np.float32)
         with self._lock:  # one call at a time: the workers already use every device
-            self._embed_into(images, out)
+            self._embed_into(items, out, prepared)
         return out
 
     def close(self) -> None:
@@ -517,8 +561,8 @@ class Embedder:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _embed_into(self, images: Sequence[Image.Image], out: np.ndarray) -> None:
-        job = _Job(images, self._chunk_size(len(images)), out)
+    def _embed_into(self, images: Sequence[Any], out: np.ndarray, prepared: bool = False) -> None:
+        job = _Job(images, self._chunk_size(len(images)), out, prepared=prepared)
         for start in range(0, len(images), job.chunk):
             job.starts.put(start)
         # A worker that fails puts its batch back; if the others had already finished, another round takes it.
@@ -558,13 +602,14 @@ class Embedder:
 
 @dataclass
 class _Job:
-    """One embed() call: the images, the batch starts still to do, and where the vectors go."""
+    """One embed() call: the images (or Prepared items), the batch starts still to do, and where the vectors go."""
 
-    images: Sequence[Image.Image]
+    images: Sequence[Any]
     chunk: int
     out: np.ndarray
     starts: queue.SimpleQueue[int] = field(default_factory=queue.SimpleQueue)
     input_errors: list[InputError] = field(default_factory=list)
+    prepared: bool = False  # images are dedupd.preprocess.Prepared items, not PIL images
 
 
 def _worker(runner: DeviceRunner, job: _Job) -> None:
@@ -576,7 +621,8 @@ def _worker(runner: DeviceRunner, job: _Job) -> None:
             return
         batch = job.images[start : start + job.chunk]
         try:
-            job.out[start : start + len(batch)] = runner.embed(batch).numpy()
+            vectors = runner.embed_prepared(batch) if job.prepared else runner.embed(batch)
+            job.out[start : start + len(batch)] = vectors.numpy()
         except InputError as exc:
             job.input_errors.append(exc)
         except Exception as exc:
@@ -689,7 +735,19 @@ def build_embedder(
         runners=runners,
         batch_size=settings.batch_size,
         fallback=_cpu_fallback(settings, cpu_bf16),
+        preprocess_spec=preprocess_spec(loaded.processor, loaded.family),
     )
+
+
+def preprocess_spec(processor: Any, family: Family) -> PreprocessSpec | None:
+    """The processor as a PreprocessSpec, or None (logged) when it does something dedupd.preprocess does not."""
+    from dedupd.preprocess import PreprocessSpec
+
+    try:
+        return PreprocessSpec.from_processor(processor, family.name)
+    except ValueError as exc:
+        log.info("preprocessing stays in the embedder: %s", exc)
+        return None
 
 
 def load_embedder(settings: EmbedderSettings) -> Embedder:
