@@ -92,18 +92,23 @@ def _bench_parser(sub) -> None:
     p = sub.add_parser("bench", help="measure decode, model, end-to-end, hash and search speed on this machine")
     p.add_argument("folder", nargs="?", help="photos to measure on (default: generated camera-like 12 MP JPEGs)")
     p.add_argument("--images", type=int, metavar="N", help="images to generate (default 32), or at most N from FOLDER")
-    p.add_argument("--model", default="random:siglip2-base",
-                   help="hub id or local folder, or random:siglip2-base (the real SigLIP2-base naflex architecture "
-                   "with random weights, for offline use; the default)")
+    p.add_argument("--model", help="hub id or local folder (default: model.name), or random:siglip2-base: the "
+                   "SigLIP2-base naflex architecture with random weights, measured instead of the default model "
+                   "when that cannot be loaded")
+    p.add_argument("--size", metavar="WxH", help="size of the generated JPEGs (default 4000x3000, 12 MP)")
     p.add_argument("--vectors", type=int, default=20_000, metavar="V",
                    help="vectors for the all-vs-all search timing (default 20000; 0 skips it)")
-    p.add_argument("--batch-size", type=int, default=128, help="images per model batch (default 128)")
-    p.add_argument("--workers", type=int, metavar="W", help="decode worker processes (default: cores - 1)")
+    p.add_argument("--batch-size", type=int, help="images per model batch (default: model.batch_size, 128)")
+    p.add_argument("--workers", type=int, metavar="W",
+                   help="decode worker processes (default: scan.decode_workers, else cores - 1)")
     p.add_argument("--threads", type=int, metavar="T", help="torch CPU threads (default: torch's choice)")
-    p.add_argument("--max-patches", type=int, metavar="P", help="naflex patch budget (default: the checkpoint's)")
+    p.add_argument("--max-patches", type=int, metavar="P",
+                   help="naflex patch budget (default: model.max_patches, else the checkpoint's)")
     p.add_argument("--precision", choices=("fp32", "int8"), default="fp32",
                    help="int8: dynamic int8 quantisation of the Linear layers on the CPU (default fp32)")
     p.add_argument("--no-naive", dest="naive", action="store_false", help="skip the naive-loop baseline")
+    p.add_argument("--repeat", type=int, default=1, metavar="R",
+                   help="rounds of model only, end to end and naive, taken in turns; the best of each is shown")
     p.add_argument("--knobs", action="store_true", help="also measure max_patches 128/64 and int8 with agreement")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     p.add_argument("--config", metavar="FILE", help="YAML config file (scan and dedup settings)")
@@ -151,9 +156,9 @@ def dispatch(args: argparse.Namespace) -> int:
     if args.command == "status":
         return commands.status(config)
     if args.command == "bench":
-        from .bench import settings_from_args
+        from .bench import bench_command, settings_from_args
 
-        return commands_bench(settings_from_args(args), config, args.json)
+        return bench_command(settings_from_args(args), config, args.json)
     if args.command == "run":
         from .service import run
 

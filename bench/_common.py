@@ -1,0 +1,108 @@
+"""Shared by the scripts in bench/: fake embedders, small distinct JPEGs, machine facts, memory readings.
+
+The scripts import this as `_common` (a script's own folder is on sys.path when run as `python bench/x.py`).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+class FakeEmbedder:
+    """Deterministic and cheap: an 8x8 thumbnail of the picture, mean-removed and normalised. Resized or re-encoded
+    copies land close, different pictures far apart; the model is never the bottleneck."""
+
+    model_id = "bench/fake-thumb-v1"
+    dim = 192
+    draft_side = 64
+    devices = ("cpu",)
+
+    def __init__(self) -> None:
+        self.images = 0
+
+    def embed(self, images: list) -> np.ndarray:
+        from PIL import Image
+
+        self.images += len(images)
+        rows = [np.asarray(im.convert("RGB").resize((8, 8), Image.Resampling.BOX), np.float32).ravel() for im in images]
+        matrix = np.stack(rows) if rows else np.zeros((0, self.dim), np.float32)
+        matrix -= matrix.mean(axis=1, keepdims=True)
+        return matrix / np.linalg.norm(matrix, axis=1, keepdims=True).clip(1e-6)
+
+    def close(self) -> None:
+        pass
+
+
+class RaisingEmbedder(FakeEmbedder):
+    """Same identity as FakeEmbedder, so a store it filled counts as embedded; any inference is an error."""
+
+    def embed(self, images: list) -> np.ndarray:
+        raise AssertionError(f"inference on an unchanged tree ({len(images)} images)")
+
+
+def tiny_jpeg(seed: int, size: tuple[int, int] = (32, 24)) -> bytes:
+    """A small JPEG whose pixels differ for every seed (so every file is its own content)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    w, h = size
+    y, x = np.mgrid[0:h, 0:w].astype(np.float32)
+    base = rng.uniform(0, 255, 3) + rng.uniform(-4, 4, 3) * x[..., None] + rng.uniform(-4, 4, 3) * y[..., None]
+    pixels = np.clip(base + rng.normal(0, 8, (h, w, 3)), 0, 255).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, "JPEG", quality=85)
+    return buffer.getvalue()
+
+
+def machine() -> dict:
+    model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cpu": model or platform.processor(), "cores": len(os.sched_getaffinity(0)),
+        "python": platform.python_version(), "load_avg": [round(v, 2) for v in os.getloadavg()],
+        "when": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
+
+
+def rss_kib(pid: int | str = "self") -> dict[str, int]:
+    """VmRSS and VmHWM (peak) of a process, KiB."""
+    out = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            out[key] = int(value.split()[0])
+    return out
+
+
+def children(pid: int) -> list[int]:
+    """All descendants of pid (decode workers, the forkserver)."""
+    found, todo = [], [pid]
+    while todo:
+        parent = todo.pop()
+        try:
+            kids = Path(f"/proc/{parent}/task/{parent}/children").read_text().split()
+        except OSError:
+            continue
+        found.extend(int(k) for k in kids)
+        todo.extend(int(k) for k in kids)
+    return found
+
+
+def emit(name: str, result: dict) -> None:
+    """Print the result as one JSON document (with the machine and its load), for BENCHMARKS.md."""
+    print(json.dumps({"benchmark": name, "machine": machine(), **result}, indent=2))

@@ -1,0 +1,25 @@
+"""`dedupd run` with bench/_common.FakeEmbedder in place of the model: the real Service, watchers, decode workers and
+store; only the vectors are cheap. usage: python bench/_fake_daemon.py CONFIG.yaml"""
+
+from __future__ import annotations
+
+import sys
+
+from _common import FakeEmbedder
+from dedupd.config import load_config
+from dedupd.indexer import LazyEmbedder
+from dedupd.logs import setup_logging
+from dedupd.service import Service
+
+
+def main() -> int:
+    path = sys.argv[1]
+    config = load_config(path)
+    setup_logging(config.log_level)
+    service = Service(config, path, embedder=LazyEmbedder(config, FakeEmbedder()))
+    service.install_signals()
+    return service.run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,702 @@
+"""`dedupd bench`: how fast this machine runs each part of the pipeline, measured with the real code.
+
+Figures (keys of --json):
+
+* decode_img_s: files -> model-ready inputs through the real DecodePool (JPEG draft + the model's preprocessing in
+  the workers), all workers together; decode_img_s_per_worker is that divided by the worker count.
+* model_img_s: the embedder alone on inputs decoded beforehand, in batches of --batch-size, after a 2-image warm-up.
+* end_to_end_img_s: a real Indexer over the files into a throw-away store (hash, decode workers, model, commit,
+  pairs), with the model already loaded and the workers already started (as in the daemon).
+* naive_img_s (unless --no-naive): the loop a first script would write: full PIL decode -> the checkpoint's HF
+  image processor -> fp32 forward of the same vision tower, in batches, no workers. speedup_vs_naive and
+  end_to_end_vs_model are the issue's two ratios.
+* hash_mb_s: content_hash over the files with their pages cached (just read); hash_cold_mb_s after asking the kernel
+  to drop each file's cached pages (posix_fadvise DONTNEED; a VM's host may still cache them).
+* search_s: --vectors random unit vectors through VectorIndex, each searched against all (top k), seconds.
+
+--repeat R takes R rounds of model only, end to end and naive in turns and reports the best of each (rounds_s has
+them all), so that load from other processes during one round touches the compared figures alike.
+
+The model is --model, else the configured model.name. When that is the built-in default
+(google/siglip2-base-patch16-naflex) and it cannot be loaded (offline, not in the cache), random:siglip2-base is
+measured instead, with a warning and a `model_note` in the figures: the compute per image is the same.
+
+With no FOLDER, --images camera-like 12 MP JPEGs (4000x3000, quality 90, EXIF, a quarter of them Orientation 6) are
+generated into a temporary folder. `--model random:siglip2-base` builds the real SigLIP2-base naflex architecture
+(hidden 768, 12 layers, patch 16, 256 patches) with random weights and its PIL image processor into a temporary
+folder, so the compute per image equals google/siglip2-base-patch16-naflex without downloading it. Its vectors
+mean nothing; agreement figures measured with it are only indicative.
+
+--knobs adds the speed knobs: model.max_patches 128 and 64, and int8 dynamic quantisation of the Linear layers
+(--precision int8 runs everything with it), each with its model-only speed and cosine agreement with the default.
+
+Heavy libraries are imported inside the functions: importing this module stays cheap.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .config import Config
+from .errors import ModelLoadError, UsageError
+
+log = logging.getLogger("dedupd")
+
+RANDOM_PREFIX = "random:"
+RANDOM_MODELS = ("siglip2-base",)
+DEFAULT_IMAGES = 32
+DEFAULT_VECTORS = 20_000
+CAMERA_SIZE = (4000, 3000)
+REQUIRED_KEYS = ("decode_img_s", "model_img_s", "end_to_end_img_s", "hash_mb_s", "search_s", "images", "device")
+KNOBS = (("max_patches=128", 128, "fp32"), ("max_patches=64", 64, "fp32"), ("int8", None, "int8"))
+
+
+@dataclass
+class BenchSettings:
+    folder: str | None = None
+    images: int | None = None          # generated: how many (default 32); a folder: at most this many
+    model: str | None = None           # None: the configured model (model.name)
+    fallback_random: bool = False      # the configured default model cannot load: measure random:siglip2-base
+    vectors: int = DEFAULT_VECTORS     # 0 skips the search
+    batch_size: int | None = None      # None: model.batch_size
+    workers: int | None = None         # decode workers; None: scan.decode_workers, else default_workers()
+    threads: int | None = None         # torch CPU threads; None = torch's default
+    max_patches: int | None = None     # None: model.max_patches, else the checkpoint's
+    precision: str = "fp32"            # fp32 (the model's default dtype choice) or int8 (dynamic, CPU)
+    naive: bool = True
+    knobs: bool = False
+    k: int = 10
+    device: str | None = None          # None: model.device
+    gpus: int | None = None            # None: model.gpus
+    seed: int = 0
+    repeat: int = 1                    # rounds of model only / end to end / naive; the best of each is reported
+    size: tuple[int, int] = CAMERA_SIZE  # generated pictures, width x height
+
+
+@dataclass
+class _Files:
+    paths: list[bytes]
+    root: bytes
+    source: str
+    entries: list = field(default_factory=list)
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(e.size for e in self.entries)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Camera-like pictures
+
+
+def camera_photo(seed: int, size: tuple[int, int] = CAMERA_SIZE):
+    """A deterministic photo-like RGB picture: smooth gradients, soft shapes and sensor-like grain.
+
+    Content is drawn at a quarter of the size and upscaled (soft, like optics), then grain is added at full size, so
+    the JPEG costs about what a camera's 12 MP file costs to decode (a few MB at quality 90)."""
+    from PIL import Image, ImageDraw, ImageFilter
+
+    rng = np.random.default_rng(seed)
+    w, h = size
+    sw, sh = max(8, w // 4), max(8, h // 4)
+    y, x = np.mgrid[0:sh, 0:sw].astype(np.float32)
+    x, y = x / sw, y / sh
+    channels = []
+    for _ in range(3):
+        gx, gy, offset = rng.uniform(-120, 120), rng.uniform(-120, 120), rng.uniform(60, 200)
+        fx, fy, phase = rng.uniform(0.5, 3), rng.uniform(0.5, 3), rng.uniform(0, 2 * math.pi)
+        channels.append(offset + gx * (x - 0.5) + gy * (y - 0.5) + 35 * np.sin(2 * math.pi * (fx * x + fy * y) + phase))
+    base = Image.fromarray(np.clip(np.stack(channels, -1), 0, 255).astype(np.uint8))
+    draw = ImageDraw.Draw(base)
+    for _ in range(int(rng.integers(8, 16))):
+        x0, y0 = rng.uniform(-0.1, 0.9) * sw, rng.uniform(-0.1, 0.9) * sh
+        x1, y1 = x0 + rng.uniform(0.05, 0.5) * sw, y0 + rng.uniform(0.05, 0.5) * sh
+        colour = tuple(int(c) for c in rng.integers(0, 256, 3))
+        shape = int(rng.integers(0, 3))
+        if shape == 0:
+            draw.ellipse((x0, y0, x1, y1), fill=colour)
+        elif shape == 1:
+            draw.rectangle((x0, y0, x1, y1), fill=colour)
+        else:
+            points = [(float(rng.uniform(x0, x1)), float(rng.uniform(y0, y1))) for _ in range(5)]
+            draw.polygon(points, fill=colour)
+    base = base.filter(ImageFilter.GaussianBlur(1.0)).resize((w // 2, h // 2), Image.Resampling.BICUBIC)
+    # fine texture (foliage, fabric) that survives the upscale as detail the JPEG has to code
+    texture = rng.standard_normal((h // 2, w // 2, 1), dtype=np.float32) * 16.0
+    base = Image.fromarray(np.clip(np.asarray(base, np.float32) + texture, 0, 255).astype(np.uint8))
+    base = base.resize((w, h), Image.Resampling.BILINEAR)
+    grain = rng.standard_normal((h, w, 3), dtype=np.float32) * 5.0  # colour sensor noise
+    pixels = np.asarray(base, np.float32) + grain
+    return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
+
+
+def write_camera_jpegs(folder: Path, count: int, seed: int = 0, size: tuple[int, int] = CAMERA_SIZE) -> list[Path]:
+    """count JPEGs at quality 90 with camera EXIF; every fourth is stored rotated with Orientation 6, as portrait
+    shots from a camera are."""
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(count):
+        image = camera_photo(seed + i, size)
+        exif = Image.Exif()
+        exif[0x010F] = "dedupd"                       # Make
+        exif[0x0110] = "bench camera"                 # Model
+        exif[0x0132] = f"2024:05:{1 + i % 28:02d} 12:00:{i % 60:02d}"  # DateTime
+        exif[0x0112] = 6 if i % 4 == 3 else 1         # Orientation
+        exif.get_ifd(0x8769)[0x9003] = exif[0x0132]   # DateTimeOriginal
+        path = folder / f"IMG_{i:04d}.jpg"
+        image.save(path, "JPEG", quality=90, exif=exif.tobytes())
+        paths.append(path)
+    return paths
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Random-weight checkpoints with the real architecture
+
+
+def is_random_model(name: str) -> bool:
+    return name.startswith(RANDOM_PREFIX)
+
+
+def build_random_model(name: str, folder: Path, seed: int = 0) -> Path:
+    """random:siglip2-base -> a Siglip2VisionModel checkpoint with SigLIP2-base's vision config (the defaults of
+    Siglip2VisionConfig: hidden 768, MLP 3072, 12 layers, 12 heads, patch 16, 256 position patches) and the naflex
+    processor of google/siglip2-base-patch16-naflex (max_num_patches 256, bilinear, mean/std 0.5), random weights."""
+    kind = name.removeprefix(RANDOM_PREFIX)
+    if kind not in RANDOM_MODELS:
+        names = ", ".join(RANDOM_PREFIX + m for m in RANDOM_MODELS)
+        raise UsageError(f"unknown random model '{name}': use one of {names}")
+    import torch
+    from transformers import Siglip2ImageProcessorPil, Siglip2VisionConfig, Siglip2VisionModel
+
+    from .embedder import _quiet_transformers
+
+    torch.manual_seed(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    with _quiet_transformers():
+        Siglip2VisionModel(Siglip2VisionConfig()).eval().save_pretrained(folder)
+        Siglip2ImageProcessorPil(max_num_patches=256, patch_size=16).save_pretrained(folder)
+    return folder
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Loading
+
+
+def load_bench_embedder(
+    ref: str, settings: BenchSettings, max_patches: int | None = None, precision: str | None = None
+):
+    from .embedder import EmbedderSettings, load_embedder
+
+    embedder = load_embedder(
+        EmbedderSettings(
+            model=ref, batch_size=settings.batch_size, gpus=settings.gpus, device=settings.device,
+            max_patches=max_patches if max_patches is not None else settings.max_patches, threads=settings.threads,
+        )
+    )
+    if (precision or settings.precision) == "int8":
+        quantize_int8(embedder)
+    return embedder
+
+
+def quantize_int8(embedder) -> None:
+    """Dynamic int8 quantisation of the Linear layers of each CPU replica (weights int8, activations quantised per
+    batch at run time), probed like any replica; GPU replicas are left as they are."""
+    for runner in embedder.runners:
+        if runner.device == "cpu":
+            runner.model = int8_model(runner.model)
+            runner.probe()
+
+
+def int8_model(model):
+    """A copy of model with its nn.Linear layers dynamically quantised to int8. Embedding layers stay fp32: the
+    vision towers read their weight's dtype (Siglip2VisionEmbeddings.patch_embedding is an nn.Linear), and they
+    are a negligible share of the compute."""
+    import warnings
+
+    import torch
+    from torch.ao.quantization import default_dynamic_qconfig, quantize_dynamic
+
+    spec = {
+        name: default_dynamic_qconfig
+        for name, module in model.named_modules()
+        if type(module) is torch.nn.Linear and "embedding" not in name
+    }
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch 2.10+ deprecation notice for quantized tensors
+        return quantize_dynamic(model, spec, dtype=torch.qint8)
+
+
+def device_names(embedder) -> str:
+    import torch
+
+    names = []
+    for device in embedder.devices:
+        names.append(torch.cuda.get_device_name(device) if device.startswith("cuda") else "cpu")
+    return ", ".join(names) or "cpu"
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# The measurements
+
+
+def measure_hash(paths: Sequence[bytes], cold: bool = False) -> float:
+    """MB/s of content_hash over the files; warm: read once first so every page is cached."""
+    from .hashing import content_hash
+
+    for path in paths:
+        if cold:
+            _drop_cache(path)
+        else:
+            content_hash(path)
+    total = sum(os.path.getsize(p) for p in paths)
+    start = time.perf_counter()
+    for path in paths:
+        content_hash(path)
+    return total / 1e6 / (time.perf_counter() - start)
+
+
+def _drop_cache(path: bytes) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fdatasync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+
+
+def start_pool(workers: int):
+    """A DecodePool with every worker process started and warm (modules imported)."""
+    from .workers import DecodePool
+
+    if workers <= 0:
+        return None
+    pool = DecodePool(workers)
+    executor = pool._executor()
+    futures = [executor.submit(_warm) for _ in range(workers * 2)]
+    for future in futures:
+        future.result()
+    return pool
+
+
+def _warm() -> None:
+    import PIL.Image  # noqa: F401
+
+    from . import decode, preprocess  # noqa: F401
+
+    decode.register_plugins()
+
+
+def decode_all(paths: Sequence[bytes], pool, draft_side, max_pixels: int, spec) -> tuple[list, float]:
+    """(decoded pixels in order, seconds) through the pool, or inline without one."""
+    from .workers import Decoded, decode_for_model
+
+    start = time.perf_counter()
+    if pool is None:
+        results = [decode_for_model(p, draft_side, max_pixels, spec) for p in paths]
+    else:
+        results = [r for _, r in pool.map((p, (p, draft_side, max_pixels, spec)) for p in paths)]
+    elapsed = time.perf_counter() - start
+    bad = [r for r in results if not isinstance(r, Decoded)]
+    if bad:
+        raise UsageError(f"{len(bad)} of {len(paths)} images could not be decoded (first: {bad[0].reason})")
+    return [r.pixels for r in results], elapsed
+
+
+def embed_fn(embedder, spec) -> Callable[[list], np.ndarray]:
+    return embedder.embed_prepared if spec is not None else embedder.embed
+
+
+def time_model(embed: Callable[[list], np.ndarray], items: list, batch_size: int) -> tuple[np.ndarray, float]:
+    """(vectors, seconds) for all items in batches, after a warm-up batch of up to 2 items."""
+    embed(items[: min(2, len(items))])
+    start = time.perf_counter()
+    parts = [embed(items[i : i + batch_size]) for i in range(0, len(items), batch_size)]
+    return np.concatenate(parts), time.perf_counter() - start
+
+
+class NaiveLoop:
+    """The baseline: Image.open().convert('RGB') at full size, the checkpoint's HF image processor, fp32 forward of
+    the same vision tower, batch by batch, all in this process. (No EXIF rotation: the cheapest naive loop.)"""
+
+    def __init__(self, ref: str, batch_size: int, device: str = "cpu"):
+        import torch
+
+        from .embedder import EmbedderSettings, _load
+
+        loaded = _load(EmbedderSettings(model=ref))
+        self.model = loaded.master.to(device=device, dtype=torch.float32).eval()
+        self.processor, self.output = loaded.processor, loaded.family.output
+        self.batch_size, self.device = batch_size, device
+        self.warm = False
+
+    def forward(self, images: list) -> np.ndarray:
+        import torch
+
+        inputs = self.processor(images=images, return_tensors="pt")
+        with torch.inference_mode():
+            vectors = getattr(self.model(**{k: v.to(self.device) for k, v in inputs.items()}), self.output)
+        return torch.nn.functional.normalize(vectors.float(), dim=-1).cpu().numpy()
+
+    def run(self, paths: Sequence[bytes]) -> tuple[np.ndarray, float]:
+        from PIL import Image
+
+        if not self.warm:  # one image through the whole loop first
+            with Image.open(paths[0]) as im:
+                self.forward([im.convert("RGB")])
+            self.warm = True
+        start = time.perf_counter()
+        parts, batch = [], []
+        for path in paths:
+            with Image.open(path) as im:
+                batch.append(im.convert("RGB"))
+            if len(batch) >= self.batch_size:
+                parts.append(self.forward(batch))
+                batch = []
+        if batch:
+            parts.append(self.forward(batch))
+        return np.concatenate(parts), time.perf_counter() - start
+
+    def close(self) -> None:
+        self.model = None
+
+
+def end_to_end(files: _Files, embedder, config: Config, store_dir: Path, workers: int) -> tuple[Any, float]:
+    """A real Indexer over the files into a fresh store; the model is loaded and the workers started beforehand."""
+    from dedupd.store import Store
+
+    from .indexer import Indexer, LazyEmbedder
+
+    store = Store.open(store_dir)
+    lazy = LazyEmbedder(config, loaded=embedder)
+    indexer = Indexer(store, config, lazy, threaded=True)
+    indexer.pool = start_pool(workers)
+    try:
+        start = time.perf_counter()
+        result = indexer.index(files.entries)
+        elapsed = time.perf_counter() - start
+    finally:
+        indexer.close()
+    return result, elapsed
+
+
+def measure_search(count: int, dim: int, k: int, floor: float, seed: int = 0) -> tuple[float, str]:
+    """(seconds, backend) to index `count` random unit vectors and search each against all for its top k (what a
+    scan does for its new vectors). Random unit vectors are the worst case for an approximate index's recall, not
+    for its speed."""
+    from .index import VectorIndex
+
+    rng = np.random.default_rng(seed)
+    matrix = rng.standard_normal((count, dim), dtype=np.float32)
+    matrix /= np.linalg.norm(matrix, axis=1, keepdims=True)
+    contents = [f"{i:016x}{seed:016x}" for i in range(count)]
+    start = time.perf_counter()
+    index = VectorIndex(dim)
+    index.add(contents, matrix)
+    index.neighbours(contents, matrix, k, floor)
+    return time.perf_counter() - start, str(getattr(index, "kind", "flat"))
+
+
+def cosine_agreement(reference: np.ndarray, other: np.ndarray) -> dict[str, float]:
+    cos = np.sum(reference * other, axis=1)
+    return {"mean": float(cos.mean()), "min": float(cos.min())}
+
+
+def cross_cosine(vectors: np.ndarray) -> float:
+    """Mean cosine between different images: how close unrelated pictures already are (1.0 = the model cannot tell
+    them apart, so an agreement near 1 says little)."""
+    n = len(vectors)
+    if n < 2:
+        return float("nan")
+    sims = vectors @ vectors.T
+    return float((sims.sum() - np.trace(sims)) / (n * n - n))
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# The command
+
+
+def _files(settings: BenchSettings, tmp: Path) -> _Files:
+    from .scanner import ScanOptions, normalise_root, scan
+
+    if settings.folder:
+        if not os.path.isdir(settings.folder):
+            raise UsageError(f"{settings.folder}: not a directory")
+        root = normalise_root(settings.folder)
+        entries = list(scan([root], ScanOptions()))
+        if settings.images:
+            entries = entries[: settings.images]
+        source = f"{len(entries)} images from {os.fsdecode(root)}"
+    else:
+        count = settings.images or DEFAULT_IMAGES
+        log.info("generating %d camera-like %dx%d JPEGs", count, *settings.size)
+        write_camera_jpegs(tmp / "photos", count, settings.seed, settings.size)
+        root = normalise_root(tmp / "photos")
+        entries = list(scan([root], ScanOptions()))
+        source = f"{count} generated {settings.size[0]}x{settings.size[1]} JPEGs (q90, EXIF)"
+    if not entries:
+        raise UsageError("no images to benchmark")
+    return _Files([e.path for e in entries], root, source, entries)
+
+
+def _model_ref(settings: BenchSettings, tmp: Path) -> str:
+    if is_random_model(settings.model):
+        log.info("building %s (random weights)", settings.model)
+        return str(build_random_model(settings.model, tmp / "model", settings.seed))
+    return settings.model
+
+
+def run_bench(settings: BenchSettings, config: Config | None = None) -> dict[str, Any]:
+    """Every measurement; returns the figures (see the module docstring for the keys)."""
+    config = (config or Config()).model_copy(deep=True)
+    if settings.model is None:
+        from .config import DEFAULT_MODEL
+
+        settings = replace(settings, model=config.model.name, fallback_random=config.model.name == DEFAULT_MODEL)
+    m = config.model
+    settings = replace(
+        settings, batch_size=settings.batch_size or m.batch_size, device=settings.device or m.device,
+        gpus=settings.gpus if settings.gpus is not None else m.gpus,
+        max_patches=settings.max_patches if settings.max_patches is not None else m.max_patches,
+        workers=settings.workers if settings.workers is not None else config.scan.decode_workers,
+    )
+    if is_random_model(settings.model) and settings.model.removeprefix(RANDOM_PREFIX) not in RANDOM_MODELS:
+        raise UsageError(f"unknown random model '{settings.model}': use one of "
+                         f"{', '.join(RANDOM_PREFIX + m for m in RANDOM_MODELS)}")
+    import torch
+
+    from .workers import default_workers
+
+    load_start = os.getloadavg()[0]
+    if settings.threads:
+        torch.set_num_threads(settings.threads)
+    workers = default_workers() if settings.workers is None else settings.workers
+    with tempfile.TemporaryDirectory(prefix="dedupd-bench-") as tmp_name:
+        tmp = Path(tmp_name)
+        files = _files(settings, tmp)
+        note = ""
+        try:
+            ref = _model_ref(settings, tmp)
+            embedder = load_bench_embedder(ref, settings)
+        except ModelLoadError as exc:
+            if not settings.fallback_random:
+                raise ModelLoadError(f"{exc} (offline, `--model {RANDOM_PREFIX}siglip2-base` benchmarks the "
+                                     "SigLIP2-base architecture with random weights)") from exc
+            note = f"{settings.model} could not be loaded; the same architecture with random weights was measured"
+            log.warning("%s: %s", note, exc)
+            settings = replace(settings, model=f"{RANDOM_PREFIX}siglip2-base")
+            ref = _model_ref(settings, tmp)
+            embedder = load_bench_embedder(ref, settings)
+        out: dict[str, Any] = {
+            "images": len(files.paths), "device": device_names(embedder), "source": files.source,
+            "model": settings.model, "model_id": embedder.model_id, "family": embedder.family, "dim": embedder.dim,
+            "precision": settings.precision, "max_patches": _max_patches(embedder), "batch_size": settings.batch_size,
+            "workers": workers, "threads": torch.get_num_threads(), "cpu_cores": len(os.sched_getaffinity(0)),
+        }
+        if note:
+            out["model_note"] = note
+        n, batch = len(files.paths), settings.batch_size
+        log.info("hashing")
+        out["hash_mb_s"] = measure_hash(files.paths)
+        out["hash_cold_mb_s"] = measure_hash(files.paths, cold=True)
+        out["bytes"] = files.total_bytes
+
+        spec = embedder.preprocess_spec
+        pool = start_pool(workers)
+        decode_s = []
+        try:
+            for _ in range(settings.repeat):
+                log.info("decoding with %d workers", workers)
+                items, seconds = decode_all(files.paths, pool, embedder.draft_side, config.scan.max_pixels, spec)
+                decode_s.append(seconds)
+        finally:
+            if pool is not None:
+                pool.close()
+        out["decode_img_s"] = n / min(decode_s)
+        out["decode_img_s_per_worker"] = out["decode_img_s"] / max(1, workers)
+        out["preprocess_in_workers"] = spec is not None
+
+        # model only, end to end and the naive loop in turns, so that load from elsewhere on the machine during
+        # one round touches all three; each figure is the best round.
+        config.scan.decode_workers = workers
+        config.model.batch_size = batch
+        device = embedder.devices[0] if embedder.devices else "cpu"
+        naive = NaiveLoop(ref, batch, device) if settings.naive else None
+        rounds: dict[str, list[float]] = {"model_s": [], "end_to_end_s": [], "naive_s": []}
+        for i in range(settings.repeat):
+            log.info("model only (round %d of %d)", i + 1, settings.repeat)
+            vectors, seconds = time_model(embed_fn(embedder, spec), items, batch)
+            rounds["model_s"].append(seconds)
+            log.info("end to end (round %d of %d)", i + 1, settings.repeat)
+            result, seconds = end_to_end(files, embedder, config, tmp / f"store{i}", workers)
+            if result.counters.seen != n:
+                raise RuntimeError(f"end to end indexed {result.counters.seen} of {n} files")
+            rounds["end_to_end_s"].append(seconds)
+            out["end_to_end_embedded"] = result.counters.embedded
+            if naive is not None:
+                log.info("naive loop (round %d of %d)", i + 1, settings.repeat)
+                rounds["naive_s"].append(naive.run(files.paths)[1])
+        if naive is not None:
+            naive.close()
+        del items
+        out["model_img_s"] = n / min(rounds["model_s"])
+        out["end_to_end_img_s"] = n / min(rounds["end_to_end_s"])
+        out["end_to_end_vs_model"] = out["end_to_end_img_s"] / out["model_img_s"]
+        out["cross_image_cosine"] = cross_cosine(vectors)
+        if naive is not None:
+            out["naive_img_s"] = n / min(rounds["naive_s"])
+            out["speedup_vs_naive"] = out["end_to_end_img_s"] / out["naive_img_s"]
+        out["repeat"] = settings.repeat
+        out["rounds_s"] = {k: [round(v, 3) for v in vs] for k, vs in rounds.items() if vs}
+
+        if settings.knobs:
+            out["knobs"] = measure_knobs(ref, settings, files.paths, workers, config.scan.max_pixels, vectors, out)
+        embedder.close()
+
+        if settings.vectors:
+            log.info("search over %d vectors", settings.vectors)
+            out["vectors"] = settings.vectors
+            out["search_s"], out["search_backend"] = measure_search(
+                settings.vectors, out["dim"], config.dedup.k, config.dedup.floor, settings.seed
+            )
+        else:
+            out["search_s"] = None
+    out["load_avg"] = [round(load_start, 2), round(os.getloadavg()[0], 2)]
+    return out
+
+
+def _max_patches(embedder) -> int | None:
+    spec = embedder.preprocess_spec
+    return int(spec.max_num_patches) if spec is not None and spec.naflex else None
+
+
+def measure_knobs(
+    ref: str, settings: BenchSettings, paths: Sequence[bytes], workers: int, max_pixels: int,
+    reference: np.ndarray, base: dict[str, Any],
+) -> list[dict[str, Any]]:
+    """Model-only speed and agreement (cosine with the default's vector of the same picture) of each speed knob."""
+    rows = [{"knob": "default", "model_img_s": base["model_img_s"], "cosine_mean": 1.0, "cosine_min": 1.0}]
+    for name, patches, precision in KNOBS:
+        log.info("knob %s", name)
+        try:
+            embedder = load_bench_embedder(ref, settings, max_patches=patches, precision=precision)
+        except ModelLoadError as exc:
+            rows.append({"knob": name, "error": str(exc)})
+            continue
+        if patches is not None and embedder.family != "siglip2-naflex":
+            embedder.close()
+            continue
+        pool = start_pool(workers)
+        try:
+            items, _ = decode_all(paths, pool, embedder.draft_side, max_pixels, embedder.preprocess_spec)
+        finally:
+            if pool is not None:
+                pool.close()
+        embed = embed_fn(embedder, embedder.preprocess_spec)
+        timed = [time_model(embed, items, settings.batch_size) for _ in range(settings.repeat)]
+        vectors, seconds = timed[0][0], min(t for _, t in timed)
+        embedder.close()
+        agreement = cosine_agreement(reference, vectors)
+        rows.append({
+            "knob": name, "model_img_s": len(paths) / seconds, "speedup": len(paths) / seconds / base["model_img_s"],
+            "cosine_mean": agreement["mean"], "cosine_min": agreement["min"],
+        })
+    return rows
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Output
+
+
+def format_table(r: dict[str, Any]) -> str:
+    rounds = f"; best of {r['repeat']} rounds" if r.get("repeat", 1) > 1 else ""
+    lines = [
+        f"dedupd bench: {r['source']}",
+        (
+            f"  model {r['model']} ({r['family']}, {r['max_patches'] or '-'} patches, {r['precision']}, batch "
+            f"{r['batch_size']}); device {r['device']}; {r['cpu_cores']} cores, torch threads {r['threads']}, "
+            f"decode workers {r['workers']}"
+        ),
+        (
+            f"  {'decode':<14}{r['decode_img_s']:9.2f} img/s  ({r['decode_img_s_per_worker']:.2f} per worker; "
+            f"JPEG draft{' + preprocessing' if r['preprocess_in_workers'] else ''} in the workers)"
+        ),
+        f"  {'model only':<14}{r['model_img_s']:9.2f} img/s  (inputs decoded beforehand{rounds})",
+        (
+            f"  {'end to end':<14}{r['end_to_end_img_s']:9.2f} img/s  ({r['end_to_end_vs_model']:.2f}x model only; "
+            f"issue target on 2 cores >= 0.85)"
+        ),
+    ]
+    if r.get("model_note"):
+        lines.insert(2, f"  note: {r['model_note']}")
+    if "naive_img_s" in r:
+        lines.append(
+            f"  {'naive loop':<14}{r['naive_img_s']:9.2f} img/s  (end to end is {r['speedup_vs_naive']:.2f}x naive; "
+            f"issue target >= 3.5)"
+        )
+    lines.append(
+        f"  {'hash':<14}{r['hash_mb_s']:9.0f} MB/s   (page cache warm; {r['hash_cold_mb_s']:.0f} MB/s after dropping "
+        f"the files' cached pages)"
+    )
+    if r.get("search_s") is not None:
+        lines.append(
+            f"  {'search':<14}{r['search_s']:9.2f} s      ({r['vectors']} vectors of dim {r['dim']}, each against all,"
+            f" top k, {r.get('search_backend', 'flat')} index)"
+        )
+    for row in r.get("knobs", []):
+        if "error" in row:
+            lines.append(f"  knob {row['knob']:<16} failed: {row['error']}")
+        else:
+            lines.append(
+                f"  knob {row['knob']:<16}{row['model_img_s']:7.2f} img/s model only, cosine with default "
+                f"mean {row['cosine_mean']:.4f} min {row['cosine_min']:.4f}"
+            )
+    if r.get("knobs"):
+        lines.append(f"  (mean cosine between different images with the default: {r['cross_image_cosine']:.4f})")
+    lines.append(f"  load average {r['load_avg'][0]} at start, {r['load_avg'][1]} at end")
+    return "\n".join(lines)
+
+
+def bench_command(settings: BenchSettings, config: Config, as_json: bool, echo: Callable[[str], None] = print) -> int:
+    import json
+
+    if settings.images is not None and settings.images < 1:
+        raise UsageError("--images must be at least 1")
+    if settings.repeat < 1:
+        raise UsageError("--repeat must be at least 1")
+    if settings.precision not in ("fp32", "int8"):
+        raise UsageError("--precision must be fp32 or int8")
+    result = run_bench(settings, config)
+    echo(json.dumps(result, sort_keys=True) if as_json else format_table(result))
+    return 0
+
+
+def settings_from_args(args) -> BenchSettings:
+    return BenchSettings(
+        folder=args.folder, images=args.images, model=args.model, vectors=args.vectors, batch_size=args.batch_size,
+        workers=args.workers, threads=args.threads, max_patches=args.max_patches, precision=args.precision,
+        naive=args.naive, knobs=args.knobs, size=parse_size(args.size), repeat=args.repeat,
+    )
+
+
+def parse_size(text: str | None) -> tuple[int, int]:
+    if not text:
+        return CAMERA_SIZE
+    try:
+        width, height = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise UsageError(f"--size {text}: use WIDTHxHEIGHT, e.g. 4000x3000") from None
+    if width < 16 or height < 16:
+        raise UsageError(f"--size {text}: at least 16x16")
+    return width, height

@@ -1,0 +1,79 @@
+"""`dedupd bench` runs end to end with the tiny model and prints the figures; no timing thresholds here."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from dedupd.bench import (
+    REQUIRED_KEYS,
+    BenchSettings,
+    camera_photo,
+    cross_cosine,
+    format_table,
+    measure_search,
+    run_bench,
+    write_camera_jpegs,
+)
+from dedupd.cli import build_parser
+
+pytestmark = pytest.mark.timeout(300)
+
+
+def dedupd(*args):
+    return subprocess.run([sys.executable, "-m", "dedupd", *map(str, args)], capture_output=True, text=True,
+                          check=False,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"})
+
+
+def test_bench_json_has_every_figure(tiny_siglip2):
+    out = dedupd("bench", "--images", 2, "--vectors", 1000, "--json", "--model", tiny_siglip2, "--size", "800x600")
+    assert out.returncode == 0, out.stderr
+    lines = [line for line in out.stdout.splitlines() if line.strip()]
+    assert len(lines) == 1, out.stdout
+    result = json.loads(lines[0])
+    for key in ("decode_img_s", "model_img_s", "end_to_end_img_s", "hash_mb_s", "search_s"):
+        assert isinstance(result[key], float) and result[key] > 0, key
+    assert set(REQUIRED_KEYS) <= result.keys()
+    assert result["images"] == 2 and result["device"] == "cpu"
+    assert result["naive_img_s"] > 0 and result["speedup_vs_naive"] > 0
+
+
+def test_bench_table_on_a_folder(tiny_siglip2, tmp_path):
+    folder = tmp_path / "photos"
+    write_camera_jpegs(folder, 3, size=(400, 300))
+    settings = BenchSettings(folder=str(folder), images=2, model=str(tiny_siglip2), vectors=0, naive=False, workers=0)
+    result = run_bench(settings)
+    assert result["images"] == 2 and result["search_s"] is None and "naive_img_s" not in result
+    table = format_table(result)
+    assert "2 images from" in table and "end to end" in table and "naive" not in table
+
+
+def test_unknown_random_model_is_a_usage_error():
+    out = dedupd("bench", "--images", 1, "--model", "random:nope")
+    assert out.returncode == 2 and "unknown random model" in out.stderr
+
+
+def test_bench_defaults():
+    args = build_parser().parse_args(["bench"])
+    assert (args.folder, args.images, args.model, args.vectors, args.json) == (
+        None, None, None, 20_000, False)
+
+
+def test_camera_photo_is_deterministic_with_orientation_tags(tmp_path):
+    assert np.array_equal(np.asarray(camera_photo(3, (64, 48))), np.asarray(camera_photo(3, (64, 48))))
+    from PIL import Image
+
+    paths = write_camera_jpegs(tmp_path, 4, size=(80, 60))
+    orientations = [Image.open(p).getexif().get(0x0112) for p in paths]
+    assert orientations == [1, 1, 1, 6]
+
+
+def test_search_and_cross_cosine_helpers():
+    seconds, backend = measure_search(200, 16, 10, 0.9)
+    assert seconds > 0 and backend
+    assert cross_cosine(np.eye(3, dtype=np.float32)) == 0.0
