@@ -128,14 +128,10 @@ class Indexer:
 
     def refresh_paths(self, root: bytes, paths: Iterable[bytes]) -> IndexResult:
         """Event-driven: each dirty path is a new/changed file, a directory to rescan, or something gone."""
-        entries: list[FileEntry] = []
-        gone: list[bytes] = []
-        for path in paths:
-            found = self._entries_at(root, path)
-            entries.extend(found)
-            seen = {e.path for e in found}
-            gone.extend(p for p in self._known_under(path) if p not in seen)
-        return self.index(entries, gone)
+        paths = list(paths)
+        entries = [e for path in paths for e in self._entries_at(root, path)]
+        seen = {e.path for e in entries}
+        return self.index(entries, [p for p in self.known_under(paths) if p not in seen])
 
     def _entries_at(self, root: bytes, path: bytes) -> list[FileEntry]:
         if self._ignored(path, root):
@@ -152,9 +148,11 @@ class Indexer:
         patterns = [p.encode() for p in self.options.ignore]
         return any(fnmatch.fnmatchcase(part, pat) for part in parts for pat in patterns)
 
-    def _known_under(self, path: bytes) -> list[bytes]:
-        prefix = path.rstrip(b"/") + b"/"
-        return [p for p in self.files if p == path or p.startswith(prefix)]
+    def known_under(self, paths: Iterable[bytes]) -> list[bytes]:
+        """Known files equal to or below any of the paths, in one pass over the known files (not one per path:
+        a burst of events against a big library would otherwise cost paths x files)."""
+        dirty = {p.rstrip(b"/") for p in paths}
+        return [known for known in self.files if _has_ancestor_in(known, dirty)]
 
     # --- the pipeline run ----------------------------------------------------------------------------------------
 
@@ -221,6 +219,16 @@ def _file_entry(root: bytes, path: bytes) -> FileEntry | None:
     if not stat.S_ISREG(st.st_mode):
         return None
     return FileEntry(path, root, st.st_size, st.st_mtime_ns, st.st_dev, st.st_ino)
+
+
+def _has_ancestor_in(path: bytes, candidates: set[bytes]) -> bool:
+    while path:
+        if path in candidates:
+            return True
+        path, sep, _ = path.rpartition(b"/")
+        if not sep:
+            return False
+    return False
 
 
 def _inside(path: bytes, root: bytes) -> bool:

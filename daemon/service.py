@@ -200,7 +200,7 @@ class Service:
         if not missing:
             return False
         known = sum(1 for f in self.indexer.files.values() if f.root == root)
-        lost = sum(len(self.indexer._known_under(p)) for p in missing)
+        lost = len(self.indexer.known_under(missing))
         return bool(known) and lost / known > self.config.watch.max_vanish_fraction
 
     def _root_of(self, path: bytes) -> bytes | None:
