@@ -58,7 +58,7 @@ DEFAULT_IMAGES = 32
 DEFAULT_VECTORS = 20_000
 CAMERA_SIZE = (4000, 3000)
 REQUIRED_KEYS = ("decode_img_s", "model_img_s", "end_to_end_img_s", "hash_mb_s", "search_s", "images", "device")
-KNOBS = (("max_patches=128", 128, "fp32"), ("max_patches=64", 64, "fp32"), ("int8", None, "int8"))
+KNOBS = (("max_patches=128", 128, "auto"), ("max_patches=64", 64, "auto"), ("int8", None, "int8"))
 
 
 @dataclass
@@ -68,11 +68,11 @@ class BenchSettings:
     model: str | None = None           # None: the configured model (model.name)
     fallback_random: bool = False      # the configured default model cannot load: measure random:siglip2-base
     vectors: int = DEFAULT_VECTORS     # 0 skips the search
-    batch_size: int | None = None      # None: model.batch_size
+    batch_size: int | None = None      # per device; None: model.batch_size, else the embedder's default
     workers: int | None = None         # decode workers; None: scan.decode_workers, else default_workers()
-    threads: int | None = None         # torch CPU threads; None = torch's default
+    threads: int | None = None         # torch CPU threads; None: model.threads, else model_threads()
     max_patches: int | None = None     # None: model.max_patches, else the checkpoint's
-    precision: str = "fp32"            # fp32 (the model's default dtype choice) or int8 (dynamic, CPU)
+    precision: str | None = None       # auto | int8; None: model.precision
     naive: bool = True
     knobs: bool = False
     k: int = 10
@@ -194,48 +194,37 @@ def build_random_model(name: str, folder: Path, seed: int = 0) -> Path:
 # Loading
 
 
+def embedder_settings(
+    ref: str, settings: BenchSettings, max_patches: int | None = None, precision: str | None = None
+):
+    from .embedder import EmbedderSettings
+
+    return EmbedderSettings(
+        model=ref, batch_size=settings.batch_size, gpus=settings.gpus, device=settings.device,
+        max_patches=max_patches if max_patches is not None else settings.max_patches, threads=settings.threads,
+        precision=precision or settings.precision or "auto",
+    )
+
+
 def load_bench_embedder(
     ref: str, settings: BenchSettings, max_patches: int | None = None, precision: str | None = None
 ):
-    from .embedder import EmbedderSettings, load_embedder
+    """The embedder exactly as the scan and the daemon load it (settings.threads already applied)."""
+    from .embedder import build_embedder, pick_devices
 
-    embedder = load_embedder(
-        EmbedderSettings(
-            model=ref, batch_size=settings.batch_size, gpus=settings.gpus, device=settings.device,
-            max_patches=max_patches if max_patches is not None else settings.max_patches, threads=settings.threads,
-        )
-    )
-    if (precision or settings.precision) == "int8":
-        quantize_int8(embedder)
-    return embedder
+    chosen = embedder_settings(ref, settings, max_patches, precision)
+    return build_embedder(chosen, pick_devices(chosen))
 
 
-def quantize_int8(embedder) -> None:
-    """Dynamic int8 quantisation of the Linear layers of each CPU replica (weights int8, activations quantised per
-    batch at run time), probed like any replica; GPU replicas are left as they are."""
-    for runner in embedder.runners:
-        if runner.device == "cpu":
-            runner.model = int8_model(runner.model)
-            runner.probe()
+def split_cores(settings: BenchSettings) -> tuple[int, int | None]:
+    """(decode workers, torch threads or None for torch's own) as the indexer would choose them."""
+    from .embedder import pick_devices
+    from .workers import default_workers, model_threads
 
-
-def int8_model(model):
-    """A copy of model with its nn.Linear layers dynamically quantised to int8. Embedding layers stay fp32: the
-    vision towers read their weight's dtype (Siglip2VisionEmbeddings.patch_embedding is an nn.Linear), and they
-    are a negligible share of the compute."""
-    import warnings
-
-    import torch
-    from torch.ao.quantization import default_dynamic_qconfig, quantize_dynamic
-
-    spec = {
-        name: default_dynamic_qconfig
-        for name, module in model.named_modules()
-        if type(module) is torch.nn.Linear and "embedding" not in name
-    }
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # torch 2.10+ deprecation notice for quantized tensors
-        return quantize_dynamic(model, spec, dtype=torch.qint8)
+    on_cpu = pick_devices(embedder_settings(settings.model or "", settings)) == ["cpu"]
+    workers = default_workers(model_on_cpu=on_cpu) if settings.workers is None else settings.workers
+    threads = settings.threads or (model_threads(workers=workers) if on_cpu else None)
+    return workers, threads
 
 
 def device_names(embedder) -> str:
@@ -470,18 +459,17 @@ def run_bench(settings: BenchSettings, config: Config | None = None) -> dict[str
         gpus=settings.gpus if settings.gpus is not None else m.gpus,
         max_patches=settings.max_patches if settings.max_patches is not None else m.max_patches,
         workers=settings.workers if settings.workers is not None else config.scan.decode_workers,
+        threads=settings.threads or m.threads, precision=settings.precision or m.precision,
     )
     if is_random_model(settings.model) and settings.model.removeprefix(RANDOM_PREFIX) not in RANDOM_MODELS:
         raise UsageError(f"unknown random model '{settings.model}': use one of "
                          f"{', '.join(RANDOM_PREFIX + m for m in RANDOM_MODELS)}")
     import torch
 
-    from .workers import default_workers
-
     load_start = os.getloadavg()[0]
-    if settings.threads:
-        torch.set_num_threads(settings.threads)
-    workers = default_workers() if settings.workers is None else settings.workers
+    workers, threads = split_cores(settings)
+    if threads:
+        torch.set_num_threads(threads)
     with tempfile.TemporaryDirectory(prefix="dedupd-bench-") as tmp_name:
         tmp = Path(tmp_name)
         files = _files(settings, tmp)
@@ -501,12 +489,12 @@ def run_bench(settings: BenchSettings, config: Config | None = None) -> dict[str
         out: dict[str, Any] = {
             "images": len(files.paths), "device": device_names(embedder), "source": files.source,
             "model": settings.model, "model_id": embedder.model_id, "family": embedder.family, "dim": embedder.dim,
-            "precision": settings.precision, "max_patches": _max_patches(embedder), "batch_size": settings.batch_size,
+            "precision": settings.precision, "max_patches": _max_patches(embedder), "batch_size": embedder.batch_size,
             "workers": workers, "threads": torch.get_num_threads(), "cpu_cores": len(os.sched_getaffinity(0)),
         }
         if note:
             out["model_note"] = note
-        n, batch = len(files.paths), settings.batch_size
+        n, batch = len(files.paths), embedder.batch_items
         log.info("hashing")
         out["hash_mb_s"] = measure_hash(files.paths)
         out["hash_cold_mb_s"] = measure_hash(files.paths, cold=True)
@@ -530,7 +518,7 @@ def run_bench(settings: BenchSettings, config: Config | None = None) -> dict[str
         # model only, end to end and the naive loop in turns, so that load from elsewhere on the machine during
         # one round touches all three; each figure is the best round.
         config.scan.decode_workers = workers
-        config.model.batch_size = batch
+        config.model.batch_size = embedder.batch_size
         device = embedder.devices[0] if embedder.devices else "cpu"
         naive = NaiveLoop(ref, batch, device) if settings.naive else None
         rounds: dict[str, list[float]] = {"model_s": [], "end_to_end_s": [], "naive_s": []}
@@ -604,7 +592,7 @@ def measure_knobs(
             if pool is not None:
                 pool.close()
         embed = embed_fn(embedder, embedder.preprocess_spec)
-        timed = [time_model(embed, items, settings.batch_size) for _ in range(settings.repeat)]
+        timed = [time_model(embed, items, embedder.batch_items) for _ in range(settings.repeat)]
         vectors, seconds = timed[0][0], min(t for _, t in timed)
         embedder.close()
         agreement = cosine_agreement(reference, vectors)
@@ -675,8 +663,8 @@ def bench_command(settings: BenchSettings, config: Config, as_json: bool, echo: 
         raise UsageError("--images must be at least 1")
     if settings.repeat < 1:
         raise UsageError("--repeat must be at least 1")
-    if settings.precision not in ("fp32", "int8"):
-        raise UsageError("--precision must be fp32 or int8")
+    if settings.precision not in (None, "auto", "int8"):
+        raise UsageError("--precision must be auto or int8")
     result = run_bench(settings, config)
     echo(json.dumps(result, sort_keys=True) if as_json else format_table(result))
     return 0

@@ -16,6 +16,7 @@ from . import __version__
 from .errors import DedupdError
 
 POLICIES = ("lexi", "smallest", "largest", "newest", "oldest", "resolution", "protected", "format")
+BATCH_HELP = "images per model batch and device (default: model.batch_size, else 128 per GPU, 16 on the CPU)"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -61,7 +62,7 @@ def _scan_parser(sub) -> None:
     p.add_argument("folder", help="the photo folder to scan")
     _grouping(p)
     p.add_argument("--k", type=int, help="neighbours searched per image (default 10)")
-    p.add_argument("--batch-size", type=int, help="images per model batch (default 128)")
+    p.add_argument("--batch-size", type=int, help=BATCH_HELP)
     p.add_argument("--gpus", type=int, help="number of GPUs to use (default: all; 0 = CPU)")
     p.add_argument("--gpu-memory-fraction", type=float, help="share of each GPU's memory to use (default 0.9)")
     p.add_argument("--inplace", action="store_true", help="delete the duplicates (default: report only)")
@@ -98,14 +99,15 @@ def _bench_parser(sub) -> None:
     p.add_argument("--size", metavar="WxH", help="size of the generated JPEGs (default 4000x3000, 12 MP)")
     p.add_argument("--vectors", type=int, default=20_000, metavar="V",
                    help="vectors for the all-vs-all search timing (default 20000; 0 skips it)")
-    p.add_argument("--batch-size", type=int, help="images per model batch (default: model.batch_size, 128)")
+    p.add_argument("--batch-size", type=int, help=BATCH_HELP)
     p.add_argument("--workers", type=int, metavar="W",
                    help="decode worker processes (default: scan.decode_workers, else cores - 1)")
-    p.add_argument("--threads", type=int, metavar="T", help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--threads", type=int, metavar="T",
+                   help="torch CPU threads (default: model.threads, else the cores not decoding, plus one)")
     p.add_argument("--max-patches", type=int, metavar="P",
                    help="naflex patch budget (default: model.max_patches, else the checkpoint's)")
-    p.add_argument("--precision", choices=("fp32", "int8"), default="fp32",
-                   help="int8: dynamic int8 quantisation of the Linear layers on the CPU (default fp32)")
+    p.add_argument("--precision", choices=("auto", "int8"),
+                   help="int8: dynamic int8 quantisation of the Linear layers, CPU only (default: model.precision)")
     p.add_argument("--no-naive", dest="naive", action="store_false", help="skip the naive-loop baseline")
     p.add_argument("--repeat", type=int, default=1, metavar="R",
                    help="rounds of model only, end to end and naive, taken in turns; the best of each is shown")

@@ -47,7 +47,7 @@ def writer_lock(store: Store) -> FileLock:
 
 
 def model_id(config: Config) -> str:
-    return model_identity(config.model.name)
+    return model_identity(config.model)
 
 
 # --- scan --------------------------------------------------------------------------------------------------------

@@ -21,11 +21,13 @@ class _Section(BaseModel):
 
 class ModelConfig(_Section):
     name: str = DEFAULT_MODEL
-    batch_size: int = Field(128, gt=0)
+    batch_size: int | None = Field(None, gt=0)
     gpus: int | None = Field(None, ge=0)
     gpu_memory_fraction: float = Field(0.9, gt=0, le=1)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     max_patches: int | None = Field(None, gt=0)
+    precision: Literal["auto", "int8"] = "auto"
+    threads: int | None = Field(None, gt=0)
 
 
 class DedupConfig(_Section):

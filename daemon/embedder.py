@@ -54,12 +54,31 @@ _SAMPLE_BYTES = 1 << 20
 @dataclass(frozen=True)
 class EmbedderSettings:
     model: str = "google/siglip2-base-patch16-naflex"  # hub id or local folder
-    batch_size: int = 128
+    batch_size: int | None = None  # per device; None = default_batch_size() of the first device
     gpus: int | None = None  # None = all visible CUDA GPUs; 0 = CPU only
     gpu_memory_fraction: float = 0.9  # torch.cuda.set_per_process_memory_fraction per device
     device: str = "auto"  # auto | cpu | cuda
     max_patches: int | None = None  # naflex only: override processor max_num_patches
     threads: int | None = None  # torch CPU threads; None = leave default
+    precision: str = "auto"  # auto (fastest float dtype per device) | int8 (dynamic quantisation, CPU only)
+
+
+PRECISIONS = ("auto", "int8")
+# Per device: a GPU needs large batches to be busy; on the CPU 16 is as fast per image as 128 (measured, BENCHMARKS.md)
+# and lets decoding overlap the model sooner.
+GPU_BATCH, CPU_BATCH = 128, 16
+
+
+def default_batch_size(device: str) -> int:
+    return GPU_BATCH if device.startswith("cuda") else CPU_BATCH
+
+
+def vector_model_id(source_id: str, max_patches: int | None = None, precision: str = "auto") -> str:
+    """The key stored vectors are filed under. Knobs that change the vectors are part of it, so a store never mixes
+    vectors from two settings (an int8 vector of a photo is not the fp32 one): changing one re-embeds."""
+    parts = [f"patches{max_patches}"] if max_patches is not None else []
+    parts += [precision] if precision != "auto" else []
+    return "+".join([source_id, *parts])
 
 
 @dataclass(frozen=True)
@@ -132,7 +151,16 @@ def pick_devices(settings: EmbedderSettings) -> list[str]:
 
     if settings.device not in ("auto", "cpu", "cuda"):
         raise ModelLoadError(f"unknown device '{settings.device}': use auto, cpu or cuda")
+    if settings.precision not in PRECISIONS:
+        raise ModelLoadError(f"unknown precision '{settings.precision}': use {' or '.join(PRECISIONS)}")
+    if settings.precision == "int8" and settings.device == "cuda":
+        raise ModelLoadError("precision 'int8' runs on the CPU only: set model.device to auto or cpu")
     if settings.device == "cpu" or settings.gpus == 0:
+        return ["cpu"]
+    if settings.precision == "int8":
+        # Dynamic int8 kernels exist for the CPU only; running GPUs beside it would file float vectors under the
+        # int8 key.
+        log.info("precision int8 runs on the CPU only; GPUs are not used")
         return ["cpu"]
     visible = torch.cuda.device_count() if torch.cuda.is_available() else 0
     if settings.device == "cuda" and visible == 0:
@@ -433,6 +461,10 @@ class DeviceRunner:
     def _to_device(self, value: Any) -> Any:
         if not hasattr(value, "to"):
             return value
+        if self.device.startswith("cuda"):
+            # A pinned source lets the copy run asynchronously; the cast then happens on the GPU, so the host
+            # sends fp32 once instead of casting on a CPU core first. The .cpu() of the result synchronises.
+            value = value.pin_memory().to(self.device, non_blocking=True)
         if value.is_floating_point():
             return value.to(self.device, self.dtype)
         return value.to(self.device)
@@ -444,14 +476,37 @@ class DeviceRunner:
         return torch.cuda.device(self.device) if self.device.startswith("cuda") else nullcontext()
 
 
-def _replica(master: torch.nn.Module, device: str, dtype: torch.dtype, attn: str, share: bool) -> torch.nn.Module:
+def _replica(
+    master: torch.nn.Module, device: str, dtype: torch.dtype, attn: str, share: bool, precision: str = "auto"
+) -> torch.nn.Module:
     import torch
 
     # Setting attention on the master first fails fast, before paying for a copy.
     master.set_attn_implementation(attn)
+    if precision == "int8":
+        return int8_model(master)  # a quantised copy; the fp32 master is freed once loading is done
     if share and device == "cpu" and dtype == torch.float32:
         return master
     return copy.deepcopy(master).to(device=device, dtype=dtype)
+
+
+def int8_model(model: torch.nn.Module) -> torch.nn.Module:
+    """A copy of model with its nn.Linear layers dynamically quantised to int8 (weights int8, activations quantised
+    per batch at run time). The patch embedding stays fp32: Siglip2's embeddings read its weight's dtype, which a
+    quantised Linear no longer has, and it is a negligible share of the compute."""
+    import warnings
+
+    import torch
+    from torch.ao.quantization import default_dynamic_qconfig, quantize_dynamic
+
+    spec = {
+        name: default_dynamic_qconfig
+        for name, module in model.named_modules()
+        if type(module) is torch.nn.Linear and "embedding" not in name
+    }
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch 2.10+ deprecation notice for quantized tensors
+        return quantize_dynamic(model, spec, dtype=torch.qint8)
 
 
 def build_runner(
@@ -463,19 +518,23 @@ def build_runner(
     share: bool = False,
     cpu_bf16: bool | None = None,
     runner_cls: type[DeviceRunner] = DeviceRunner,
+    precision: str = "auto",
 ) -> DeviceRunner:
     """A probed runner with the fastest dtype and attention that work on the device; raises if none does."""
+    import torch
+
     errors: list[str] = []
-    for dtype in dtype_candidates(device, cpu_bf16):
+    dtypes = [torch.float32] if precision == "int8" else dtype_candidates(device, cpu_bf16)
+    for dtype in dtypes:
         for attn in attention_candidates(device):
             try:
-                model = _replica(master, device, dtype, attn, share)
+                model = _replica(master, device, dtype, attn, share, precision)
                 runner = runner_cls(model, copy.deepcopy(processor), family, device, dtype)
                 runner.probe()
             except Exception as exc:
                 errors.append(f"{str(dtype).removeprefix('torch.')}/{attn}: {' '.join(str(exc).split())[:120]}")
                 continue
-            log.info("%s: %s attention in %s", device, attn, dtype)
+            log.info("%s: %s attention in %s", device, attn, "int8" if precision == "int8" else dtype)
             return runner
     raise RuntimeError(f"no working dtype/attention on {device} ({'; '.join(errors)})")
 
@@ -495,14 +554,14 @@ class Embedder:
         dim: int,
         draft_side: int,
         runners: list[DeviceRunner],
-        batch_size: int,
+        batch_size: int | None,
         fallback: Callable[[], DeviceRunner] | None = None,
         preprocess_spec: PreprocessSpec | None = None,
     ) -> None:
         self.model_id, self.family, self.dim, self.draft_side = model_id, family, dim, draft_side
         self._spec = preprocess_spec
-        self.batch_size = max(1, batch_size)
         self._runners = runners
+        self.batch_size = max(1, batch_size or default_batch_size(runners[0].device if runners else "cpu"))
         self._fallback = fallback  # builds a CPU runner once every device has failed; used at most once
         self._lock = threading.Lock()
         self._closed = False
@@ -514,6 +573,11 @@ class Embedder:
     @property
     def runners(self) -> list[DeviceRunner]:
         return list(self._runners)
+
+    @property
+    def batch_items(self) -> int:
+        """Images to hand embed() at a time so that every device gets a full batch of its own."""
+        return self.batch_size * max(1, len(self.devices))
 
     @property
     def preprocess_spec(self) -> PreprocessSpec | None:
@@ -691,6 +755,7 @@ def _runners_for(
                         share=len(devices) == 1,
                         cpu_bf16=cpu_bf16,
                         runner_cls=runner_cls,
+                        precision=settings.precision,
                     )
                 )
         except Exception as exc:
@@ -703,7 +768,10 @@ def _cpu_fallback(settings: EmbedderSettings, cpu_bf16: bool | None) -> Callable
     # Reloads from disk rather than keeping an fp32 master in host memory for a failure that rarely happens.
     def build() -> DeviceRunner:
         loaded = _load(settings)
-        return build_runner(loaded.master, loaded.processor, loaded.family, "cpu", share=True, cpu_bf16=cpu_bf16)
+        return build_runner(
+            loaded.master, loaded.processor, loaded.family, "cpu", share=True, cpu_bf16=cpu_bf16,
+            precision=settings.precision,
+        )
 
     return build
 
@@ -728,7 +796,7 @@ def build_embedder(
     if not runners:
         raise ModelLoadError(f"cannot load model '{settings.model}': {_short_reason(problems[-1])}")
     return Embedder(
-        model_id=loaded.source.model_id,
+        model_id=vector_model_id(loaded.source.model_id, settings.max_patches, settings.precision),
         family=loaded.family.name,
         dim=runners[0].dim,
         draft_side=draft_side(loaded.processor, loaded.family),

@@ -16,11 +16,11 @@ from dedupd.store import FileRecord, Store
 
 from . import pipeline
 from .catalog import PairFinder
-from .config import Config
+from .config import Config, ModelConfig
 from .report import path_text, text_path
 from .scanner import INTERNAL_IGNORE, NAS_IGNORE, FileEntry, ScanOptions, is_image_name, normalise_root
 from .scanner import scan as walk
-from .workers import DecodePool, default_workers
+from .workers import DecodePool, default_workers, model_threads
 
 
 class LazyEmbedder:
@@ -32,19 +32,36 @@ class LazyEmbedder:
     def __init__(self, config: Config, loaded=None):
         self.config = config
         self._embedder = loaded
-        self.model_id = loaded.model_id if loaded is not None else model_identity(config.model.name)
+        self.model_id = loaded.model_id if loaded is not None else model_identity(config.model)
+        # Known once loaded: decides the split of the cores between decoding and the model.
+        self._on_cpu = getattr(loaded, "devices", None) == ["cpu"]
 
     def get(self):
         if self._embedder is None:
-            from .embedder import EmbedderSettings, load_embedder
+            import torch
 
-            m = self.config.model
-            settings = EmbedderSettings(
-                model=m.name, batch_size=m.batch_size, gpus=m.gpus, gpu_memory_fraction=m.gpu_memory_fraction,
-                device=m.device, max_patches=m.max_patches,
-            )
-            self._embedder = load_embedder(settings)
+            from .embedder import build_embedder, pick_devices
+
+            settings = embedder_settings(self.config.model)
+            devices = pick_devices(settings)
+            self._on_cpu = devices == ["cpu"]
+            if self._on_cpu:
+                threads = self.config.model.threads or model_threads(workers=self.decode_workers())
+                torch.set_num_threads(threads)
+            self._embedder = build_embedder(settings, devices)
         return self._embedder
+
+    def decode_workers(self) -> int:
+        """Decode processes for this model: scan.decode_workers, else what suits the device it runs on."""
+        configured = self.config.scan.decode_workers
+        return default_workers(model_on_cpu=self._on_cpu) if configured is None else configured
+
+    def batch_items(self) -> int:
+        """Images per embed() call: a full batch for each device."""
+        from .embedder import CPU_BATCH
+
+        embedder = self.get()
+        return getattr(embedder, "batch_items", None) or self.config.model.batch_size or CPU_BATCH
 
     def draft_side(self) -> int | None:
         return self.get().draft_side
@@ -61,10 +78,20 @@ class LazyEmbedder:
         return embedder.embed(pixels)
 
 
-def model_identity(name: str) -> str:
-    from .embedder import resolve_source
+def embedder_settings(model: ModelConfig):
+    from .embedder import EmbedderSettings
 
-    return resolve_source(name).model_id
+    return EmbedderSettings(
+        model=model.name, batch_size=model.batch_size, gpus=model.gpus, gpu_memory_fraction=model.gpu_memory_fraction,
+        device=model.device, max_patches=model.max_patches, threads=model.threads, precision=model.precision,
+    )
+
+
+def model_identity(model: ModelConfig) -> str:
+    """The key the configured model's vectors are stored under, without loading the model."""
+    from .embedder import resolve_source, vector_model_id
+
+    return vector_model_id(resolve_source(model.name).model_id, model.max_patches, model.precision)
 
 
 @dataclass
@@ -179,14 +206,15 @@ class Indexer:
 
     def _decode_settings(self) -> pipeline.DecodeSettings:
         return pipeline.DecodeSettings(
-            self.embedder.draft_side, self.config.scan.max_pixels, self.embedder.preprocess_spec, self._pool()
+            self.embedder.draft_side, self.config.scan.max_pixels, self.embedder.preprocess_spec, self._pool
         )
 
     def _pool(self) -> DecodePool | None:
-        """Started on first use and kept: the daemon's event batches reuse warm workers."""
-        workers = self.config.scan.decode_workers
-        if workers is None:
-            workers = default_workers() if self.threaded else 0
+        """Started on first use and kept: the daemon's event batches reuse warm workers. Sequential runs (tests)
+        decode inline unless scan.decode_workers asks for workers."""
+        if not self.threaded and self.config.scan.decode_workers is None:
+            return None
+        workers = self.embedder.decode_workers()
         if workers and self.pool is None:
             self.pool = DecodePool(workers)
         return self.pool
@@ -202,7 +230,7 @@ class Indexer:
             pipeline.hash_files(counters),
             pipeline.plan(self.book),
             pipeline.decode_images(self._decode_settings(), counters),
-            pipeline.embed_images(self.embedder.embed, self.config.model.batch_size, counters, self.stop),
+            pipeline.embed_images(self.embedder.embed, self.embedder.batch_items, counters, self.stop),
             pipeline.commit(self.store, self.model, self.book, self.config.scan.commit_every, counters),
         ]
 

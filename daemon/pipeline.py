@@ -10,6 +10,7 @@ copy, move, rename) is never decoded, and the model is only loaded when somethin
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import queue
@@ -275,24 +276,36 @@ class DecodeSettings:
     draft_side: Callable[[], int | None]   # asked lazily: the model loads on the first file that needs it
     max_pixels: int
     spec: Callable[[], object | None] = lambda: None  # the model's preprocessing, run in the workers when known
-    pool: DecodePool | None = None         # None: decode inline (sequential runs in tests)
+    # Asked once the model is loaded (its device decides how many workers to start); None: decode inline.
+    pool: Callable[[], DecodePool | None] = lambda: None
 
 
 def decode_images(settings: DecodeSettings, counters: Counters) -> Stage:
     def decode_images(items: Iterable[Work]) -> Iterator[Work]:
-        if settings.pool is None:
-            for work in items:
-                if _needs_decode(work):
-                    _store_decoded(work, decode_for_model(work.record.path, *_args(settings)), counters)
-                yield work
-            return
-        jobs = ((w, (w.record.path, *_args(settings)) if _needs_decode(w) else None) for w in items)
-        for work, result in settings.pool.map(jobs):
-            if result is not None:
-                _store_decoded(work, result, counters)
-            yield work
+        items = iter(items)
+        for work in items:
+            if _needs_decode(work):
+                yield from _decode_from(itertools.chain([work], items), settings, counters)
+                return
+            yield work  # nothing decoded yet: no model loaded, no worker started
 
     return decode_images
+
+
+def _decode_from(items: Iterator[Work], settings: DecodeSettings, counters: Counters) -> Iterator[Work]:
+    _args(settings)  # loads the model first: the pool's size depends on the device it runs on
+    pool = settings.pool()
+    if pool is None:
+        for work in items:
+            if _needs_decode(work):
+                _store_decoded(work, decode_for_model(work.record.path, *_args(settings)), counters)
+            yield work
+        return
+    jobs = ((w, (w.record.path, *_args(settings)) if _needs_decode(w) else None) for w in items)
+    for work, result in pool.map(jobs):
+        if result is not None:
+            _store_decoded(work, result, counters)
+        yield work
 
 
 def _needs_decode(work: Work) -> bool:
@@ -318,19 +331,23 @@ def _store_decoded(work: Work, result: Decoded | Failed, counters: Counters) -> 
 
 
 def embed_images(
-    embed: Callable[[list], np.ndarray], batch_size: int, counters: Counters, stop: threading.Event | None = None
+    embed: Callable[[list], np.ndarray], batch_size: int | Callable[[], int], counters: Counters,
+    stop: threading.Event | None = None,
 ) -> Stage:
     """Batches for the model. Once `stop` is set, images pass through unembedded (left pending for the next run),
-    so shutting down waits for at most the batch in flight."""
+    so shutting down waits for at most the batch in flight. A callable batch_size is asked when the first image
+    arrives (the model is loaded by then, and its devices decide it)."""
 
     def embed_images(items: Iterable[Work]) -> Iterator[Work]:
         batch: list[Work] = []
+        size = 0
         for work in items:
             if work.image is None:
                 yield work
                 continue
             batch.append(work)
-            if len(batch) >= batch_size:
+            size = size or (batch_size() if callable(batch_size) else batch_size)
+            if len(batch) >= size:
                 yield from _embed_batch(batch, embed, counters, stop)
                 batch = []
         yield from _embed_batch(batch, embed, counters, stop)

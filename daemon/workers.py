@@ -53,10 +53,24 @@ def decode_for_model(path: bytes, draft_side: int | None, max_pixels: int, spec:
     return Decoded(pixels, decoded.width, decoded.height, decoded.format, decoded.capture.to_dict())
 
 
-def default_workers(cores: int | None = None) -> int:
-    """One core stays with the main process (hashing, the model's threads, the store)."""
-    cores = cores or len(os.sched_getaffinity(0))
-    return max(1, cores - 1)
+def cpu_cores() -> int:
+    return len(os.sched_getaffinity(0))
+
+
+def default_workers(cores: int | None = None, model_on_cpu: bool = False) -> int:
+    """Decode processes. With the model on a GPU, decoding is the bottleneck: every core but one (kept for hashing,
+    feeding the GPU and the store). With the model on the CPU, the model is the bottleneck (a drafted 12 MP JPEG
+    costs ~5% of the model's core time, a PNG ~20%), so a quarter of the cores decode and the rest run the model."""
+    cores = cores or cpu_cores()
+    return max(1, cores // 4) if model_on_cpu else max(1, cores - 1)
+
+
+def model_threads(cores: int | None = None, workers: int = 0) -> int:
+    """torch threads for a model on the CPU: the cores not decoding, plus one that the decode workers share with
+    the model. They sit idle much of the time, and on a small machine a whole core each would starve the model
+    (2 cores: 1 thread halves the model's rate, measured)."""
+    cores = cores or cpu_cores()
+    return max(1, min(cores, cores - workers + 1))
 
 
 def _exit_with(owner: int) -> None:

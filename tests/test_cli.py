@@ -37,9 +37,12 @@ def test_scan_keeps_the_old_tools_flags_and_defaults():
     assert args.folder == "/x" and not args.inplace
     from dedupd.config import Config
 
+    from dedupd.embedder import default_batch_size
+
     d = Config()
     assert (d.dedup.threshold, d.dedup.k, d.model.batch_size, d.model.name, d.model.gpu_memory_fraction,
-            d.dedup.keep_policy) == (0.985, 10, 128, "google/siglip2-base-patch16-naflex", 0.9, "lexi")
+            d.dedup.keep_policy) == (0.985, 10, None, "google/siglip2-base-patch16-naflex", 0.9, "lexi")
+    assert default_batch_size("cuda:0") == 128  # the old tool's batch on a GPU; the CPU gets a smaller one
     full = build_parser().parse_args(
         ["scan", "/x", "--threshold", "0.9", "--k", "5", "--batch-size", "8", "--model", "m", "--gpus", "2",
          "--gpu-memory-fraction", "0.5", "--keep-policy", "resolution", "--inplace", "--report", "r.json"])

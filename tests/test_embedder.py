@@ -481,3 +481,76 @@ def test_dtype_candidates_on_cpu() -> None:
 def test_importing_the_module_does_not_import_torch() -> None:
     code = "import sys, dedupd.embedder; assert 'torch' not in sys.modules and 'transformers' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Precision, batch sizes and the vectors' key
+
+
+def _quantised_linears(model: torch.nn.Module) -> int:
+    return sum(isinstance(m, torch.ao.nn.quantized.dynamic.Linear) for m in model.modules())
+
+
+def test_int8_quantises_the_linear_layers_and_agrees_with_fp32(tiny_siglip2: Path, reference: np.ndarray) -> None:
+    with cpu_embedder(tiny_siglip2, precision="int8") as embedder:
+        model = embedder.runners[0].model
+        plain = [n for n, m in model.named_modules() if type(m) is torch.nn.Linear]
+        assert _quantised_linears(model) > 4 and plain == ["embeddings.patch_embedding"]
+        vectors = embedder.embed(make_images(12))
+        assert embedder.model_id.endswith("+int8")
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    cosines = (vectors * reference).sum(axis=1)
+    assert cosines.min() > 0.99 and np.abs(vectors - reference).max() > 1e-6  # close, but really another path
+
+
+def test_default_precision_keeps_fp32_linears(siglip2: Embedder) -> None:
+    assert _quantised_linears(siglip2.runners[0].model) == 0
+    assert "+" not in siglip2.model_id
+
+
+def test_int8_on_cuda_and_unknown_precision_are_load_errors() -> None:
+    from dedupd.embedder import pick_devices
+
+    with pytest.raises(ModelLoadError, match="precision 'int8' runs on the CPU only"):
+        pick_devices(EmbedderSettings(device="cuda", precision="int8"))
+    with pytest.raises(ModelLoadError, match="unknown precision 'fp8'"):
+        pick_devices(EmbedderSettings(precision="fp8"))
+    assert pick_devices(EmbedderSettings(device="auto", precision="int8")) == ["cpu"]
+
+
+def test_vector_key_names_every_knob_that_changes_vectors(tiny_siglip2: Path) -> None:
+    from dedupd.config import Config, ModelConfig
+    from dedupd.indexer import LazyEmbedder, model_identity
+
+    plain = model_identity(ModelConfig(name=str(tiny_siglip2)))
+    assert plain == local_model_id(tiny_siglip2)  # default settings: stores made before these knobs stay valid
+    keys = {
+        model_identity(ModelConfig(name=str(tiny_siglip2), max_patches=p, precision=q))
+        for p in (None, 16) for q in ("auto", "int8")
+    }
+    assert len(keys) == 4
+    # What the scan looks vectors up under (no model loaded) is what the loaded embedder files them under.
+    config = Config(model={"name": str(tiny_siglip2), "device": "cpu", "max_patches": 16, "precision": "int8"})
+    lazy = LazyEmbedder(config)
+    assert lazy.model_id == lazy.get().model_id == f"{plain}+patches16+int8"
+    lazy.get().close()
+
+
+def test_batch_size_defaults_per_device_and_batch_items_feed_every_device(tiny_siglip2: Path) -> None:
+    from dedupd.embedder import CPU_BATCH, default_batch_size
+
+    assert default_batch_size("cuda:1") == 128 and default_batch_size("cpu") == CPU_BATCH == 16
+    with cpu_embedder(tiny_siglip2, batch_size=None) as embedder:
+        assert (embedder.batch_size, embedder.batch_items) == (16, 16)
+    with cpu_embedder(tiny_siglip2, devices=["cpu", "cpu"], batch_size=5) as embedder:
+        assert embedder.batch_items == 10
+        assert embedder._chunk_size(embedder.batch_items) == 5  # each device gets a whole batch
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_runner_matches_the_cpu(tiny_siglip2: Path, reference: np.ndarray) -> None:
+    # Pinned, non-blocking copies and bf16/fp16 compute: the vectors still agree with fp32 on the CPU.
+    with build_embedder(settings_for(tiny_siglip2, device="cuda"), ["cuda:0"]) as embedder:
+        assert embedder.devices == ["cuda:0"]
+        vectors = embedder.embed(make_images(12))
+    assert (vectors * reference).sum(axis=1).min() > 0.99

@@ -1,0 +1,91 @@
+"""Pipeline stages around the model: when the model loads, when decode workers start, how batches are sized, and
+how the cores are split between decoding and a model on the CPU."""
+
+from __future__ import annotations
+
+import torch
+from PIL import Image
+from support import PixelEmbedder, make_library
+
+from dedupd import commands, pipeline
+from dedupd.config import Config, load_config
+from dedupd.indexer import LazyEmbedder
+from dedupd.store import FileRecord
+from dedupd.workers import default_workers, model_threads
+
+
+def _work(path: bytes, carrier: bool) -> pipeline.Work:
+    return pipeline.Work(FileRecord(path=path, root=b"/r", size=1, mtime_ns=1, device=1, inode=1), carrier=carrier)
+
+
+def test_nothing_to_decode_loads_no_model_and_starts_no_pool() -> None:
+    asked: list[str] = []
+    settings = pipeline.DecodeSettings(
+        draft_side=lambda: asked.append("model") or 64, max_pixels=10**8,
+        pool=lambda: asked.append("pool") or None,
+    )
+    items = [_work(b"/r/a.jpg", carrier=False), _work(b"/r/b.jpg", carrier=False)]
+    out = list(pipeline.decode_images(settings, pipeline.Counters())(items))
+    assert [w.record.path for w in out] == [b"/r/a.jpg", b"/r/b.jpg"] and asked == []
+
+
+def test_the_pool_is_sized_after_the_model_has_loaded(tmp_path) -> None:
+    Image.new("RGB", (40, 30), "red").save(tmp_path / "a.jpg")
+    asked: list[str] = []
+    settings = pipeline.DecodeSettings(
+        draft_side=lambda: asked.append("model") or 64, max_pixels=10**8,
+        pool=lambda: asked.append("pool") or None,
+    )
+    items = [_work(b"/r/skip.jpg", carrier=False), _work(str(tmp_path / "a.jpg").encode(), carrier=True)]
+    counters = pipeline.Counters()
+    out = list(pipeline.decode_images(settings, counters)(items))
+    assert asked[:2] == ["model", "pool"] and asked.count("pool") == 1
+    assert len(out) == 2 and counters.decoded == 1 and out[1].image.size == (40, 30)
+
+
+class ThreeAtATime(PixelEmbedder):
+    """An embedder over several devices wants this many images per call."""
+
+    batch_items = 3
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sizes: list[int] = []
+
+    def embed(self, images):
+        self.sizes.append(len(images))
+        return super().embed(images)
+
+
+def test_embed_calls_take_the_embedders_batch_items(tmp_path) -> None:
+    lib = make_library(tmp_path / "photos", distinct=5)
+    cfg = load_config(None, {"store": str(tmp_path / "store")})
+    embedder = ThreeAtATime()
+    commands.scan(str(lib.root), cfg, None, False, None, echo=lambda _: None, threaded=False,
+                  embedder=commands.LazyEmbedder(cfg, embedder))
+    sizes = embedder.sizes
+    assert sum(sizes) >= 7 and max(sizes) == 3 and all(s == 3 for s in sizes[:-1])
+
+
+def test_cores_split_between_decoding_and_the_model() -> None:
+    # Model on a GPU: decoding is the bottleneck, every core but one decodes.
+    assert [default_workers(c) for c in (1, 2, 16)] == [1, 1, 15]
+    # Model on the CPU: it is the bottleneck; a quarter of the cores decode, torch gets the rest plus one.
+    assert [default_workers(c, model_on_cpu=True) for c in (1, 2, 8, 16)] == [1, 1, 2, 4]
+    assert [model_threads(c, default_workers(c, model_on_cpu=True)) for c in (1, 2, 8, 16)] == [1, 2, 7, 13]
+    assert model_threads(2, 0) == 2
+
+
+def test_a_model_on_the_cpu_gets_the_threads_the_decoders_leave(tiny_siglip2) -> None:
+    before = torch.get_num_threads()
+    try:
+        # Two decode workers on this machine's cores leave model_threads(cores, 2) to torch.
+        config = Config(model={"name": str(tiny_siglip2), "device": "cpu"}, scan={"decode_workers": 2})
+        lazy = LazyEmbedder(config)
+        lazy.get().close()
+        assert lazy.decode_workers() == 2 and torch.get_num_threads() == model_threads(workers=2)
+        config = Config(model={"name": str(tiny_siglip2), "device": "cpu", "threads": 3})
+        LazyEmbedder(config).get().close()
+        assert torch.get_num_threads() == 3
+    finally:
+        torch.set_num_threads(before)
