@@ -20,7 +20,7 @@ from .config import Config, ModelConfig
 from .report import path_text, text_path
 from .scanner import INTERNAL_IGNORE, NAS_IGNORE, FileEntry, ScanOptions, is_image_name, normalise_root
 from .scanner import scan as walk
-from .workers import DecodePool, default_workers, model_threads
+from .workers import DecodePool, default_workers, hash_threads, model_threads
 
 
 class LazyEmbedder:
@@ -227,7 +227,7 @@ class Indexer:
     def _stages(self, counters: pipeline.Counters) -> list:
         return [
             pipeline.classify(self.files, self.book, counters),
-            pipeline.hash_files(counters),
+            pipeline.hash_files(counters, hash_threads() if self.threaded else 1),
             pipeline.plan(self.book),
             pipeline.decode_images(self._decode_settings(), counters),
             pipeline.embed_images(self.embedder.embed, self.embedder.batch_items, counters, self.stop),

@@ -15,7 +15,9 @@ import logging
 import os
 import queue
 import threading
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -229,28 +231,58 @@ def _unchanged(old: FileRecord, entry: FileEntry, book: ContentBook, counters: C
     return Work(replace(record, status=PENDING, error=""))
 
 
-def hash_files(counters: Counters) -> Stage:
+def hash_files(counters: Counters, threads: int = 1) -> Stage:
+    """Content hashes, in order. With threads > 1 several files are read and hashed at once (hashlib and file
+    reads release the GIL): one thread hashes ~700 MB/s, about 200 camera JPEGs a second, below what a GPU embeds."""
+
     def hash_files(items: Iterable[Work]) -> Iterator[Work]:
-        for work in items:
-            if work.fresh and not work.record.content:
-                work = _hashed(work, counters)
-            if work is not None:
-                yield work
+        for work, hashed in _ordered_map(_hashed, items, _needs_hash, threads):
+            if hashed is False:
+                continue  # vanished between the walk and the read
+            if hashed and work.record.status != UNREADABLE:
+                counters.hashed += 1  # counted here, on the stage's own thread, not in the pool's
+            yield work
 
     return hash_files
 
 
-def _hashed(work: Work, counters: Counters) -> Work | None:
+def _needs_hash(work: Work) -> bool:
+    return work.fresh and not work.record.content
+
+
+def _hashed(work: Work) -> bool:
+    """Fills in the content hash; False when the file vanished since the walk (nothing to index)."""
     try:
         work.record.content = content_hash(work.record.path)
     except FileNotFoundError:
-        return None  # vanished between the walk and the read: nothing to index
+        return False
     except OSError as exc:
         log.warning("cannot read %s: %s", os.fsdecode(work.record.path), exc.strerror or exc)
         work.record.status, work.record.error = UNREADABLE, f"io error: {exc.strerror or exc}"
-        return work
-    counters.hashed += 1
-    return work
+    return True
+
+
+def _ordered_map(
+    fn: Callable[[Work], bool], items: Iterable[Work], wanted: Callable[[Work], bool], threads: int
+) -> Iterator[tuple[Work, bool | None]]:
+    """(item, fn(item), or None where not wanted) in input order, at most `threads` calls at once and a bounded
+    window of items in flight, so memory stays flat."""
+    if threads <= 1:
+        for item in items:
+            yield item, fn(item) if wanted(item) else None
+        return
+    with ThreadPoolExecutor(threads, thread_name_prefix="dedupd-hash") as pool:
+        pending: deque[tuple[Work, Future | None]] = deque()
+        for item in items:
+            pending.append((item, pool.submit(fn, item) if wanted(item) else None))
+            if len(pending) > 4 * threads:
+                yield _settled(*pending.popleft())
+        while pending:
+            yield _settled(*pending.popleft())
+
+
+def _settled(item: Work, future: Future | None) -> tuple[Work, bool | None]:
+    return item, None if future is None else future.result()
 
 
 def plan(book: ContentBook) -> Stage:

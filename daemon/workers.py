@@ -65,6 +65,12 @@ def default_workers(cores: int | None = None, model_on_cpu: bool = False) -> int
     return max(1, cores // 4) if model_on_cpu else max(1, cores - 1)
 
 
+def hash_threads(cores: int | None = None) -> int:
+    """Files hashed at once in the main process: enough to keep up with a GPU (one thread hashes ~700 MB/s), few
+    enough that a spinning disk is not sent seeking between many files."""
+    return max(1, min(4, cores or cpu_cores()))
+
+
 def model_threads(cores: int | None = None, workers: int = 0) -> int:
     """torch threads for a model on the CPU: the cores not decoding, plus one that the decode workers share with
     the model. They sit idle much of the time, and on a small machine a whole core each would starve the model

@@ -89,3 +89,39 @@ def test_a_model_on_the_cpu_gets_the_threads_the_decoders_leave(tiny_siglip2) ->
         assert torch.get_num_threads() == 3
     finally:
         torch.set_num_threads(before)
+
+
+def _hash_stage(paths: list[bytes], threads: int) -> tuple[list[tuple[bytes, str, str]], pipeline.Counters]:
+    counters = pipeline.Counters()
+    out = pipeline.hash_files(counters, threads)([_work(p, carrier=False) for p in paths])
+    return [(w.record.path, w.record.content, w.record.status) for w in out], counters
+
+
+def test_parallel_hashing_gives_the_sequential_result_in_order(tmp_path) -> None:
+    paths = []
+    for i in range(40):
+        (tmp_path / f"{i}.jpg").write_bytes(bytes([i]) * (1000 + 37 * i))
+        paths.append(str(tmp_path / f"{i}.jpg").encode())
+    paths.insert(7, str(tmp_path / "gone.jpg").encode())  # vanished since the walk: dropped
+    (tmp_path / "dir.jpg").mkdir()
+    paths.insert(20, str(tmp_path / "dir.jpg").encode())  # unreadable: kept, with its reason
+    sequential, seq_counters = _hash_stage(paths, threads=1)
+    parallel, par_counters = _hash_stage(paths, threads=4)
+    assert parallel == sequential and len(parallel) == 41
+    assert [p for p, _, _ in parallel] == [p for p in paths if not p.endswith(b"gone.jpg")]
+    assert par_counters.hashed == seq_counters.hashed == 40
+    assert [s for _, _, s in parallel].count("unreadable") == 1
+
+
+def test_ordered_map_really_runs_calls_at_once() -> None:
+    import threading
+
+    barrier = threading.Barrier(3, timeout=10)  # passes only if three calls are in flight together
+
+    def meet(work: pipeline.Work) -> bool:
+        barrier.wait()
+        return True
+
+    items = [_work(f"/r/{i}".encode(), carrier=False) for i in range(6)]
+    out = list(pipeline._ordered_map(meet, items, lambda w: True, threads=3))
+    assert [w for w, _ in out] == items and all(ok for _, ok in out)
