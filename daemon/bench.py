@@ -6,7 +6,8 @@ Figures (keys of --json):
   the workers), all workers together; decode_img_s_per_worker is that divided by the worker count.
 * model_img_s: the embedder alone on inputs decoded beforehand, in batches of --batch-size, after a 2-image warm-up.
 * end_to_end_img_s: a real Indexer over the files into a throw-away store (hash, decode workers, model, commit,
-  pairs), with the model already loaded and the workers already started (as in the daemon).
+  pairs), with the model already loaded and the workers already started (as in the daemon). --no-store stops the
+  same stages after the model (no LanceDB commit, no pairs), where lancedb is not installed.
 * naive_img_s (unless --no-naive): the loop a first script would write: full PIL decode -> the checkpoint's HF
   image processor -> fp32 forward of the same vision tower, in batches, no workers. speedup_vs_naive and
   end_to_end_vs_model are the issue's two ratios.
@@ -44,6 +45,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -75,6 +77,7 @@ class BenchSettings:
     max_patches: int | None = None     # None: model.max_patches, else the checkpoint's
     precision: str | None = None       # auto | int8; None: model.precision
     naive: bool = True
+    store: bool = True                 # False: end to end stops after the model (no LanceDB commit, no pairs)
     knobs: bool = False
     k: int = 10
     device: str | None = None          # None: model.device
@@ -143,23 +146,34 @@ def camera_photo(seed: int, size: tuple[int, int] = CAMERA_SIZE):
 
 def write_camera_jpegs(folder: Path, count: int, seed: int = 0, size: tuple[int, int] = CAMERA_SIZE) -> list[Path]:
     """count JPEGs at quality 90 with camera EXIF; every fourth is stored rotated with Orientation 6, as portrait
-    shots from a camera are."""
-    from PIL import Image
+    shots from a camera are. Made on every core: one 12 MP picture takes ~1 s of numpy, and a GPU box's benchmark
+    wants hundreds. Each file depends on its seed alone, so the set is the same however it was made."""
+    from concurrent.futures import ProcessPoolExecutor
 
     folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for i in range(count):
-        image = camera_photo(seed + i, size)
-        exif = Image.Exif()
-        exif[0x010F] = "dedupd"                       # Make
-        exif[0x0110] = "bench camera"                 # Model
-        exif[0x0132] = f"2024:05:{1 + i % 28:02d} 12:00:{i % 60:02d}"  # DateTime
-        exif[0x0112] = 6 if i % 4 == 3 else 1         # Orientation
-        exif.get_ifd(0x8769)[0x9003] = exif[0x0132]   # DateTimeOriginal
-        path = folder / f"IMG_{i:04d}.jpg"
-        image.save(path, "JPEG", quality=90, exif=exif.tobytes())
-        paths.append(path)
-    return paths
+    jobs = [(folder, i, seed, size) for i in range(count)]
+    workers = min(count, len(os.sched_getaffinity(0)))
+    if workers <= 1:
+        return [_write_camera_jpeg(*job) for job in jobs]
+    import multiprocessing
+
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("forkserver")) as pool:
+        return list(pool.map(_write_camera_jpeg, *zip(*jobs)))
+
+
+def _write_camera_jpeg(folder: Path, i: int, seed: int, size: tuple[int, int]) -> Path:
+    from PIL import Image
+
+    image = camera_photo(seed + i, size)
+    exif = Image.Exif()
+    exif[0x010F] = "dedupd"                       # Make
+    exif[0x0110] = "bench camera"                 # Model
+    exif[0x0132] = f"2024:05:{1 + i % 28:02d} 12:00:{i % 60:02d}"  # DateTime
+    exif[0x0112] = 6 if i % 4 == 3 else 1         # Orientation
+    exif.get_ifd(0x8769)[0x9003] = exif[0x0132]   # DateTimeOriginal
+    path = folder / f"IMG_{i:04d}.jpg"
+    image.save(path, "JPEG", quality=90, exif=exif.tobytes())
+    return path
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -386,6 +400,30 @@ def end_to_end(files: _Files, embedder, config: Config, store_dir: Path, workers
     return result, elapsed
 
 
+def end_to_end_without_store(files: _Files, embedder, config: Config, workers: int) -> tuple[Any, float]:
+    """The Indexer's stages up to the model (hash, plan, decode workers, embed) with no LanceDB commit and no pair
+    search, for a machine where lancedb cannot be installed (its wheel is larger than what a lent GPU box takes)."""
+    from . import pipeline
+    from .indexer import LazyEmbedder
+    from .workers import hash_threads
+
+    lazy, book, counters = LazyEmbedder(config, loaded=embedder), pipeline.ContentBook({}), pipeline.Counters()
+    pool = start_pool(workers)
+    decode = pipeline.DecodeSettings(lazy.draft_side, config.scan.max_pixels, lazy.preprocess_spec, lambda: pool)
+    stages = [
+        pipeline.classify({}, book, counters), pipeline.hash_files(counters, hash_threads()), pipeline.plan(book),
+        pipeline.decode_images(decode, counters), pipeline.embed_images(lazy.embed, lazy.batch_items, counters),
+    ]
+    try:
+        start = time.perf_counter()
+        for _ in pipeline.run_stages(files.entries, stages):
+            pass
+        return SimpleNamespace(counters=counters), time.perf_counter() - start
+    finally:
+        if pool is not None:
+            pool.close()
+
+
 def measure_search(count: int, dim: int, k: int, floor: float, seed: int = 0) -> tuple[float, str]:
     """(seconds, backend) to index `count` random unit vectors and search each against all for its top k (what a
     scan does for its new vectors). Random unit vectors are the worst case for an approximate index's recall, not
@@ -499,6 +537,7 @@ def run_bench(settings: BenchSettings, config: Config | None = None) -> dict[str
             "model": settings.model, "model_id": embedder.model_id, "family": embedder.family, "dim": embedder.dim,
             "precision": settings.precision, "max_patches": _max_patches(embedder), "batch_size": embedder.batch_size,
             "workers": workers, "threads": torch.get_num_threads(), "cpu_cores": len(os.sched_getaffinity(0)),
+            "store": settings.store,
         }
         if note:
             out["model_note"] = note
@@ -537,7 +576,10 @@ def run_bench(settings: BenchSettings, config: Config | None = None) -> dict[str
             vectors, seconds = time_model(embed_fn(embedder, spec), items, batch)
             rounds["model_s"].append(seconds)
             log.info("end to end (round %d of %d)", i + 1, settings.repeat)
-            result, seconds = end_to_end(files, embedder, config, tmp / f"store{i}", workers)
+            if settings.store:
+                result, seconds = end_to_end(files, embedder, config, tmp / f"store{i}", workers)
+            else:
+                result, seconds = end_to_end_without_store(files, embedder, config, workers)
             if result.counters.seen != n:
                 raise RuntimeError(f"end to end indexed {result.counters.seen} of {n} files")
             rounds["end_to_end_s"].append(seconds)
@@ -684,7 +726,7 @@ def settings_from_args(args) -> BenchSettings:
     return BenchSettings(
         folder=args.folder, images=args.images, model=args.model, vectors=args.vectors, batch_size=args.batch_size,
         workers=args.workers, threads=args.threads, max_patches=args.max_patches, precision=args.precision,
-        naive=args.naive, knobs=args.knobs, size=parse_size(args.size), repeat=args.repeat,
+        naive=args.naive, knobs=args.knobs, size=parse_size(args.size), repeat=args.repeat, store=args.use_store,
     )
 
 

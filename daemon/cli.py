@@ -109,6 +109,8 @@ def _bench_parser(sub) -> None:
     p.add_argument("--precision", choices=("auto", "int8"),
                    help="int8: dynamic int8 quantisation of the Linear layers, CPU only (default: model.precision)")
     p.add_argument("--no-naive", dest="naive", action="store_false", help="skip the naive-loop baseline")
+    p.add_argument("--no-store", dest="use_store", action="store_false",
+                   help="end to end without the LanceDB commit and pair search (where lancedb is not installed)")
     p.add_argument("--repeat", type=int, default=1, metavar="R",
                    help="rounds of model only, end to end and naive, taken in turns; the best of each is shown")
     p.add_argument("--knobs", action="store_true", help="also measure max_patches 128/64 and int8 with agreement")

@@ -77,3 +77,27 @@ def test_search_and_cross_cosine_helpers():
     seconds, backend = measure_search(200, 16, 10, 0.9)
     assert seconds > 0 and backend
     assert cross_cosine(np.eye(3, dtype=np.float32)) == 0.0
+
+
+NO_LANCEDB = """
+import sys
+sys.modules["lancedb"] = None  # import lancedb now fails, as on a machine without it
+from dedupd.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def _bench_without_lancedb(*args):
+    return subprocess.run([sys.executable, "-c", NO_LANCEDB, "bench", *map(str, args)], capture_output=True,
+                          text=True, check=False, env={**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"})
+
+
+def test_bench_without_store_runs_where_lancedb_is_missing(tiny_siglip2):
+    common = ["--images", 3, "--size", "640x480", "--vectors", 500, "--no-naive", "--json", "--model", tiny_siglip2]
+    out = _bench_without_lancedb(*common, "--no-store")
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert result["store"] is False and result["end_to_end_embedded"] == 3 and result["end_to_end_img_s"] > 0
+    # The same command with the store needs lancedb, so the run above really went without it.
+    stored = _bench_without_lancedb(*common)
+    assert stored.returncode != 0 and "lancedb" in stored.stderr
