@@ -246,7 +246,7 @@ def _file_entry(root: bytes, path: bytes) -> FileEntry | None:
         return None
     if not stat.S_ISREG(st.st_mode):
         return None
-    return FileEntry(path, root, st.st_size, st.st_mtime_ns, st.st_dev, st.st_ino)
+    return FileEntry.from_stat(path, root, st)
 
 
 def _has_ancestor_in(path: bytes, candidates: set[bytes]) -> bool:

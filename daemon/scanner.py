@@ -30,6 +30,10 @@ class FileEntry:
     device: int
     inode: int
 
+    @classmethod
+    def from_stat(cls, path: bytes, root: bytes, st: os.stat_result) -> FileEntry:
+        return cls(path, root, st.st_size, st.st_mtime_ns, st.st_dev, st.st_ino)
+
 
 @dataclass
 class ScanOptions:
@@ -110,7 +114,7 @@ class _Walker:
         if not stat.S_ISREG(st.st_mode) or (st.st_dev, st.st_ino) in self.seen_files:
             return None  # symlinks to files are never indexed: deleting through them is a hazard
         self.seen_files.add((st.st_dev, st.st_ino))
-        return FileEntry(entry.path, root, st.st_size, st.st_mtime_ns, st.st_dev, st.st_ino)
+        return FileEntry.from_stat(entry.path, root, st)
 
     def _error(self, path: bytes, exc: OSError) -> None:
         if self.options.on_error is not None:

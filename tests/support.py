@@ -112,3 +112,22 @@ def scan_library(tmp_path: Path):
     commands.scan(str(lib.root), cfg, None, False, None, echo=lambda s: None,
                   embedder=commands.LazyEmbedder(cfg, PixelEmbedder()))
     return lib, cfg, json.loads((lib.root / "dedup_report.json").read_bytes())
+
+
+def purge_lines(cfg, report_path=None, inplace: bool = True, trash=None) -> tuple[int, list[str]]:
+    """commands.purge with the deterministic embedder's model: (exit code, output lines, the failure summary too)."""
+    from dedupd import commands
+    from dedupd.errors import PurgeFailures
+
+    lines: list[str] = []
+    try:
+        rc = commands.purge(cfg, report_path, inplace, trash, echo=lines.append, model=PixelEmbedder.model_id)
+    except PurgeFailures as exc:
+        lines.append(str(exc))
+        rc = exc.exit_code
+    return rc, lines
+
+
+def pairs(report: dict) -> list[tuple[str, str]]:
+    """(keep, duplicate) of every group in a report."""
+    return [(g["keep"], d) for g in report["groups"] for d in g["duplicates"]]

@@ -130,13 +130,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from support import PixelEmbedder, b, make_library
+from support import PixelEmbedder, b, make_library, pairs, purge_lines
 from test_service import Running, wait_for
 
 import imagegen
 from dedupd import commands, pipeline
 from dedupd.config import load_config
-from dedupd.errors import PurgeFailures
 from dedupd.hashing import content_hash
 from dedupd.indexer import Indexer, LazyEmbedder, roots_state
 from dedupd.journal import Journal, latest_states, unfinished
@@ -169,17 +168,7 @@ def purge(cfg, report, tmp_path, trash=None):
     """Purge --inplace from a plan (a report dict); (exit code, output lines)."""
     plan = tmp_path / f"plan-{time.monotonic_ns()}.json"
     plan.write_text(json.dumps(report))
-    lines: list[str] = []
-    try:
-        rc = commands.purge(cfg, str(plan), True, trash, echo=lines.append, model=MODEL)
-    except PurgeFailures as exc:
-        lines.append(str(exc))
-        rc = exc.exit_code
-    return rc, lines
-
-
-def pairs(report):
-    return [(g["keep"], d) for g in report["groups"] for d in g["duplicates"]]
+    return purge_lines(cfg, str(plan), True, trash)
 
 
 def members(group) -> set[bytes]:

@@ -7,30 +7,16 @@ import os
 import shutil
 
 import pytest
-from support import PixelEmbedder, b, make_library, scan_library
+from support import PixelEmbedder, b, make_library, pairs, scan_library
+from support import purge_lines as purge
 
 from dedupd import commands
 from dedupd.config import load_config
-from dedupd.errors import PurgeFailures
 
 
 @pytest.fixture
 def scanned(tmp_path):
     return scan_library(tmp_path)
-
-
-def purge(cfg, report_path=None, inplace=True, trash=None):
-    lines: list[str] = []
-    try:
-        rc = commands.purge(cfg, report_path, inplace, trash, echo=lines.append, model=PixelEmbedder.model_id)
-    except PurgeFailures as exc:
-        lines.append(str(exc))
-        rc = exc.exit_code
-    return rc, lines
-
-
-def pairs(report):
-    return [(g["keep"], d) for g in report["groups"] for d in g["duplicates"]]
 
 
 def test_purge_without_inplace_is_a_dry_run(scanned):
