@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import ctypes
+from collections.abc import Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -10,7 +11,13 @@ from dedupd.store import OK, FileRecord, Store
 
 from .config import DedupConfig
 from .groups import Group, Rules, build_groups
-from .index import VectorIndex
+from .index import VectorIndex, content_ids
+
+
+# Queries per search call: its k-best, probe and pair arrays (~55 MB at 131k) sit on top of the 1.5 GB index at 1M.
+# Half the index's own SEARCH_BATCH: the same pairs, no slower at 1M on 2 cores, 35 MB lower peak.
+QUERY_BATCH = 1 << 17
+PAIRS_PER_COMMIT = 1 << 15  # a LanceDB merge-insert's memory grows with its rows: +90-170 MB at 75k, +30-60 at 20k
 
 
 def floor_key(model: str) -> str:
@@ -29,30 +36,62 @@ class PairFinder:
         self.store, self.model, self.dedup = store, model, dedup
         self.index: VectorIndex | None = None
 
-    def _load(self) -> list[str]:
-        """Index every stored vector; returns the contents that still need a search (all, if the floor dropped)."""
-        contents, matrix = self.store.vectors(self.model)
-        if contents:
-            self.index = VectorIndex(matrix.shape[1])
-            self.index.add(contents, matrix)
+    def _load(self) -> bool:
+        """Index every stored vector; True when everything needs a search (no stored floor, or a lower one now).
+        The store streams float16 batches straight into the index: a float32 matrix of the whole table (3 GB at
+        1M x 768) would not fit next to the index's own 1.5 GB."""
+        for contents, matrix in self.store.iter_vectors(self.model, dtype=np.float16):
+            self._add(contents, matrix)
+        _release_heap()
         stored = stored_floor(self.store, self.model)
-        return contents if stored is None or self.dedup.floor < stored else []
+        return stored is None or self.dedup.floor < stored
 
     def update(self, new_contents: Iterable[str]) -> int:
         new = list(dict.fromkeys(new_contents))
-        if self.index is None:
-            new = list(dict.fromkeys([*self._load(), *new]))
-        contents, matrix = self.store.vectors(self.model, new) if new else ([], None)
-        if not contents:
+        everything = self._load() if self.index is None else False
+        self._index_missing(new)
+        queries = [] if everything else self._indexed(new)
+        if self.index is None or not (everything or queries):
             self._save_floor()
             return 0
+        added = self._search(self.index.content_batches(QUERY_BATCH) if everything else _batches(queries))
+        self._save_floor()
+        return added
+
+    def _search(self, batches: Iterable[list[str]]) -> int:
+        """Search the index's own vectors (nothing is read from the store again) and store the pairs batch by
+        batch: a million queries' pairs as tuples took ~240 MB at once. Returns the distinct pairs found."""
+        self.index.build()  # what the first search would do; done first so its scratch is released before it
+        _release_heap()
+        floor, keys = self._floor(), [np.zeros((0, 2), np.int64)]
+        for contents in batches:
+            pairs = self.index.neighbours(contents, None, self.dedup.k, floor)
+            for start in range(0, len(pairs), PAIRS_PER_COMMIT):
+                self.store.add_pairs(self.model, pairs[start : start + PAIRS_PER_COMMIT])
+            keys.append(_pair_keys(pairs))
+        return len(np.unique(np.concatenate(keys), axis=0))
+
+    def _index_missing(self, contents: list[str]) -> None:
+        """Read and index the vectors of contents committed since the load (a daemon's new files)."""
+        missing = [c for c, known in zip(contents, self._known(contents)) if not known]
+        if missing:
+            self._add(*self.store.vectors(self.model, missing))
+
+    def _add(self, contents: list[str], matrix: np.ndarray) -> None:
+        if not contents:
+            return
         if self.index is None:
             self.index = VectorIndex(matrix.shape[1])
         self.index.add(contents, matrix)
-        floor = self._floor()
-        added = self.store.add_pairs(self.model, self.index.neighbours(contents, matrix, self.dedup.k, floor))
-        self._save_floor()
-        return added
+
+    def _indexed(self, contents: list[str]) -> list[str]:
+        """Contents that have a vector: one without (unreadable, never embedded) has nothing to search."""
+        return [c for c, known in zip(contents, self._known(contents)) if known]
+
+    def _known(self, contents: list[str]) -> np.ndarray:
+        if self.index is None or not contents:
+            return np.zeros(len(contents), dtype=np.bool_)
+        return self.index.indexed(contents)
 
     def _floor(self) -> float:
         stored = stored_floor(self.store, self.model)
@@ -60,6 +99,26 @@ class PairFinder:
 
     def _save_floor(self) -> None:
         self.store.set_meta(floor_key(self.model), self._floor())
+
+
+def _batches(contents: list[str]) -> Iterator[list[str]]:
+    for start in range(0, len(contents), QUERY_BATCH):
+        yield contents[start : start + QUERY_BATCH]
+
+
+def _pair_keys(pairs: list[tuple[str, str, float]]) -> np.ndarray:
+    """(smaller, larger) content id of each pair: a pair found from both ends, in two batches, counts once."""
+    a, b = content_ids([p[0] for p in pairs]), content_ids([p[1] for p in pairs])
+    return np.stack([np.minimum(a, b), np.maximum(a, b)], axis=1)
+
+
+def _release_heap() -> None:
+    """Hand freed heap back to the OS. Lance's reader threads free their read-ahead buffers (~130 MB after 1M
+    vectors) into glibc arenas that the search, on the main thread, never reuses; k-means leaves ~50 MB more."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to trim, or no way to
+        pass
 
 
 def refresh_pairs(store: Store, model: str, new_contents: Iterable[str], dedup: DedupConfig) -> int:

@@ -62,6 +62,10 @@ class VectorIndex:
     def __contains__(self, content: str) -> bool:
         return self._lookup.rows(np.array([content_id(content)]))[0] >= 0
 
+    def indexed(self, contents: Sequence[str]) -> np.ndarray:
+        """Whether each content is indexed, as one boolean array (one vectorised lookup at a million contents)."""
+        return self._lookup.rows(content_ids(contents)) >= 0
+
     @property
     def kind(self) -> str:
         """The backend a search uses now: exact "flat" up to flat_max vectors, "ivf" above."""
@@ -105,6 +109,11 @@ class VectorIndex:
         """Train / assign the IVF lists now instead of at the next search (no-op while flat)."""
         if self.kind == "ivf":
             self._ready_ivf()
+
+    def content_batches(self, size: int) -> Iterator[list[str]]:
+        """The indexed contents, decoded `size` at a time: a list of a million str would take ~90 MB at once."""
+        for rows in _chunks(np.flatnonzero(self._alive.data), size):
+            yield [content.decode() for content in self._contents.data[rows].tolist()]
 
     def vectors(self, contents: Sequence[str]) -> np.ndarray:
         """The stored float16 vectors of indexed contents (KeyError for one not indexed)."""

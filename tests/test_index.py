@@ -138,6 +138,15 @@ def test_compaction_keeps_results_identical(data, monkeypatch):
     assert len(after ^ {p for p in before if p[1] not in removed}) <= 0.01 * len(after)
 
 
+def test_content_batches_decode_the_live_contents(data):
+    contents, matrix, _ = data
+    index = _index("flat", contents[:50], matrix[:50])
+    index.remove(contents[10:12])
+    batches = list(index.content_batches(16))
+    assert [len(b) for b in batches] == [16, 16, 16]
+    assert [c for b in batches for c in b] == contents[:10] + contents[12:50]
+
+
 @pytest.mark.parametrize("kind", BACKENDS)
 def test_vectors_are_stored_as_float16(kind, data):
     contents, matrix, _ = data

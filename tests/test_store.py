@@ -40,6 +40,51 @@ def test_vectors_keyed_by_content_and_model_never_duplicate(tmp_path):
     assert np.allclose(got[0], m[1])
 
 
+def _unit_rows(rng: np.random.Generator, n: int, dim: int) -> np.ndarray:
+    x = rng.standard_normal((n, dim)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+@pytest.fixture
+def two_models(tmp_path):
+    """23 vectors of model "m1" written in three commits, and 5 of "it's" (a quote to escape) for the same contents."""
+    store = Store.open(tmp_path)
+    rng = np.random.default_rng(3)
+    written = {f"{i:032x}": row for i, row in enumerate(_unit_rows(rng, 23, 16))}
+    names = list(written)
+    for part in (names[:10], names[10:11], names[11:]):
+        store.add_vectors("m1", part, np.stack([written[c] for c in part]))
+    store.add_vectors("it's", names[:5], _unit_rows(rng, 5, 16))
+    return store, written
+
+
+def test_iter_vectors_streams_exactly_one_models_rows_as_float16_batches(two_models):
+    store, written = two_models
+    batches = list(store.iter_vectors("m1", batch_rows=4))
+    assert len(batches) >= 6 and all(0 < len(names) <= 4 for names, _ in batches)
+    assert all(m.dtype == np.float16 and m.shape == (len(names), 16) for names, m in batches)
+    contents = [c for names, _ in batches for c in names]
+    assert sorted(contents) == sorted(written)  # every row once, none of the other model's
+    for names, matrix in batches:
+        assert np.array_equal(matrix, np.stack([written[c] for c in names]).astype(np.float16))
+    assert sum(len(names) for names, _ in store.iter_vectors("it's", batch_rows=2)) == 5
+    assert list(store.iter_vectors("none")) == [] and list(store.iter_vectors("m1", contents=[])) == []
+
+
+@pytest.mark.parametrize("pushdown_max", [1_000, 2])  # contents named in the Lance filter / filtered batch by batch
+def test_iter_vectors_and_vectors_read_only_the_named_contents(two_models, monkeypatch, pushdown_max):
+    import dedupd.store.store as store_module
+
+    monkeypatch.setattr(store_module, "PUSHDOWN_MAX", pushdown_max)
+    store, written = two_models
+    wanted = [*list(written)[3:9], "not-there"]
+    batches = list(store.iter_vectors("m1", batch_rows=2, dtype=np.float32, contents=wanted))
+    assert sorted(c for names, _ in batches for c in names) == sorted(wanted[:-1])
+    contents, matrix = store.vectors("m1", wanted)
+    assert matrix.dtype == np.float32 and np.array_equal(matrix, np.stack([written[c] for c in contents]))
+    assert sorted(store.vectors("it's", wanted)[0]) == wanted[:2]  # it has contents 0-4
+
+
 def test_pairs_are_unordered_and_filtered_by_cosine(tmp_path):
     store = Store.open(tmp_path)
     store.add_pairs("m", [("b", "a", 0.95), ("a", "b", 0.95), ("a", "c", 0.91), ("x", "x", 1.0)])
