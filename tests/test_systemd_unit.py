@@ -120,6 +120,7 @@ def test_unit_has_the_required_directives():
     assert _values("ProtectSystem") == ["strict"]
     assert _values("RestrictAddressFamilies") == ["AF_UNIX"]
     assert any(v.split("=", 1) == ["HF_HOME", "/var/cache/dedupd/huggingface"] for e in _values("Environment") for v in e.split())
+    assert "MALLOC_ARENA_MAX=2" in [v for e in _values("Environment") for v in e.split()]  # 1M vectors under 2 GiB
 
 
 def test_unit_does_not_deny_write_execute_memory():
