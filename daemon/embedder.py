@@ -157,12 +157,13 @@ def pick_devices(settings: EmbedderSettings) -> list[str]:
         raise ModelLoadError("precision 'int8' runs on the CPU only: set model.device to auto or cpu")
     if settings.device == "cpu" or settings.gpus == 0:
         return ["cpu"]
+    visible = torch.cuda.device_count() if torch.cuda.is_available() else 0
     if settings.precision == "int8":
         # Dynamic int8 kernels exist for the CPU only; running GPUs beside it would file float vectors under the
         # int8 key.
-        log.info("precision int8 runs on the CPU only; GPUs are not used")
+        if visible:
+            log.warning("precision int8 runs on the CPU only; the %d GPU(s) are not used", visible)
         return ["cpu"]
-    visible = torch.cuda.device_count() if torch.cuda.is_available() else 0
     if settings.device == "cuda" and visible == 0:
         raise ModelLoadError("device 'cuda' was asked for but no CUDA GPU is visible: use --device cpu or auto")
     wanted = visible if settings.gpus is None else min(settings.gpus, visible)
