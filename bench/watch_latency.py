@@ -10,8 +10,8 @@ and polls report.json until the new path is in a group with its original (keep, 
 Runs:
 * `interval0`: watch.settle_seconds default (5 s), report.min_interval 0; --trials exact and near trials alternated,
   each started after the previous one was reported and the daemon was idle again.
-* `defaults`: every setting default (report.min_interval 60 s): one exact copy after a quiet period longer than
-  min_interval, then straight after it is reported one near duplicate, which min_interval holds back.
+* `defaults`: every setting default (report.min_interval 2 s, and ten times the last rewrite's cost): one exact
+  copy after a quiet period longer than min_interval, then straight after it is reported one near duplicate.
 
 usage: uv run python bench/watch_latency.py [--trials 3] [--skip-defaults]
 """
@@ -33,6 +33,7 @@ from _common import REPO, emit
 
 sys.path.insert(0, str(REPO / "tests"))
 from dedupd.bench import camera_photo
+from dedupd.config import ReportConfig
 from model_builders import build_siglip2
 
 LIBRARY = 4
@@ -141,7 +142,7 @@ def trial(daemon: Daemon, kind: str, original: Path, dest: Path) -> dict:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=3, help="exact and near trials each in the interval0 run")
-    parser.add_argument("--skip-defaults", action="store_true", help="skip the run with report.min_interval 60")
+    parser.add_argument("--skip-defaults", action="store_true", help="skip the run with every setting default")
     args = parser.parse_args()
     settle = 5.0
     out: dict = {"settle_seconds": settle, "model": "tiny random SigLIP2 (tests/model_builders.build_siglip2)",
@@ -178,7 +179,8 @@ def main() -> int:
             daemon = Daemon(tmp, root, model, "defaults")
             try:
                 ready = daemon.wait_ready()
-                quiet = 61.0  # longer than report.min_interval (60 s) since the start-up report
+                interval = ReportConfig().min_interval
+                quiet = interval + 1.0  # longer than report.min_interval since the start-up report
                 daemon.wait_idle()
                 time.sleep(quiet)
                 results = [trial(daemon, "exact", originals[0], root / "incoming" / "late_exact.jpg")]
@@ -188,8 +190,8 @@ def main() -> int:
             finally:
                 code = daemon.stop()
             out["runs"]["defaults"] = {
-                "report.min_interval": 60, "ready_s": round(ready, 1), "quiet_before_s": quiet, "trials": results,
-                "exit": code, "note": "the near duplicate came right after the exact copy's report: min_interval",
+                "report.min_interval": interval, "ready_s": round(ready, 1), "quiet_before_s": quiet,
+                "trials": results, "exit": code, "note": "the near duplicate came right after the exact copy's report",
             }
     emit("watch_latency", out)
     return 0

@@ -64,7 +64,7 @@ class ScanConfig(_Section):
 class ReportConfig(_Section):
     path: str | None = None
     html_dir: str | None = None
-    min_interval: float = Field(60.0, ge=0)
+    min_interval: float = Field(2.0, ge=0)
 
 
 class PurgeConfig(_Section):

@@ -44,6 +44,17 @@ class Health:
         self.errors = [*self.errors[-9:], f"{time.strftime('%Y-%m-%d %H:%M:%S')} {text}"]
 
 
+# At most this share of the daemon's time goes to rewriting the report, however large the library's report gets.
+REPORT_DUTY = 0.1
+
+
+def report_gap(min_interval: float, last_cost: float) -> float:
+    """Seconds between two report rewrites: report.min_interval, or ten times what the last rewrite took if that is
+    longer, so a small library's report follows each change within seconds and a huge one's is not rewritten
+    back to back under constant change."""
+    return max(min_interval, last_cost / REPORT_DUTY)
+
+
 class Service:
     def __init__(self, config: Config, config_path: str | None = None, embedder: LazyEmbedder | None = None):
         self.config = config
@@ -56,6 +67,7 @@ class Service:
         self._last_rescan = 0.0
         self._report_due: float | None = None
         self._last_report = 0.0
+        self._report_cost = 0.0  # seconds the last report rewrite took
         self._last_ping = 0.0
         self._last_progress_log = time.monotonic()
 
@@ -238,9 +250,9 @@ class Service:
     def _maybe_report(self) -> None:
         if self._report_due is None or len(self.dirty):
             return  # wait for changes to settle
-        if time.monotonic() - self._last_report < self.config.report.min_interval:
+        if time.monotonic() - self._last_report < report_gap(self.config.report.min_interval, self._report_cost):
             return
-        self._report_due, self._last_report = None, time.monotonic()
+        self._report_due, started = None, time.monotonic()
         from .commands import store_report
 
         report = store_report(self.store, self.config, self.indexer.model)
@@ -249,6 +261,8 @@ class Service:
             from .gallery import write_gallery
 
             write_gallery(report, self.config.report.html_dir, self.store.path / "thumbs")
+        self._last_report = time.monotonic()
+        self._report_cost = self._last_report - started
         if self.config.purge.auto:
             self._auto_purge()
 

@@ -133,6 +133,28 @@ def test_report_kept_current_and_purge_from_another_process_absorbed(tmp_path):
         wait_for(lambda: not dup_pairs(d.report()), what="the daemon to absorb the purge")
 
 
+def test_with_default_report_interval_a_second_change_is_reported_within_seconds(tmp_path):
+    from dedupd.config import ReportConfig
+
+    lib = make_library(tmp_path / "photos", distinct=5)
+    with Running(tmp_path, [lib.root], **{"report.min_interval": ReportConfig().min_interval}) as d:
+        wait_for(lambda: d.report() and len(dup_pairs(d.report())) == 3, what="the first report")
+        shutil.copy2(lib.originals[3], lib.root / "backup" / "copy3.jpg")
+        wait_for(lambda: len(dup_pairs(d.report())) == 4, what="the first change in the report")
+        shutil.copy2(lib.originals[4], lib.root / "backup" / "copy4.jpg")  # right after that rewrite
+        start = time.monotonic()
+        wait_for(lambda: len(dup_pairs(d.report())) == 5, timeout=10, what="the second change in the report")
+        assert time.monotonic() - start < 10  # the old fixed 60 s interval held this one back for a minute
+
+
+def test_report_gap_grows_with_the_cost_of_a_rewrite():
+    from dedupd.service import report_gap
+
+    assert report_gap(2.0, 0.05) == 2.0  # a small library: the configured interval
+    assert report_gap(2.0, 3.0) == 30.0  # a rewrite taking 3 s: at most 10% of the daemon's time
+    assert report_gap(0.0, 0.0) == 0.0
+
+
 def test_root_swapped_for_empty_directory_removes_nothing(tmp_path):
     lib = make_library(tmp_path / "photos")
     with Running(tmp_path, [lib.root], **{"watch.rescan_interval": 0.5}) as d:
