@@ -34,7 +34,7 @@ class LazyEmbedder:
         self._embedder = loaded
         self.model_id = loaded.model_id if loaded is not None else model_identity(config.model)
         # Known once loaded: decides the split of the cores between decoding and the model.
-        self._on_cpu = getattr(loaded, "devices", None) == ["cpu"]
+        self._on_cpu = list(getattr(loaded, "devices", None) or []) == ["cpu"]
 
     def get(self):
         if self._embedder is None:
