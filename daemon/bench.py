@@ -231,15 +231,14 @@ def load_bench_embedder(
     return build_embedder(chosen, pick_devices(chosen))
 
 
-def split_cores(settings: BenchSettings) -> tuple[int, int | None]:
-    """(decode workers, torch threads or None for torch's own) as the indexer would choose them."""
+def with_core_split(settings: BenchSettings) -> BenchSettings:
+    """settings with decode workers and torch threads chosen as the indexer chooses them (workers.split_cores)."""
     from .embedder import pick_devices
-    from .workers import default_workers, model_threads
+    from .workers import split_cores
 
     on_cpu = pick_devices(embedder_settings(settings.model or "", settings)) == ["cpu"]
-    workers = default_workers(model_on_cpu=on_cpu) if settings.workers is None else settings.workers
-    threads = settings.threads or (model_threads(workers=workers) if on_cpu else None)
-    return workers, threads
+    workers, threads = split_cores(on_cpu, settings.workers, settings.threads)
+    return replace(settings, workers=workers, threads=threads)
 
 
 def device_names(embedder) -> str:
@@ -407,13 +406,10 @@ def end_to_end_without_store(files: _Files, embedder, config: Config, workers: i
     from .indexer import LazyEmbedder
     from .workers import hash_threads
 
-    lazy, book, counters = LazyEmbedder(config, loaded=embedder), pipeline.ContentBook({}), pipeline.Counters()
+    lazy, counters = LazyEmbedder(config, loaded=embedder), pipeline.Counters()
     pool = start_pool(workers)
     decode = pipeline.DecodeSettings(lazy.draft_side, config.scan.max_pixels, lazy.preprocess_spec, lambda: pool)
-    stages = [
-        pipeline.classify({}, book, counters), pipeline.hash_files(counters, hash_threads()), pipeline.plan(book),
-        pipeline.decode_images(decode, counters), pipeline.embed_images(lazy.embed, lazy.batch_items, counters),
-    ]
+    stages = pipeline.stages_to_model({}, pipeline.ContentBook({}), counters, decode, lazy, hash_threads())
     try:
         start = time.perf_counter()
         for _ in pipeline.run_stages(files.entries, stages):
@@ -513,9 +509,8 @@ def run_bench(settings: BenchSettings, config: Config | None = None) -> dict[str
     from .workers import hash_threads
 
     load_start = os.getloadavg()[0]
-    workers, threads = split_cores(settings)
-    if threads:
-        torch.set_num_threads(threads)
+    settings = with_core_split(settings)  # the threads are applied when the embedder loads, as in a scan
+    workers = settings.workers
     with tempfile.TemporaryDirectory(prefix="dedupd-bench-") as tmp_name:
         tmp = Path(tmp_name)
         files = _files(settings, tmp)

@@ -20,7 +20,7 @@ from .config import Config, ModelConfig
 from .report import path_text, text_path
 from .scanner import INTERNAL_IGNORE, NAS_IGNORE, FileEntry, ScanOptions, is_image_name, normalise_root
 from .scanner import scan as walk
-from .workers import DecodePool, default_workers, hash_threads, model_threads
+from .workers import DecodePool, hash_threads, split_cores
 
 
 class LazyEmbedder:
@@ -38,23 +38,21 @@ class LazyEmbedder:
 
     def get(self):
         if self._embedder is None:
-            import torch
-
             from .embedder import build_embedder, pick_devices
 
             settings = embedder_settings(self.config.model)
             devices = pick_devices(settings)
             self._on_cpu = devices == ["cpu"]
-            if self._on_cpu:
-                threads = self.config.model.threads or model_threads(workers=self.decode_workers())
-                torch.set_num_threads(threads)
-            self._embedder = build_embedder(settings, devices)
+            threads = self._split()[1]
+            self._embedder = build_embedder(replace(settings, threads=threads), devices)
         return self._embedder
 
     def decode_workers(self) -> int:
         """Decode processes for this model: scan.decode_workers, else what suits the device it runs on."""
-        configured = self.config.scan.decode_workers
-        return default_workers(model_on_cpu=self._on_cpu) if configured is None else configured
+        return self._split()[0]
+
+    def _split(self) -> tuple[int, int | None]:
+        return split_cores(self._on_cpu, self.config.scan.decode_workers, self.config.model.threads)
 
     def batch_items(self) -> int:
         """Images per embed() call: a full batch for each device."""
@@ -226,11 +224,10 @@ class Indexer:
 
     def _stages(self, counters: pipeline.Counters) -> list:
         return [
-            pipeline.classify(self.files, self.book, counters),
-            pipeline.hash_files(counters, hash_threads() if self.threaded else 1),
-            pipeline.plan(self.book),
-            pipeline.decode_images(self._decode_settings(), counters),
-            pipeline.embed_images(self.embedder.embed, self.embedder.batch_items, counters, self.stop),
+            *pipeline.stages_to_model(
+                self.files, self.book, counters, self._decode_settings(), self.embedder,
+                hash_threads() if self.threaded else 1, self.stop,
+            ),
             pipeline.commit(self.store, self.model, self.book, self.config.scan.commit_every, counters),
         ]
 

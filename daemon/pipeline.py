@@ -19,6 +19,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import numpy as np
 
@@ -402,6 +403,18 @@ def _embed_batch(
         work.record.status = OK
     counters.embedded += len(batch)
     return batch
+
+
+def stages_to_model(
+    known: dict[bytes, FileRecord], book: ContentBook, counters: Counters, decode: DecodeSettings, model: Any,
+    hash_threads: int = 1, stop: threading.Event | None = None,
+) -> list[Stage]:
+    """Every stage up to and including the model, in order; a run appends commit(). `model` gives embed(items)
+    and batch_items() (the indexer's LazyEmbedder)."""
+    return [
+        classify(known, book, counters), hash_files(counters, hash_threads), plan(book),
+        decode_images(decode, counters), embed_images(model.embed, model.batch_items, counters, stop),
+    ]
 
 
 def commit(store: Store, model: str, book: ContentBook, every: int, counters: Counters) -> Stage:

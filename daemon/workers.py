@@ -71,6 +71,15 @@ def hash_threads(cores: int | None = None) -> int:
     return max(1, min(4, cores or cpu_cores()))
 
 
+def split_cores(
+    model_on_cpu: bool, workers: int | None = None, threads: int | None = None, cores: int | None = None
+) -> tuple[int, int | None]:
+    """(decode workers, torch threads) for a run: the configured values where set, else the defaults above; threads
+    None leaves torch's own choice (a model on a GPU barely uses them)."""
+    workers = default_workers(cores, model_on_cpu) if workers is None else workers
+    return workers, threads or (model_threads(cores, workers) if model_on_cpu else None)
+
+
 def model_threads(cores: int | None = None, workers: int = 0) -> int:
     """torch threads for a model on the CPU: the cores not decoding, plus one that the decode workers share with
     the model. They sit idle much of the time, and on a small machine a whole core each would starve the model

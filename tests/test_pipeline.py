@@ -11,7 +11,7 @@ from dedupd import commands, pipeline
 from dedupd.config import Config, load_config
 from dedupd.indexer import LazyEmbedder
 from dedupd.store import FileRecord
-from dedupd.workers import default_workers, model_threads
+from dedupd.workers import default_workers, model_threads, split_cores
 
 
 def _work(path: bytes, carrier: bool) -> pipeline.Work:
@@ -74,6 +74,9 @@ def test_cores_split_between_decoding_and_the_model() -> None:
     assert [default_workers(c, model_on_cpu=True) for c in (1, 2, 8, 16)] == [1, 1, 2, 4]
     assert [model_threads(c, default_workers(c, model_on_cpu=True)) for c in (1, 2, 8, 16)] == [1, 2, 7, 13]
     assert model_threads(2, 0) == 2
+    # What the indexer and the bench both use: configured values win, a GPU model leaves torch its own threads.
+    assert split_cores(True, cores=16) == (4, 13) and split_cores(False, cores=16) == (15, None)
+    assert split_cores(True, workers=0, cores=16) == (0, 16) and split_cores(True, threads=3, cores=16) == (4, 3)
 
 
 def test_a_model_on_the_cpu_gets_the_threads_the_decoders_leave(tiny_siglip2) -> None:
