@@ -7,9 +7,9 @@ import sys
 
 from _common import FakeEmbedder
 from dedupd.config import load_config
-from dedupd.indexer import LazyEmbedder
+from dedupd.ingest.indexer import LazyEmbedder
 from dedupd.logs import setup_logging
-from dedupd.service import Service
+from dedupd.service.daemon import Service
 
 
 def main() -> int:

@@ -24,8 +24,8 @@ from pathlib import Path
 from _common import FakeEmbedder, RaisingEmbedder, emit, tiny_jpeg
 from dedupd import commands
 from dedupd.config import load_config
-from dedupd.indexer import Indexer, LazyEmbedder
-from dedupd.scanner import normalise_root
+from dedupd.ingest.indexer import Indexer, LazyEmbedder
+from dedupd.ingest.walk import normalise_root
 from dedupd.store import Store
 
 

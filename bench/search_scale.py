@@ -29,7 +29,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from dedupd.index import FLAT_MAX, NPROBE, VectorIndex, content_id
+from dedupd.dedup.search import FLAT_MAX, NPROBE, VectorIndex, content_id
 
 CHUNK = 8_192  # generation batch: keeps the float32 temporaries ~25 MB at dim 768
 

@@ -37,9 +37,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from _common import emit, rss_kib
-from dedupd.catalog import PairFinder, floor_key
+from dedupd.dedup.pairs import PairFinder, floor_key
 from dedupd.config import DedupConfig
-from dedupd.index import VectorIndex
+from dedupd.dedup.search import VectorIndex
 from dedupd.store import Store
 from search_scale import _mix, _originals
 

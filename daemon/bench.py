@@ -50,8 +50,8 @@ from typing import Any
 
 import numpy as np
 
-from .config import Config
-from .errors import ModelLoadError, UsageError
+from dedupd.config import Config
+from dedupd.errors import ModelLoadError, UsageError
 
 log = logging.getLogger("dedupd")
 
@@ -195,7 +195,7 @@ def build_random_model(name: str, folder: Path, seed: int = 0) -> Path:
     import torch
     from transformers import Siglip2ImageProcessorPil, Siglip2VisionConfig, Siglip2VisionModel
 
-    from .embedder import _quiet_transformers
+    from dedupd.model.runtime import _quiet_transformers
 
     torch.manual_seed(seed)
     folder.mkdir(parents=True, exist_ok=True)
@@ -212,7 +212,7 @@ def build_random_model(name: str, folder: Path, seed: int = 0) -> Path:
 def embedder_settings(
     ref: str, settings: BenchSettings, max_patches: int | None = None, precision: str | None = None
 ):
-    from .embedder import EmbedderSettings
+    from dedupd.model.runtime import EmbedderSettings
 
     return EmbedderSettings(
         model=ref, batch_size=settings.batch_size, gpus=settings.gpus, device=settings.device,
@@ -225,7 +225,7 @@ def load_bench_embedder(
     ref: str, settings: BenchSettings, max_patches: int | None = None, precision: str | None = None
 ):
     """The embedder exactly as the scan and the daemon load it (settings.threads already applied)."""
-    from .embedder import build_embedder, pick_devices
+    from dedupd.model.runtime import build_embedder, pick_devices
 
     chosen = embedder_settings(ref, settings, max_patches, precision)
     return build_embedder(chosen, pick_devices(chosen))
@@ -233,8 +233,8 @@ def load_bench_embedder(
 
 def with_core_split(settings: BenchSettings) -> BenchSettings:
     """settings with decode workers and torch threads chosen as the indexer chooses them (workers.split_cores)."""
-    from .embedder import pick_devices
-    from .workers import split_cores
+    from dedupd.model.runtime import pick_devices
+    from dedupd.ingest.decode_pool import split_cores
 
     on_cpu = pick_devices(embedder_settings(settings.model or "", settings)) == ["cpu"]
     workers, threads = split_cores(on_cpu, settings.workers, settings.threads)
@@ -259,8 +259,8 @@ def measure_hash(paths: Sequence[bytes], cold: bool = False, threads: int = 1) -
     every page is cached."""
     from dedupd.store import FileRecord
 
-    from .hashing import content_hash
-    from .pipeline import Counters, Work, hash_files
+    from dedupd.ingest.hashing import content_hash
+    from dedupd.ingest.pipeline import Counters, Work, hash_files
 
     for path in paths:
         if cold:
@@ -286,7 +286,7 @@ def _drop_cache(path: bytes) -> None:
 
 def start_pool(workers: int):
     """A DecodePool with every worker process started and warm (modules imported)."""
-    from .workers import DecodePool
+    from dedupd.ingest.decode_pool import DecodePool
 
     if workers <= 0:
         return None
@@ -301,14 +301,14 @@ def start_pool(workers: int):
 def _warm() -> None:
     import PIL.Image  # noqa: F401
 
-    from . import decode, preprocess  # noqa: F401
+    from dedupd.ingest import decode, preprocess  # noqa: F401
 
     decode.register_plugins()
 
 
 def decode_all(paths: Sequence[bytes], pool, draft_side, max_pixels: int, spec) -> tuple[list, float]:
     """(decoded pixels in order, seconds) through the pool, or inline without one."""
-    from .workers import Decoded, decode_for_model
+    from dedupd.ingest.decode_pool import Decoded, decode_for_model
 
     start = time.perf_counter()
     if pool is None:
@@ -341,7 +341,7 @@ class NaiveLoop:
     def __init__(self, ref: str, batch_size: int, device: str = "cpu"):
         import torch
 
-        from .embedder import EmbedderSettings, _load
+        from dedupd.model.runtime import EmbedderSettings, _load
 
         loaded = _load(EmbedderSettings(model=ref))
         self.model = loaded.master.to(device=device, dtype=torch.float32).eval()
@@ -384,7 +384,7 @@ def end_to_end(files: _Files, embedder, config: Config, store_dir: Path, workers
     """A real Indexer over the files into a fresh store; the model is loaded and the workers started beforehand."""
     from dedupd.store import Store
 
-    from .indexer import Indexer, LazyEmbedder
+    from dedupd.ingest.indexer import Indexer, LazyEmbedder
 
     store = Store.open(store_dir)
     lazy = LazyEmbedder(config, loaded=embedder)
@@ -402,9 +402,9 @@ def end_to_end(files: _Files, embedder, config: Config, store_dir: Path, workers
 def end_to_end_without_store(files: _Files, embedder, config: Config, workers: int) -> tuple[Any, float]:
     """The Indexer's stages up to the model (hash, plan, decode workers, embed) with no LanceDB commit and no pair
     search, for a machine where lancedb cannot be installed (its wheel is larger than what a lent GPU box takes)."""
-    from . import pipeline
-    from .indexer import LazyEmbedder
-    from .workers import hash_threads
+    from dedupd.ingest import pipeline
+    from dedupd.ingest.indexer import LazyEmbedder
+    from dedupd.ingest.decode_pool import hash_threads
 
     lazy, counters = LazyEmbedder(config, loaded=embedder), pipeline.Counters()
     pool = start_pool(workers)
@@ -424,7 +424,7 @@ def measure_search(count: int, dim: int, k: int, floor: float, seed: int = 0) ->
     """(seconds, backend) to index `count` random unit vectors and search each against all for its top k (what a
     scan does for its new vectors). Random unit vectors are the worst case for an approximate index's recall, not
     for its speed."""
-    from .index import VectorIndex
+    from dedupd.dedup.search import VectorIndex
 
     rng = np.random.default_rng(seed)
     matrix = rng.standard_normal((count, dim), dtype=np.float32)
@@ -457,7 +457,7 @@ def cross_cosine(vectors: np.ndarray) -> float:
 
 
 def _files(settings: BenchSettings, tmp: Path) -> _Files:
-    from .scanner import ScanOptions, normalise_root, scan
+    from dedupd.ingest.walk import ScanOptions, normalise_root, scan
 
     if settings.folder:
         if not os.path.isdir(settings.folder):
@@ -490,7 +490,7 @@ def run_bench(settings: BenchSettings, config: Config | None = None) -> dict[str
     """Every measurement; returns the figures (see the module docstring for the keys)."""
     config = (config or Config()).model_copy(deep=True)
     if settings.model is None:
-        from .config import DEFAULT_MODEL
+        from dedupd.config import DEFAULT_MODEL
 
         settings = replace(settings, model=config.model.name, fallback_random=config.model.name == DEFAULT_MODEL)
     m = config.model
@@ -506,7 +506,7 @@ def run_bench(settings: BenchSettings, config: Config | None = None) -> dict[str
                          f"{', '.join(RANDOM_PREFIX + m for m in RANDOM_MODELS)}")
     import torch
 
-    from .workers import hash_threads
+    from dedupd.ingest.decode_pool import hash_threads
 
     load_start = os.getloadavg()[0]
     settings = with_core_split(settings)  # the threads are applied when the embedder loads, as in a scan

@@ -12,8 +12,8 @@ import os
 import sys
 from collections.abc import Sequence
 
-from . import __version__
-from .errors import DedupdError
+from dedupd import __version__
+from dedupd.errors import DedupdError
 
 POLICIES = ("lexi", "smallest", "largest", "newest", "oldest", "resolution", "protected", "format")
 BATCH_HELP = "images per model batch and device (default: model.batch_size, else 128 per GPU, 16 on the CPU)"
@@ -132,14 +132,14 @@ _OVERRIDES = {
 
 
 def _config(args: argparse.Namespace):
-    from .config import load_config
+    from dedupd.config import load_config
 
     overrides = {dotted: getattr(args, name, None) for name, dotted in _OVERRIDES.items()}
     return load_config(args.config, overrides)
 
 
 def dispatch(args: argparse.Namespace) -> int:
-    from . import commands
+    from dedupd import commands
 
     if args.command == "check-config":
         return commands.check_config(args.file)
@@ -160,18 +160,18 @@ def dispatch(args: argparse.Namespace) -> int:
     if args.command == "status":
         return commands.status(config)
     if args.command == "bench":
-        from .bench import bench_command, settings_from_args
+        from dedupd.bench import bench_command, settings_from_args
 
         return bench_command(settings_from_args(args), config, args.json)
     if args.command == "run":
-        from .service import run
+        from dedupd.service.daemon import run
 
         return run(args.config, config)
     raise AssertionError(args.command)
 
 
 def _setup_logging(level: str) -> None:
-    from .logs import setup_logging
+    from dedupd.logs import setup_logging
 
     setup_logging(level)
 

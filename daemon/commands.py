@@ -14,19 +14,19 @@ from pathlib import Path
 
 from dedupd.store import PENDING, UNREADABLE, FileLock, LockBusy, Store
 
-from . import catalog
-from .config import Config
-from .errors import PurgeFailures, UsageError
-from .groups import Rules
-from .indexer import IndexResult, Indexer, LazyEmbedder, model_identity, online_roots, roots_state
-from .journal import Journal, done_victims
-from .policy import PolicyContext
-from .progress import bar
-from .purge import PurgeContext, PurgeItem, PurgeResult, run_purge
-from .recovery import empty_trash as recovery_empty
-from .recovery import parse_age, recover_all, undo
-from .report import build_report, entry_path, group_id, load_report, path_text, text_path, write_report
-from .scanner import normalise_root
+from dedupd.dedup import pairs
+from dedupd.config import Config
+from dedupd.errors import PurgeFailures, UsageError
+from dedupd.dedup.groups import Rules
+from dedupd.ingest.indexer import IndexResult, Indexer, LazyEmbedder, model_identity, online_roots, roots_state
+from dedupd.purge.journal import Journal, done_victims
+from dedupd.dedup.policy import PolicyContext
+from dedupd.progress import bar
+from dedupd.purge.execute import PurgeContext, PurgeItem, PurgeResult, run_purge
+from dedupd.purge.recovery import empty_trash as recovery_empty
+from dedupd.purge.recovery import parse_age, recover_all, undo
+from dedupd.output.report import build_report, entry_path, group_id, load_report, path_text, text_path, write_report
+from dedupd.ingest.walk import normalise_root
 
 log = logging.getLogger("dedupd")
 Echo = Callable[[str], None]
@@ -73,7 +73,7 @@ def scan(
         finally:
             indexer.close()
         files = list(store.files(root).values())
-        groups = catalog.load_groups(
+        groups = pairs.load_groups(
             store, model, files, config.dedup.threshold, config.dedup.keep_policy, rules_for(store, config)
         )
         report = build_report(
@@ -132,7 +132,7 @@ def report(
 
 
 def _html(store: Store, report: dict, out: str | None, echo: Echo) -> int:
-    from .gallery import write_gallery
+    from dedupd.output.gallery import write_gallery
 
     if not out or out == "-":
         raise UsageError("--format html needs --out DIR (a folder for index.html and its thumbnails)")
@@ -147,7 +147,7 @@ def store_report(store: Store, config: Config, model: str) -> dict:
 
 
 def store_groups(store: Store, config: Config, model: str):
-    floor = catalog.stored_floor(store, model)
+    floor = pairs.stored_floor(store, model)
     if floor is None:
         log.warning("the store holds no vectors for model %s yet (a scan or the daemon adds them)", model)
     elif config.dedup.threshold < floor - 1e-9:
@@ -157,7 +157,7 @@ def store_groups(store: Store, config: Config, model: str):
         )
     roots = online_roots(store)
     files = [f for root in roots for f in store.files(root).values()]
-    groups = catalog.load_groups(
+    groups = pairs.load_groups(
         store, model, files, config.dedup.threshold, config.dedup.keep_policy, rules_for(store, config)
     )
     return groups, files, roots
@@ -364,7 +364,7 @@ def _undo_decisions(store: Store, keys: Sequence[str], echo: Echo) -> int:
 
 
 def status(config: Config, echo: Echo = print, model: str | None = None) -> int:
-    from .service import read_status
+    from dedupd.service.daemon import read_status
 
     store = open_store(config, create=False)
     model = model or model_id(config)
@@ -392,7 +392,7 @@ def status_fields(store: Store, config: Config, model: str) -> dict[str, object]
     contents = {f.content for f in files if f.content}
     reasons = Tally(f.error for f in files if f.status == UNREADABLE)
     groups_line, dups_line, bytes_line = "-", "-", "-"
-    if catalog.stored_floor(store, model) is not None and files:
+    if pairs.stored_floor(store, model) is not None and files:
         groups, _, _ = store_groups(store, config, model)
         groups_line = str(sum(1 for g in groups if g.duplicates))
         dups_line = str(sum(len(g.duplicates) for g in groups))
@@ -423,7 +423,7 @@ def _reasons(reasons: Tally) -> str:
 
 
 def check_config(path: str | None, echo: Echo = print) -> int:
-    from .config import load_config
+    from dedupd.config import load_config
 
     config = load_config(path)
     echo(f"{path or 'defaults'}: ok (store {config.store_path()}, model {config.model.name}, "

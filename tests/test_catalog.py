@@ -7,7 +7,7 @@ import hashlib
 import numpy as np
 import pytest
 
-from dedupd.catalog import PairFinder, stored_floor
+from dedupd.dedup.pairs import PairFinder, stored_floor
 from dedupd.config import DedupConfig
 from dedupd.store import Store
 
@@ -92,7 +92,7 @@ def test_first_update_stores_exactly_the_pairs_above_the_floor(library):
 
 
 def test_pairs_stored_batch_by_batch_are_the_same_and_counted_once(library, monkeypatch):
-    import dedupd.catalog as catalog
+    import dedupd.dedup.pairs as catalog
 
     store, contents, matrix = library
     monkeypatch.setattr(catalog, "QUERY_BATCH", 7)  # a copy and its original are searched in different batches

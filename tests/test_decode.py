@@ -1,4 +1,4 @@
-"""dedupd.decode: every photo file becomes an upright RGB picture or a DecodeError."""
+"""dedupd.ingest.decode: every photo file becomes an upright RGB picture or a DecodeError."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile, features
 
-from dedupd.decode import (
+from dedupd.ingest.decode import (
     IMAGE_EXTENSIONS,
     DecodeError,
     Decoded,
@@ -256,7 +256,7 @@ def test_gif_with_huge_second_frame_decodes_first_frame_in_bounded_memory(tmp_pa
     path = tmp_path / "huge2.gif"
     imagegen.write_gif_with_huge_frame(path, frame=1)  # frame 1 claims 60000x60000 (3.6 GB as "P")
     code = (
-        "from dedupd.decode import decode, image_size\n"
+        "from dedupd.ingest.decode import decode, image_size\n"
         f"r = decode({str(path)!r})\n"
         f"print(r.image.size, r.width, r.height, image_size({str(path)!r}))\n"
     )
@@ -342,10 +342,10 @@ def test_heif_without_a_plugin_is_unsupported_format(tmp_path: Path, monkeypatch
     _heif_encoder_or_skip()
     register_plugins()
     Image.new("RGB", (32, 32), GREEN).save(tmp_path / "a.heic", "HEIF")
-    import dedupd.decode
+    import dedupd.ingest.decode
 
-    without = tuple(name for name in dedupd.decode._open_formats if name not in ("HEIF", "AVIF"))
-    monkeypatch.setattr(dedupd.decode, "_open_formats", without)
+    without = tuple(name for name in dedupd.ingest.decode._open_formats if name not in ("HEIF", "AVIF"))
+    monkeypatch.setattr(dedupd.ingest.decode, "_open_formats", without)
     assert _reason(tmp_path / "a.heic") == "unsupported format"
 
 
@@ -398,7 +398,7 @@ def test_png_bomb_header_is_rejected_in_bounded_memory(tmp_path: Path) -> None:
     path = tmp_path / "bomb.png"
     imagegen.write_png_bomb_header(path, 60000, 60000)
     code = (
-        "from dedupd.decode import decode, DecodeError\n"
+        "from dedupd.ingest.decode import decode, DecodeError\n"
         f"try:\n    decode({str(path)!r})\nexcept DecodeError as e:\n    print(e.reason)\n"
     )
     proc = _run_with_memory_cap(code)

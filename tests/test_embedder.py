@@ -1,4 +1,4 @@
-"""dedupd.embedder on tiny real checkpoints: loading, the random-init guard, families, devices, OOM, failures."""
+"""dedupd.model.runtime on tiny real checkpoints: loading, the random-init guard, families, devices, OOM, failures."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
-from dedupd.embedder import (
+from dedupd.model.runtime import (
     DeviceRunner,
     Embedder,
     EmbedderSettings,
@@ -385,7 +385,7 @@ def test_unusable_gpu_falls_back_to_cpu_at_load(tiny_siglip2: Path, reference: n
 
 @no_cuda
 def test_pick_devices_without_cuda() -> None:
-    from dedupd.embedder import pick_devices
+    from dedupd.model.runtime import pick_devices
 
     assert pick_devices(EmbedderSettings(device="auto")) == ["cpu"]
     assert pick_devices(EmbedderSettings(device="cuda", gpus=0)) == ["cpu"]
@@ -479,7 +479,7 @@ def test_dtype_candidates_on_cpu() -> None:
 
 
 def test_importing_the_module_does_not_import_torch() -> None:
-    code = "import sys, dedupd.embedder; assert 'torch' not in sys.modules and 'transformers' not in sys.modules"
+    code = "import sys, dedupd.model.runtime; assert 'torch' not in sys.modules and 'transformers' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
@@ -509,7 +509,7 @@ def test_default_precision_keeps_fp32_linears(siglip2: Embedder) -> None:
 
 
 def test_int8_on_cuda_and_unknown_precision_are_load_errors() -> None:
-    from dedupd.embedder import pick_devices
+    from dedupd.model.runtime import pick_devices
 
     with pytest.raises(ModelLoadError, match="precision 'int8' runs on the CPU only"):
         pick_devices(EmbedderSettings(device="cuda", precision="int8"))
@@ -520,7 +520,7 @@ def test_int8_on_cuda_and_unknown_precision_are_load_errors() -> None:
 
 def test_vector_key_names_every_knob_that_changes_vectors(tiny_siglip2: Path) -> None:
     from dedupd.config import Config, ModelConfig
-    from dedupd.indexer import LazyEmbedder, model_identity
+    from dedupd.ingest.indexer import LazyEmbedder, model_identity
 
     plain = model_identity(ModelConfig(name=str(tiny_siglip2)))
     assert plain == local_model_id(tiny_siglip2)  # default settings: stores made before these knobs stay valid
@@ -537,7 +537,7 @@ def test_vector_key_names_every_knob_that_changes_vectors(tiny_siglip2: Path) ->
 
 
 def test_batch_size_defaults_per_device_and_batch_items_feed_every_device(tiny_siglip2: Path) -> None:
-    from dedupd.embedder import CPU_BATCH, default_batch_size
+    from dedupd.model.runtime import CPU_BATCH, default_batch_size
 
     assert default_batch_size("cuda:1") == 128 and default_batch_size("cpu") == CPU_BATCH == 16
     with cpu_embedder(tiny_siglip2, batch_size=None) as embedder:

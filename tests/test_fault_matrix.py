@@ -134,15 +134,16 @@ from support import PixelEmbedder, b, make_library, pairs, purge_lines
 from test_service import Running, wait_for
 
 import imagegen
-from dedupd import commands, pipeline
+from dedupd import commands
+from dedupd.ingest import pipeline
 from dedupd.config import load_config
-from dedupd.hashing import content_hash
-from dedupd.indexer import Indexer, LazyEmbedder, roots_state
-from dedupd.journal import Journal, latest_states, unfinished
-from dedupd.purge import PurgeContext, PurgeItem, run_purge
-from dedupd.report import entry_path
-from dedupd.scanner import normalise_root
-from dedupd.scanner import scan as walk
+from dedupd.ingest.hashing import content_hash
+from dedupd.ingest.indexer import Indexer, LazyEmbedder, roots_state
+from dedupd.purge.journal import Journal, latest_states, unfinished
+from dedupd.purge.execute import PurgeContext, PurgeItem, run_purge
+from dedupd.output.report import entry_path
+from dedupd.ingest.walk import normalise_root
+from dedupd.ingest.walk import scan as walk
 from dedupd.store import FileRecord, Store, StoreError
 
 TESTS = Path(__file__).resolve().parent
@@ -841,7 +842,7 @@ def test_row22_an_io_error_on_one_copy_does_not_mark_its_readable_twin_unreadabl
 
 
 def test_row23_format_and_orientation_twins_group_with_their_originals(tmp_path):
-    from dedupd.decode import register_plugins
+    from dedupd.ingest.decode import register_plugins
 
     register_plugins()
     root = tmp_path / "photos"

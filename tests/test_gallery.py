@@ -13,12 +13,13 @@ from pathlib import Path
 
 import imagegen
 import pytest
-from dedupd import commands, gallery
+from dedupd import commands
+from dedupd.output import gallery
 from dedupd.config import load_config
-from dedupd.decode import DecodeError, decode
-from dedupd.groups import Group, Member
-from dedupd.hashing import content_hash
-from dedupd.report import build_report, entry_path
+from dedupd.ingest.decode import DecodeError, decode
+from dedupd.dedup.groups import Group, Member
+from dedupd.ingest.hashing import content_hash
+from dedupd.output.report import build_report, entry_path
 from dedupd.store import OK, FileRecord
 from PIL import Image
 from support import PixelEmbedder, b, make_library

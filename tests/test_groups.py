@@ -5,9 +5,9 @@ import hashlib
 import numpy as np
 import pytest
 
-from dedupd.groups import UnionFind, build_groups
-from dedupd.index import VectorIndex, content_id
-from dedupd.policy import choose_keeper
+from dedupd.dedup.groups import UnionFind, build_groups
+from dedupd.dedup.search import VectorIndex, content_id
+from dedupd.dedup.policy import choose_keeper
 from dedupd.store import FileRecord
 
 

@@ -8,8 +8,8 @@ import hashlib
 import numpy as np
 import pytest
 
-import dedupd.index as index_module
-from dedupd.index import VectorIndex, content_id
+import dedupd.dedup.search as index_module
+from dedupd.dedup.search import VectorIndex, content_id
 
 DIM = 64
 N = 5_000

@@ -1,4 +1,4 @@
-"""dedupd.preprocess against the checkpoints' own Hugging Face image processors, and the embedder's prepared path.
+"""dedupd.ingest.preprocess against the checkpoints' own Hugging Face image processors, and the embedder's prepared path.
 
 Tolerances:
 * pixel values with dtype="float32" are compared for exact equality: resizing is the same Pillow call on the same
@@ -24,9 +24,9 @@ import torch
 from PIL import Image
 
 import imagegen
-from dedupd.decode import decode
-from dedupd.embedder import FAMILIES, DeviceRunner, Embedder, EmbedderSettings, build_embedder, draft_side
-from dedupd.preprocess import (
+from dedupd.ingest.decode import decode
+from dedupd.model.runtime import FAMILIES, DeviceRunner, Embedder, EmbedderSettings, build_embedder, draft_side
+from dedupd.ingest.preprocess import (
     Prepared,
     PreprocessSpec,
     collate,
@@ -360,7 +360,7 @@ def test_prepared_pickles_compactly() -> None:
 
 def test_importing_preprocess_does_not_import_torch() -> None:
     code = (
-        "import sys, dedupd.preprocess, dedupd.workers; "
+        "import sys, dedupd.ingest.preprocess, dedupd.ingest.decode_pool; "
         "bad = [m for m in ('torch', 'transformers') if m in sys.modules]; "
         "assert not bad, bad"
     )

@@ -12,8 +12,8 @@ import pytest
 from support import scan_library
 
 from dedupd import commands
-from dedupd.journal import journals, latest_states, read_entries, unfinished
-from dedupd.recovery import empty_trash
+from dedupd.purge.journal import journals, latest_states, read_entries, unfinished
+from dedupd.purge.recovery import empty_trash
 
 
 @pytest.fixture

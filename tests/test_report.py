@@ -12,8 +12,8 @@ from support import PixelEmbedder, b
 import imagegen
 from dedupd import commands
 from dedupd.config import load_config
-from dedupd.groups import Group, Member
-from dedupd.report import build_report, dumps, entry_path, write_report
+from dedupd.dedup.groups import Group, Member
+from dedupd.output.report import build_report, dumps, entry_path, write_report
 from dedupd.store import FileRecord
 
 

@@ -12,7 +12,7 @@ from support import PixelEmbedder, b
 
 import imagegen
 from dedupd import commands
-from dedupd.capture import different_captures, read_capture
+from dedupd.ingest.capture import different_captures, read_capture
 from dedupd.config import load_config
 from dedupd.errors import PurgeFailures, UsageError
 

@@ -4,7 +4,7 @@ import os
 
 from support import b
 
-from dedupd.scanner import NAS_IGNORE, ScanOptions, scan
+from dedupd.ingest.walk import NAS_IGNORE, ScanOptions, scan
 
 
 def touch(path, data=b"x"):

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from dedupd import sdnotify
+from dedupd.service import sdnotify
 
 _MAX_SUN_PATH = 107  # sockaddr_un.sun_path is 108 bytes including the NUL
 

@@ -15,8 +15,8 @@ import imagegen
 import support
 from dedupd import commands
 from dedupd.config import load_config
-from dedupd.indexer import LazyEmbedder, roots_state
-from dedupd.service import Service
+from dedupd.ingest.indexer import LazyEmbedder, roots_state
+from dedupd.service.daemon import Service
 from dedupd.store import Store
 
 WAIT = 20.0
@@ -148,7 +148,7 @@ def test_with_default_report_interval_a_second_change_is_reported_within_seconds
 
 
 def test_report_gap_grows_with_the_cost_of_a_rewrite():
-    from dedupd.service import report_gap
+    from dedupd.service.daemon import report_gap
 
     assert report_gap(2.0, 0.05) == 2.0  # a small library: the configured interval
     assert report_gap(2.0, 3.0) == 30.0  # a rewrite taking 3 s: at most 10% of the daemon's time

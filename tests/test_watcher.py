@@ -1,4 +1,4 @@
-"""dedupd.watcher: real inotify and real polling on tmp trees, DirtyPaths settling, backend choice, fallbacks."""
+"""dedupd.service.watchers: real inotify and real polling on tmp trees, DirtyPaths settling, backend choice, fallbacks."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from watchdog.events import (
 )
 from watchdog.observers.inotify import InotifyObserver
 
-from dedupd.watcher import (
+from dedupd.service.watchers import (
     Backend,
     DirtyPaths,
     StoppableThread,
@@ -34,7 +34,7 @@ from dedupd.watcher import (
     parse_mountinfo,
 )
 
-# watchdog's own harmless noise about a folder watched twice during its recursive set-up (filtered in dedupd.watcher
+# watchdog's own harmless noise about a folder watched twice during its recursive set-up (filtered in dedupd.service.watchers
 # at import too, but pytest resets warning filters after collection)
 pytestmark = pytest.mark.filterwarnings("ignore:Callback with id:RuntimeWarning")
 

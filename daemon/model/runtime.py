@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     import torch
     from PIL import Image
 
-    from dedupd.preprocess import Prepared, PreprocessSpec
+    from dedupd.ingest.preprocess import Prepared, PreprocessSpec
 
 log = logging.getLogger(__name__)
 
@@ -394,10 +394,10 @@ class DeviceRunner:
             raise InputError(f"cannot preprocess images: {exc}") from exc
 
     def collate(self, items: Sequence[Prepared]) -> dict[str, Any]:
-        """Items preprocessed elsewhere (dedupd.preprocess) -> the same tensors preprocess() makes from images."""
+        """Items preprocessed elsewhere (dedupd.ingest.preprocess) -> the same tensors preprocess() makes from images."""
         import torch
 
-        from dedupd.preprocess import collate
+        from dedupd.ingest.preprocess import collate
 
         try:
             return {key: torch.from_numpy(value) for key, value in collate(list(items)).items()}
@@ -582,7 +582,7 @@ class Embedder:
 
     @property
     def preprocess_spec(self) -> PreprocessSpec | None:
-        """The loaded processor's preprocessing as a picklable dedupd.preprocess.PreprocessSpec, for decode workers
+        """The loaded processor's preprocessing as a picklable dedupd.ingest.preprocess.PreprocessSpec, for decode workers
         to run preprocess() and hand the results to embed_prepared(); None where that processor cannot be
         replicated exactly (then use embed())."""
         return self._spec
@@ -592,7 +592,7 @@ class Embedder:
         return self._embed(images, prepared=False)
 
     def embed_prepared(self, items: list[Prepared]) -> np.ndarray:
-        """dedupd.preprocess.preprocess() results (made with preprocess_spec) -> vectors, exactly as embed()."""
+        """dedupd.ingest.preprocess.preprocess() results (made with preprocess_spec) -> vectors, exactly as embed()."""
         spec = self._spec
         if spec is None:
             raise RuntimeError("this model's preprocessing cannot run outside the embedder: use embed()")
@@ -674,7 +674,7 @@ class _Job:
     out: np.ndarray
     starts: queue.SimpleQueue[int] = field(default_factory=queue.SimpleQueue)
     input_errors: list[InputError] = field(default_factory=list)
-    prepared: bool = False  # images are dedupd.preprocess.Prepared items, not PIL images
+    prepared: bool = False  # images are dedupd.ingest.preprocess.Prepared items, not PIL images
 
 
 def _worker(runner: DeviceRunner, job: _Job) -> None:
@@ -809,8 +809,8 @@ def build_embedder(
 
 
 def preprocess_spec(processor: Any, family: Family) -> PreprocessSpec | None:
-    """The processor as a PreprocessSpec, or None (logged) when it does something dedupd.preprocess does not."""
-    from dedupd.preprocess import PreprocessSpec
+    """The processor as a PreprocessSpec, or None (logged) when it does something dedupd.ingest.preprocess does not."""
+    from dedupd.ingest.preprocess import PreprocessSpec
 
     try:
         return PreprocessSpec.from_processor(processor, family.name)

@@ -22,7 +22,7 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from typing import Any
 
-from .decode import DecodeError, decode
+from dedupd.ingest.decode import DecodeError, decode
 
 
 @dataclass
@@ -47,7 +47,7 @@ def decode_for_model(path: bytes, draft_side: int | None, max_pixels: int, spec:
         return Failed(exc.reason)
     pixels = decoded.image
     if spec is not None:
-        from .preprocess import preprocess
+        from dedupd.ingest.preprocess import preprocess
 
         pixels = preprocess(pixels, spec)
     return Decoded(pixels, decoded.width, decoded.height, decoded.format, decoded.capture.to_dict())

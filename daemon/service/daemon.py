@@ -19,12 +19,12 @@ from pathlib import Path
 
 from dedupd.store import LockBusy, Store
 
-from . import sdnotify
-from .config import Config, load_config
-from .errors import UsageError
-from .indexer import IndexResult, Indexer, LazyEmbedder, mark_root, online_roots
-from .report import atomic_write, path_text, write_report
-from .scanner import normalise_root
+from dedupd.service import sdnotify
+from dedupd.config import Config, load_config
+from dedupd.errors import UsageError
+from dedupd.ingest.indexer import IndexResult, Indexer, LazyEmbedder, mark_root, online_roots
+from dedupd.output.report import atomic_write, path_text, write_report
+from dedupd.ingest.walk import normalise_root
 
 log = logging.getLogger("dedupd")
 
@@ -85,7 +85,7 @@ class Service:
             self.store.writer_lock.release()
 
     def _serve(self) -> int:
-        from .watcher import DirtyPaths, Watchers
+        from dedupd.service.watchers import DirtyPaths, Watchers
 
         embedder = self._embedder or LazyEmbedder(self.config)
         self.indexer = Indexer(self.store, self.config, embedder)
@@ -253,12 +253,12 @@ class Service:
         if time.monotonic() - self._last_report < report_gap(self.config.report.min_interval, self._report_cost):
             return
         self._report_due, started = None, time.monotonic()
-        from .commands import store_report
+        from dedupd.commands import store_report
 
         report = store_report(self.store, self.config, self.indexer.model)
         write_report(report, self.report_path())
         if self.config.report.html_dir:
-            from .gallery import write_gallery
+            from dedupd.output.gallery import write_gallery
 
             write_gallery(report, self.config.report.html_dir, self.store.path / "thumbs")
         self._last_report = time.monotonic()
@@ -270,7 +270,7 @@ class Service:
         return Path(self.config.report.path) if self.config.report.path else self.store.path / "report.json"
 
     def _auto_purge(self) -> None:
-        from .commands import purge_from_store
+        from dedupd.commands import purge_from_store
 
         try:
             purge_from_store(self.store, self.config, self.indexer.model, echo=log.info)

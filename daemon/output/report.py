@@ -19,7 +19,7 @@ from typing import Any
 
 from dedupd.store import FileRecord
 
-from .groups import Group, Member
+from dedupd.dedup.groups import Group, Member
 
 FORMAT_VERSION = 1
 
@@ -138,7 +138,7 @@ def atomic_write(path: Path, data: bytes) -> None:
 
 
 def load_report(path: str | os.PathLike) -> dict[str, Any]:
-    from .errors import UsageError
+    from dedupd.errors import UsageError
 
     try:
         report = json.loads(Path(path).read_bytes())

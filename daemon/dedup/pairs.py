@@ -9,9 +9,9 @@ import numpy as np
 
 from dedupd.store import OK, FileRecord, Store
 
-from .config import DedupConfig
-from .groups import Group, Rules, build_groups
-from .index import VectorIndex, content_ids
+from dedupd.config import DedupConfig
+from dedupd.dedup.groups import Group, Rules, build_groups
+from dedupd.dedup.search import VectorIndex, content_ids
 
 
 # Queries per search call: its k-best, probe and pair arrays (~55 MB at 131k) sit on top of the 1.5 GB index at 1M.

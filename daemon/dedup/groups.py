@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 
 from dedupd.store import OK, Decision, FileRecord
 
-from .capture import different_captures
-from .policy import PolicyContext, choose_keeper
+from dedupd.ingest.capture import different_captures
+from dedupd.dedup.policy import PolicyContext, choose_keeper
 
 
 class UnionFind:

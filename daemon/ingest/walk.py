@@ -9,7 +9,7 @@ import stat
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
-from .decode import IMAGE_EXTENSIONS
+from dedupd.ingest.decode import IMAGE_EXTENSIONS
 
 log = logging.getLogger("dedupd")
 

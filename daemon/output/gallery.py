@@ -26,8 +26,8 @@ from typing import Any
 
 from PIL import Image
 
-from .decode import Decoded, DecodeError, decode
-from .report import entry_path
+from dedupd.ingest.decode import Decoded, DecodeError, decode
+from dedupd.output.report import entry_path
 
 Decoder = Callable[..., Decoded]
 Info = dict[str, Any]

@@ -18,8 +18,8 @@ from typing import IO
 import numpy as np
 from PIL import ExifTags, Image, ImageFile, ImageOps, PngImagePlugin, TiffImagePlugin, UnidentifiedImageError, features
 
-from .capture import Capture, read_capture
-from .hashing import open_regular
+from dedupd.ingest.capture import Capture, read_capture
+from dedupd.ingest.hashing import open_regular
 
 IMAGE_EXTENSIONS: frozenset[str] = frozenset(
     {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".heic", ".heif", ".avif", ".gif"}

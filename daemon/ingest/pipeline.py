@@ -26,9 +26,9 @@ import numpy as np
 from dedupd.store import OK, PENDING, UNREADABLE, FileRecord, Store
 from dedupd.store.schema import CONTENT_FACTS
 
-from .hashing import content_hash
-from .scanner import FileEntry
-from .workers import Decoded, DecodePool, Failed, decode_for_model
+from dedupd.ingest.hashing import content_hash
+from dedupd.ingest.walk import FileEntry
+from dedupd.ingest.decode_pool import Decoded, DecodePool, Failed, decode_for_model
 
 log = logging.getLogger("dedupd")
 

@@ -14,8 +14,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .hashing import content_hash
-from .journal import Entry, Journal, journals, latest_states, unfinished
+from dedupd.ingest.hashing import content_hash
+from dedupd.purge.journal import Entry, Journal, journals, latest_states, unfinished
 
 log = logging.getLogger("dedupd")
 
@@ -166,7 +166,7 @@ def _empty_one(entry: Entry, journal: Journal, tally: Tally) -> None:
 
 def parse_age(text: str) -> float:
     """'30d', '12h', '90m', '45s' or plain seconds."""
-    from .errors import UsageError
+    from dedupd.errors import UsageError
 
     units = {"d": 86400, "h": 3600, "m": 60, "s": 1}
     try:

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 
 from dedupd.store import OK, FileRecord
 
-from .hashing import fd_hash
-from .journal import Entry, Journal
+from dedupd.ingest.hashing import fd_hash
+from dedupd.purge.journal import Entry, Journal
 
 
 @dataclass(frozen=True)

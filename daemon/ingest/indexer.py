@@ -14,13 +14,13 @@ from dataclasses import dataclass, replace
 
 from dedupd.store import FileRecord, Store
 
-from . import pipeline
-from .catalog import PairFinder
-from .config import Config, ModelConfig
-from .report import path_text, text_path
-from .scanner import INTERNAL_IGNORE, NAS_IGNORE, FileEntry, ScanOptions, is_image_name, normalise_root
-from .scanner import scan as walk
-from .workers import DecodePool, hash_threads, split_cores
+from dedupd.ingest import pipeline
+from dedupd.dedup.pairs import PairFinder
+from dedupd.config import Config, ModelConfig
+from dedupd.output.report import path_text, text_path
+from dedupd.ingest.walk import INTERNAL_IGNORE, NAS_IGNORE, FileEntry, ScanOptions, is_image_name, normalise_root
+from dedupd.ingest.walk import scan as walk
+from dedupd.ingest.decode_pool import DecodePool, hash_threads, split_cores
 
 
 class LazyEmbedder:
@@ -38,7 +38,7 @@ class LazyEmbedder:
 
     def get(self):
         if self._embedder is None:
-            from .embedder import build_embedder, pick_devices
+            from dedupd.model.runtime import build_embedder, pick_devices
 
             settings = embedder_settings(self.config.model)
             devices = pick_devices(settings)
@@ -56,7 +56,7 @@ class LazyEmbedder:
 
     def batch_items(self) -> int:
         """Images per embed() call: a full batch for each device."""
-        from .embedder import CPU_BATCH
+        from dedupd.model.runtime import CPU_BATCH
 
         embedder = self.get()
         return getattr(embedder, "batch_items", None) or self.config.model.batch_size or CPU_BATCH
@@ -77,7 +77,7 @@ class LazyEmbedder:
 
 
 def embedder_settings(model: ModelConfig):
-    from .embedder import EmbedderSettings
+    from dedupd.model.runtime import EmbedderSettings
 
     return EmbedderSettings(
         model=model.name, batch_size=model.batch_size, gpus=model.gpus, gpu_memory_fraction=model.gpu_memory_fraction,
@@ -87,7 +87,7 @@ def embedder_settings(model: ModelConfig):
 
 def model_identity(model: ModelConfig) -> str:
     """The key the configured model's vectors are stored under, without loading the model."""
-    from .embedder import resolve_source, vector_model_id
+    from dedupd.model.runtime import resolve_source, vector_model_id
 
     return vector_model_id(resolve_source(model.name).model_id, model.max_patches, model.precision)
 

@@ -1,0 +1,1 @@
+"""Ingest: walk the roots, hash, decode, preprocess and feed the model; the Indexer keeps the store current."""

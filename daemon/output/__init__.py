@@ -1,0 +1,1 @@
+"""Output: the JSON report and the static HTML review gallery."""

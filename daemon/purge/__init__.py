@@ -1,0 +1,1 @@
+"""Purge: verify and act on duplicates, journal every act, recover and undo."""
