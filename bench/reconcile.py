@@ -25,7 +25,7 @@ from _common import FakeEmbedder, RaisingEmbedder, emit, tiny_jpeg
 from dedupd import commands
 from dedupd.config import load_config
 from dedupd.ingest.indexer import Indexer, LazyEmbedder
-from dedupd.ingest.walk import normalise_root
+from dedupd.paths import normalise_root
 from dedupd.store import Store
 
 

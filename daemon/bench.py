@@ -457,7 +457,8 @@ def cross_cosine(vectors: np.ndarray) -> float:
 
 
 def _files(settings: BenchSettings, tmp: Path) -> _Files:
-    from dedupd.ingest.walk import ScanOptions, normalise_root, scan
+    from dedupd.ingest.walk import ScanOptions, scan
+    from dedupd.paths import normalise_root
 
     if settings.folder:
         if not os.path.isdir(settings.folder):

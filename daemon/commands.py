@@ -12,21 +12,19 @@ from collections import Counter as Tally
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from dedupd.store import PENDING, UNREADABLE, FileLock, LockBusy, Store
-
-from dedupd.dedup import pairs
 from dedupd.config import Config
+from dedupd.dedup import pairs
+from dedupd.dedup.store_groups import rules_for, store_groups
 from dedupd.errors import PurgeFailures, UsageError
-from dedupd.dedup.groups import Rules
 from dedupd.ingest.indexer import IndexResult, Indexer, LazyEmbedder, model_identity, online_roots, roots_state
-from dedupd.purge.journal import Journal, done_victims
-from dedupd.dedup.policy import PolicyContext
+from dedupd.output.report import build_report, group_id, load_report, store_report, write_report
+from dedupd.paths import normalise_root
 from dedupd.progress import bar
-from dedupd.purge.execute import PurgeContext, PurgeItem, PurgeResult, run_purge
 from dedupd.purge.recovery import empty_trash as recovery_empty
-from dedupd.purge.recovery import parse_age, recover_all, undo
-from dedupd.output.report import build_report, entry_path, group_id, load_report, path_text, text_path, write_report
-from dedupd.ingest.walk import normalise_root
+from dedupd.purge.recovery import parse_age, undo
+from dedupd.purge.run import execute, items_from_groups, items_from_report, journal_dir
+from dedupd.service.status import read_status
+from dedupd.store import PENDING, UNREADABLE, FileLock, LockBusy, Store
 
 log = logging.getLogger("dedupd")
 Echo = Callable[[str], None]
@@ -83,7 +81,7 @@ def scan(
         write_report(report, out)
         _echo_scan(echo, result, report, out)
         if inplace or trash:
-            return _purge_groups(store, groups, [root], config, trash, inplace, echo)
+            return execute(store, items_from_groups(groups), [root], config, trash, inplace, echo)
     return 0
 
 
@@ -141,33 +139,6 @@ def _html(store: Store, report: dict, out: str | None, echo: Echo) -> int:
     return 0
 
 
-def store_report(store: Store, config: Config, model: str) -> dict:
-    groups, files, roots = store_groups(store, config, model)
-    return build_report(groups, len(files), config.dedup.keep_policy, config.dedup.threshold, model, roots)
-
-
-def store_groups(store: Store, config: Config, model: str):
-    floor = pairs.stored_floor(store, model)
-    if floor is None:
-        log.warning("the store holds no vectors for model %s yet (a scan or the daemon adds them)", model)
-    elif config.dedup.threshold < floor - 1e-9:
-        raise UsageError(
-            f"--threshold {config.dedup.threshold} is below the stored pair floor {floor}; "
-            f"run `dedupd scan` again with this threshold to search that low"
-        )
-    roots = online_roots(store)
-    files = [f for root in roots for f in store.files(root).values()]
-    groups = pairs.load_groups(
-        store, model, files, config.dedup.threshold, config.dedup.keep_policy, rules_for(store, config)
-    )
-    return groups, files, roots
-
-
-def rules_for(store: Store, config: Config) -> Rules:
-    policy = PolicyContext([normalise_root(p) for p in config.protect], config.dedup.format_preference)
-    return Rules.make(config.dedup.burst_guard, store.decisions(), policy)
-
-
 # --- purge -------------------------------------------------------------------------------------------------------
 
 
@@ -182,63 +153,7 @@ def purge(
     else:
         groups, _, _ = store_groups(store, config, model or model_id(config))
         items = items_from_groups(groups)
-    return _execute(store, items, roots, config, trash, inplace, echo)
-
-
-def purge_from_store(store: Store, config: Config, model: str, echo: Echo = print) -> int:
-    """The daemon's purge.auto: plan from the store with the configured policy and act per purge.action."""
-    groups, _, _ = store_groups(store, config, model)
-    return _execute(store, items_from_groups(groups), online_roots(store), config, None, True, echo)
-
-
-def items_from_groups(groups) -> list[PurgeItem]:
-    return [PurgeItem(m.file.path, g.keep.path) for g in groups for m in g.duplicates]
-
-
-def items_from_report(report: dict) -> list[PurgeItem]:
-    """Only `duplicates` are ever purged; `similar` members never are."""
-    items = []
-    for group in report["groups"]:
-        keeper = entry_path(group["keep_info"]) if "keep_info" in group else text_path(group["keep"])
-        details = group.get("duplicate_details")
-        victims = [entry_path(d) for d in details] if details is not None else [text_path(d) for d in group["duplicates"]]
-        items.extend(PurgeItem(v, keeper) for v in victims)
-    return items
-
-
-def _purge_groups(store, groups, roots, config: Config, trash, inplace: bool, echo: Echo) -> int:
-    return _execute(store, items_from_groups(groups), roots, config, trash, inplace, echo)
-
-
-def _execute(store: Store, items: list[PurgeItem], roots: Sequence[bytes], config: Config, trash, inplace, echo) -> int:
-    trash_dir = trash or (config.purge.trash_dir if config.purge.action == "trash" else None)
-    if config.purge.action == "trash" and not trash_dir:
-        raise UsageError("purge.action is trash but no purge.trash_dir (or --trash DIR) is set")
-    ctx = PurgeContext(
-        records=store.files(), roots=roots, protect=[normalise_root(p) for p in config.protect],
-        trash_dir=normalise_root(trash_dir) if trash_dir else None, dry_run=not inplace,
-        rules=rules_for(store, config),
-    )
-    with FileLock(store.path / "purge.lock", "purge"):
-        for line in recover_all(journal_dir(store)).lines:
-            echo(line)
-        ctx.already_done = done_victims(journal_dir(store))
-        ctx.journal = None if ctx.dry_run else Journal.create(journal_dir(store))
-        try:
-            result = run_purge(items, ctx)
-        finally:
-            if ctx.journal is not None:
-                ctx.journal.close()
-                echo(f"journal: {ctx.journal.path} (undo trashed files with `dedupd purge --undo` on it)")
-    _forget(store, result)
-    _echo_purge(echo, result, dry_run=not inplace)
-    if result.skipped:
-        raise PurgeFailures(f"{len(result.skipped)} of {len(result.outcomes)} purge items were skipped (see above)")
-    return 0
-
-
-def journal_dir(store: Store) -> Path:
-    return store.path / "journal"
+    return execute(store, items, roots, config, trash, inplace, echo)
 
 
 def undo_purge(config: Config, journal: str, echo: Echo = print) -> int:
@@ -262,34 +177,6 @@ def empty_trash(config: Config, older_than: str, echo: Echo = print) -> int:
         echo(line)
     echo(f"trash: removed {len(tally.lines)} files")
     return 0
-
-
-def _forget(store: Store, result: PurgeResult) -> None:
-    """Drop removed files from the store, unless a running daemon owns it (its watchers see the deletions)."""
-    victims = [o.item.victim for o in result.acted]
-    if not victims:
-        return
-    if store.writer_lock.held:
-        store.delete_files(victims)
-        return
-    try:
-        with store.writer_lock.acquire():
-            store.delete_files(victims)
-    except LockBusy:
-        log.info("the store is held by a running daemon; it will notice the removed files itself")
-
-
-def _echo_purge(echo: Echo, result: PurgeResult, dry_run: bool) -> None:
-    for o in result.outcomes:
-        line = f"{o.action} {path_text(o.item.victim)}"
-        if o.destination:
-            line += f" -> {path_text(o.destination)}"
-        if o.reason:
-            line += f": {o.reason}"
-        echo(line + (f" (keeps {path_text(o.item.keeper)})" if not o.reason else ""))
-    verb = "would act on" if dry_run else "acted on"
-    echo(f"purge: {verb} {len(result.outcomes) - len(result.skipped)}, skipped {len(result.skipped)}"
-         + (" (dry run: nothing changed; add --inplace to act)" if dry_run else ""))
 
 
 # --- decide ------------------------------------------------------------------------------------------------------
@@ -364,8 +251,6 @@ def _undo_decisions(store: Store, keys: Sequence[str], echo: Echo) -> int:
 
 
 def status(config: Config, echo: Echo = print, model: str | None = None) -> int:
-    from dedupd.service.daemon import read_status
-
     store = open_store(config, create=False)
     model = model or model_id(config)
     for key, value in status_fields(store, config, model).items():

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile, features
 
+from dedupd.paths import IMAGE_EXTENSIONS
 from dedupd.ingest.decode import (
-    IMAGE_EXTENSIONS,
     DecodeError,
     Decoded,
     decode,

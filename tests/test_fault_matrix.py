@@ -142,7 +142,7 @@ from dedupd.ingest.indexer import Indexer, LazyEmbedder, roots_state
 from dedupd.purge.journal import Journal, latest_states, unfinished
 from dedupd.purge.execute import PurgeContext, PurgeItem, run_purge
 from dedupd.output.report import entry_path
-from dedupd.ingest.walk import normalise_root
+from dedupd.paths import normalise_root
 from dedupd.ingest.walk import scan as walk
 from dedupd.store import FileRecord, Store, StoreError
 

@@ -21,9 +21,6 @@ from PIL import ExifTags, Image, ImageFile, ImageOps, PngImagePlugin, TiffImageP
 from dedupd.ingest.capture import Capture, read_capture
 from dedupd.ingest.hashing import open_regular
 
-IMAGE_EXTENSIONS: frozenset[str] = frozenset(
-    {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".heic", ".heif", ".avif", ".gif"}
-)
 
 # Twice Pillow's default MAX_IMAGE_PIXELS: the point where Pillow itself stops warning
 # and refuses, so by default our refusal and Pillow's coincide.

@@ -17,8 +17,8 @@ from dedupd.store import FileRecord, Store
 from dedupd.ingest import pipeline
 from dedupd.dedup.pairs import PairFinder
 from dedupd.config import Config, ModelConfig
-from dedupd.output.report import path_text, text_path
-from dedupd.ingest.walk import INTERNAL_IGNORE, NAS_IGNORE, FileEntry, ScanOptions, is_image_name, normalise_root
+from dedupd.ingest.walk import INTERNAL_IGNORE, NAS_IGNORE, FileEntry, ScanOptions
+from dedupd.paths import is_image_name, normalise_root, path_text, text_path
 from dedupd.ingest.walk import scan as walk
 from dedupd.ingest.decode_pool import DecodePool, hash_threads, split_cores
 

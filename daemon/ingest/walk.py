@@ -9,7 +9,7 @@ import stat
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
-from dedupd.ingest.decode import IMAGE_EXTENSIONS
+from dedupd.paths import is_image_name, normalise_root
 
 log = logging.getLogger("dedupd")
 
@@ -17,8 +17,6 @@ log = logging.getLogger("dedupd")
 NAS_IGNORE = ("@eaDir", "#recycle", "#snapshot", ".@__thumb", ".Trash-*", "._*", "#SynoRecycle", ".snapshot")
 # Our own half-finished purge renames (see purge.ASIDE_PREFIX): never indexed, whatever the config says.
 INTERNAL_IGNORE = (".dedupd-purge-*",)
-
-_EXTENSIONS = tuple(ext.encode() for ext in IMAGE_EXTENSIONS)
 
 
 @dataclass(frozen=True)
@@ -41,14 +39,6 @@ class ScanOptions:
     follow_symlinks: bool = False
     exclude_dirs: tuple[bytes, ...] = ()  # absolute paths never entered (the trash dir, the store)
     on_error: Callable[[bytes, OSError], None] | None = None
-
-
-def normalise_root(root: str | bytes | os.PathLike) -> bytes:
-    return os.path.realpath(os.fsencode(os.path.expanduser(os.fsdecode(root))))
-
-
-def is_image_name(name: bytes) -> bool:
-    return name.lower().endswith(_EXTENSIONS)
 
 
 def scan(roots: Iterable[bytes], options: ScanOptions | None = None) -> Iterator[FileEntry]:

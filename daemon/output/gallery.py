@@ -28,6 +28,7 @@ from PIL import Image
 
 from dedupd.ingest.decode import Decoded, DecodeError, decode
 from dedupd.output.report import entry_path
+from dedupd.paths import atomic_write
 
 Decoder = Callable[..., Decoded]
 Info = dict[str, Any]
@@ -85,7 +86,7 @@ def write_gallery(
     cards = [render_card(n, group_entries(g, thumbs)) + "\n" for n, g in enumerate(groups, 1)]
     thumbs.prune()
     index = out / INDEX
-    write_atomically(index, render_page(report, groups, cards).encode("utf-8"), durable=True)
+    atomic_write(index, render_page(report, groups, cards).encode("utf-8"))
     return index
 
 
@@ -100,26 +101,6 @@ def duplicate_infos(group: dict) -> list[Info]:
     # A report from the old tool has bare paths only; it still gets a gallery, with "unknown" for the rest.
     details = group.get("duplicate_details")
     return details if details is not None else [{"path": path} for path in group.get("duplicates", [])]
-
-
-def write_atomically(path: Path, data: bytes, durable: bool = False) -> None:
-    """Temp file + rename, so a reader never sees half a file.
-
-    Not report.atomic_write: its mkstemp file is mode 0600, which would hide the gallery from a web server or
-    another user; open(..., "xb") honours the umask instead.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
-    try:
-        with open(temp, "xb") as handle:
-            handle.write(data)
-            if durable:
-                handle.flush()
-                os.fsync(handle.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
 
 
 # --- thumbnails --------------------------------------------------------------------------------------------------
@@ -178,7 +159,7 @@ def render_thumbnail(path: bytes, target: Path, side: int, decoder: Decoder) -> 
     picture.thumbnail((side, side), Image.Resampling.LANCZOS)
     buffer = io.BytesIO()
     picture.save(buffer, "JPEG", quality=JPEG_QUALITY, optimize=True, icc_profile=rgb_profile(picture))
-    write_atomically(target, buffer.getvalue())  # other galleries share the cache: never a half thumbnail
+    atomic_write(target, buffer.getvalue(), durable=False)  # other galleries share the cache: never a half thumbnail
 
 
 def rgb_profile(picture: Image.Image) -> bytes | None:

@@ -11,25 +11,19 @@ import base64
 import json
 import os
 import sys
-import tempfile
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from dedupd.store import FileRecord
+from dedupd.store import FileRecord, Store
 
+from dedupd.config import Config
 from dedupd.dedup.groups import Group, Member
+from dedupd.dedup.store_groups import store_groups
+from dedupd.paths import atomic_write, path_text, text_path
 
 FORMAT_VERSION = 1
-
-
-def path_text(path: bytes) -> str:
-    return os.fsdecode(path)
-
-
-def text_path(text: str) -> bytes:
-    return os.fsencode(text)
 
 
 def build_report(
@@ -123,20 +117,6 @@ def write_report(report: dict[str, Any], out: str | os.PathLike) -> None:
     atomic_write(Path(out), data)
 
 
-def atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def load_report(path: str | os.PathLike) -> dict[str, Any]:
     from dedupd.errors import UsageError
 
@@ -149,3 +129,9 @@ def load_report(path: str | os.PathLike) -> dict[str, Any]:
     if not isinstance(report, dict) or not isinstance(report.get("groups"), list):
         raise UsageError(f"{path}: not a dedupd report (no 'groups' list)")
     return report
+
+
+def store_report(store: Store, config: Config, model: str) -> dict[str, Any]:
+    """The report over what the store holds for `model`: no embedding, no search above the stored pair floor."""
+    groups, files, roots = store_groups(store, config, model)
+    return build_report(groups, len(files), config.dedup.keep_policy, config.dedup.threshold, model, roots)

@@ -8,7 +8,6 @@ All real work happens on the main thread; signal handlers and watcher threads on
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import signal
@@ -23,13 +22,14 @@ from dedupd.service import sdnotify
 from dedupd.config import Config, load_config
 from dedupd.errors import UsageError
 from dedupd.ingest.indexer import IndexResult, Indexer, LazyEmbedder, mark_root, online_roots
-from dedupd.output.report import atomic_write, path_text, write_report
-from dedupd.ingest.walk import normalise_root
+from dedupd.output.report import store_report, write_report
+from dedupd.purge.run import purge_from_store
+from dedupd.service.status import write_status
+from dedupd.paths import normalise_root, path_text
 
 log = logging.getLogger("dedupd")
 
 TICK = 0.25  # main-loop period: how quickly settled events, signals and health checks are noticed
-STATUS_FILE = "daemon-status.json"
 PROGRESS_LOG_EVERY = 30.0
 
 
@@ -253,8 +253,6 @@ class Service:
         if time.monotonic() - self._last_report < report_gap(self.config.report.min_interval, self._report_cost):
             return
         self._report_due, started = None, time.monotonic()
-        from dedupd.commands import store_report
-
         report = store_report(self.store, self.config, self.indexer.model)
         write_report(report, self.report_path())
         if self.config.report.html_dir:
@@ -270,8 +268,6 @@ class Service:
         return Path(self.config.report.path) if self.config.report.path else self.store.path / "report.json"
 
     def _auto_purge(self) -> None:
-        from dedupd.commands import purge_from_store
-
         try:
             purge_from_store(self.store, self.config, self.indexer.model, echo=log.info)
         except Exception as exc:  # noqa: BLE001 - a failed item is logged; the daemon stays up
@@ -290,17 +286,7 @@ class Service:
             "health": {path_text(r): h for r, h in self.watchers.check_health().items()},
             "last_errors": self.health.errors,
         }
-        atomic_write(self.store.path / STATUS_FILE, json.dumps(data, indent=2).encode())
-
-
-def read_status(store_path: Path) -> dict | None:
-    """The running daemon's status, or None when no daemon is running on this store."""
-    try:
-        data = json.loads((store_path / STATUS_FILE).read_text())
-        os.kill(int(data["pid"]), 0)
-    except (OSError, ValueError, KeyError):
-        return None
-    return data
+        write_status(self.store.path, data)
 
 
 def run(config_path: str | None, config: Config) -> int:
