@@ -25,6 +25,8 @@ class FakeEmbedder:
     dim = 192
     draft_side = 64
     devices = ("cpu",)
+    batch_items = None  # model.batch_size decides
+    preprocess_spec = None  # the pipeline hands embed() RGB images
 
     def __init__(self) -> None:
         self.images = 0
@@ -37,6 +39,9 @@ class FakeEmbedder:
         matrix = np.stack(rows) if rows else np.zeros((0, self.dim), np.float32)
         matrix -= matrix.mean(axis=1, keepdims=True)
         return matrix / np.linalg.norm(matrix, axis=1, keepdims=True).clip(1e-6)
+
+    def embed_prepared(self, items: list) -> np.ndarray:
+        raise NotImplementedError("preprocess_spec is None: only embed() is ever called")
 
     def close(self) -> None:
         pass

@@ -7,7 +7,7 @@ import sys
 
 from _common import FakeEmbedder
 from dedupd.config import load_config
-from dedupd.ingest.indexer import LazyEmbedder
+from dedupd.model.loader import LazyEmbedder
 from dedupd.logs import setup_logging
 from dedupd.service.daemon import Service
 

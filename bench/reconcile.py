@@ -24,7 +24,8 @@ from pathlib import Path
 from _common import FakeEmbedder, RaisingEmbedder, emit, tiny_jpeg
 from dedupd import commands
 from dedupd.config import load_config
-from dedupd.ingest.indexer import Indexer, LazyEmbedder
+from dedupd.ingest.indexer import Indexer
+from dedupd.model.loader import LazyEmbedder
 from dedupd.paths import normalise_root
 from dedupd.store import Store
 

@@ -195,11 +195,11 @@ def build_random_model(name: str, folder: Path, seed: int = 0) -> Path:
     import torch
     from transformers import Siglip2ImageProcessorPil, Siglip2VisionConfig, Siglip2VisionModel
 
-    from dedupd.model.runtime import _quiet_transformers
+    from dedupd.model.runtime import quiet_transformers
 
     torch.manual_seed(seed)
     folder.mkdir(parents=True, exist_ok=True)
-    with _quiet_transformers():
+    with quiet_transformers():
         Siglip2VisionModel(Siglip2VisionConfig()).eval().save_pretrained(folder)
         Siglip2ImageProcessorPil(max_num_patches=256, patch_size=16).save_pretrained(folder)
     return folder
@@ -212,7 +212,7 @@ def build_random_model(name: str, folder: Path, seed: int = 0) -> Path:
 def embedder_settings(
     ref: str, settings: BenchSettings, max_patches: int | None = None, precision: str | None = None
 ):
-    from dedupd.model.runtime import EmbedderSettings
+    from dedupd.model.settings import EmbedderSettings
 
     return EmbedderSettings(
         model=ref, batch_size=settings.batch_size, gpus=settings.gpus, device=settings.device,
@@ -341,9 +341,10 @@ class NaiveLoop:
     def __init__(self, ref: str, batch_size: int, device: str = "cpu"):
         import torch
 
-        from dedupd.model.runtime import EmbedderSettings, _load
+        from dedupd.model.runtime import load_checkpoint
+        from dedupd.model.settings import EmbedderSettings
 
-        loaded = _load(EmbedderSettings(model=ref))
+        loaded = load_checkpoint(EmbedderSettings(model=ref))
         self.model = loaded.master.to(device=device, dtype=torch.float32).eval()
         self.processor, self.output = loaded.processor, loaded.family.output
         self.batch_size, self.device = batch_size, device
@@ -384,7 +385,8 @@ def end_to_end(files: _Files, embedder, config: Config, store_dir: Path, workers
     """A real Indexer over the files into a fresh store; the model is loaded and the workers started beforehand."""
     from dedupd.store import Store
 
-    from dedupd.ingest.indexer import Indexer, LazyEmbedder
+    from dedupd.ingest.indexer import Indexer
+    from dedupd.model.loader import LazyEmbedder
 
     store = Store.open(store_dir)
     lazy = LazyEmbedder(config, loaded=embedder)
@@ -403,7 +405,7 @@ def end_to_end_without_store(files: _Files, embedder, config: Config, workers: i
     """The Indexer's stages up to the model (hash, plan, decode workers, embed) with no LanceDB commit and no pair
     search, for a machine where lancedb cannot be installed (its wheel is larger than what a lent GPU box takes)."""
     from dedupd.ingest import pipeline
-    from dedupd.ingest.indexer import LazyEmbedder
+    from dedupd.model.loader import LazyEmbedder
     from dedupd.ingest.decode_pool import hash_threads
 
     lazy, counters = LazyEmbedder(config, loaded=embedder), pipeline.Counters()

@@ -37,7 +37,7 @@ def test_scan_keeps_the_old_tools_flags_and_defaults():
     assert args.folder == "/x" and not args.inplace
     from dedupd.config import Config
 
-    from dedupd.model.runtime import default_batch_size
+    from dedupd.model.settings import default_batch_size
 
     d = Config()
     assert (d.dedup.threshold, d.dedup.k, d.model.batch_size, d.model.name, d.model.gpu_memory_fraction,

@@ -19,15 +19,13 @@ from safetensors.torch import load_file, save_file
 from dedupd.model.runtime import (
     DeviceRunner,
     Embedder,
-    EmbedderSettings,
     attention_candidates,
     build_embedder,
     cpu_supports_bf16,
     dtype_candidates,
     load_embedder,
-    local_model_id,
-    resolve_source,
 )
+from dedupd.model.settings import EmbedderSettings, local_model_id, resolve_source
 from dedupd.errors import DedupdError, ModelLoadError
 from model_builders import build_siglip, build_siglip2
 
@@ -520,7 +518,7 @@ def test_int8_on_cuda_and_unknown_precision_are_load_errors() -> None:
 
 def test_vector_key_names_every_knob_that_changes_vectors(tiny_siglip2: Path) -> None:
     from dedupd.config import Config, ModelConfig
-    from dedupd.ingest.indexer import LazyEmbedder, model_identity
+    from dedupd.model.loader import LazyEmbedder, model_identity
 
     plain = model_identity(ModelConfig(name=str(tiny_siglip2)))
     assert plain == local_model_id(tiny_siglip2)  # default settings: stores made before these knobs stay valid
@@ -537,7 +535,7 @@ def test_vector_key_names_every_knob_that_changes_vectors(tiny_siglip2: Path) ->
 
 
 def test_batch_size_defaults_per_device_and_batch_items_feed_every_device(tiny_siglip2: Path) -> None:
-    from dedupd.model.runtime import CPU_BATCH, default_batch_size
+    from dedupd.model.settings import CPU_BATCH, default_batch_size
 
     assert default_batch_size("cuda:1") == 128 and default_batch_size("cpu") == CPU_BATCH == 16
     with cpu_embedder(tiny_siglip2, batch_size=None) as embedder:

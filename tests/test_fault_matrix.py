@@ -138,7 +138,8 @@ from dedupd import commands
 from dedupd.ingest import pipeline
 from dedupd.config import load_config
 from dedupd.ingest.hashing import content_hash
-from dedupd.ingest.indexer import Indexer, LazyEmbedder, roots_state
+from dedupd.ingest.indexer import Indexer, roots_state
+from dedupd.model.loader import LazyEmbedder
 from dedupd.purge.journal import Journal, latest_states, unfinished
 from dedupd.purge.execute import PurgeContext, PurgeItem, run_purge
 from dedupd.output.report import entry_path

@@ -10,7 +10,7 @@ from support import PixelEmbedder, make_library
 from dedupd import commands
 from dedupd.ingest import pipeline
 from dedupd.config import Config, load_config
-from dedupd.ingest.indexer import LazyEmbedder
+from dedupd.model.loader import LazyEmbedder
 from dedupd.store import FileRecord
 from dedupd.ingest.decode_pool import default_workers, model_threads, split_cores
 

@@ -25,7 +25,8 @@ from PIL import Image
 
 import imagegen
 from dedupd.ingest.decode import decode
-from dedupd.model.runtime import FAMILIES, DeviceRunner, Embedder, EmbedderSettings, build_embedder, draft_side
+from dedupd.model.runtime import FAMILIES, DeviceRunner, Embedder, build_embedder, draft_side
+from dedupd.model.settings import EmbedderSettings
 from dedupd.ingest.preprocess import (
     Prepared,
     PreprocessSpec,

@@ -15,7 +15,8 @@ import imagegen
 import support
 from dedupd import commands
 from dedupd.config import load_config
-from dedupd.ingest.indexer import LazyEmbedder, roots_state
+from dedupd.ingest.indexer import roots_state
+from dedupd.model.loader import LazyEmbedder
 from dedupd.service.daemon import Service
 from dedupd.store import Store
 

@@ -1,4 +1,4 @@
-"""dedupd.service.watchers: real inotify and real polling on tmp trees, DirtyPaths settling, backend choice, fallbacks."""
+"""dedupd.service watchers, observers, mounts, dirty paths: real inotify and real polling on tmp trees, DirtyPaths settling, backend choice, fallbacks."""
 
 from __future__ import annotations
 
@@ -21,18 +21,10 @@ from watchdog.events import (
 )
 from watchdog.observers.inotify import InotifyObserver
 
-from dedupd.service.watchers import (
-    Backend,
-    DirtyPaths,
-    StoppableThread,
-    Watchers,
-    _Handler,
-    choose_backend,
-    inotify_probe,
-    make_observer,
-    mount_fstype,
-    parse_mountinfo,
-)
+from dedupd.service.dirty import DirtyPaths
+from dedupd.service.mounts import Backend, choose_backend, mount_fstype, parse_mountinfo
+from dedupd.service.observers import RootHandler, StoppableThread, inotify_probe, make_observer
+from dedupd.service.watchers import Watchers
 
 # watchdog's own harmless noise about a folder watched twice during its recursive set-up (filtered in dedupd.service.watchers
 # at import too, but pytest resets warning filters after collection)
@@ -366,7 +358,7 @@ def test_overflowed_pops_roots():
 def test_marking_10k_events_coalesces():
     dirty = DirtyPaths()
     distinct = [f"/photos/d{i % 20}/img{i}.jpg" for i in range(500)]
-    handler = _Handler(b"/photos", dirty, tuple(p.encode() for p in NAS_IGNORE), max_backlog=0)
+    handler = RootHandler(b"/photos", dirty, tuple(p.encode() for p in NAS_IGNORE), max_backlog=0)
 
     def storm(offset: int) -> None:
         for i in range(2_500):
@@ -384,7 +376,7 @@ def test_marking_10k_events_coalesces():
 
 def test_handler_filters_event_kinds():
     dirty = DirtyPaths()
-    h = _Handler(b"/r", dirty, (b"@eaDir",), max_backlog=0)
+    h = RootHandler(b"/r", dirty, (b"@eaDir",), max_backlog=0)
     h.dispatch(FileOpenedEvent("/r/a.jpg"))
     h.dispatch(FileClosedNoWriteEvent("/r/a.jpg"))  # our own reads must not feed back
     h.dispatch(DirModifiedEvent("/r/album"))  # parent folder noise
@@ -398,7 +390,7 @@ def test_handler_filters_event_kinds():
 
 def test_backlog_limit_turns_into_overflow():
     dirty = DirtyPaths()
-    h = _Handler(b"/r", dirty, (), max_backlog=10)
+    h = RootHandler(b"/r", dirty, (), max_backlog=10)
     for i in range(50):
         h.dispatch(FileCreatedEvent(f"/r/{i}.jpg"))
     assert len(dirty.pending()) == 10

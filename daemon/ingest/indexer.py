@@ -16,80 +16,12 @@ from dedupd.store import FileRecord, Store
 
 from dedupd.ingest import pipeline
 from dedupd.dedup.pairs import PairFinder
-from dedupd.config import Config, ModelConfig
+from dedupd.config import Config
 from dedupd.ingest.walk import INTERNAL_IGNORE, NAS_IGNORE, FileEntry, ScanOptions
 from dedupd.paths import is_image_name, normalise_root, path_text, text_path
 from dedupd.ingest.walk import scan as walk
-from dedupd.ingest.decode_pool import DecodePool, hash_threads, split_cores
-
-
-class LazyEmbedder:
-    """Loads the model on first use, so a re-scan with nothing new never pays for torch or the weights.
-
-    `loaded` is the seam for tests that want a deterministic embedder where the model is not the point.
-    """
-
-    def __init__(self, config: Config, loaded=None):
-        self.config = config
-        self._embedder = loaded
-        self.model_id = loaded.model_id if loaded is not None else model_identity(config.model)
-        # Known once loaded: decides the split of the cores between decoding and the model.
-        self._on_cpu = list(getattr(loaded, "devices", None) or []) == ["cpu"]
-
-    def get(self):
-        if self._embedder is None:
-            from dedupd.model.runtime import build_embedder, pick_devices
-
-            settings = embedder_settings(self.config.model)
-            devices = pick_devices(settings)
-            self._on_cpu = devices == ["cpu"]
-            threads = self._split()[1]
-            self._embedder = build_embedder(replace(settings, threads=threads), devices)
-        return self._embedder
-
-    def decode_workers(self) -> int:
-        """Decode processes for this model: scan.decode_workers, else what suits the device it runs on."""
-        return self._split()[0]
-
-    def _split(self) -> tuple[int, int | None]:
-        return split_cores(self._on_cpu, self.config.scan.decode_workers, self.config.model.threads)
-
-    def batch_items(self) -> int:
-        """Images per embed() call: a full batch for each device."""
-        from dedupd.model.runtime import CPU_BATCH
-
-        embedder = self.get()
-        return getattr(embedder, "batch_items", None) or self.config.model.batch_size or CPU_BATCH
-
-    def draft_side(self) -> int | None:
-        return self.get().draft_side
-
-    def preprocess_spec(self):
-        """The model's preprocessing, for the decode workers; None where the embedder preprocesses itself.
-        Whenever it is not None, every decoded item arrives preprocessed (decode_for_model applies it)."""
-        return getattr(self.get(), "preprocess_spec", None)
-
-    def embed(self, pixels: list):
-        embedder = self.get()
-        if self.preprocess_spec() is not None:
-            return embedder.embed_prepared(pixels)
-        return embedder.embed(pixels)
-
-
-def embedder_settings(model: ModelConfig):
-    from dedupd.model.runtime import EmbedderSettings
-
-    return EmbedderSettings(
-        model=model.name, batch_size=model.batch_size, gpus=model.gpus, gpu_memory_fraction=model.gpu_memory_fraction,
-        device=model.device, max_patches=model.max_patches, threads=model.threads, precision=model.precision,
-    )
-
-
-def model_identity(model: ModelConfig) -> str:
-    """The key the configured model's vectors are stored under, without loading the model."""
-    from dedupd.model.runtime import resolve_source, vector_model_id
-
-    return vector_model_id(resolve_source(model.name).model_id, model.max_patches, model.precision)
+from dedupd.ingest.decode_pool import DecodePool, hash_threads
+from dedupd.model.loader import LazyEmbedder
 
 
 @dataclass

@@ -6,14 +6,13 @@ holds its own replica and one worker thread; the workers pull batches from one s
 takes more batches. Attention kernel and compute dtype are picked per device by trying the fastest candidates first
 and keeping the first one that produces finite vectors.
 
-torch and transformers are imported inside functions only: importing this module (e.g. for EmbedderSettings) must
-stay cheap for `dedupd --help`.
+torch and transformers are imported inside functions; what light callers need (settings, vector ids) lives in
+model/settings.py, which never imports them.
 """
 
 from __future__ import annotations
 
 import copy
-import hashlib
 import logging
 import math
 import queue
@@ -28,6 +27,16 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from dedupd.errors import DedupdError, ModelLoadError
+from dedupd.model.settings import (
+    PRECISIONS,
+    EmbedderSettings,
+    Source,
+    default_batch_size,
+    load_error,
+    resolve_source,
+    short_reason,
+    vector_model_id,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -37,50 +46,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-_OFFLINE_HINT = (
-    "without network, pass a local checkpoint folder (--model /path/to/folder), or fetch the model on a connected "
-    "machine with `hf download {hub_id}` (older hubs: huggingface-cli download) and point HF_HOME at that cache "
-    "with HF_HUB_OFFLINE=1"
-)
 # Text towers and contrastive/classification heads of full checkpoints: leaving them out is the point of loading
 # only the vision tower. position_ids are old persistent buffers, recomputed by the model.
 _IGNORED_UNEXPECTED = re.compile(
     r"^(text_model\.|text_projection\.|logit_scale$|logit_bias$|classifier\.)|(^|\.)position_ids$"
 )
-_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
-_SAMPLE_BYTES = 1 << 20
-
-
-@dataclass(frozen=True)
-class EmbedderSettings:
-    model: str = "google/siglip2-base-patch16-naflex"  # hub id or local folder
-    batch_size: int | None = None  # per device; None = default_batch_size() of the first device
-    gpus: int | None = None  # None = all visible CUDA GPUs; 0 = CPU only
-    gpu_memory_fraction: float = 0.9  # torch.cuda.set_per_process_memory_fraction per device
-    device: str = "auto"  # auto | cpu | cuda
-    max_patches: int | None = None  # naflex only: override processor max_num_patches
-    threads: int | None = None  # torch CPU threads; None = leave default
-    precision: str = "auto"  # auto (fastest float dtype per device) | int8 (dynamic quantisation, CPU only)
-
-
-PRECISIONS = ("auto", "int8")
-# Per device: a GPU needs large batches to be busy; on the CPU 16 is as fast per image as 128 (measured, BENCHMARKS.md)
-# and lets decoding overlap the model sooner.
-GPU_BATCH, CPU_BATCH = 128, 16
-
-
-def default_batch_size(device: str) -> int:
-    return GPU_BATCH if device.startswith("cuda") else CPU_BATCH
-
-
-def vector_model_id(source_id: str, max_patches: int | None = None, precision: str = "auto") -> str:
-    """The key stored vectors are filed under. Knobs that change the vectors are part of it, so a store never mixes
-    vectors from two settings (an int8 vector of a photo is not the fp32 one): changing one re-embeds."""
-    parts = [f"patches{max_patches}"] if max_patches is not None else []
-    parts += [precision] if precision != "auto" else []
-    return "+".join([source_id, *parts])
-
-
 @dataclass(frozen=True)
 class Family:
     name: str
@@ -181,68 +151,8 @@ def is_oom(exc: BaseException) -> bool:
 # Checkpoint identity and loading
 
 
-def load_error(model: str, reason: object) -> ModelLoadError:
-    """One line naming the model, the cause, and the offline way out."""
-    hint = _OFFLINE_HINT.format(hub_id="<model id>" if _looks_like_path(model) else model)
-    return ModelLoadError(f"cannot load model '{model}': {_short_reason(reason)}; {hint}")
-
-
-def _short_reason(reason: object) -> str:
-    text = " ".join(str(reason).split()).rstrip(".")
-    if "couldn't connect to" in text:
-        # transformers' wording points at its own docs; the hint that follows is the actionable part.
-        return "not in the local Hugging Face cache and the hub cannot be reached"
-    return text if len(text) <= 300 else text[:297] + "..."
-
-
-def _looks_like_path(model: str) -> bool:
-    # Hub ids are "name" or "org/name"; anything else containing a separator was meant as a folder.
-    return model.startswith(("/", ".", "~")) or "\\" in model or model.count("/") > 1
-
-
-def _weight_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.name.endswith(_WEIGHT_SUFFIXES))
-
-
-def _edge_bytes(path: Path) -> bytes:
-    # Head and tail catch most same-shape weight changes (fine-tunes) without hashing gigabytes at every start.
-    with path.open("rb") as handle:
-        head = handle.read(_SAMPLE_BYTES)
-        handle.seek(max(0, path.stat().st_size - _SAMPLE_BYTES))
-        return head + handle.read(_SAMPLE_BYTES)
-
-
-def local_model_id(folder: Path) -> str:
-    """'<folder name>@<12 hex>' from config.json and the weight files' names, sizes and edge bytes."""
-    digest = hashlib.sha256()
-    config = folder / "config.json"
-    digest.update(config.read_bytes() if config.is_file() else b"")
-    for weights in _weight_files(folder):
-        digest.update(f"\0{weights.name}\0{weights.stat().st_size}\0".encode())
-        digest.update(_edge_bytes(weights))
-    return f"{folder.resolve().name}@{digest.hexdigest()[:12]}"
-
-
-@dataclass(frozen=True)
-class Source:
-    ref: str  # what transformers loads from: a folder path or a hub id
-    model_id: str
-
-
-def resolve_source(model: str) -> Source:
-    """Tell a local folder from a hub id; a path that is not a folder fails here, before any hub lookup."""
-    path = Path(model).expanduser()
-    if path.is_dir():
-        return Source(str(path), local_model_id(path))
-    if path.exists():
-        raise load_error(model, f"{path} is a file, not a checkpoint folder")
-    if _looks_like_path(model):
-        raise load_error(model, f"folder {path} does not exist")
-    return Source(model, model)
-
-
 @contextmanager
-def _quiet_transformers() -> Iterator[None]:
+def quiet_transformers() -> Iterator[None]:
     # The load report lists every skipped text-tower weight; the loading-info check below says what matters.
     from transformers.utils import logging as tf_logging
 
@@ -708,23 +618,23 @@ def _empty_cuda_cache() -> None:
 
 
 @dataclass
-class _Loaded:
+class Checkpoint:
     source: Source
     family: Family
     processor: Any
     master: torch.nn.Module
 
 
-def _load(settings: EmbedderSettings) -> _Loaded:
+def load_checkpoint(settings: EmbedderSettings) -> Checkpoint:
     source = resolve_source(settings.model)
-    with _quiet_transformers(), _load_errors_mapped(settings.model):
+    with quiet_transformers(), _load_errors_mapped(settings.model):
         from transformers import AutoConfig
 
         config = AutoConfig.from_pretrained(source.ref)
         family = FAMILIES[detect_family(config, settings.model)]
         processor = load_processor(source.ref, family, settings.max_patches)
         master = load_vision_tower(source.ref, family, settings.model)
-    return _Loaded(source, family, processor, master)
+    return Checkpoint(source, family, processor, master)
 
 
 def _limit_memory(device: str, fraction: float) -> None:
@@ -735,7 +645,7 @@ def _limit_memory(device: str, fraction: float) -> None:
 
 
 def _runners_for(
-    loaded: _Loaded,
+    loaded: Checkpoint,
     devices: list[str],
     settings: EmbedderSettings,
     cpu_bf16: bool | None,
@@ -746,7 +656,7 @@ def _runners_for(
     for device in devices:
         try:
             _limit_memory(device, settings.gpu_memory_fraction)
-            with _quiet_transformers():
+            with quiet_transformers():
                 runners.append(
                     build_runner(
                         loaded.master,
@@ -768,7 +678,7 @@ def _runners_for(
 def _cpu_fallback(settings: EmbedderSettings, cpu_bf16: bool | None) -> Callable[[], DeviceRunner]:
     # Reloads from disk rather than keeping an fp32 master in host memory for a failure that rarely happens.
     def build() -> DeviceRunner:
-        loaded = _load(settings)
+        loaded = load_checkpoint(settings)
         return build_runner(
             loaded.master, loaded.processor, loaded.family, "cpu", share=True, cpu_bf16=cpu_bf16,
             precision=settings.precision,
@@ -789,13 +699,13 @@ def build_embedder(
 
     if settings.threads:
         torch.set_num_threads(settings.threads)
-    loaded = _load(settings)
+    loaded = load_checkpoint(settings)
     runners, problems = _runners_for(loaded, devices, settings, cpu_bf16, runner_cls)
     if not runners and any(d != "cpu" for d in devices):
         log.warning("no GPU usable; running on the CPU")
         runners, problems = _runners_for(loaded, ["cpu"], settings, cpu_bf16, DeviceRunner)
     if not runners:
-        raise ModelLoadError(f"cannot load model '{settings.model}': {_short_reason(problems[-1])}")
+        raise ModelLoadError(f"cannot load model '{settings.model}': {short_reason(problems[-1])}")
     return Embedder(
         model_id=vector_model_id(loaded.source.model_id, settings.max_patches, settings.precision),
         family=loaded.family.name,

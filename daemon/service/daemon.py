@@ -21,7 +21,8 @@ from dedupd.store import LockBusy, Store
 from dedupd.service import sdnotify
 from dedupd.config import Config, load_config
 from dedupd.errors import UsageError
-from dedupd.ingest.indexer import IndexResult, Indexer, LazyEmbedder, mark_root, online_roots
+from dedupd.ingest.indexer import IndexResult, Indexer, mark_root, online_roots
+from dedupd.model.loader import LazyEmbedder
 from dedupd.output.report import store_report, write_report
 from dedupd.purge.run import purge_from_store
 from dedupd.service.status import write_status
@@ -85,7 +86,8 @@ class Service:
             self.store.writer_lock.release()
 
     def _serve(self) -> int:
-        from dedupd.service.watchers import DirtyPaths, Watchers
+        from dedupd.service.dirty import DirtyPaths
+        from dedupd.service.watchers import Watchers
 
         embedder = self._embedder or LazyEmbedder(self.config)
         self.indexer = Indexer(self.store, self.config, embedder)

@@ -1,0 +1,107 @@
+"""The model as the rest of dedupd sees it: what an embedder must offer, the settings a ModelConfig asks for, the
+key its vectors are stored under, and a loader that pays for torch and the weights only on first use."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+
+from dedupd.config import Config, ModelConfig
+from dedupd.ingest.decode_pool import split_cores
+from dedupd.model.settings import CPU_BATCH, EmbedderSettings, resolve_source, vector_model_id
+
+if TYPE_CHECKING:
+    from dedupd.ingest.preprocess import Prepared, PreprocessSpec
+
+
+class EmbedderLike(Protocol):
+    """What the indexer, the pipeline and the bench use of an embedder: model/runtime.Embedder, or a deterministic
+    stand-in in tests and benchmarks."""
+
+    @property
+    def model_id(self) -> str: ...
+
+    @property
+    def devices(self) -> Sequence[str]: ...
+
+    @property
+    def draft_side(self) -> int | None: ...
+
+    @property
+    def batch_items(self) -> int | None:
+        """Images per embed() call; None leaves it to model.batch_size."""
+
+    @property
+    def preprocess_spec(self) -> PreprocessSpec | None:
+        """The preprocessing decode workers run before embed_prepared(); None: hand embed() RGB images."""
+
+    def embed(self, images: list[Any]) -> np.ndarray: ...
+
+    def embed_prepared(self, items: list[Prepared]) -> np.ndarray: ...
+
+    def close(self) -> None: ...
+
+
+def embedder_settings(model: ModelConfig) -> EmbedderSettings:
+    return EmbedderSettings(
+        model=model.name, batch_size=model.batch_size, gpus=model.gpus, gpu_memory_fraction=model.gpu_memory_fraction,
+        device=model.device, max_patches=model.max_patches, threads=model.threads, precision=model.precision,
+    )
+
+
+def model_identity(model: ModelConfig) -> str:
+    """The key the configured model's vectors are stored under, without loading the model."""
+    return vector_model_id(resolve_source(model.name).model_id, model.max_patches, model.precision)
+
+
+class LazyEmbedder:
+    """Loads the model on first use, so a re-scan with nothing new never pays for torch or the weights.
+
+    `loaded` is the seam for tests that want a deterministic embedder where the model is not the point.
+    """
+
+    def __init__(self, config: Config, loaded: EmbedderLike | None = None):
+        self.config = config
+        self._embedder = loaded
+        self.model_id = loaded.model_id if loaded is not None else model_identity(config.model)
+        # Known once loaded: decides the split of the cores between decoding and the model.
+        self._on_cpu = loaded is not None and list(loaded.devices) == ["cpu"]
+
+    def get(self) -> EmbedderLike:
+        if self._embedder is None:
+            from dedupd.model.runtime import build_embedder, pick_devices
+
+            settings = embedder_settings(self.config.model)
+            devices = pick_devices(settings)
+            self._on_cpu = devices == ["cpu"]
+            threads = self._split()[1]
+            self._embedder = build_embedder(replace(settings, threads=threads), devices)
+        return self._embedder
+
+    def decode_workers(self) -> int:
+        """Decode processes for this model: scan.decode_workers, else what suits the device it runs on."""
+        return self._split()[0]
+
+    def _split(self) -> tuple[int, int | None]:
+        return split_cores(self._on_cpu, self.config.scan.decode_workers, self.config.model.threads)
+
+    def batch_items(self) -> int:
+        """Images per embed() call: a full batch for each device."""
+        return self.get().batch_items or self.config.model.batch_size or CPU_BATCH
+
+    def draft_side(self) -> int | None:
+        return self.get().draft_side
+
+    def preprocess_spec(self) -> PreprocessSpec | None:
+        """The model's preprocessing, for the decode workers; None where the embedder preprocesses itself.
+        Whenever it is not None, every decoded item arrives preprocessed (decode_for_model applies it)."""
+        return self.get().preprocess_spec
+
+    def embed(self, pixels: list) -> np.ndarray:
+        embedder = self.get()
+        if self.preprocess_spec() is not None:
+            return embedder.embed_prepared(pixels)
+        return embedder.embed(pixels)
