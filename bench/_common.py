@@ -78,8 +78,10 @@ def machine() -> dict:
     except OSError:
         pass
     return {
-        "cpu": model or platform.processor(), "cores": len(os.sched_getaffinity(0)),
-        "python": platform.python_version(), "load_avg": [round(v, 2) for v in os.getloadavg()],
+        "cpu": model or platform.processor(),
+        "cores": len(os.sched_getaffinity(0)),
+        "python": platform.python_version(),
+        "load_avg": [round(v, 2) for v in os.getloadavg()],
         "when": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
 

@@ -99,8 +99,11 @@ def start_daemon(tmp: Path, root: Path) -> tuple[subprocess.Popen, Path, Path]:
     config = tmp / "config.yaml"
     config.write_text(json.dumps({"store": str(store), "roots": [str(root)]}))  # every other setting default
     log = tmp / "daemon.log"
-    proc = subprocess.Popen([sys.executable, str(REPO / "bench" / "_fake_daemon.py"), str(config)],
-                            stdout=open(log, "w"), stderr=subprocess.STDOUT)  # noqa: SIM115
+    proc = subprocess.Popen(
+        [sys.executable, str(REPO / "bench" / "_fake_daemon.py"), str(config)],
+        stdout=open(log, "w"),
+        stderr=subprocess.STDOUT,
+    )  # noqa: SIM115
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         try:
@@ -162,8 +165,13 @@ def churn(sources: list[Path], root: Path, seconds: float, rate: int, seed: int 
                 counts["delete"] += 1
         done += due
     elapsed = time.monotonic() - start
-    return {"ops": done, "seconds": round(elapsed, 1), "ops_s": round(done / elapsed), **counts,
-            "live_files": len(live)}
+    return {
+        "ops": done,
+        "seconds": round(elapsed, 1),
+        "ops_s": round(done / elapsed),
+        **counts,
+        "live_files": len(live),
+    }
 
 
 def main() -> int:
@@ -174,8 +182,10 @@ def main() -> int:
     parser.add_argument("--rate", type=int, default=1000)
     parser.add_argument("--timeout", type=float, default=900, help="give up converging after this many seconds")
     args = parser.parse_args()
-    out: dict = {"embedder": "fake (8x8 thumbnail): the model is not the bottleneck here",
-                 "settings": "all defaults (watch.settle_seconds 5, inotify), store and root on the local disk"}
+    out: dict = {
+        "embedder": "fake (8x8 thumbnail): the model is not the bottleneck here",
+        "settings": "all defaults (watch.settle_seconds 5, inotify), store and root on the local disk",
+    }
     with tempfile.TemporaryDirectory(prefix="dedupd-burst-") as tmp_name:
         tmp = Path(tmp_name)
         src = tmp / "sources"
@@ -192,16 +202,24 @@ def main() -> int:
         sampler.start()
         try:
             time.sleep(2)
-            base = {"daemon_rss_kib": rss_kib(proc.pid)["VmRSS"],
-                    "total_rss_kib": rss_kib(proc.pid)["VmRSS"] + sum(_rss(c) for c in children(proc.pid))}
+            base = {
+                "daemon_rss_kib": rss_kib(proc.pid)["VmRSS"],
+                "total_rss_kib": rss_kib(proc.pid)["VmRSS"] + sum(_rss(c) for c in children(proc.pid)),
+            }
             sampler.reset()
             copy_s = burst(sources, root, args.burst_dirs)
             converge_s, expected, seen = wait_converged(store, root, args.timeout)
             out["burst"] = {
-                "files": args.burst, "dirs": args.burst_dirs, "copy_s": round(copy_s, 2),
-                "converged_after_copy_s": round(converge_s, 1), "expected": expected, "in_store": seen,
-                "exact": converge_s != float("inf"), "baseline": base,
-                "peak_daemon_rss_kib": sampler.peak_daemon, "peak_total_rss_kib": sampler.peak_total,
+                "files": args.burst,
+                "dirs": args.burst_dirs,
+                "copy_s": round(copy_s, 2),
+                "converged_after_copy_s": round(converge_s, 1),
+                "expected": expected,
+                "in_store": seen,
+                "exact": converge_s != float("inf"),
+                "baseline": base,
+                "peak_daemon_rss_kib": sampler.peak_daemon,
+                "peak_total_rss_kib": sampler.peak_total,
                 "daemon_vmhwm_kib": rss_kib(proc.pid)["VmHWM"],
             }
             print(json.dumps(out["burst"]), file=sys.stderr)
@@ -210,9 +228,13 @@ def main() -> int:
                 stats = churn(sources, root, args.churn_seconds, args.rate)
                 converge_s, expected, seen = wait_converged(store, root, args.timeout)
                 out["churn"] = {
-                    **stats, "converged_after_churn_s": round(converge_s, 1), "expected": expected,
-                    "in_store": seen, "exact": converge_s != float("inf"),
-                    "peak_daemon_rss_kib": sampler.peak_daemon, "peak_total_rss_kib": sampler.peak_total,
+                    **stats,
+                    "converged_after_churn_s": round(converge_s, 1),
+                    "expected": expected,
+                    "in_store": seen,
+                    "exact": converge_s != float("inf"),
+                    "peak_daemon_rss_kib": sampler.peak_daemon,
+                    "peak_total_rss_kib": sampler.peak_total,
                     "daemon_vmhwm_kib": rss_kib(proc.pid)["VmHWM"],
                 }
         finally:

@@ -79,22 +79,38 @@ def main() -> int:
             assert c.unchanged == args.files and c.hashed == c.embedded == c.committed == r.removed == 0, c
 
         start = time.perf_counter()
-        code = commands.scan(os.fsdecode(root), config, str(tmp / "report.json"), False, None, echo=lambda _: None,
-                             embedder=LazyEmbedder(config, raising))
+        code = commands.scan(
+            os.fsdecode(root),
+            config,
+            str(tmp / "report.json"),
+            False,
+            None,
+            echo=lambda _: None,
+            embedder=LazyEmbedder(config, raising),
+        )
         scan_s = time.perf_counter() - start
         assert code == 0 and raising.images == 0
     n = args.files
-    emit("reconcile", {
-        "files": n, "dirs": args.dirs, "embedder": "fake (8x8 thumbnail) for the first index; raising afterwards",
-        "first_index_s": round(first_s, 2), "first_index_files_s": round(n / first_s),
-        "indexer_load_s": round(load_s, 2),
-        "fresh_reconcile_s": round(fresh_s, 2), "fresh_files_s": round(n / fresh_s),
-        "fresh_with_load_files_s": round(n / (load_s + fresh_s)),
-        "warm_reconcile_s": round(warm_s, 2), "warm_files_s": round(n / warm_s),
-        "scan_command_s": round(scan_s, 2), "scan_command_files_s": round(n / scan_s),
-        "inference_calls_after_first_index": raising.images,
-        "target_files_s": 10_000,
-    })
+    emit(
+        "reconcile",
+        {
+            "files": n,
+            "dirs": args.dirs,
+            "embedder": "fake (8x8 thumbnail) for the first index; raising afterwards",
+            "first_index_s": round(first_s, 2),
+            "first_index_files_s": round(n / first_s),
+            "indexer_load_s": round(load_s, 2),
+            "fresh_reconcile_s": round(fresh_s, 2),
+            "fresh_files_s": round(n / fresh_s),
+            "fresh_with_load_files_s": round(n / (load_s + fresh_s)),
+            "warm_reconcile_s": round(warm_s, 2),
+            "warm_files_s": round(n / warm_s),
+            "scan_command_s": round(scan_s, 2),
+            "scan_command_files_s": round(n / scan_s),
+            "inference_calls_after_first_index": raising.images,
+            "target_files_s": 10_000,
+        },
+    )
     return 0
 
 

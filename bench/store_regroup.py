@@ -56,11 +56,14 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     with tempfile.TemporaryDirectory(prefix="dedupd-regroup-") as tmp:
         path = Path(args.store) if args.store else Path(tmp) / "store"
-        written = _subprocess(path, "write", f"--n={args.n}", f"--dim={args.dim}", f"--chunk={args.chunk}",
-                              f"--seed={args.seed}")
+        written = _subprocess(
+            path, "write", f"--n={args.n}", f"--dim={args.dim}", f"--chunk={args.chunk}", f"--seed={args.seed}"
+        )
         runs = {mode: _run_child(mode, path) for mode in args.mode}
-        emit("store_regroup", {"n": args.n, "dim": args.dim, "store_mib": round(_du(path) / 2**20), **written,
-                               "runs": runs})
+        emit(
+            "store_regroup",
+            {"n": args.n, "dim": args.dim, "store_mib": round(_du(path) / 2**20), **written, "runs": runs},
+        )
     return 0
 
 
@@ -92,8 +95,11 @@ def _ensure_store(path: Path, n: int, dim: int, chunk: int, seed: int) -> dict:
         print(f"wrote {store.row_counts()['vectors']} / {n} ({time.perf_counter() - started:.0f} s)", file=sys.stderr)
     wrote = time.perf_counter() - started
     store.maybe_compact(force=True)  # what a real scan's periodic compaction leaves: few fragments
-    return {"write_s": round(wrote, 1), "compact_s": round(time.perf_counter() - started - wrote, 1),
-            "reused_store": False}
+    return {
+        "write_s": round(wrote, 1),
+        "compact_s": round(time.perf_counter() - started - wrote, 1),
+        "reused_store": False,
+    }
 
 
 def _library(n: int, dim: int, seed: int) -> Iterator[tuple[list[str], np.ndarray]]:

@@ -41,9 +41,28 @@ def main() -> int:
         model = build_random_model("random:siglip2-base", tmp / "model")
         for i, combo in enumerate(args.combos.split(",")):
             workers, threads = (int(v) for v in combo.split("x"))
-            cmd = [sys.executable, "-m", "dedupd", "bench", folder, "--model", str(model), "--images", str(args.images),
-                   "--batch-size", str(args.batch_size), "--workers", str(workers), "--threads", str(threads),
-                   "--vectors", "0", "--json", "--repeat", str(args.repeat)]
+            cmd = [
+                sys.executable,
+                "-m",
+                "dedupd",
+                "bench",
+                folder,
+                "--model",
+                str(model),
+                "--images",
+                str(args.images),
+                "--batch-size",
+                str(args.batch_size),
+                "--workers",
+                str(workers),
+                "--threads",
+                str(threads),
+                "--vectors",
+                "0",
+                "--json",
+                "--repeat",
+                str(args.repeat),
+            ]
             if i > 0:
                 cmd.append("--no-naive")
             elif args.knobs:
@@ -54,16 +73,39 @@ def main() -> int:
                 print(done.stderr[-3000:], file=sys.stderr)
                 return 1
             result = json.loads(done.stdout)
-            row = {"workers": workers, "threads": threads, **{k: result.get(k) for k in (
-                "decode_img_s", "model_img_s", "end_to_end_img_s", "end_to_end_vs_model", "naive_img_s",
-                "speedup_vs_naive", "knobs", "rounds_s", "load_avg")}}
+            row = {
+                "workers": workers,
+                "threads": threads,
+                **{
+                    k: result.get(k)
+                    for k in (
+                        "decode_img_s",
+                        "model_img_s",
+                        "end_to_end_img_s",
+                        "end_to_end_vs_model",
+                        "naive_img_s",
+                        "speedup_vs_naive",
+                        "knobs",
+                        "rounds_s",
+                        "load_avg",
+                    )
+                },
+            }
             rows.append({k: (round(v, 3) if isinstance(v, float) else v) for k, v in row.items() if v is not None})
             print(json.dumps(rows[-1]), file=sys.stderr)
     best_model = max(r["model_img_s"] for r in rows)
     for row in rows:
         row["end_to_end_vs_best_model"] = round(row["end_to_end_img_s"] / best_model, 3)
-    emit("tune_cpu", {"images": args.images, "batch_size": args.batch_size, "model": "random:siglip2-base",
-                      "source": args.folder or "generated 4000x3000 JPEGs", "rows": rows})
+    emit(
+        "tune_cpu",
+        {
+            "images": args.images,
+            "batch_size": args.batch_size,
+            "model": "random:siglip2-base",
+            "source": args.folder or "generated 4000x3000 JPEGs",
+            "rows": rows,
+        },
+    )
     return 0
 
 

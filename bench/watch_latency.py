@@ -51,8 +51,12 @@ class Daemon:
         self.config.write_text(json.dumps(config))  # JSON is YAML
         self.log = open(tmp / f"daemon-{name}.log", "w")  # noqa: SIM115 - closed in stop()
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-        self.proc = subprocess.Popen([sys.executable, "-m", "dedupd", "run", "--config", str(self.config)],
-                                     stdout=self.log, stderr=subprocess.STDOUT, env=env)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "dedupd", "run", "--config", str(self.config)],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
         self.report_path = self.store / "report.json"
 
     def status(self) -> dict:
@@ -96,8 +100,11 @@ class Daemon:
 def grouped_with(report: dict | None, new: str, original: str) -> str | None:
     """Where the new path sits in the group of its original: keep/duplicates/similar; None if not grouped yet."""
     for g in (report or {}).get("groups", []):
-        members = {g["keep"]: "keep", **{d: "duplicates" for d in g["duplicates"]},
-                   **{s["path"]: "similar" for s in g.get("similar", [])}}
+        members = {
+            g["keep"]: "keep",
+            **{d: "duplicates" for d in g["duplicates"]},
+            **{s["path"]: "similar" for s in g.get("similar", [])},
+        }
         if new in members and original in members:
             return members[new]
     return None
@@ -145,8 +152,12 @@ def main() -> int:
     parser.add_argument("--skip-defaults", action="store_true", help="skip the run with every setting default")
     args = parser.parse_args()
     settle = 5.0
-    out: dict = {"settle_seconds": settle, "model": "tiny random SigLIP2 (tests/model_builders.build_siglip2)",
-                 "watch_mode": "auto (inotify on this local disk)", "runs": {}}
+    out: dict = {
+        "settle_seconds": settle,
+        "model": "tiny random SigLIP2 (tests/model_builders.build_siglip2)",
+        "watch_mode": "auto (inotify on this local disk)",
+        "runs": {},
+    }
     with tempfile.TemporaryDirectory(prefix="dedupd-latency-") as tmp_name:
         tmp = Path(tmp_name)
         model = build_siglip2(tmp / "tiny-siglip2")
@@ -172,8 +183,13 @@ def main() -> int:
                 print(results[-1], file=sys.stderr)
         finally:
             code = daemon.stop()
-        out["runs"]["interval0"] = {"report.min_interval": 0, "ready_s": round(ready, 1), "trials": results,
-                                    "exit": code, **summary(results, settle)}
+        out["runs"]["interval0"] = {
+            "report.min_interval": 0,
+            "ready_s": round(ready, 1),
+            "trials": results,
+            "exit": code,
+            **summary(results, settle),
+        }
 
         if not args.skip_defaults:
             daemon = Daemon(tmp, root, model, "defaults")
@@ -190,8 +206,12 @@ def main() -> int:
             finally:
                 code = daemon.stop()
             out["runs"]["defaults"] = {
-                "report.min_interval": interval, "ready_s": round(ready, 1), "quiet_before_s": quiet,
-                "trials": results, "exit": code, "note": "the near duplicate came right after the exact copy's report",
+                "report.min_interval": interval,
+                "ready_s": round(ready, 1),
+                "quiet_before_s": quiet,
+                "trials": results,
+                "exit": code,
+                "note": "the near duplicate came right after the exact copy's report",
             }
     emit("watch_latency", out)
     return 0
@@ -202,9 +222,13 @@ def summary(results: list[dict], settle: float) -> dict:
     for kind, budget in (("exact", 2.0), ("near", 5.0)):
         values = [r["latency_s"] for r in results if r["kind"] == kind]
         if values:
-            out[kind] = {"max_s": max(values), "mean_s": round(sum(values) / len(values), 2),
-                         "max_over_settle_s": round(max(values) - settle, 2), "target_over_settle_s": budget,
-                         "met": max(values) - settle <= budget}
+            out[kind] = {
+                "max_s": max(values),
+                "mean_s": round(sum(values) / len(values), 2),
+                "max_over_settle_s": round(max(values) - settle, 2),
+                "target_over_settle_s": budget,
+                "met": max(values) - settle <= budget,
+            }
     return out
 
 

@@ -67,23 +67,23 @@ KNOBS = (("max_patches=128", 128, "auto"), ("max_patches=64", 64, "auto"), ("int
 @dataclass
 class BenchSettings:
     folder: str | None = None
-    images: int | None = None          # generated: how many (default 32); a folder: at most this many
-    model: str | None = None           # None: the configured model (model.name)
-    fallback_random: bool = False      # the configured default model cannot load: measure random:siglip2-base
-    vectors: int = DEFAULT_VECTORS     # 0 skips the search
-    batch_size: int | None = None      # per device; None: model.batch_size, else the embedder's default
-    workers: int | None = None         # decode workers; None: scan.decode_workers, else default_workers()
-    threads: int | None = None         # torch CPU threads; None: model.threads, else model_threads()
-    max_patches: int | None = None     # None: model.max_patches, else the checkpoint's
-    precision: str | None = None       # auto | int8; None: model.precision
+    images: int | None = None  # generated: how many (default 32); a folder: at most this many
+    model: str | None = None  # None: the configured model (model.name)
+    fallback_random: bool = False  # the configured default model cannot load: measure random:siglip2-base
+    vectors: int = DEFAULT_VECTORS  # 0 skips the search
+    batch_size: int | None = None  # per device; None: model.batch_size, else the embedder's default
+    workers: int | None = None  # decode workers; None: scan.decode_workers, else default_workers()
+    threads: int | None = None  # torch CPU threads; None: model.threads, else model_threads()
+    max_patches: int | None = None  # None: model.max_patches, else the checkpoint's
+    precision: str | None = None  # auto | int8; None: model.precision
     naive: bool = True
-    store: bool = True                 # False: end to end stops after the model (no LanceDB commit, no pairs)
+    store: bool = True  # False: end to end stops after the model (no LanceDB commit, no pairs)
     knobs: bool = False
     k: int = 10
-    device: str | None = None          # None: model.device
-    gpus: int | None = None            # None: model.gpus
+    device: str | None = None  # None: model.device
+    gpus: int | None = None  # None: model.gpus
     seed: int = 0
-    repeat: int = 1                    # rounds of model only / end to end / naive; the best of each is reported
+    repeat: int = 1  # rounds of model only / end to end / naive; the best of each is reported
     size: tuple[int, int] = CAMERA_SIZE  # generated pictures, width x height
 
 
@@ -166,11 +166,11 @@ def _write_camera_jpeg(folder: Path, i: int, seed: int, size: tuple[int, int]) -
 
     image = camera_photo(seed + i, size)
     exif = Image.Exif()
-    exif[0x010F] = "dedupd"                       # Make
-    exif[0x0110] = "bench camera"                 # Model
+    exif[0x010F] = "dedupd"  # Make
+    exif[0x0110] = "bench camera"  # Model
     exif[0x0132] = f"2024:05:{1 + i % 28:02d} 12:00:{i % 60:02d}"  # DateTime
-    exif[0x0112] = 6 if i % 4 == 3 else 1         # Orientation
-    exif.get_ifd(0x8769)[0x9003] = exif[0x0132]   # DateTimeOriginal
+    exif[0x0112] = 6 if i % 4 == 3 else 1  # Orientation
+    exif.get_ifd(0x8769)[0x9003] = exif[0x0132]  # DateTimeOriginal
     path = folder / f"IMG_{i:04d}.jpg"
     image.save(path, "JPEG", quality=90, exif=exif.tobytes())
     return path
@@ -209,14 +209,16 @@ def build_random_model(name: str, folder: Path, seed: int = 0) -> Path:
 # Loading
 
 
-def embedder_settings(
-    ref: str, settings: BenchSettings, max_patches: int | None = None, precision: str | None = None
-):
+def embedder_settings(ref: str, settings: BenchSettings, max_patches: int | None = None, precision: str | None = None):
     from dedupd.model.settings import EmbedderSettings
 
     return EmbedderSettings(
-        model=ref, batch_size=settings.batch_size, gpus=settings.gpus, device=settings.device,
-        max_patches=max_patches if max_patches is not None else settings.max_patches, threads=settings.threads,
+        model=ref,
+        batch_size=settings.batch_size,
+        gpus=settings.gpus,
+        device=settings.device,
+        max_patches=max_patches if max_patches is not None else settings.max_patches,
+        threads=settings.threads,
         precision=precision or settings.precision or "auto",
     )
 
@@ -498,15 +500,19 @@ def run_bench(settings: BenchSettings, config: Config | None = None) -> dict[str
         settings = replace(settings, model=config.model.name, fallback_random=config.model.name == DEFAULT_MODEL)
     m = config.model
     settings = replace(
-        settings, batch_size=settings.batch_size or m.batch_size, device=settings.device or m.device,
+        settings,
+        batch_size=settings.batch_size or m.batch_size,
+        device=settings.device or m.device,
         gpus=settings.gpus if settings.gpus is not None else m.gpus,
         max_patches=settings.max_patches if settings.max_patches is not None else m.max_patches,
         workers=settings.workers if settings.workers is not None else config.scan.decode_workers,
-        threads=settings.threads or m.threads, precision=settings.precision or m.precision,
+        threads=settings.threads or m.threads,
+        precision=settings.precision or m.precision,
     )
     if is_random_model(settings.model) and settings.model.removeprefix(RANDOM_PREFIX) not in RANDOM_MODELS:
-        raise UsageError(f"unknown random model '{settings.model}': use one of "
-                         f"{', '.join(RANDOM_PREFIX + m for m in RANDOM_MODELS)}")
+        raise UsageError(
+            f"unknown random model '{settings.model}': use one of {', '.join(RANDOM_PREFIX + m for m in RANDOM_MODELS)}"
+        )
     import torch
 
     from dedupd.ingest.decode_pool import hash_threads
@@ -523,18 +529,29 @@ def run_bench(settings: BenchSettings, config: Config | None = None) -> dict[str
             embedder = load_bench_embedder(ref, settings)
         except ModelLoadError as exc:
             if not settings.fallback_random:
-                raise ModelLoadError(f"{exc} (offline, `--model {RANDOM_PREFIX}siglip2-base` benchmarks the "
-                                     "SigLIP2-base architecture with random weights)") from exc
+                raise ModelLoadError(
+                    f"{exc} (offline, `--model {RANDOM_PREFIX}siglip2-base` benchmarks the "
+                    "SigLIP2-base architecture with random weights)"
+                ) from exc
             note = f"{settings.model} could not be loaded; the same architecture with random weights was measured"
             log.warning("%s: %s", note, exc)
             settings = replace(settings, model=f"{RANDOM_PREFIX}siglip2-base")
             ref = _model_ref(settings, tmp)
             embedder = load_bench_embedder(ref, settings)
         out: dict[str, Any] = {
-            "images": len(files.paths), "device": device_names(embedder), "source": files.source,
-            "model": settings.model, "model_id": embedder.model_id, "family": embedder.family, "dim": embedder.dim,
-            "precision": settings.precision, "max_patches": _max_patches(embedder), "batch_size": embedder.batch_size,
-            "workers": workers, "threads": torch.get_num_threads(), "cpu_cores": len(os.sched_getaffinity(0)),
+            "images": len(files.paths),
+            "device": device_names(embedder),
+            "source": files.source,
+            "model": settings.model,
+            "model_id": embedder.model_id,
+            "family": embedder.family,
+            "dim": embedder.dim,
+            "precision": settings.precision,
+            "max_patches": _max_patches(embedder),
+            "batch_size": embedder.batch_size,
+            "workers": workers,
+            "threads": torch.get_num_threads(),
+            "cpu_cores": len(os.sched_getaffinity(0)),
             "store": settings.store,
         }
         if note:
@@ -620,8 +637,13 @@ def _max_patches(embedder) -> int | None:
 
 
 def measure_knobs(
-    ref: str, settings: BenchSettings, paths: Sequence[bytes], workers: int, max_pixels: int,
-    reference: np.ndarray, base: dict[str, Any],
+    ref: str,
+    settings: BenchSettings,
+    paths: Sequence[bytes],
+    workers: int,
+    max_pixels: int,
+    reference: np.ndarray,
+    base: dict[str, Any],
 ) -> list[dict[str, Any]]:
     """Model-only speed and agreement (cosine with the default's vector of the same picture) of each speed knob."""
     rows = [{"knob": "default", "model_img_s": base["model_img_s"], "cosine_mean": 1.0, "cosine_min": 1.0}]
@@ -646,10 +668,15 @@ def measure_knobs(
         vectors, seconds = timed[0][0], min(t for _, t in timed)
         embedder.close()
         agreement = cosine_agreement(reference, vectors)
-        rows.append({
-            "knob": name, "model_img_s": len(paths) / seconds, "speedup": len(paths) / seconds / base["model_img_s"],
-            "cosine_mean": agreement["mean"], "cosine_min": agreement["min"],
-        })
+        rows.append(
+            {
+                "knob": name,
+                "model_img_s": len(paths) / seconds,
+                "speedup": len(paths) / seconds / base["model_img_s"],
+                "cosine_mean": agreement["mean"],
+                "cosine_min": agreement["min"],
+            }
+        )
     return rows
 
 
@@ -722,9 +749,20 @@ def bench_command(settings: BenchSettings, config: Config, as_json: bool, echo: 
 
 def settings_from_args(args) -> BenchSettings:
     return BenchSettings(
-        folder=args.folder, images=args.images, model=args.model, vectors=args.vectors, batch_size=args.batch_size,
-        workers=args.workers, threads=args.threads, max_patches=args.max_patches, precision=args.precision,
-        naive=args.naive, knobs=args.knobs, size=parse_size(args.size), repeat=args.repeat, store=args.use_store,
+        folder=args.folder,
+        images=args.images,
+        model=args.model,
+        vectors=args.vectors,
+        batch_size=args.batch_size,
+        workers=args.workers,
+        threads=args.threads,
+        max_patches=args.max_patches,
+        precision=args.precision,
+        naive=args.naive,
+        knobs=args.knobs,
+        size=parse_size(args.size),
+        repeat=args.repeat,
+        store=args.use_store,
     )
 
 

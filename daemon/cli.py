@@ -30,8 +30,11 @@ def build_parser() -> argparse.ArgumentParser:
     _purge_parser(sub)
     _common(sub.add_parser("status", help="what the store holds: files, embedded, unreadable, groups"))
     decide = _common(sub.add_parser("decide", help="decisions that stick across rescans and renames"))
-    decide.add_argument("action", choices=["keep-all", "not-duplicate", "keep", "list", "undo"],
-                        help="keep-all GROUP_OR_PATH...; not-duplicate A B; keep PATH; list; undo ID...")
+    decide.add_argument(
+        "action",
+        choices=["keep-all", "not-duplicate", "keep", "list", "undo"],
+        help="keep-all GROUP_OR_PATH...; not-duplicate A B; keep PATH; list; undo ID...",
+    )
     decide.add_argument("targets", nargs="*", help="group ids (from the report) or paths; ids for undo")
     trash = _common(sub.add_parser("trash", help="manage the trash of earlier purges"))
     trash.add_argument("action", choices=["empty"], help="empty: remove trashed files for good")
@@ -53,8 +56,11 @@ def _common(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 def _grouping(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threshold", type=float, help="cosine similarity for a duplicate (default 0.985)")
-    p.add_argument("--keep-policy", metavar="P[,P...]",
-                   help=f"which copy to keep: {', '.join(POLICIES)} (default lexi); a comma list is tried in order")
+    p.add_argument(
+        "--keep-policy",
+        metavar="P[,P...]",
+        help=f"which copy to keep: {', '.join(POLICIES)} (default lexi); a comma list is tried in order",
+    )
 
 
 def _scan_parser(sub) -> None:
@@ -73,10 +79,17 @@ def _scan_parser(sub) -> None:
 def _report_parser(sub) -> None:
     p = _common(sub.add_parser("report", help="write a report from the store (no embedding)"))
     _grouping(p)
-    p.add_argument("--out", metavar="PATH", help="output file, or - for stdout (default: report.path or -); "
-                   "with --format html, a folder")
-    p.add_argument("--format", choices=("json", "html"), default="json",
-                   help="json (the report) or html (a static gallery with thumbnails)")
+    p.add_argument(
+        "--out",
+        metavar="PATH",
+        help="output file, or - for stdout (default: report.path or -); with --format html, a folder",
+    )
+    p.add_argument(
+        "--format",
+        choices=("json", "html"),
+        default="json",
+        help="json (the report) or html (a static gallery with thumbnails)",
+    )
 
 
 def _purge_parser(sub) -> None:
@@ -93,26 +106,58 @@ def _bench_parser(sub) -> None:
     p = sub.add_parser("bench", help="measure decode, model, end-to-end, hash and search speed on this machine")
     p.add_argument("folder", nargs="?", help="photos to measure on (default: generated camera-like 12 MP JPEGs)")
     p.add_argument("--images", type=int, metavar="N", help="images to generate (default 32), or at most N from FOLDER")
-    p.add_argument("--model", help="hub id or local folder (default: model.name), or random:siglip2-base: the "
-                   "SigLIP2-base naflex architecture with random weights, measured instead of the default model "
-                   "when that cannot be loaded")
+    p.add_argument(
+        "--model",
+        help="hub id or local folder (default: model.name), or random:siglip2-base: the "
+        "SigLIP2-base naflex architecture with random weights, measured instead of the default model "
+        "when that cannot be loaded",
+    )
     p.add_argument("--size", metavar="WxH", help="size of the generated JPEGs (default 4000x3000, 12 MP)")
-    p.add_argument("--vectors", type=int, default=20_000, metavar="V",
-                   help="vectors for the all-vs-all search timing (default 20000; 0 skips it)")
+    p.add_argument(
+        "--vectors",
+        type=int,
+        default=20_000,
+        metavar="V",
+        help="vectors for the all-vs-all search timing (default 20000; 0 skips it)",
+    )
     p.add_argument("--batch-size", type=int, help=BATCH_HELP)
-    p.add_argument("--workers", type=int, metavar="W",
-                   help="decode worker processes (default: scan.decode_workers, else cores - 1)")
-    p.add_argument("--threads", type=int, metavar="T",
-                   help="torch CPU threads (default: model.threads, else the cores not decoding, plus one)")
-    p.add_argument("--max-patches", type=int, metavar="P",
-                   help="naflex patch budget (default: model.max_patches, else the checkpoint's)")
-    p.add_argument("--precision", choices=("auto", "int8"),
-                   help="int8: dynamic int8 quantisation of the Linear layers, CPU only (default: model.precision)")
+    p.add_argument(
+        "--workers",
+        type=int,
+        metavar="W",
+        help="decode worker processes (default: scan.decode_workers, else cores - 1)",
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        metavar="T",
+        help="torch CPU threads (default: model.threads, else the cores not decoding, plus one)",
+    )
+    p.add_argument(
+        "--max-patches",
+        type=int,
+        metavar="P",
+        help="naflex patch budget (default: model.max_patches, else the checkpoint's)",
+    )
+    p.add_argument(
+        "--precision",
+        choices=("auto", "int8"),
+        help="int8: dynamic int8 quantisation of the Linear layers, CPU only (default: model.precision)",
+    )
     p.add_argument("--no-naive", dest="naive", action="store_false", help="skip the naive-loop baseline")
-    p.add_argument("--no-store", dest="use_store", action="store_false",
-                   help="end to end without the LanceDB commit and pair search (where lancedb is not installed)")
-    p.add_argument("--repeat", type=int, default=1, metavar="R",
-                   help="rounds of model only, end to end and naive, taken in turns; the best of each is shown")
+    p.add_argument(
+        "--no-store",
+        dest="use_store",
+        action="store_false",
+        help="end to end without the LanceDB commit and pair search (where lancedb is not installed)",
+    )
+    p.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        metavar="R",
+        help="rounds of model only, end to end and naive, taken in turns; the best of each is shown",
+    )
     p.add_argument("--knobs", action="store_true", help="also measure max_patches 128/64 and int8 with agreement")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     p.add_argument("--config", metavar="FILE", help="YAML config file (scan and dedup settings)")

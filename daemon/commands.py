@@ -53,8 +53,14 @@ def model_id(config: Config) -> str:
 
 
 def scan(
-    folder: str, config: Config, report_path: str | None, inplace: bool, trash: str | None, echo: Echo = print,
-    threaded: bool = True, embedder: LazyEmbedder | None = None,
+    folder: str,
+    config: Config,
+    report_path: str | None,
+    inplace: bool,
+    trash: str | None,
+    echo: Echo = print,
+    threaded: bool = True,
+    embedder: LazyEmbedder | None = None,
 ) -> int:
     """The old one-shot tool: index FOLDER, group, write the report, and delete only with inplace."""
     if not os.path.isdir(folder):
@@ -75,9 +81,7 @@ def scan(
         groups = pairs.load_groups(
             store, model, files, config.dedup.threshold, config.dedup.keep_policy, rules_for(store, config)
         )
-        report = build_report(
-            groups, len(files), config.dedup.keep_policy, config.dedup.threshold, model, roots=[root]
-        )
+        report = build_report(groups, len(files), config.dedup.keep_policy, config.dedup.threshold, model, roots=[root])
         out = report_path or os.path.join(os.fsdecode(root), "dedup_report.json")
         write_report(report, out)
         _echo_scan(echo, result, report, out)
@@ -114,9 +118,7 @@ def _human(n: float) -> str:
 # --- report ------------------------------------------------------------------------------------------------------
 
 
-def report(
-    config: Config, out: str | None, echo: Echo = print, model: str | None = None, fmt: str = "json"
-) -> int:
+def report(config: Config, out: str | None, echo: Echo = print, model: str | None = None, fmt: str = "json") -> int:
     """A report from what the store holds; no embedding, and no search above the stored pair floor."""
     store = open_store(config, create=False)
     model = model or model_id(config)
@@ -144,7 +146,11 @@ def _html(store: Store, report: dict, out: str | None, echo: Echo) -> int:
 
 
 def purge(
-    config: Config, report_file: str | None, inplace: bool, trash: str | None, echo: Echo = print,
+    config: Config,
+    report_file: str | None,
+    inplace: bool,
+    trash: str | None,
+    echo: Echo = print,
     model: str | None = None,
 ) -> int:
     store = open_store(config, create=False)
@@ -312,6 +318,7 @@ def check_config(path: str | None, echo: Echo = print) -> int:
     from dedupd.config import load_config
 
     config = load_config(path)
-    echo(f"{path or 'defaults'}: ok (store {config.store_path()}, model {config.model.name}, "
-         f"{len(config.roots)} roots)")
+    echo(
+        f"{path or 'defaults'}: ok (store {config.store_path()}, model {config.model.name}, {len(config.roots)} roots)"
+    )
     return 0

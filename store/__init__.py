@@ -5,6 +5,15 @@ from .schema import OK, PENDING, SCHEMA_VERSION, UNREADABLE, Decision, FileRecor
 from .store import Store, StoreError
 
 __all__ = [
-    "OK", "PENDING", "Decision", "SCHEMA_VERSION", "UNREADABLE", "FileLock", "FileRecord", "LockBusy", "Store", "StoreError",
+    "OK",
+    "PENDING",
+    "Decision",
+    "SCHEMA_VERSION",
+    "UNREADABLE",
+    "FileLock",
+    "FileRecord",
+    "LockBusy",
+    "Store",
+    "StoreError",
     "path_key",
 ]

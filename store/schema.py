@@ -61,10 +61,10 @@ PAIRS = pa.schema(
 
 DECISIONS = pa.schema(
     [
-        pa.field("key", pa.string(), nullable=False),      # short id shown to the user
-        pa.field("kind", pa.string(), nullable=False),     # keep | not-duplicate | keep-all
-        pa.field("contents", pa.string(), nullable=False), # JSON list of content hashes: decisions follow content
-        pa.field("paths", pa.string()),                    # JSON list of the paths named, for `decide list`
+        pa.field("key", pa.string(), nullable=False),  # short id shown to the user
+        pa.field("kind", pa.string(), nullable=False),  # keep | not-duplicate | keep-all
+        pa.field("contents", pa.string(), nullable=False),  # JSON list of content hashes: decisions follow content
+        pa.field("paths", pa.string()),  # JSON list of the paths named, for `decide list`
         pa.field("created", pa.float64()),
     ]
 )
@@ -98,10 +98,10 @@ class FileRecord:
     height: int = 0
     status: str = PENDING
     error: str = ""
-    format: str = ""      # decoded format (JPEG, PNG, HEIF...), whatever the extension says
-    taken: str = ""       # EXIF capture time with sub-seconds and offset
-    camera: str = ""      # make|model|serial
-    burst: str = ""       # burst / sequence id
+    format: str = ""  # decoded format (JPEG, PNG, HEIF...), whatever the extension says
+    taken: str = ""  # EXIF capture time with sub-seconds and offset
+    camera: str = ""  # make|model|serial
+    burst: str = ""  # burst / sequence id
     exif_tags: int = 0
 
     @property

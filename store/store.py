@@ -138,7 +138,10 @@ class Store:
         return [c for names, _ in batches for c in names], np.concatenate([matrix for _, matrix in batches])
 
     def iter_vectors(
-        self, model: str, batch_rows: int = VECTOR_BATCH_ROWS, dtype: type = np.float16,
+        self,
+        model: str,
+        batch_rows: int = VECTOR_BATCH_ROWS,
+        dtype: type = np.float16,
         contents: Iterable[str] | None = None,
     ) -> Iterator[tuple[list[str], np.ndarray]]:
         """(contents, (n, dim) matrix of `dtype`) batch by batch, for one model (and only `contents`, if given).
@@ -161,9 +164,7 @@ class Store:
         rows = zip(data["content"], data["width"], data["height"], data["facts"])
         return {c: {**json.loads(f or "{}"), "width": w or 0, "height": h or 0} for c, w, h, f in rows}
 
-    def add_vectors(
-        self, model: str, contents: list[str], matrix: np.ndarray, facts: list[dict] | None = None
-    ) -> None:
+    def add_vectors(self, model: str, contents: list[str], matrix: np.ndarray, facts: list[dict] | None = None) -> None:
         if not contents:
             return
         facts = facts or [{}] * len(contents)
@@ -214,15 +215,21 @@ class Store:
     def decisions(self) -> list[Decision]:
         data = self._tables["decisions"].to_arrow().to_pydict()
         rows = zip(data["key"], data["kind"], data["contents"], data["paths"], data["created"])
-        out = [Decision(k, kind, tuple(json.loads(c)), tuple(json.loads(p or "[]")), t or 0.0)
-               for k, kind, c, p, t in rows]
+        out = [
+            Decision(k, kind, tuple(json.loads(c)), tuple(json.loads(p or "[]")), t or 0.0) for k, kind, c, p, t in rows
+        ]
         return sorted(out, key=lambda d: (d.created, d.key))
 
     def add_decision(self, kind: str, contents: list[str], paths: list[str]) -> Decision:
         created = time.time()
         key = hashlib.blake2b(f"{kind}|{sorted(contents)}|{created}".encode(), digest_size=4).hexdigest()
-        row = {"key": [key], "kind": [kind], "contents": [json.dumps(sorted(set(contents)))],
-               "paths": [json.dumps(paths)], "created": [created]}
+        row = {
+            "key": [key],
+            "kind": [kind],
+            "contents": [json.dumps(sorted(set(contents)))],
+            "paths": [json.dumps(paths)],
+            "created": [created],
+        }
         self._merge("decisions", pa.table(row, schema=DECISIONS))
         return Decision(key, kind, tuple(sorted(set(contents))), tuple(paths), created)
 
@@ -293,8 +300,10 @@ def _open_table(db: object, path: Path, name: str) -> object:
         return db.open_table(name)  # once more: never move a manifest aside for a passing hiccup
     except _OPEN_ERRORS as exc:
         error = exc
-    refuse = (f"cannot open the store at {path}: table {name} is damaged ({_first_line(error)}); "
-              f"move {path} aside and run `dedupd scan` again to rebuild it")
+    refuse = (
+        f"cannot open the store at {path}: table {name} is damaged ({_first_line(error)}); "
+        f"move {path} aside and run `dedupd scan` again to rebuild it"
+    )
     manifests = _manifests(path / f"{name}.lance")
     if len(manifests) < 2:
         raise StoreError(refuse) from error
@@ -314,8 +323,16 @@ def _open_table(db: object, path: Path, name: str) -> object:
         with contextlib.suppress(OSError):
             aside.parent.rmdir()  # only when empty: manifests set aside earlier stay
         raise StoreError(refuse) from exc
-    log.warning("store %s: version %d of table %s is unreadable (%s); reopened at version %d, the last good one "
-                "(the damaged manifest is kept as %s)", path, version, name, _first_line(error), table.version, aside)
+    log.warning(
+        "store %s: version %d of table %s is unreadable (%s); reopened at version %d, the last good one "
+        "(the damaged manifest is kept as %s)",
+        path,
+        version,
+        name,
+        _first_line(error),
+        table.version,
+        aside,
+    )
     return table
 
 

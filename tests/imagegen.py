@@ -113,9 +113,7 @@ def stored_pixels(displayed: Image.Image, orientation: int) -> Image.Image:
     return displayed.copy() if method is None else displayed.transpose(method)
 
 
-def save_jpeg(
-    img: Image.Image, path: PathLike, quality: int = 90, exif_orientation: int | None = None
-) -> None:
+def save_jpeg(img: Image.Image, path: PathLike, quality: int = 90, exif_orientation: int | None = None) -> None:
     """Save ``img`` as stored pixels; ``exif_orientation`` only adds the tag, pixels stay as given."""
     extra = {} if exif_orientation is None else {"exif": exif_bytes(exif_orientation)}
     img.save(path, "JPEG", quality=quality, **extra)

@@ -31,8 +31,10 @@ class PixelEmbedder:
     def embed(self, images: list[Image.Image]) -> np.ndarray:
         self.calls += 1
         self.images += len(images)
-        rows = [np.asarray(im.convert("RGB").resize((8, 8), Image.Resampling.BOX), dtype=np.float32).ravel()
-                for im in images]
+        rows = [
+            np.asarray(im.convert("RGB").resize((8, 8), Image.Resampling.BOX), dtype=np.float32).ravel()
+            for im in images
+        ]
         matrix = np.stack(rows) if rows else np.zeros((0, self.dim), np.float32)
         matrix -= matrix.mean(axis=1, keepdims=True)
         return matrix / np.linalg.norm(matrix, axis=1, keepdims=True).clip(1e-6)
@@ -50,9 +52,9 @@ class Library:
 
     root: Path
     originals: list[Path] = field(default_factory=list)
-    exact: dict[Path, Path] = field(default_factory=dict)        # copy -> original
-    resized: dict[Path, Path] = field(default_factory=dict)      # smaller re-encode -> original
-    converted: dict[Path, Path] = field(default_factory=dict)    # PNG of a JPEG -> original
+    exact: dict[Path, Path] = field(default_factory=dict)  # copy -> original
+    resized: dict[Path, Path] = field(default_factory=dict)  # smaller re-encode -> original
+    converted: dict[Path, Path] = field(default_factory=dict)  # PNG of a JPEG -> original
     unreadable: list[Path] = field(default_factory=list)
 
     @property
@@ -114,8 +116,9 @@ def scan_library(tmp_path: Path):
 
     lib = make_library(tmp_path / "photos")
     cfg = load_config(None, {"store": str(tmp_path / "store")})
-    commands.scan(str(lib.root), cfg, None, False, None, echo=lambda s: None,
-                  embedder=commands.LazyEmbedder(cfg, PixelEmbedder()))
+    commands.scan(
+        str(lib.root), cfg, None, False, None, echo=lambda s: None, embedder=commands.LazyEmbedder(cfg, PixelEmbedder())
+    )
     return lib, cfg, json.loads((lib.root / "dedup_report.json").read_bytes())
 
 

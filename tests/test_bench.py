@@ -25,9 +25,13 @@ pytestmark = pytest.mark.timeout(300)
 
 
 def dedupd(*args):
-    return subprocess.run([sys.executable, "-m", "dedupd", *map(str, args)], capture_output=True, text=True,
-                          check=False,
-                          env={**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"})
+    return subprocess.run(
+        [sys.executable, "-m", "dedupd", *map(str, args)],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"},
+    )
 
 
 def test_bench_json_has_every_figure(tiny_siglip2):
@@ -60,8 +64,7 @@ def test_unknown_random_model_is_a_usage_error():
 
 def test_bench_defaults():
     args = build_parser().parse_args(["bench"])
-    assert (args.folder, args.images, args.model, args.vectors, args.json) == (
-        None, None, None, 20_000, False)
+    assert (args.folder, args.images, args.model, args.vectors, args.json) == (None, None, None, 20_000, False)
 
 
 def test_camera_photo_is_deterministic_with_orientation_tags(tmp_path):
@@ -88,8 +91,13 @@ sys.exit(main(sys.argv[1:]))
 
 
 def _bench_without_lancedb(*args):
-    return subprocess.run([sys.executable, "-c", NO_LANCEDB, "bench", *map(str, args)], capture_output=True,
-                          text=True, check=False, env={**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"})
+    return subprocess.run(
+        [sys.executable, "-c", NO_LANCEDB, "bench", *map(str, args)],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"},
+    )
 
 
 def test_bench_without_store_runs_where_lancedb_is_missing(tiny_siglip2):

@@ -14,14 +14,17 @@ HEAVY = ("torch", "transformers", "faiss", "lancedb", "pyarrow", "PIL", "numpy")
 
 
 def run(*args, env=None):
-    return subprocess.run([sys.executable, "-m", "dedupd", *args], capture_output=True, text=True,
-                          env={**os.environ, **(env or {})})
+    return subprocess.run(
+        [sys.executable, "-m", "dedupd", *args], capture_output=True, text=True, env={**os.environ, **(env or {})}
+    )
 
 
 def test_help_imports_nothing_heavy():
-    code = ("import sys; from dedupd.cli import main\n"
-            "try: main(['--help'])\nexcept SystemExit: pass\n"
-            f"print([m for m in {HEAVY!r} if m in sys.modules])")
+    code = (
+        "import sys; from dedupd.cli import main\n"
+        "try: main(['--help'])\nexcept SystemExit: pass\n"
+        f"print([m for m in {HEAVY!r} if m in sys.modules])"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.stdout.strip().splitlines()[-1] == "[]"
 
@@ -40,14 +43,49 @@ def test_scan_keeps_the_old_tools_flags_and_defaults():
     from dedupd.model.settings import default_batch_size
 
     d = Config()
-    assert (d.dedup.threshold, d.dedup.k, d.model.batch_size, d.model.name, d.model.gpu_memory_fraction,
-            d.dedup.keep_policy) == (0.985, 10, None, "google/siglip2-base-patch16-naflex", 0.9, "lexi")
+    assert (
+        d.dedup.threshold,
+        d.dedup.k,
+        d.model.batch_size,
+        d.model.name,
+        d.model.gpu_memory_fraction,
+        d.dedup.keep_policy,
+    ) == (0.985, 10, None, "google/siglip2-base-patch16-naflex", 0.9, "lexi")
     assert default_batch_size("cuda:0") == 128  # the old tool's batch on a GPU; the CPU gets a smaller one
     full = build_parser().parse_args(
-        ["scan", "/x", "--threshold", "0.9", "--k", "5", "--batch-size", "8", "--model", "m", "--gpus", "2",
-         "--gpu-memory-fraction", "0.5", "--keep-policy", "resolution", "--inplace", "--report", "r.json"])
-    assert (full.threshold, full.k, full.batch_size, full.model, full.gpus, full.gpu_memory_fraction,
-            full.keep_policy, full.inplace, full.report) == (0.9, 5, 8, "m", 2, 0.5, "resolution", True, "r.json")
+        [
+            "scan",
+            "/x",
+            "--threshold",
+            "0.9",
+            "--k",
+            "5",
+            "--batch-size",
+            "8",
+            "--model",
+            "m",
+            "--gpus",
+            "2",
+            "--gpu-memory-fraction",
+            "0.5",
+            "--keep-policy",
+            "resolution",
+            "--inplace",
+            "--report",
+            "r.json",
+        ]
+    )
+    assert (
+        full.threshold,
+        full.k,
+        full.batch_size,
+        full.model,
+        full.gpus,
+        full.gpu_memory_fraction,
+        full.keep_policy,
+        full.inplace,
+        full.report,
+    ) == (0.9, 5, 8, "m", 2, 0.5, "resolution", True, "r.json")
 
 
 def test_usage_error_exits_2():
@@ -90,6 +128,7 @@ def test_check_config_ok_on_the_example():
 
 
 def test_console_script_is_installed():
-    out = subprocess.run([os.path.join(os.path.dirname(sys.executable), "dedupd"), "--version"],
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        [os.path.join(os.path.dirname(sys.executable), "dedupd"), "--version"], capture_output=True, text=True
+    )
     assert out.returncode == 0 and out.stdout.startswith("dedupd ")

@@ -25,8 +25,6 @@ def wait_for(predicate, timeout=WAIT, what="condition"):
     return support.wait_for(predicate, timeout, what)
 
 
-
-
 def make_tree(root, n, size=(96, 72)):
     root.mkdir(parents=True, exist_ok=True)
     for i in range(n):
@@ -35,9 +33,14 @@ def make_tree(root, n, size=(96, 72)):
 
 
 def write_config(path, store, roots, model, **extra):
-    data = {"store": str(store), "roots": [str(r) for r in roots], "model": {"name": str(model), "batch_size": 2},
-            "scan": {"commit_every": 4}, "watch": {"settle_seconds": 0.3, "poll_interval": 0.3},
-            "report": {"min_interval": 0.0}}
+    data = {
+        "store": str(store),
+        "roots": [str(r) for r in roots],
+        "model": {"name": str(model), "batch_size": 2},
+        "scan": {"commit_every": 4},
+        "watch": {"settle_seconds": 0.3, "poll_interval": 0.3},
+        "report": {"min_interval": 0.0},
+    }
     for key, value in extra.items():
         data.setdefault(key, {}).update(value) if isinstance(value, dict) else data.__setitem__(key, value)
     path.write_text(yaml.safe_dump(data))
@@ -76,9 +79,13 @@ class Notify:
 
 
 def start(config, env=None):
-    return subprocess.Popen([sys.executable, "-m", "dedupd", "run", "--config", str(config)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})})
+    return subprocess.Popen(
+        [sys.executable, "-m", "dedupd", "run", "--config", str(config)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})},
+    )
 
 
 def stop(proc, sig=signal.SIGTERM, timeout=60):
@@ -96,23 +103,36 @@ def test_notify_signals_lock_and_readers(tmp_path, tiny_siglip2):
         wait_for(lambda: notify.seen("READY=1"), what="READY=1")
         wait_for(lambda: notify.seen("STATUS="), what="STATUS=")
         wait_for(lambda: notify.seen("WATCHDOG=1"), what="WATCHDOG=1")
-        second = subprocess.run([sys.executable, "-m", "dedupd", "run", "--config", str(config)],
-                                capture_output=True, text=True, timeout=120)
+        second = subprocess.run(
+            [sys.executable, "-m", "dedupd", "run", "--config", str(config)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert second.returncode == 2 and "another `dedupd run`" in second.stderr
-        report = subprocess.run([sys.executable, "-m", "dedupd", "report", "--config", str(config), "--out", "-"],
-                                capture_output=True, timeout=120)
+        report = subprocess.run(
+            [sys.executable, "-m", "dedupd", "report", "--config", str(config), "--out", "-"],
+            capture_output=True,
+            timeout=120,
+        )
         assert report.returncode == 0, report.stderr
         assert "groups" in json.loads(report.stdout)
         wait_for(lambda: len(Store.open(tmp_path / "store").files()) == 6, what="the bulk embed")
-        status = subprocess.run([sys.executable, "-m", "dedupd", "status", "--config", str(config)],
-                                capture_output=True, text=True, timeout=120)
+        status = subprocess.run(
+            [sys.executable, "-m", "dedupd", "status", "--config", str(config)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert f"daemon: pid {proc.pid}" in status.stdout and "watcher" in status.stdout
         # SIGHUP picks up a new root without a restart.
         extra = make_tree(tmp_path / "more", 2, (80, 60))
         write_config(config, tmp_path / "store", [root, extra], tiny_siglip2)
         proc.send_signal(signal.SIGHUP)
-        wait_for(lambda: os.fsencode(str(extra / "p000.jpg")) in Store.open(tmp_path / "store").files(),
-                 what="the new root to be indexed")
+        wait_for(
+            lambda: os.fsencode(str(extra / "p000.jpg")) in Store.open(tmp_path / "store").files(),
+            what="the new root to be indexed",
+        )
         assert proc.poll() is None
         code, err = stop(proc)
         assert code == 0, err
@@ -134,8 +154,13 @@ def test_kill_9_during_bulk_embed_then_restart_gives_the_same_store(tmp_path, ti
     cfg = write_config(tmp_path / "c.yaml", tmp_path / "store", [root], tiny_siglip2)
     proc = start(cfg)
     try:
-        wait_for(lambda: (tmp_path / "store" / "vectors.lance").exists()
-                 and 0 < Store.open(tmp_path / "store").row_counts()["vectors"], what="a first commit")
+        wait_for(
+            lambda: (
+                (tmp_path / "store" / "vectors.lance").exists()
+                and 0 < Store.open(tmp_path / "store").row_counts()["vectors"]
+            ),
+            what="a first commit",
+        )
         proc.kill()
         proc.wait(30)
         assert Store.open(tmp_path / "store").row_counts()["vectors"] < 40, "killed too late to test a resume"
@@ -164,8 +189,13 @@ def test_sigterm_mid_batch_exits_0_and_resumes_cleanly(tmp_path, tiny_siglip2):
     root = make_tree(tmp_path / "photos", 30, (160, 120))
     cfg = write_config(tmp_path / "c.yaml", tmp_path / "store", [root], tiny_siglip2)
     proc = start(cfg)
-    wait_for(lambda: (tmp_path / "store" / "vectors.lance").exists()
-             and 0 < Store.open(tmp_path / "store").row_counts()["vectors"], what="a first commit")
+    wait_for(
+        lambda: (
+            (tmp_path / "store" / "vectors.lance").exists()
+            and 0 < Store.open(tmp_path / "store").row_counts()["vectors"]
+        ),
+        what="a first commit",
+    )
     code, err = stop(proc)
     assert code == 0, err
     proc = start(cfg)

@@ -246,9 +246,7 @@ def _run_with_memory_cap(code: str, cap_bytes: int = 1536 * 2**20) -> subprocess
     """Run ``code`` in a child whose address space is capped, so an unbounded allocation fails loudly."""
     prelude = f"import resource; resource.setrlimit(resource.RLIMIT_AS, ({cap_bytes}, {cap_bytes}))\n"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
-    return subprocess.run(
-        [sys.executable, "-c", prelude + code], capture_output=True, text=True, timeout=60, env=env
-    )
+    return subprocess.run([sys.executable, "-c", prelude + code], capture_output=True, text=True, timeout=60, env=env)
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="RLIMIT_AS semantics are Linux-specific")

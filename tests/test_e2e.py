@@ -13,8 +13,13 @@ from support import make_library
 
 
 def dedupd(*args, env=None, check=True):
-    out = subprocess.run([sys.executable, "-m", "dedupd", *map(str, args)], capture_output=True, text=True,
-                         env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}, timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-m", "dedupd", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})},
+        timeout=300,
+    )
     if check:
         assert out.returncode == 0, out.stderr
     return out
@@ -32,8 +37,14 @@ def scanned(tmp_path_factory, tiny_siglip2):
 def test_scan_writes_the_old_report_at_the_old_default_path(scanned):
     lib, store, model, first = scanned
     report = json.loads((lib.root / "dedup_report.json").read_bytes())
-    assert set(report) >= {"generated_at", "total_images", "duplicate_groups", "total_duplicates", "keep_policy",
-                           "groups"}
+    assert set(report) >= {
+        "generated_at",
+        "total_images",
+        "duplicate_groups",
+        "total_duplicates",
+        "keep_policy",
+        "groups",
+    }
     assert report["total_images"] == 8
     exact = {(str(o), str(c)) for c, o in lib.exact.items()}
     found = {tuple(sorted((g["keep"], d))) for g in report["groups"] for d in g["duplicates"]}
@@ -54,8 +65,19 @@ def test_report_and_status_from_the_store(scanned, tmp_path):
     report = json.loads(out.stdout)
     assert report["total_images"] == 8 and report["groups"]
     status = dedupd("status", "--model", model, "--store", store).stdout
-    for key in ("files: 8", "unique contents: 7", "embedded: 6", "pending: 0", "unreadable: 1 (1 truncated)",
-                "groups:", "duplicates:", "bytes reclaimable:", "model:", "store:", "daemon: not running"):
+    for key in (
+        "files: 8",
+        "unique contents: 7",
+        "embedded: 6",
+        "pending: 0",
+        "unreadable: 1 (1 truncated)",
+        "groups:",
+        "duplicates:",
+        "bytes reclaimable:",
+        "model:",
+        "store:",
+        "daemon: not running",
+    ):
         assert key in status
 
 

@@ -524,7 +524,8 @@ def test_vector_key_names_every_knob_that_changes_vectors(tiny_siglip2: Path) ->
     assert plain == local_model_id(tiny_siglip2)  # default settings: stores made before these knobs stay valid
     keys = {
         model_identity(ModelConfig(name=str(tiny_siglip2), max_patches=p, precision=q))
-        for p in (None, 16) for q in ("auto", "int8")
+        for p in (None, 16)
+        for q in ("auto", "int8")
     }
     assert len(keys) == 4
     # What the scan looks vectors up under (no model loaded) is what the loaded embedder files them under.

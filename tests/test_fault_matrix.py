@@ -161,8 +161,16 @@ def config(tmp_path, **overrides):
 
 def scan(cfg, root, inplace=False, threaded=False, embedder=None):
     lines: list[str] = []
-    rc = commands.scan(str(root), cfg, None, inplace, None, echo=lines.append, threaded=threaded,
-                       embedder=LazyEmbedder(cfg, embedder or PixelEmbedder()))
+    rc = commands.scan(
+        str(root),
+        cfg,
+        None,
+        inplace,
+        None,
+        echo=lines.append,
+        threaded=threaded,
+        embedder=LazyEmbedder(cfg, embedder or PixelEmbedder()),
+    )
     return rc, json.loads((Path(root) / "dedup_report.json").read_bytes()), lines
 
 
@@ -179,8 +187,9 @@ def members(group) -> set[bytes]:
 
 def record_of(path: Path, root: Path) -> FileRecord:
     st = os.stat(path)
-    return FileRecord(b(path), b(root), st.st_size, st.st_mtime_ns, st.st_dev, st.st_ino, content_hash(path),
-                      status="ok")
+    return FileRecord(
+        b(path), b(root), st.st_size, st.st_mtime_ns, st.st_dev, st.st_ino, content_hash(path), status="ok"
+    )
 
 
 def run_with_deadline(fn, fifo: Path | None = None, timeout: float = 60.0):
@@ -293,8 +302,8 @@ def test_row5_row6_symlinked_directory_and_loop_index_each_inode_once(tmp_path):
     (root / "real").mkdir(parents=True)
     for i in range(3):
         imagegen.photo(i, (96, 72)).save(root / "real" / f"{i}.jpg", quality=90)
-    os.symlink(root / "real", root / "again")       # the same folder a second time
-    os.symlink(root, root / "real" / "loop")         # and a loop back to the top
+    os.symlink(root / "real", root / "again")  # the same folder a second time
+    os.symlink(root, root / "real" / "loop")  # and a loop back to the top
     cfg = config(tmp_path, **{"scan.follow_symlinks": True})
     rc, report, lines = run_with_deadline(lambda: scan(cfg, root), timeout=120)
     assert rc == 0
@@ -369,8 +378,13 @@ def test_row8_file_swapped_between_check_and_act_is_put_back(scanned, tmp_path, 
     (store.path / "journal").mkdir(exist_ok=True)
     journal = SwappingJournal(store.path / "journal" / "purge-swap.jsonl", os.fsencode(victim))
     trash = tmp_path / "trash"
-    ctx = PurgeContext(records=store.files(), roots=[b(lib.root)], dry_run=False, journal=journal,
-                       trash_dir=b(trash) if action == "trash" else None)
+    ctx = PurgeContext(
+        records=store.files(),
+        roots=[b(lib.root)],
+        dry_run=False,
+        journal=journal,
+        trash_dir=b(trash) if action == "trash" else None,
+    )
     try:
         (outcome,) = run_purge([PurgeItem(os.fsencode(victim), os.fsencode(keep))], ctx).outcomes
     finally:
@@ -415,8 +429,11 @@ def test_row10_kill_9_inside_an_embed_batch_of_a_scan(tmp_path):
     shutil.copy2(root / "p05.jpg", root / "z_copy5.jpg")
     cfg = config(tmp_path)
     with open(tmp_path / "child.log", "wb") as log:
-        child = subprocess.Popen([sys.executable, "-c", DIES_MID_BATCH, str(TESTS), str(root), str(cfg.store_path())],
-                                 stdout=log, stderr=subprocess.STDOUT)
+        child = subprocess.Popen(
+            [sys.executable, "-c", DIES_MID_BATCH, str(TESTS), str(root), str(cfg.store_path())],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
         tree = watch_tree(child, timeout=180)
     assert child.returncode == -signal.SIGKILL, (tmp_path / "child.log").read_text()
     helpers = tree - {child.pid}  # decode workers, forkserver, resource tracker
@@ -440,8 +457,10 @@ def test_row10_kill_9_inside_an_embed_batch_of_a_scan(tmp_path):
     assert embedder.images == 12 - done_before  # what was committed is never embedded again
     files = store.files()
     assert len(files) == 14 and all(f.status == "ok" for f in files.values())
-    assert {(k, d) for k, d in pairs(report)} == {(str(root / "p00.jpg"), str(root / "z_copy0.jpg")),
-                                                   (str(root / "p05.jpg"), str(root / "z_copy5.jpg"))}
+    assert {(k, d) for k, d in pairs(report)} == {
+        (str(root / "p00.jpg"), str(root / "z_copy0.jpg")),
+        (str(root / "p05.jpg"), str(root / "z_copy5.jpg")),
+    }
 
 
 # --- row 11 ----------------------------------------------------------------------------------------------------------
@@ -506,8 +525,12 @@ def test_row11_unrecoverable_table_is_refused_with_one_line_and_left_as_it_was(t
     listing = sorted(p.relative_to(cfg.store_path()) for p in cfg.store_path().rglob("*"))
     with pytest.raises(StoreError, match="table files is damaged"):
         Store.open(cfg.store_path())
-    out = subprocess.run([sys.executable, "-m", "dedupd", "status", "--store", str(cfg.store_path()),
-                          "--model", MODEL], capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-m", "dedupd", "status", "--store", str(cfg.store_path()), "--model", MODEL],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 2
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and "damaged" in lines[0] and str(cfg.store_path()) in lines[0], out.stderr
@@ -585,8 +608,7 @@ def test_row14_changes_the_watcher_never_reported_are_healed_by_the_periodic_rec
 
         def healed():
             files = Store.open(d.config.store_path()).files()
-            return (b(new) in files and b(gone) not in files
-                    and files[b(changed)].content == content_hash(changed))
+            return b(new) in files and b(gone) not in files and files[b(changed)].content == content_hash(changed)
 
         wait_for(healed, what="the reconcile to heal the missed changes")
     assert d.embedder.images == 6 + 2
@@ -602,8 +624,11 @@ def test_row15_daemon_whose_watcher_thread_dies_polls_and_status_says_degraded(t
     root.mkdir()
     imagegen.photo(1, (96, 72)).save(root / "a.jpg", quality=90)
     with Running(tmp_path, [root], **{"watch.mode": "inotify"}) as d:
-        observers = [t for t in threading.enumerate() if isinstance(t, BaseObserver)
-                     and any(e.watch.path == str(root) for e in t.emitters)]
+        observers = [
+            t
+            for t in threading.enumerate()
+            if isinstance(t, BaseObserver) and any(e.watch.path == str(root) for e in t.emitters)
+        ]
         assert len(observers) == 1
         observers[0].stop()  # the watcher thread ends, as a crashed one would
         status_file = d.config.store_path() / "daemon-status.json"
@@ -611,6 +636,7 @@ def test_row15_daemon_whose_watcher_thread_dies_polls_and_status_says_degraded(t
         def degraded():
             data = json.loads(status_file.read_text())
             return data["health"].get(str(root), "").startswith("degraded") and data
+
         data = wait_for(degraded, what="the status to say degraded")
         assert data["watchers"][str(root)].startswith("poll")
         lines: list[str] = []
@@ -639,6 +665,7 @@ def test_row17_temp_with_an_image_extension_renamed_at_once_is_never_indexed(tmp
             paths = d.paths()
             seen.update(paths)
             return paths == {b(final)} and not len(d.service.dirty)
+
         wait_for(settled, what="the final name")
         time.sleep(1.0)
         seen.update(d.paths())
@@ -648,8 +675,14 @@ def test_row17_temp_with_an_image_extension_renamed_at_once_is_never_indexed(tmp
 
 # --- row 20 ----------------------------------------------------------------------------------------------------------
 
-NAS_PLACES = ("@eaDir/img_000.jpg/SYNOPHOTO_THUMB_XL.jpg", "#recycle/img_000.jpg", "#snapshot/daily/img_000.jpg",
-              ".@__thumb/img_000.jpg", ".Trash-1000/files/img_000.jpg", "camera/._img_000.jpg")
+NAS_PLACES = (
+    "@eaDir/img_000.jpg/SYNOPHOTO_THUMB_XL.jpg",
+    "#recycle/img_000.jpg",
+    "#snapshot/daily/img_000.jpg",
+    ".@__thumb/img_000.jpg",
+    ".Trash-1000/files/img_000.jpg",
+    "camera/._img_000.jpg",
+)
 
 
 def test_row20_nas_metadata_copies_are_never_indexed_nor_removed(tmp_path):
@@ -689,8 +722,9 @@ def write_deflate_bomb(path: Path, side: int) -> None:
     row = b"\x00" * (1 + 3 * side)
     idat = b"".join([packer.compress(row * 50) for _ in range(side // 50)] + [packer.flush()])
     ihdr = struct.pack(">IIBBBBB", side, side // 50 * 50, 8, 2, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr) + _png_chunk(b"IDAT", idat)
-                     + _png_chunk(b"IEND", b""))
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr) + _png_chunk(b"IDAT", idat) + _png_chunk(b"IEND", b"")
+    )
 
 
 def plant_bombs(root: Path) -> dict[str, Path]:
@@ -755,8 +789,9 @@ def test_row21_scan_over_bombs_stays_in_bounded_memory(tmp_path):
         imagegen.photo(i, (320, 240)).save(root / f"{i}.jpg", quality=90)
     store = tmp_path / "store"
     with open(tmp_path / "child.log", "wb") as log:
-        child = subprocess.Popen([sys.executable, "-c", SCAN_CHILD, str(TESTS), str(root), str(store)],
-                                 stdout=log, stderr=subprocess.STDOUT)
+        child = subprocess.Popen(
+            [sys.executable, "-c", SCAN_CHILD, str(TESTS), str(root), str(store)], stdout=log, stderr=subprocess.STDOUT
+        )
         peak = 0
         deadline = time.monotonic() + 180
         while child.poll() is None and time.monotonic() < deadline:
@@ -850,7 +885,7 @@ def test_row23_format_and_orientation_twins_group_with_their_originals(tmp_path)
     root.mkdir()
     shown = imagegen.photo(3, (320, 240))
     shown.save(root / "a_orig.jpg", quality=92)
-    imagegen.save_oriented_jpeg(shown, root / "a_rot6.jpg", 6)            # stored 240x320, EXIF orientation 6
+    imagegen.save_oriented_jpeg(shown, root / "a_rot6.jpg", 6)  # stored 240x320, EXIF orientation 6
     shown.convert("CMYK").save(root / "a_cmyk.jpg", quality=92)
     shown.save(root / "a_twin.heic", "HEIF", quality=90)
     imagegen.stored_pixels(shown, 6).save(root / "x_rotated_no_exif.jpg", quality=92)  # control: really turned
@@ -858,7 +893,7 @@ def test_row23_format_and_orientation_twins_group_with_their_originals(tmp_path)
     grey.save(root / "g_8bit.png")
     imagegen.grey16(np.asarray(grey, dtype=np.uint16) * 257).save(root / "g_16bit.png")
     rgba = imagegen.photo(7, (320, 240)).convert("RGBA")
-    rgba.paste((0, 0, 0, 0), (0, 0, 60, 60))                             # a transparent corner, black underneath
+    rgba.paste((0, 0, 0, 0), (0, 0, 60, 60))  # a transparent corner, black underneath
     rgba.quantize(colors=255, method=Image.Quantize.FASTOCTREE).save(root / "p_palette.png")
     flat = Image.new("RGB", rgba.size, (255, 255, 255))
     flat.paste(rgba, mask=rgba.getchannel("A"))
@@ -867,7 +902,7 @@ def test_row23_format_and_orientation_twins_group_with_their_originals(tmp_path)
     imagegen.save_animation(frames, root / "m_anim.gif", "GIF")
     imagegen.save_animation(frames, root / "m_anim.webp", "WEBP")
     frames[0].save(root / "m_frame0.png")
-    frames[1].save(root / "x_frame1.png")                                 # control: a later frame
+    frames[1].save(root / "x_frame1.png")  # control: a later frame
     assert Image.open(root / "p_palette.png").mode == "P" and "transparency" in Image.open(root / "p_palette.png").info
     cfg = config(tmp_path)
     rc, report, _ = scan(cfg, root)
@@ -875,7 +910,7 @@ def test_row23_format_and_orientation_twins_group_with_their_originals(tmp_path)
     files = Store.open(cfg.store_path()).files()
     assert all(f.status == "ok" for f in files.values()), {p: f.error for p, f in files.items() if f.error}
     rot = files[b(root / "a_rot6.jpg")]
-    assert (rot.width, rot.height) == (320, 240)                          # the displayed size, not the stored one
+    assert (rot.width, rot.height) == (320, 240)  # the displayed size, not the stored one
     found = {frozenset(os.path.basename(p).decode() for p in members(g)) for g in report["groups"]}
     assert found == {
         frozenset({"a_orig.jpg", "a_rot6.jpg", "a_cmyk.jpg", "a_twin.heic"}),
@@ -893,7 +928,7 @@ def test_row24_nfc_and_nfd_twins_are_distinct_and_purge_hits_the_named_one(tmp_p
     root = tmp_path / "photos"
     root.mkdir()
     nfc, nfd, latin1 = (os.path.join(b(root), n) for n in (b"caf\xc3\xa9.jpg", b"cafe\xcc\x81.jpg", b"caf\xe9.jpg"))
-    data = (tmp_path / "src.jpg")
+    data = tmp_path / "src.jpg"
     imagegen.photo(7, (160, 120)).save(data, quality=90)
     for path in (nfc, nfd, latin1):
         shutil.copyfile(data, path)
@@ -931,8 +966,8 @@ def test_row25_file_vanished_or_turned_fifo_between_walk_and_hash(tmp_path):
     indexer = Indexer(store, cfg, LazyEmbedder(cfg, PixelEmbedder()), threaded=False)
     entries = list(walk([b(root)], indexer.options))
     assert len(entries) == 4
-    os.unlink(root / "1.jpg")             # gone between the walk and the read
-    make_fifo(root / "2.jpg")             # now a FIFO: opening it for reading would block for ever
+    os.unlink(root / "1.jpg")  # gone between the walk and the read
+    make_fifo(root / "2.jpg")  # now a FIFO: opening it for reading would block for ever
     result = run_with_deadline(lambda: indexer.index(entries), fifo=root / "2.jpg")
     files = store.files()
     assert b(root / "1.jpg") not in files
@@ -985,9 +1020,22 @@ def test_row26_cli_report_and_status_while_the_daemon_writes(tmp_path):
         seen_files: list[int] = []
         try:
             for _ in range(2):
-                report = subprocess.run([sys.executable, "-m", "dedupd", "report", "--store",
-                                         str(d.config.store_path()), "--model", MODEL, "--out", "-"],
-                                        capture_output=True, timeout=120)
+                report = subprocess.run(
+                    [
+                        sys.executable,
+                        "-m",
+                        "dedupd",
+                        "report",
+                        "--store",
+                        str(d.config.store_path()),
+                        "--model",
+                        MODEL,
+                        "--out",
+                        "-",
+                    ],
+                    capture_output=True,
+                    timeout=120,
+                )
                 assert report.returncode == 0, report.stderr
                 data = json.loads(report.stdout)
                 assert data["duplicate_groups"] == sum(1 for g in data["groups"] if g["duplicates"])
@@ -995,13 +1043,17 @@ def test_row26_cli_report_and_status_while_the_daemon_writes(tmp_path):
                 for group in data["groups"]:
                     assert group["keep"] not in group["duplicates"]
                     assert all(p.startswith(str(lib.root) + "/") for p in (group["keep"], *group["duplicates"]))
-                status = subprocess.run([sys.executable, "-m", "dedupd", "status", "--store",
-                                         str(d.config.store_path()), "--model", MODEL],
-                                        capture_output=True, text=True, timeout=120)
+                status = subprocess.run(
+                    [sys.executable, "-m", "dedupd", "status", "--store", str(d.config.store_path()), "--model", MODEL],
+                    capture_output=True,
+                    text=True,
+                    timeout=120,
+                )
                 assert status.returncode == 0, status.stderr
                 assert f"daemon: pid {os.getpid()}" in status.stdout
-                seen_files.append(int(next(line for line in status.stdout.splitlines()
-                                           if line.startswith("files: ")).split()[1]))
+                seen_files.append(
+                    int(next(line for line in status.stdout.splitlines() if line.startswith("files: ")).split()[1])
+                )
         finally:
             stop.set()
             writer.join(10)

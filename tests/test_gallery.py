@@ -25,7 +25,7 @@ from PIL import Image
 from support import PixelEmbedder, b, make_library
 
 SIDE = 128  # small thumbnails keep the whole file fast; nothing here depends on the size
-HOSTILE = b'caf\xff <b>"x"<i> & \'y\'.jpg'  # not UTF-8, and every HTML special character
+HOSTILE = b"caf\xff <b>\"x\"<i> & 'y'.jpg"  # not UTF-8, and every HTML special character
 
 
 @dataclass
@@ -55,8 +55,9 @@ def record(path: bytes, root: Path) -> FileRecord:
         width, height = shown.width, shown.height
     except DecodeError:  # the broken file: the scan saw it whole
         width, height = 640, 480
-    return FileRecord(path, b(root), st.st_size, st.st_mtime_ns, st.st_dev, st.st_ino, content_hash(path),
-                      width, height, OK)
+    return FileRecord(
+        path, b(root), st.st_size, st.st_mtime_ns, st.st_dev, st.st_ino, content_hash(path), width, height, OK
+    )
 
 
 def build_library(root: Path) -> Built:
@@ -135,8 +136,8 @@ def test_each_group_has_one_keeper_and_roles_are_marked(built, written):
         assert card.count('<li class="member keep">') == 1
         assert '<span class="badge">keep</span>' in card
     assert page.count('<li class="member duplicate">') == 4 and page.count('<li class="member similar">') == 1
-    assert "<span class=\"badge\">duplicate</span> — will be removed by purge" in page
-    assert "<span class=\"badge\">similar</span> — never removed" in page
+    assert '<span class="badge">duplicate</span> — will be removed by purge' in page
+    assert '<span class="badge">similar</span> — never removed' in page
 
 
 def test_groups_are_sorted_by_bytes_reclaimable(built, tmp_path):
@@ -150,8 +151,15 @@ def test_groups_are_sorted_by_bytes_reclaimable(built, tmp_path):
 def test_header_has_the_totals(built, written):
     header = written.read_text(encoding="utf-8").split("</header>")[0]
     report = built.report
-    for value in (3, report["total_duplicates"], gallery.human_size(report["bytes_reclaimable"]), 0.985,
-                  "test/pixels-v1", "lexi", report["generated_at"]):
+    for value in (
+        3,
+        report["total_duplicates"],
+        gallery.human_size(report["bytes_reclaimable"]),
+        0.985,
+        "test/pixels-v1",
+        "lexi",
+        report["generated_at"],
+    ):
         assert f"<dd>{html.escape(str(value))}</dd>" in header
 
 
@@ -167,8 +175,10 @@ def test_nothing_is_fetched_from_anywhere(written):
 
 def test_rotated_photo_gets_an_upright_portrait_thumbnail(built, written):
     by_path = {entry_path(i): i for i in members(built.report)}
-    with Image.open(thumb_of(written, by_path[built.rotated])) as rot, \
-            Image.open(thumb_of(written, by_path[built.rotated_twin])) as twin:
+    with (
+        Image.open(thumb_of(written, by_path[built.rotated])) as rot,
+        Image.open(thumb_of(written, by_path[built.rotated_twin])) as twin,
+    ):
         assert rot.height == SIDE and rot.width < rot.height
         # Portrait alone would also pass for orientation 8 applied the wrong way: compare the pixels too.
         assert imagegen.mean_abs_diff(rot.resize(twin.size), twin) < 12
@@ -231,10 +241,22 @@ def test_thumbnail_keeps_an_rgb_colour_profile_only(tmp_path):
 
 def test_hostile_report_text_is_escaped(tmp_path):
     evil = '<script>alert("x")</script>'
-    info = {"path": f"/nowhere/{evil}\n\x1b\u202egpj.exe", "size": 5, "width": 1, "height": 1, "mtime_ns": 0,
-            "content": "../../etc/passwd"}
-    group = {"keep": info["path"], "keep_info": info, "duplicates": [], "duplicate_details": [],
-             "similar": [{**info, "path": "/nowhere/b\udcff.jpg", "cosine": 0.5}], "bytes_reclaimable": 0}
+    info = {
+        "path": f"/nowhere/{evil}\n\x1b\u202egpj.exe",
+        "size": 5,
+        "width": 1,
+        "height": 1,
+        "mtime_ns": 0,
+        "content": "../../etc/passwd",
+    }
+    group = {
+        "keep": info["path"],
+        "keep_info": info,
+        "duplicates": [],
+        "duplicate_details": [],
+        "similar": [{**info, "path": "/nowhere/b\udcff.jpg", "cosine": 0.5}],
+        "bytes_reclaimable": 0,
+    }
     report = {"groups": [group], "model": evil, "keep_policy": evil, "roots": ["/r\udcfe"], "threshold": evil}
     index = gallery.write_gallery(report, tmp_path / "out", tmp_path / "cache", SIDE)
     page = index.read_bytes().decode("utf-8")
@@ -253,8 +275,9 @@ def test_empty_report(tmp_path):
 def test_report_from_a_real_scan(tmp_path):
     lib = make_library(tmp_path / "photos")
     cfg = load_config(None, {"store": str(tmp_path / "store")})
-    commands.scan(str(lib.root), cfg, None, False, None, echo=lambda s: None,
-                  embedder=commands.LazyEmbedder(cfg, PixelEmbedder()))
+    commands.scan(
+        str(lib.root), cfg, None, False, None, echo=lambda s: None, embedder=commands.LazyEmbedder(cfg, PixelEmbedder())
+    )
     report = json.loads((lib.root / "dedup_report.json").read_bytes())
     assert report["groups"]
     page = gallery.write_gallery(report, tmp_path / "html", tmp_path / "store" / "thumbs", SIDE).read_text("utf-8")
@@ -269,8 +292,15 @@ CHROMIUM = next(filter(None, map(shutil.which, ("chromium", "chromium-browser", 
 needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (apt-get install chromium)")
 # Without the networking flags headless Chromium tries to phone home and can hang; /dev/shm is tiny in containers.
 CHROMIUM_FLAGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
     "--window-size=1280,2000",
 ]
 # Reports after the load event, by which time every (non-lazy) image has loaded or failed.

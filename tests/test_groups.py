@@ -26,12 +26,21 @@ def test_union_find_components_with_path_halving():
 
 @pytest.mark.parametrize(
     "policy, keeper",
-    [("lexi", "/r/a"), ("smallest", "/r/b"), ("largest", "/r/c"), ("newest", "/r/a"), ("oldest", "/r/c"),
-     ("resolution", "/r/b")],
+    [
+        ("lexi", "/r/a"),
+        ("smallest", "/r/b"),
+        ("largest", "/r/c"),
+        ("newest", "/r/a"),
+        ("oldest", "/r/c"),
+        ("resolution", "/r/b"),
+    ],
 )
 def test_each_keep_policy(policy, keeper):
-    members = [f("/r/c", "3", size=30, mtime=1, w=10, h=10), f("/r/a", "1", size=20, mtime=3, w=10, h=10),
-               f("/r/b", "2", size=10, mtime=2, w=40, h=30)]
+    members = [
+        f("/r/c", "3", size=30, mtime=1, w=10, h=10),
+        f("/r/a", "1", size=20, mtime=3, w=10, h=10),
+        f("/r/b", "2", size=10, mtime=2, w=40, h=30),
+    ]
     assert choose_keeper(members, policy).path == keeper.encode()
 
 
@@ -56,8 +65,9 @@ def test_unreadable_files_are_never_keepers_or_duplicates():
 def test_chained_members_land_in_similar():
     pairs = [("1", "2", 0.99), ("2", "3", 0.99)]
     cos = {("1", "3"): 0.97, ("1", "2"): 0.99}
-    (g,) = build_groups([f("/r/a", "1"), f("/r/b", "2"), f("/r/c", "3")], pairs, 0.98,
-                        lambda a, b: cos[(min(a, b), max(a, b))], "lexi")
+    (g,) = build_groups(
+        [f("/r/a", "1"), f("/r/b", "2"), f("/r/c", "3")], pairs, 0.98, lambda a, b: cos[(min(a, b), max(a, b))], "lexi"
+    )
     assert [m.file.path for m in g.duplicates] == [b"/r/b"]
     assert [m.file.path for m in g.similar] == [b"/r/c"]
 

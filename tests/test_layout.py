@@ -72,7 +72,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
         stack.append(node)
         for nxt in sorted(graph.get(node, ())):
             if state.get(nxt) == 1:
-                return stack[stack.index(nxt):] + [nxt]
+                return stack[stack.index(nxt) :] + [nxt]
             if nxt not in state and (cycle := visit(nxt)):
                 return cycle
         stack.pop()
@@ -101,8 +101,12 @@ def test_the_graph_sees_function_level_and_relative_imports(tmp_path: Path) -> N
     (package / "sub" / "__init__.py").write_text("")
     (package / "a.py").write_text("def f():\n    from .sub import b\n")
     (package / "sub" / "b.py").write_text("from ..a import f\n")
-    files = {"pkg": package / "__init__.py", "pkg.sub": package / "sub" / "__init__.py",
-             "pkg.a": package / "a.py", "pkg.sub.b": package / "sub" / "b.py"}
+    files = {
+        "pkg": package / "__init__.py",
+        "pkg.sub": package / "sub" / "__init__.py",
+        "pkg.a": package / "a.py",
+        "pkg.sub.b": package / "sub" / "b.py",
+    }
     graph = module_graph(files)
     assert graph["pkg.a"] == {"pkg.sub", "pkg.sub.b"} and graph["pkg.sub.b"] == {"pkg.a"}
     assert find_cycle(graph) == ["pkg.a", "pkg.sub.b", "pkg.a"]

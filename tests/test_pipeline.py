@@ -22,7 +22,8 @@ def _work(path: bytes, carrier: bool) -> pipeline.Work:
 def test_nothing_to_decode_loads_no_model_and_starts_no_pool() -> None:
     asked: list[str] = []
     settings = pipeline.DecodeSettings(
-        draft_side=lambda: asked.append("model") or 64, max_pixels=10**8,
+        draft_side=lambda: asked.append("model") or 64,
+        max_pixels=10**8,
         pool=lambda: asked.append("pool") or None,
     )
     items = [_work(b"/r/a.jpg", carrier=False), _work(b"/r/b.jpg", carrier=False)]
@@ -34,7 +35,8 @@ def test_the_pool_is_sized_after_the_model_has_loaded(tmp_path) -> None:
     Image.new("RGB", (40, 30), "red").save(tmp_path / "a.jpg")
     asked: list[str] = []
     settings = pipeline.DecodeSettings(
-        draft_side=lambda: asked.append("model") or 64, max_pixels=10**8,
+        draft_side=lambda: asked.append("model") or 64,
+        max_pixels=10**8,
         pool=lambda: asked.append("pool") or None,
     )
     items = [_work(b"/r/skip.jpg", carrier=False), _work(str(tmp_path / "a.jpg").encode(), carrier=True)]
@@ -62,8 +64,16 @@ def test_embed_calls_take_the_embedders_batch_items(tmp_path) -> None:
     lib = make_library(tmp_path / "photos", distinct=5)
     cfg = load_config(None, {"store": str(tmp_path / "store")})
     embedder = ThreeAtATime()
-    commands.scan(str(lib.root), cfg, None, False, None, echo=lambda _: None, threaded=False,
-                  embedder=commands.LazyEmbedder(cfg, embedder))
+    commands.scan(
+        str(lib.root),
+        cfg,
+        None,
+        False,
+        None,
+        echo=lambda _: None,
+        threaded=False,
+        embedder=commands.LazyEmbedder(cfg, embedder),
+    )
     sizes = embedder.sizes
     assert sum(sizes) >= 7 and max(sizes) == 3 and all(s == 3 for s in sizes[:-1])
 

@@ -115,16 +115,18 @@ def test_hard_link_of_the_keeper_is_never_removed(tmp_path):
     link = lib.root / "backup" / "hardlink.jpg"
     os.link(lib.originals[3], link)
     cfg = load_config(None, {"store": str(tmp_path / "store")})
-    commands.scan(str(lib.root), cfg, None, True, None, echo=lambda s: None,
-                  embedder=commands.LazyEmbedder(cfg, PixelEmbedder()))
+    commands.scan(
+        str(lib.root), cfg, None, True, None, echo=lambda s: None, embedder=commands.LazyEmbedder(cfg, PixelEmbedder())
+    )
     assert link.exists() and lib.originals[3].exists()
 
 
 def test_protected_root_files_are_kept_never_removed(tmp_path):
     lib = make_library(tmp_path / "photos")
     cfg = load_config(None, {"store": str(tmp_path / "store"), "protect": [str(lib.root / "camera")]})
-    commands.scan(str(lib.root), cfg, None, False, None, echo=lambda s: None,
-                  embedder=commands.LazyEmbedder(cfg, PixelEmbedder()))
+    commands.scan(
+        str(lib.root), cfg, None, False, None, echo=lambda s: None, embedder=commands.LazyEmbedder(cfg, PixelEmbedder())
+    )
     rc, _ = purge(cfg)
     assert all(p.exists() for p in lib.originals)
 

@@ -24,8 +24,24 @@ def scanned(tmp_path):
 def purge_process(cfg, report, *extra, fault=None):
     env = {**os.environ, **({"DEDUPD_FAULT": fault} if fault else {})}
     env.pop("DEDUPD_FAULT", None) if not fault else None
-    return subprocess.run([sys.executable, "-m", "dedupd", "purge", "--store", str(cfg.store_path()), "--report",
-                           str(report), "--inplace", *extra], capture_output=True, text=True, env=env, timeout=120)
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "dedupd",
+            "purge",
+            "--store",
+            str(cfg.store_path()),
+            "--report",
+            str(report),
+            "--inplace",
+            *extra,
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
 
 
 def victims(report):
@@ -56,8 +72,12 @@ def test_kill_9_during_delete_then_rerun_finishes_without_acting_twice(scanned, 
     assert not any(".dedupd-purge-" in p for p in left)
     for path in journals(cfg.store_path() / "journal"):
         assert not unfinished(path)
-    done = [last for path in journals(cfg.store_path() / "journal") for _, last in latest_states(path).values()
-            if last.state == "done"]
+    done = [
+        last
+        for path in journals(cfg.store_path() / "journal")
+        for _, last in latest_states(path).values()
+        if last.state == "done"
+    ]
     assert sorted(os.fsdecode(e.victim_path) for e in done) == sorted(v for _, v in victims(report))
 
 

@@ -69,13 +69,13 @@ def test_purge_hits_the_right_non_utf8_file(tmp_path):
     for name in names:
         img.save(os.path.join(b(root), name), quality=90)
     cfg = load_config(None, {"store": str(tmp_path / "store")})
-    commands.scan(str(root), cfg, None, False, None, echo=lambda s: None,
-                  embedder=commands.LazyEmbedder(cfg, PixelEmbedder()))
+    commands.scan(
+        str(root), cfg, None, False, None, echo=lambda s: None, embedder=commands.LazyEmbedder(cfg, PixelEmbedder())
+    )
     report = json.loads((root / "dedup_report.json").read_bytes())
     (group,) = report["groups"]
     victims = [entry_path(d) for d in group["duplicate_details"]]
-    commands.purge(cfg, str(root / "dedup_report.json"), True, None, echo=lambda s: None,
-                   model=PixelEmbedder.model_id)
+    commands.purge(cfg, str(root / "dedup_report.json"), True, None, echo=lambda s: None, model=PixelEmbedder.model_id)
     left = set(os.listdir(b(root))) - {b"dedup_report.json"}
     assert left == {os.path.basename(entry_path(group["keep_info"]))}
     assert not any(os.path.exists(v) for v in victims)
@@ -86,8 +86,9 @@ def test_report_command_reads_the_store_without_embedding(tmp_path):
 
     lib = make_library(tmp_path / "photos")
     cfg = load_config(None, {"store": str(tmp_path / "store")})
-    commands.scan(str(lib.root), cfg, None, False, None, echo=lambda s: None,
-                  embedder=commands.LazyEmbedder(cfg, PixelEmbedder()))
+    commands.scan(
+        str(lib.root), cfg, None, False, None, echo=lambda s: None, embedder=commands.LazyEmbedder(cfg, PixelEmbedder())
+    )
     out = tmp_path / "r.json"
     commands.report(cfg, str(out), echo=lambda s: None, model=PixelEmbedder.model_id)
     a = json.loads(out.read_text())

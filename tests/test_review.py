@@ -17,8 +17,19 @@ from dedupd.config import load_config
 from dedupd.errors import PurgeFailures, UsageError
 
 
-def save_with_exif(img, path, taken=None, subsec=None, make="Canon", model="EOS R6", serial="123", burst=None,
-                   extra_tags=0, fmt=None, quality=92):
+def save_with_exif(
+    img,
+    path,
+    taken=None,
+    subsec=None,
+    make="Canon",
+    model="EOS R6",
+    serial="123",
+    burst=None,
+    extra_tags=0,
+    fmt=None,
+    quality=92,
+):
     exif = Image.Exif()
     if make:
         exif[0x010F], exif[0x0110] = make, model
@@ -42,8 +53,9 @@ def save_with_exif(img, path, taken=None, subsec=None, make="Canon", model="EOS 
 
 
 def scan(root, cfg):
-    commands.scan(str(root), cfg, None, False, None, echo=lambda s: None,
-                  embedder=commands.LazyEmbedder(cfg, PixelEmbedder()))
+    commands.scan(
+        str(root), cfg, None, False, None, echo=lambda s: None, embedder=commands.LazyEmbedder(cfg, PixelEmbedder())
+    )
     return json.loads((root / "dedup_report.json").read_bytes())
 
 
@@ -64,8 +76,7 @@ def burst(tmp_path):
 
 
 def test_capture_facts_read_from_exif_and_xmp(tmp_path):
-    path = save_with_exif(imagegen.photo(1, (64, 48)), tmp_path / "x.jpg", "2024:05:01 10:00:00", "25",
-                          burst="B-42")
+    path = save_with_exif(imagegen.photo(1, (64, 48)), tmp_path / "x.jpg", "2024:05:01 10:00:00", "25", burst="B-42")
     c = read_capture(Image.open(path))
     assert c.taken == "2024:05:01 10:00:00.25" and c.camera == "Canon|EOS R6|123" and c.burst == "B-42"
     assert c.exif_tags >= 4
@@ -117,8 +128,13 @@ def pair(tmp_path):
 def test_decide_not_duplicate_sticks_across_rescan_and_rename(pair):
     root, cfg = pair
     assert scan(root, cfg)["total_duplicates"] == 1
-    commands.decide(cfg, "not-duplicate", [str(root / "a.jpg"), str(root / "b.png")], echo=lambda s: None,
-                    model=PixelEmbedder.model_id)
+    commands.decide(
+        cfg,
+        "not-duplicate",
+        [str(root / "a.jpg"), str(root / "b.png")],
+        echo=lambda s: None,
+        model=PixelEmbedder.model_id,
+    )
     report = scan(root, cfg)
     assert report["total_duplicates"] == 0 and report["groups"][0]["similar"][0]["why"].startswith("decided")
     os.rename(root / "b.png", root / "renamed.png")

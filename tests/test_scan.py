@@ -28,8 +28,14 @@ def run_scan(cfg, lib, embedder=None, threaded=True, **kw):
     embedder = embedder or PixelEmbedder()
     lines: list[str] = []
     rc = commands.scan(
-        str(lib.root), cfg, kw.get("report"), kw.get("inplace", False), kw.get("trash"), echo=lines.append,
-        threaded=threaded, embedder=commands.LazyEmbedder(cfg, embedder),
+        str(lib.root),
+        cfg,
+        kw.get("report"),
+        kw.get("inplace", False),
+        kw.get("trash"),
+        echo=lines.append,
+        threaded=threaded,
+        embedder=commands.LazyEmbedder(cfg, embedder),
     )
     report_path = kw.get("report") or lib.root / "dedup_report.json"
     return rc, json.loads(open(report_path, "rb").read()), embedder, lines
@@ -161,7 +167,9 @@ def test_scan_rejects_missing_folder(cfg, tmp_path):
     from dedupd.errors import UsageError
 
     with pytest.raises(UsageError, match="not a directory"):
-        commands.scan(str(tmp_path / "nope"), cfg, None, False, None, embedder=commands.LazyEmbedder(cfg, PixelEmbedder()))
+        commands.scan(
+            str(tmp_path / "nope"), cfg, None, False, None, embedder=commands.LazyEmbedder(cfg, PixelEmbedder())
+        )
 
 
 def test_dry_run_changes_nothing_and_inplace_deletes_exactly_the_duplicates(cfg, lib):

@@ -18,18 +18,52 @@ def paths(entries):
 
 
 def test_extensions_any_case_and_non_images_skipped(tmp_path):
-    for name in ("a.JPG", "b.jpeg", "c.png", "d.BMP", "e.webp", "f.tif", "g.TIFF", "h.heic", "i.HEIF", "j.avif",
-                 "k.gif", "notes.txt", "raw.cr2", "noext"):
+    for name in (
+        "a.JPG",
+        "b.jpeg",
+        "c.png",
+        "d.BMP",
+        "e.webp",
+        "f.tif",
+        "g.TIFF",
+        "h.heic",
+        "i.HEIF",
+        "j.avif",
+        "k.gif",
+        "notes.txt",
+        "raw.cr2",
+        "noext",
+    ):
         touch(tmp_path / name)
     found = {os.path.basename(p) for p in paths(scan([b(tmp_path)]))}
-    assert found == {n.encode() for n in ("a.JPG", "b.jpeg", "c.png", "d.BMP", "e.webp", "f.tif", "g.TIFF", "h.heic",
-                                           "i.HEIF", "j.avif", "k.gif")}
+    assert found == {
+        n.encode()
+        for n in (
+            "a.JPG",
+            "b.jpeg",
+            "c.png",
+            "d.BMP",
+            "e.webp",
+            "f.tif",
+            "g.TIFF",
+            "h.heic",
+            "i.HEIF",
+            "j.avif",
+            "k.gif",
+        )
+    }
 
 
 def test_nas_metadata_never_indexed(tmp_path):
     keep = touch(tmp_path / "ok" / "a.jpg")
-    for bad in ("@eaDir/a.jpg/SYNOPHOTO_THUMB_XL.jpg", "#recycle/a.jpg", "#snapshot/a.jpg", ".@__thumb/a.jpg",
-                ".Trash-1000/files/a.jpg", "ok/._a.jpg"):
+    for bad in (
+        "@eaDir/a.jpg/SYNOPHOTO_THUMB_XL.jpg",
+        "#recycle/a.jpg",
+        "#snapshot/a.jpg",
+        ".@__thumb/a.jpg",
+        ".Trash-1000/files/a.jpg",
+        "ok/._a.jpg",
+    ):
         touch(tmp_path / bad)
     assert paths(scan([b(tmp_path)])) == [b(keep)]
     assert "@eaDir" in NAS_IGNORE

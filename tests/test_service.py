@@ -27,12 +27,16 @@ def wait_for(predicate, timeout=WAIT, what="condition"):
     return support.wait_for(predicate, timeout, what)
 
 
-
-
 class Running:
     def __init__(self, tmp_path, roots, **overrides):
-        values = {"store": str(tmp_path / "store"), "roots": [str(r) for r in roots], "watch.settle_seconds": 0.3,
-                  "watch.poll_interval": 0.2, "report.min_interval": 0.0, **overrides}
+        values = {
+            "store": str(tmp_path / "store"),
+            "roots": [str(r) for r in roots],
+            "watch.settle_seconds": 0.3,
+            "watch.poll_interval": 0.2,
+            "report.min_interval": 0.0,
+            **overrides,
+        }
         self.config = load_config(None, values)
         self.embedder = PixelEmbedder()
         self.service = Service(self.config, embedder=LazyEmbedder(self.config, self.embedder))
@@ -44,8 +48,10 @@ class Running:
 
     def __enter__(self):
         self.thread.start()
-        wait_for(lambda: getattr(self.service, "health", None) and self.service.health.phase == "watching",
-                 what="the first reconcile")
+        wait_for(
+            lambda: getattr(self.service, "health", None) and self.service.health.phase == "watching",
+            what="the first reconcile",
+        )
         return self
 
     def __exit__(self, *exc):
@@ -81,13 +87,22 @@ def test_create_modify_move_delete_converge(tmp_path, mode):
         os.rename(new, moved)
         wait_for(lambda: b(moved) in d.paths() and b(new) not in d.paths(), what="a moved file")
         os.rename(lib.root / "backup", lib.root / "archive")
-        wait_for(lambda: b(lib.root / "archive" / lib.originals[0].name) in d.paths()
-                 and not any(p.startswith(b(lib.root / "backup")) for p in d.paths()), what="a moved directory")
+        wait_for(
+            lambda: (
+                b(lib.root / "archive" / lib.originals[0].name) in d.paths()
+                and not any(p.startswith(b(lib.root / "backup")) for p in d.paths())
+            ),
+            what="a moved directory",
+        )
         os.unlink(moved)
         wait_for(lambda: b(moved) not in d.paths(), what="a deleted file")
         imagegen.photo(51, (320, 240)).save(lib.originals[3], quality=90)
-        wait_for(lambda: Store.open(d.config.store_path()).files()[b(lib.originals[3])].size
-                 == lib.originals[3].stat().st_size, what="a modified file")
+        wait_for(
+            lambda: (
+                Store.open(d.config.store_path()).files()[b(lib.originals[3])].size == lib.originals[3].stat().st_size
+            ),
+            what="a modified file",
+        )
     assert d.exit == 0
     assert d.embedder.images == 6 + 2  # moves and renames never re-embedded: only new.jpg and the rewrite
 
@@ -112,7 +127,7 @@ def test_copy_in_progress_is_processed_once_stable(tmp_path):
         dst = root / "copy.jpg"
         with open(dst, "wb") as f:
             for i in range(0, len(data), len(data) // 5):
-                f.write(data[i:i + len(data) // 5])
+                f.write(data[i : i + len(data) // 5])
                 f.flush()
                 time.sleep(0.3)
         wait_for(lambda: b(dst) in d.paths(), what="the copied file")
@@ -165,8 +180,10 @@ def test_root_swapped_for_empty_directory_removes_nothing(tmp_path):
         assert dup_pairs(json.loads(plan.read_bytes()))
         shutil.move(str(lib.root), str(tmp_path / "away"))
         lib.root.mkdir()
-        wait_for(lambda: roots_state(Store.open(d.config.store_path()))[str(lib.root)]["state"] == "offline",
-                 what="the root to go offline")
+        wait_for(
+            lambda: roots_state(Store.open(d.config.store_path()))[str(lib.root)]["state"] == "offline",
+            what="the root to go offline",
+        )
         assert d.paths() == before
         from dedupd.errors import PurgeFailures
 

@@ -33,9 +33,7 @@ INSTALLED_BINARY = "/opt/dedupd/venv/bin/dedupd"
 MAX_EXPOSURE = 2.0
 
 ANALYZE = shutil.which("systemd-analyze")
-needs_analyze = pytest.mark.skipif(
-    ANALYZE is None, reason="systemd-analyze is not installed (Debian package: systemd)"
-)
+needs_analyze = pytest.mark.skipif(ANALYZE is None, reason="systemd-analyze is not installed (Debian package: systemd)")
 
 
 def _directives(text: str) -> list[tuple[str, str]]:
@@ -119,7 +117,11 @@ def test_unit_has_the_required_directives():
     assert _values("TimeoutStopSec")
     assert _values("ProtectSystem") == ["strict"]
     assert _values("RestrictAddressFamilies") == ["AF_UNIX"]
-    assert any(v.split("=", 1) == ["HF_HOME", "/var/cache/dedupd/huggingface"] for e in _values("Environment") for v in e.split())
+    assert any(
+        v.split("=", 1) == ["HF_HOME", "/var/cache/dedupd/huggingface"]
+        for e in _values("Environment")
+        for v in e.split()
+    )
     assert "MALLOC_ARENA_MAX=2" in [v for e in _values("Environment") for v in e.split()]  # 1M vectors under 2 GiB
 
 

@@ -95,8 +95,11 @@ class Recording:
         self.inotify = inotify
 
     def __call__(self, kind: str):
-        obs = self.inotify() if kind == "inotify" and self.inotify else make_observer(
-            kind, poll_interval=POLL, ignore=NAS_IGNORE)
+        obs = (
+            self.inotify()
+            if kind == "inotify" and self.inotify
+            else make_observer(kind, poll_interval=POLL, ignore=NAS_IGNORE)
+        )
         self.made.append((kind, obs))
         return obs
 
@@ -401,34 +404,39 @@ def test_backlog_limit_turns_into_overflow():
 # Backend choice
 # ====================================================================================================================
 
-MOUNTINFO = "\n".join([
-    "22 27 0:21 / /proc rw,relatime - proc proc rw",
-    "27 1 254:0 / / rw,relatime - ext4 /dev/vda rw",
-    "40 27 0:50 / /mnt/nas rw,relatime shared:5 master:2 - nfs4 server:/export rw,vers=4.2",
-    "41 27 0:51 / /mnt/nas2 rw - cifs //srv/share rw",
-    "42 40 0:52 / /mnt/nas/local rw - xfs /dev/sdb1 rw",
-    "43 27 0:53 / /home/u/remote rw,nosuid - fuse.sshfs u@h:/ rw",
-    r"44 27 0:54 / /mnt/my\040photos rw - btrfs /dev/sdc rw",
-    "45 27 0:55 / /var/lib/docker/merged rw - overlay overlay rw",
-    "46 27 0:56 / /tmp rw - tmpfs tmpfs rw",
-    "47 27 0:57 / /mnt/usb rw - ext4 /dev/sdd1 rw",
-    "48 47 0:58 / /mnt/usb rw - nfs srv:/x rw",
-    "49 27 0:59 / /mnt/smb rw - smb3 //h/s rw",
-    "50 27 0:60 / /mnt/ntfs rw - fuseblk /dev/sde1 rw",
-    "garbage line",
-])
+MOUNTINFO = "\n".join(
+    [
+        "22 27 0:21 / /proc rw,relatime - proc proc rw",
+        "27 1 254:0 / / rw,relatime - ext4 /dev/vda rw",
+        "40 27 0:50 / /mnt/nas rw,relatime shared:5 master:2 - nfs4 server:/export rw,vers=4.2",
+        "41 27 0:51 / /mnt/nas2 rw - cifs //srv/share rw",
+        "42 40 0:52 / /mnt/nas/local rw - xfs /dev/sdb1 rw",
+        "43 27 0:53 / /home/u/remote rw,nosuid - fuse.sshfs u@h:/ rw",
+        r"44 27 0:54 / /mnt/my\040photos rw - btrfs /dev/sdc rw",
+        "45 27 0:55 / /var/lib/docker/merged rw - overlay overlay rw",
+        "46 27 0:56 / /tmp rw - tmpfs tmpfs rw",
+        "47 27 0:57 / /mnt/usb rw - ext4 /dev/sdd1 rw",
+        "48 47 0:58 / /mnt/usb rw - nfs srv:/x rw",
+        "49 27 0:59 / /mnt/smb rw - smb3 //h/s rw",
+        "50 27 0:60 / /mnt/ntfs rw - fuseblk /dev/sde1 rw",
+        "garbage line",
+    ]
+)
 
 
-@pytest.mark.parametrize("path, fstype", [
-    (b"/srv/photos", "ext4"),
-    (b"/mnt/nas", "nfs4"),
-    (b"/mnt/nas/2024/a.jpg", "nfs4"),
-    (b"/mnt/nas2/x", "cifs"),  # /mnt/nas is not a prefix of /mnt/nas2
-    (b"/mnt/nas/local/x", "xfs"),  # longest prefix wins
-    (b"/mnt/my photos/x", "btrfs"),  # octal escapes
-    (b"/mnt/usb/x", "nfs"),  # mounted over: the later line wins
-    (b"/", "ext4"),
-])
+@pytest.mark.parametrize(
+    "path, fstype",
+    [
+        (b"/srv/photos", "ext4"),
+        (b"/mnt/nas", "nfs4"),
+        (b"/mnt/nas/2024/a.jpg", "nfs4"),
+        (b"/mnt/nas2/x", "cifs"),  # /mnt/nas is not a prefix of /mnt/nas2
+        (b"/mnt/nas/local/x", "xfs"),  # longest prefix wins
+        (b"/mnt/my photos/x", "btrfs"),  # octal escapes
+        (b"/mnt/usb/x", "nfs"),  # mounted over: the later line wins
+        (b"/", "ext4"),
+    ],
+)
 def test_mount_fstype_longest_prefix(path, fstype):
     assert mount_fstype(path, MOUNTINFO) == fstype
 
@@ -438,18 +446,21 @@ def test_mount_fstype_of_this_machine(tmp_path):
     assert parse_mountinfo("") == []
 
 
-@pytest.mark.parametrize("path, kind, reason", [
-    (b"/mnt/nas/p", "poll", "network filesystem nfs4"),
-    (b"/mnt/nas2/p", "poll", "network filesystem cifs"),
-    (b"/mnt/smb/p", "poll", "network filesystem smb3"),
-    (b"/home/u/remote/p", "poll", "fuse mount fuse.sshfs"),
-    (b"/srv/p", "inotify", "local ext4"),
-    (b"/mnt/nas/local/p", "inotify", "local xfs"),
-    (b"/mnt/my photos", "inotify", "local btrfs"),
-    (b"/var/lib/docker/merged/p", "inotify", "local overlay"),
-    (b"/tmp/p", "inotify", "local tmpfs"),
-    (b"/mnt/ntfs/p", "inotify", "local fuseblk"),
-])
+@pytest.mark.parametrize(
+    "path, kind, reason",
+    [
+        (b"/mnt/nas/p", "poll", "network filesystem nfs4"),
+        (b"/mnt/nas2/p", "poll", "network filesystem cifs"),
+        (b"/mnt/smb/p", "poll", "network filesystem smb3"),
+        (b"/home/u/remote/p", "poll", "fuse mount fuse.sshfs"),
+        (b"/srv/p", "inotify", "local ext4"),
+        (b"/mnt/nas/local/p", "inotify", "local xfs"),
+        (b"/mnt/my photos", "inotify", "local btrfs"),
+        (b"/var/lib/docker/merged/p", "inotify", "local overlay"),
+        (b"/tmp/p", "inotify", "local tmpfs"),
+        (b"/mnt/ntfs/p", "inotify", "local fuseblk"),
+    ],
+)
 def test_choose_backend_auto(path, kind, reason):
     assert choose_backend(path, "auto", MOUNTINFO) == Backend(kind, reason)
 

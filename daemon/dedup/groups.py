@@ -123,8 +123,12 @@ def _by_content(files: Iterable[FileRecord]) -> dict[str, list[FileRecord]]:
 
 
 def _group(
-    contents: list[str], by_content: dict[str, list[FileRecord]], threshold: float, cosine: Cosine,
-    policy: Sequence[str] | str, rules: Rules,
+    contents: list[str],
+    by_content: dict[str, list[FileRecord]],
+    threshold: float,
+    cosine: Cosine,
+    policy: Sequence[str] | str,
+    rules: Rules,
 ) -> Group | None:
     members = [f for c in contents for f in by_content[c]]
     if len(members) < 2:

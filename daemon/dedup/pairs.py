@@ -131,7 +131,11 @@ def stored_floor(store: Store, model: str) -> float | None:
 
 
 def load_groups(
-    store: Store, model: str, files: Sequence[FileRecord], threshold: float, policy: Sequence[str] | str,
+    store: Store,
+    model: str,
+    files: Sequence[FileRecord],
+    threshold: float,
+    policy: Sequence[str] | str,
     rules: Rules | None = None,
 ) -> list[Group]:
     pairs = store.pairs(model, threshold)

@@ -17,8 +17,18 @@ if TYPE_CHECKING:  # config imports this module; keep it free of the store's pya
 
 DEFAULT_FORMATS = ("raw", "heic", "avif", "png", "tiff", "webp", "jpeg", "gif", "bmp")
 # Pillow's format names -> the names users write in dedup.format_preference.
-_FORMAT_NAMES = {"HEIF": "heic", "AVIF": "avif", "PNG": "png", "TIFF": "tiff", "WEBP": "webp", "JPEG": "jpeg",
-                 "MPO": "jpeg", "GIF": "gif", "BMP": "bmp", "DNG": "raw"}
+_FORMAT_NAMES = {
+    "HEIF": "heic",
+    "AVIF": "avif",
+    "PNG": "png",
+    "TIFF": "tiff",
+    "WEBP": "webp",
+    "JPEG": "jpeg",
+    "MPO": "jpeg",
+    "GIF": "gif",
+    "BMP": "bmp",
+    "DNG": "raw",
+}
 
 SINGLE = ("lexi", "smallest", "largest", "newest", "oldest", "resolution")
 POLICIES = (*SINGLE, "protected", "format")
@@ -26,8 +36,8 @@ POLICIES = (*SINGLE, "protected", "format")
 
 @dataclass(frozen=True)
 class PolicyContext:
-    protect: Sequence[bytes] = ()                  # protected roots
-    formats: Sequence[str] = DEFAULT_FORMATS       # most preferred first
+    protect: Sequence[bytes] = ()  # protected roots
+    formats: Sequence[str] = DEFAULT_FORMATS  # most preferred first
     keep: Collection[str] = field(default_factory=frozenset)  # contents decided as keepers
 
 

@@ -283,7 +283,12 @@ class _Ivf:
         rng = np.random.default_rng(0)  # deterministic lists: same data, same pairs
         sample = np.sort(rng.choice(live, size=min(len(live), TRAIN_PER_LIST * nlist), replace=False))
         kmeans = faiss.Kmeans(  # spherical: unit centroids, so the nearest list is the highest inner product
-            vectors.dim, nlist, niter=10, spherical=True, seed=1, max_points_per_centroid=TRAIN_PER_LIST,
+            vectors.dim,
+            nlist,
+            niter=10,
+            spherical=True,
+            seed=1,
+            max_points_per_centroid=TRAIN_PER_LIST,
             min_points_per_centroid=1,  # small indexes (tests, just past the threshold) train without warnings
         )
         kmeans.train(vectors.take(sample))

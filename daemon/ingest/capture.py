@@ -13,13 +13,13 @@ from PIL import Image
 
 EXIF_IFD = 0x8769
 TAGS = {
-    "taken": 0x9003,       # DateTimeOriginal
-    "subsec": 0x9291,      # SubSecTimeOriginal
-    "offset": 0x9011,      # OffsetTimeOriginal
+    "taken": 0x9003,  # DateTimeOriginal
+    "subsec": 0x9291,  # SubSecTimeOriginal
+    "offset": 0x9011,  # OffsetTimeOriginal
     "make": 0x010F,
     "model": 0x0110,
-    "serial": 0xA431,      # BodySerialNumber
-    "unique_id": 0xA420,   # ImageUniqueID
+    "serial": 0xA431,  # BodySerialNumber
+    "unique_id": 0xA420,  # ImageUniqueID
 }
 # Burst / sequence ids that cameras and phones put in XMP (Google camera, Apple, Samsung, generic).
 _XMP_BURST = re.compile(rb"(?:BurstID|BurstUUID|BurstId|SequenceID|burst_id)\s*(?:=\s*\"|>)([^\"<]{1,128})")
@@ -27,10 +27,10 @@ _XMP_BURST = re.compile(rb"(?:BurstID|BurstUUID|BurstId|SequenceID|burst_id)\s*(
 
 @dataclass(frozen=True)
 class Capture:
-    taken: str = ""      # "YYYY:MM:DD HH:MM:SS.subsec+offset" ("" when the file does not say)
-    camera: str = ""     # make|model|serial
-    burst: str = ""      # burst or sequence id
-    exif_tags: int = 0   # how much metadata the file carries (a keep-policy tie-breaker)
+    taken: str = ""  # "YYYY:MM:DD HH:MM:SS.subsec+offset" ("" when the file does not say)
+    camera: str = ""  # make|model|serial
+    burst: str = ""  # burst or sequence id
+    exif_tags: int = 0  # how much metadata the file carries (a keep-policy tie-breaker)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -27,7 +27,7 @@ from dedupd.ingest.decode import DecodeError, decode
 
 @dataclass
 class Decoded:
-    pixels: Any          # a PIL image, or a preprocess.Prepared when the model's preprocessing ran in the worker
+    pixels: Any  # a PIL image, or a preprocess.Prepared when the model's preprocessing ran in the worker
     width: int
     height: int
     format: str = ""
@@ -126,8 +126,9 @@ class DecodePool:
     def _executor(self) -> ProcessPoolExecutor:
         if self._pool is None:
             context = multiprocessing.get_context("forkserver")
-            self._pool = ProcessPoolExecutor(self.workers, mp_context=context, initializer=_exit_with,
-                                             initargs=(os.getpid(),))
+            self._pool = ProcessPoolExecutor(
+                self.workers, mp_context=context, initializer=_exit_with, initargs=(os.getpid(),)
+            )
         return self._pool
 
     def map(self, jobs: Iterable[tuple[Any, tuple | None]]) -> Iterator[tuple[Any, Decoded | Failed | None]]:

@@ -37,7 +37,8 @@ def scan_options(config: Config, store: Store) -> ScanOptions:
     if config.purge.trash_dir:
         excluded.append(normalise_root(config.purge.trash_dir))
     return ScanOptions(
-        ignore=(*NAS_IGNORE, *INTERNAL_IGNORE, *config.scan.ignore), follow_symlinks=config.scan.follow_symlinks,
+        ignore=(*NAS_IGNORE, *INTERNAL_IGNORE, *config.scan.ignore),
+        follow_symlinks=config.scan.follow_symlinks,
         exclude_dirs=tuple(excluded),
     )
 
@@ -157,8 +158,13 @@ class Indexer:
     def _stages(self, counters: pipeline.Counters) -> list:
         return [
             *pipeline.stages_to_model(
-                self.files, self.book, counters, self._decode_settings(), self.embedder,
-                hash_threads() if self.threaded else 1, self.stop,
+                self.files,
+                self.book,
+                counters,
+                self._decode_settings(),
+                self.embedder,
+                hash_threads() if self.threaded else 1,
+                self.stop,
             ),
             pipeline.commit(self.store, self.model, self.book, self.config.scan.commit_every, counters),
         ]

@@ -38,9 +38,9 @@ Stage = Callable[[Iterable], Iterator]
 @dataclass
 class Work:
     record: FileRecord
-    fresh: bool = True            # False: unchanged since the store last saw it
-    carrier: bool = False         # this item carries its content's first decode and embed in this run
-    image: object | None = None   # decoded pixels (PIL image or preprocessed arrays), dropped once embedded
+    fresh: bool = True  # False: unchanged since the store last saw it
+    carrier: bool = False  # this item carries its content's first decode and embed in this run
+    image: object | None = None  # decoded pixels (PIL image or preprocessed arrays), dropped once embedded
     vector: np.ndarray | None = None
 
 
@@ -62,7 +62,10 @@ _END = object()
 
 
 def run_stages(
-    source: Iterable, stages: Sequence[Stage], threaded: bool = True, maxsize: int = 256,
+    source: Iterable,
+    stages: Sequence[Stage],
+    threaded: bool = True,
+    maxsize: int = 256,
     tick: Callable[[], None] | None = None,
 ) -> Iterator:
     """Chain the stages; threaded, each runs in its own thread and an error in any of them is re-raised here.
@@ -306,7 +309,7 @@ def plan(book: ContentBook) -> Stage:
 
 @dataclass
 class DecodeSettings:
-    draft_side: Callable[[], int | None]   # asked lazily: the model loads on the first file that needs it
+    draft_side: Callable[[], int | None]  # asked lazily: the model loads on the first file that needs it
     max_pixels: int
     spec: Callable[[], object | None] = lambda: None  # the model's preprocessing, run in the workers when known
     # Asked once the model is loaded (its device decides how many workers to start); None: decode inline.
@@ -364,7 +367,9 @@ def _store_decoded(work: Work, result: Decoded | Failed, counters: Counters) -> 
 
 
 def embed_images(
-    embed: Callable[[list], np.ndarray], batch_size: int | Callable[[], int], counters: Counters,
+    embed: Callable[[list], np.ndarray],
+    batch_size: int | Callable[[], int],
+    counters: Counters,
     stop: threading.Event | None = None,
 ) -> Stage:
     """Batches for the model. Once `stop` is set, images pass through unembedded (left pending for the next run),
@@ -406,14 +411,22 @@ def _embed_batch(
 
 
 def stages_to_model(
-    known: dict[bytes, FileRecord], book: ContentBook, counters: Counters, decode: DecodeSettings, model: Any,
-    hash_threads: int = 1, stop: threading.Event | None = None,
+    known: dict[bytes, FileRecord],
+    book: ContentBook,
+    counters: Counters,
+    decode: DecodeSettings,
+    model: Any,
+    hash_threads: int = 1,
+    stop: threading.Event | None = None,
 ) -> list[Stage]:
     """Every stage up to and including the model, in order; a run appends commit(). `model` gives embed(items)
     and batch_items() (the indexer's LazyEmbedder)."""
     return [
-        classify(known, book, counters), hash_files(counters, hash_threads), plan(book),
-        decode_images(decode, counters), embed_images(model.embed, model.batch_items, counters, stop),
+        classify(known, book, counters),
+        hash_files(counters, hash_threads),
+        plan(book),
+        decode_images(decode, counters),
+        embed_images(model.embed, model.batch_items, counters, stop),
     ]
 
 
@@ -438,7 +451,9 @@ def _flush(pending: list[Work], store: Store, model: str, book: ContentBook, cou
     embedded = [w for w in carriers if w.vector is not None]
     if embedded:
         store.add_vectors(
-            model, [w.record.content for w in embedded], np.stack([w.vector for w in embedded]),
+            model,
+            [w.record.content for w in embedded],
+            np.stack([w.vector for w in embedded]),
             [facts_of(w.record) for w in embedded],
         )
         counters.new_contents.extend(w.record.content for w in embedded)

@@ -47,8 +47,14 @@ class EmbedderLike(Protocol):
 
 def embedder_settings(model: ModelConfig) -> EmbedderSettings:
     return EmbedderSettings(
-        model=model.name, batch_size=model.batch_size, gpus=model.gpus, gpu_memory_fraction=model.gpu_memory_fraction,
-        device=model.device, max_patches=model.max_patches, threads=model.threads, precision=model.precision,
+        model=model.name,
+        batch_size=model.batch_size,
+        gpus=model.gpus,
+        gpu_memory_fraction=model.gpu_memory_fraction,
+        device=model.device,
+        max_patches=model.max_patches,
+        threads=model.threads,
+        precision=model.precision,
     )
 
 

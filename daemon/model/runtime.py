@@ -51,6 +51,8 @@ log = logging.getLogger(__name__)
 _IGNORED_UNEXPECTED = re.compile(
     r"^(text_model\.|text_projection\.|logit_scale$|logit_bias$|classifier\.)|(^|\.)position_ids$"
 )
+
+
 @dataclass(frozen=True)
 class Family:
     name: str
@@ -680,7 +682,12 @@ def _cpu_fallback(settings: EmbedderSettings, cpu_bf16: bool | None) -> Callable
     def build() -> DeviceRunner:
         loaded = load_checkpoint(settings)
         return build_runner(
-            loaded.master, loaded.processor, loaded.family, "cpu", share=True, cpu_bf16=cpu_bf16,
+            loaded.master,
+            loaded.processor,
+            loaded.family,
+            "cpu",
+            share=True,
+            cpu_bf16=cpu_bf16,
             precision=settings.precision,
         )
 

@@ -50,7 +50,6 @@ def vector_model_id(source_id: str, max_patches: int | None = None, precision: s
     return "+".join([source_id, *parts])
 
 
-
 # --------------------------------------------------------------------------------------------------------------------
 # Checkpoint identity
 

@@ -76,8 +76,12 @@ class Entry:
 
 
 def write_gallery(
-    report: dict, out_dir: str | os.PathLike, thumb_cache: str | os.PathLike, thumb_side: int = 256,
-    *, decoder: Decoder = decode,
+    report: dict,
+    out_dir: str | os.PathLike,
+    thumb_cache: str | os.PathLike,
+    thumb_side: int = 256,
+    *,
+    decoder: Decoder = decode,
 ) -> Path:
     """Write OUT_DIR/index.html and OUT_DIR/thumbs/*.jpg for ``report``; returns the index.html path."""
     out = Path(out_dir)
@@ -186,7 +190,7 @@ def publish(cached: Path, target: Path) -> None:
 def render_page(report: dict, groups: Sequence[dict], cards: Iterable[str]) -> str:
     body = "".join(cards) or '<p class="empty">No duplicates found.</p>\n'
     return (
-        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
         f'<meta http-equiv="Content-Security-Policy" content="{esc(CSP)}">\n'
         '<meta name="referrer" content="no-referrer">\n'
         '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
@@ -199,10 +203,14 @@ def render_header(report: dict, groups: Sequence[dict]) -> str:
     duplicates = report.get("total_duplicates", sum(len(g.get("duplicates", [])) for g in groups))
     reclaim = int(report.get("bytes_reclaimable") or sum(int(g.get("bytes_reclaimable") or 0) for g in groups))
     facts = [
-        ("groups", str(len(groups))), ("duplicates", str(duplicates)),
-        ("reclaimable", human_size(reclaim)), ("images scanned", str(report.get("total_images", "?"))),
-        ("threshold", str(report.get("threshold", "?"))), ("model", str(report.get("model", "?"))),
-        ("keep policy", str(report.get("keep_policy", "?"))), ("generated", str(report.get("generated_at", "?"))),
+        ("groups", str(len(groups))),
+        ("duplicates", str(duplicates)),
+        ("reclaimable", human_size(reclaim)),
+        ("images scanned", str(report.get("total_images", "?"))),
+        ("threshold", str(report.get("threshold", "?"))),
+        ("model", str(report.get("model", "?"))),
+        ("keep policy", str(report.get("keep_policy", "?"))),
+        ("generated", str(report.get("generated_at", "?"))),
     ]
     roots = ", ".join(readable(r) for r in report.get("roots", []))
     return (

@@ -27,7 +27,11 @@ FORMAT_VERSION = 1
 
 
 def build_report(
-    groups: Sequence[Group], total_images: int, keep_policy: Sequence[str] | str, threshold: float, model: str,
+    groups: Sequence[Group],
+    total_images: int,
+    keep_policy: Sequence[str] | str,
+    threshold: float,
+    model: str,
     roots: Sequence[bytes] = (),
 ) -> dict[str, Any]:
     policy = keep_policy if isinstance(keep_policy, str) else ",".join(keep_policy)

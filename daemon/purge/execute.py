@@ -54,7 +54,7 @@ class Refused(Exception):
 @dataclass
 class PurgeContext:
     records: dict[bytes, FileRecord]  # what the store indexed, by path
-    roots: Sequence[bytes]            # scanned roots that may be purged (online ones only)
+    roots: Sequence[bytes]  # scanned roots that may be purged (online ones only)
     protect: Sequence[bytes] = ()
     trash_dir: bytes | None = None
     dry_run: bool = True

@@ -31,11 +31,11 @@ def _unb64(text: str) -> bytes:
 @dataclass
 class Entry:
     id: int
-    state: str            # intent | done | skipped | undone | emptied
-    action: str = ""      # delete | trash
-    victim: str = ""      # base64 of the path bytes (exact for any name)
+    state: str  # intent | done | skipped | undone | emptied
+    action: str = ""  # delete | trash
+    victim: str = ""  # base64 of the path bytes (exact for any name)
     keeper: str = ""
-    dest: str = ""        # trash destination, or the aside name of a delete
+    dest: str = ""  # trash destination, or the aside name of a delete
     device: int = 0
     inode: int = 0
     content: str = ""
@@ -63,17 +63,31 @@ class Journal:
         name = time.strftime("purge-%Y%m%d-%H%M%S") + f"-{os.getpid()}.jsonl"
         return cls(folder / name)
 
-    def intent(self, action: str, victim: bytes, keeper: bytes, dest: bytes, device: int, inode: int,
-               content: str) -> Entry:
-        entry = Entry(self._next, "intent", action, _b64(victim), _b64(keeper), _b64(dest) if dest else "",
-                      device, inode, content)
+    def intent(
+        self, action: str, victim: bytes, keeper: bytes, dest: bytes, device: int, inode: int, content: str
+    ) -> Entry:
+        entry = Entry(
+            self._next, "intent", action, _b64(victim), _b64(keeper), _b64(dest) if dest else "", device, inode, content
+        )
         self._next += 1
         self.write(entry)
         return entry
 
     def finish(self, entry: Entry, state: str = "done", reason: str = "") -> None:
-        self.write(Entry(entry.id, state, entry.action, entry.victim, entry.keeper, entry.dest, entry.device,
-                         entry.inode, entry.content, reason))
+        self.write(
+            Entry(
+                entry.id,
+                state,
+                entry.action,
+                entry.victim,
+                entry.keeper,
+                entry.dest,
+                entry.device,
+                entry.inode,
+                entry.content,
+                reason,
+            )
+        )
 
     def write(self, entry: Entry) -> None:
         if self._fd is None:

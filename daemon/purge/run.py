@@ -43,13 +43,20 @@ def items_from_report(report: dict[str, Any]) -> list[PurgeItem]:
     for group in report["groups"]:
         keeper = entry_path(group["keep_info"]) if "keep_info" in group else text_path(group["keep"])
         details = group.get("duplicate_details")
-        victims = [entry_path(d) for d in details] if details is not None else [text_path(d) for d in group["duplicates"]]
+        victims = (
+            [entry_path(d) for d in details] if details is not None else [text_path(d) for d in group["duplicates"]]
+        )
         items.extend(PurgeItem(v, keeper) for v in victims)
     return items
 
 
 def execute(
-    store: Store, items: list[PurgeItem], roots: Sequence[bytes], config: Config, trash: str | None, inplace: bool,
+    store: Store,
+    items: list[PurgeItem],
+    roots: Sequence[bytes],
+    config: Config,
+    trash: str | None,
+    inplace: bool,
     echo: Echo,
 ) -> int:
     """Act on the items (a dry run unless inplace) under the store's purge lock, journaled; raise PurgeFailures
@@ -58,8 +65,11 @@ def execute(
     if config.purge.action == "trash" and not trash_dir:
         raise UsageError("purge.action is trash but no purge.trash_dir (or --trash DIR) is set")
     ctx = PurgeContext(
-        records=store.files(), roots=roots, protect=[normalise_root(p) for p in config.protect],
-        trash_dir=normalise_root(trash_dir) if trash_dir else None, dry_run=not inplace,
+        records=store.files(),
+        roots=roots,
+        protect=[normalise_root(p) for p in config.protect],
+        trash_dir=normalise_root(trash_dir) if trash_dir else None,
+        dry_run=not inplace,
         rules=rules_for(store, config),
     )
     with FileLock(store.path / "purge.lock", "purge"):
@@ -108,5 +118,7 @@ def _echo_purge(echo: Echo, result: PurgeResult, dry_run: bool) -> None:
             line += f": {o.reason}"
         echo(line + (f" (keeps {path_text(o.item.keeper)})" if not o.reason else ""))
     verb = "would act on" if dry_run else "acted on"
-    echo(f"purge: {verb} {len(result.outcomes) - len(result.skipped)}, skipped {len(result.skipped)}"
-         + (" (dry run: nothing changed; add --inplace to act)" if dry_run else ""))
+    echo(
+        f"purge: {verb} {len(result.outcomes) - len(result.skipped)}, skipped {len(result.skipped)}"
+        + (" (dry run: nothing changed; add --inplace to act)" if dry_run else "")
+    )

@@ -95,8 +95,9 @@ class Service:
         self.indexer.on_item = self._on_item
         self.indexer.on_tick = self._heartbeat
         self.dirty = DirtyPaths()
-        self.watchers = Watchers(self.dirty, self.config.watch.mode, self.config.watch.poll_interval,
-                                 ignore=self.indexer.options.ignore)
+        self.watchers = Watchers(
+            self.dirty, self.config.watch.mode, self.config.watch.poll_interval, ignore=self.indexer.options.ignore
+        )
         self._set_roots(self._configured_roots())
         sdnotify.ready("watching; reconciling roots")
         log.info("ready: store %s, %d roots, model %s", self.store.path, len(self.roots), embedder.model_id)
@@ -191,8 +192,9 @@ class Service:
         sdnotify.status(self.health.phase)
         result = self.indexer.reconcile(root)
         if result.offline:
-            log.warning("%s is offline: %s; its files stay in the store and are never purged",
-                        path_text(root), result.offline)
+            log.warning(
+                "%s is offline: %s; its files stay in the store and are never purged", path_text(root), result.offline
+            )
         self._after(result)
         self.health.phase = "watching"
 
@@ -224,8 +226,14 @@ class Service:
     def _after(self, result: IndexResult) -> None:
         c = result.counters
         if c.committed or result.removed:
-            log.info("indexed %d files (%d embedded, %d unreadable), %d removed, %d new pairs",
-                     c.committed, c.embedded, c.unreadable, result.removed, result.pairs)
+            log.info(
+                "indexed %d files (%d embedded, %d unreadable), %d removed, %d new pairs",
+                c.committed,
+                c.embedded,
+                c.unreadable,
+                result.removed,
+                result.pairs,
+            )
             self._report_due = self._report_due or time.monotonic()
 
     # --- reload ------------------------------------------------------------------------------------------------------

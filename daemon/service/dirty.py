@@ -82,8 +82,7 @@ class DirtyPaths:
     def settled(self, settle_seconds: float, now: float | None = None) -> list[bytes]:
         now = self._clock() if now is None else now
         with self._lock:
-            due = [(p, e.gen) for p, e in self._entries.items()
-                   if e.fp is None or now - e.since >= settle_seconds]
+            due = [(p, e.gen) for p, e in self._entries.items() if e.fp is None or now - e.since >= settle_seconds]
         seen = [(p, gen, _fingerprint(p)) for p, gen in due]  # I/O without the lock: handlers never wait on a stat
         done = []
         with self._lock:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 # Backend choice from /proc/self/mountinfo
 # ====================================================================================================================
 
+
 @dataclass(frozen=True)
 class Backend:
     kind: str  # "inotify" | "poll"
@@ -18,11 +19,46 @@ class Backend:
 
 
 # Filesystems where inotify does not see changes made by other machines (or the host, for VM shares).
-REMOTE_FSTYPES = frozenset({
-    "nfs", "nfs4", "cifs", "smb3", "smb2", "smbfs", "ncpfs", "9p", "virtiofs", "vboxsf", "vmhgfs", "ceph", "cephfs",
-    "glusterfs", "lustre", "gpfs", "beegfs", "davfs", "afs", "openafs", "coda", "ocfs2", "gfs2", "orangefs", "pvfs2",
-    "panfs", "moosefs", "lizardfs", "shfs", "sshfs", "rclone", "s3fs", "gcsfuse", "objectivefs", "juicefs", "fuse",
-})
+REMOTE_FSTYPES = frozenset(
+    {
+        "nfs",
+        "nfs4",
+        "cifs",
+        "smb3",
+        "smb2",
+        "smbfs",
+        "ncpfs",
+        "9p",
+        "virtiofs",
+        "vboxsf",
+        "vmhgfs",
+        "ceph",
+        "cephfs",
+        "glusterfs",
+        "lustre",
+        "gpfs",
+        "beegfs",
+        "davfs",
+        "afs",
+        "openafs",
+        "coda",
+        "ocfs2",
+        "gfs2",
+        "orangefs",
+        "pvfs2",
+        "panfs",
+        "moosefs",
+        "lizardfs",
+        "shfs",
+        "sshfs",
+        "rclone",
+        "s3fs",
+        "gcsfuse",
+        "objectivefs",
+        "juicefs",
+        "fuse",
+    }
+)
 
 
 def _unescape_mount(field: str) -> bytes:
@@ -33,8 +69,8 @@ def _unescape_mount(field: str) -> bytes:
     out = bytearray()
     i = 0
     while i < len(raw):
-        if raw[i] == 0x5C and i + 4 <= len(raw) and raw[i + 1:i + 4].isdigit():
-            out.append(int(raw[i + 1:i + 4], 8) & 0xFF)
+        if raw[i] == 0x5C and i + 4 <= len(raw) and raw[i + 1 : i + 4].isdigit():
+            out.append(int(raw[i + 1 : i + 4], 8) & 0xFF)
             i += 4
         else:
             out.append(raw[i])
@@ -84,7 +120,7 @@ def mount_fstype(path: bytes, mountinfo: str | None = None) -> str:
 
 
 def _remote_kind(fstype: str) -> str | None:
-    """"network filesystem" / "fuse mount" for filesystems inotify cannot watch completely, else None."""
+    """ "network filesystem" / "fuse mount" for filesystems inotify cannot watch completely, else None."""
     if fstype.startswith("fuse."):
         return "fuse mount"  # sshfs, rclone, s3fs, mergerfs, gvfsd-fuse ...: changes behind FUSE go unseen
     if fstype == "fuse":

@@ -39,8 +39,14 @@ class StoppableThread(threading.Thread):
     An exception from ``fn`` is logged; a periodic thread keeps going.
     """
 
-    def __init__(self, target: Callable[[], object] | None = None, *, name: str | None = None,
-                 interval: float | None = None, daemon: bool = True) -> None:
+    def __init__(
+        self,
+        target: Callable[[], object] | None = None,
+        *,
+        name: str | None = None,
+        interval: float | None = None,
+        daemon: bool = True,
+    ) -> None:
         super().__init__(name=name, daemon=daemon)
         self._halt = threading.Event()
         self._fn = target
@@ -144,7 +150,7 @@ class RootHandler(FileSystemEventHandler):
         if path == self.root or path + b"/" == self.prefix:
             self.dirty.mark_overflow(self.root)  # the root itself deleted or moved: reconcile (it handles offline)
             return
-        rel = path[len(self.prefix):] if path.startswith(self.prefix) else path
+        rel = path[len(self.prefix) :] if path.startswith(self.prefix) else path
         if self.patterns and any(_ignored_name(part, self.patterns) for part in rel.split(b"/")):
             return
         if self.max_backlog and len(self.dirty) >= self.max_backlog:
@@ -208,6 +214,7 @@ def stop_observers(observers: Sequence[BaseObserver], timeout: float) -> None:
     ``observer.stop()`` itself joins the emitters, which for a polling emitter means waiting for a directory walk
     that may take long on a slow share: hence a helper thread each.
     """
+
     def stopper(observer: BaseObserver) -> Callable[[], None]:
         def run() -> None:
             with contextlib.suppress(Exception):
@@ -215,6 +222,7 @@ def stop_observers(observers: Sequence[BaseObserver], timeout: float) -> None:
             if observer.is_alive():
                 with contextlib.suppress(RuntimeError):
                     observer.join()
+
         return run
 
     threads = [StoppableThread(stopper(o), name="dedupd-watch-stop") for o in observers]

@@ -142,12 +142,20 @@ class Watchers:
     RETRY_SECONDS = 5.0  # a root that cannot be watched (offline, missing) is retried this often by check_health
     STOP_TIMEOUT = 5.0
 
-    def __init__(self, dirty: DirtyPaths, mode: str = "auto", poll_interval: float = 30.0,
-                 ignore: Sequence[str | bytes] = (), on_degraded: Callable[[bytes, str], None] | None = None, *,
-                 observer_factory: ObserverFactory | None = None,
-                 inotify_probe: Callable[[bytes], None] | None = inotify_probe,
-                 probe_interval: float = 60.0, max_backlog: int = 200_000,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        dirty: DirtyPaths,
+        mode: str = "auto",
+        poll_interval: float = 30.0,
+        ignore: Sequence[str | bytes] = (),
+        on_degraded: Callable[[bytes, str], None] | None = None,
+        *,
+        observer_factory: ObserverFactory | None = None,
+        inotify_probe: Callable[[bytes], None] | None = inotify_probe,
+        probe_interval: float = 60.0,
+        max_backlog: int = 200_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         if mode not in ("auto", "inotify", "poll"):
             raise ValueError(f"watch mode must be auto, inotify or poll, not {mode!r}")
         self.dirty = dirty
@@ -157,7 +165,8 @@ class Watchers:
         self._patterns = tuple(os.fsencode(p) for p in self.ignore)
         self.on_degraded = on_degraded
         self._factory = observer_factory or (
-            lambda kind: make_observer(kind, poll_interval=self.poll_interval, ignore=self.ignore))
+            lambda kind: make_observer(kind, poll_interval=self.poll_interval, ignore=self.ignore)
+        )
         self._probe = inotify_probe
         self.probe_interval = probe_interval
         self.max_backlog = max_backlog
@@ -206,7 +215,7 @@ class Watchers:
             return {r: s.backend for r, s in self._roots.items()}
 
     def check_health(self) -> dict[bytes, str]:
-        """"ok" or "degraded: <reason>" per root. Restarts dead watchers as polling, retries offline roots and
+        """ "ok" or "degraded: <reason>" per root. Restarts dead watchers as polling, retries offline roots and
         probes the inotify watch limit (every probe_interval); cheap enough for every main-loop tick."""
         newly: list[tuple[bytes, str]] = []
         with self._lock:
@@ -225,8 +234,12 @@ class Watchers:
                     elif state.observer is None and now >= state.retry_at:
                         self._start(state)
                         if state.observer is not None:
-                            log.info("watch %s: watching with %s (%s)", show_path(root), state.backend.kind,
-                                     state.backend.reason)
+                            log.info(
+                                "watch %s: watching with %s (%s)",
+                                show_path(root),
+                                state.backend.kind,
+                                state.backend.reason,
+                            )
                             self.dirty.mark_overflow(root)  # changes while it was unwatched
                     if state.degraded and state.degraded != before:
                         newly.append((root, state.degraded))
@@ -269,9 +282,13 @@ class Watchers:
                         self._unavailable(state, exc)
                         return
                     state.fallback = inotify_failure(exc)
-                    log.warning("watch %s: %s; falling back to polling every %gs%s", show_path(root), state.fallback,
-                                self.poll_interval,
-                                " (raise fs.inotify.max_user_watches)" if _errno(exc) == errno.ENOSPC else "")
+                    log.warning(
+                        "watch %s: %s; falling back to polling every %gs%s",
+                        show_path(root),
+                        state.fallback,
+                        self.poll_interval,
+                        " (raise fs.inotify.max_user_watches)" if _errno(exc) == errno.ENOSPC else "",
+                    )
         if state.fallback is not None:
             state.backend, state.degraded = Backend("poll", state.fallback), state.fallback
         state.identity = None
@@ -283,8 +300,9 @@ class Watchers:
     def _start_observer(self, kind: str, root: bytes) -> BaseObserver:
         observer = self._factory(kind)
         try:
-            observer.schedule(RootHandler(root, self.dirty, self._patterns, self.max_backlog), os.fsdecode(root),
-                              recursive=True)
+            observer.schedule(
+                RootHandler(root, self.dirty, self._patterns, self.max_backlog), os.fsdecode(root), recursive=True
+            )
             observer.start()
         except BaseException:
             stop_observers([observer], self.STOP_TIMEOUT)
@@ -355,8 +373,10 @@ class Watchers:
         """watchdog re-adds its watches itself after an overflow, but changes made while it does so are lost, and
         nothing tells us when it is done. So: a fresh observer (fully watching once start() returns), and only
         then another mark_overflow, so the caller's reconcile starts after the new watches are in place."""
-        log.warning("watch %s: inotify queue overflowed, events were lost; re-watching, the root will be "
-                    "reconciled", show_path(state.root))
+        log.warning(
+            "watch %s: inotify queue overflowed, events were lost; re-watching, the root will be reconciled",
+            show_path(state.root),
+        )
         self._forget_reader(state.observer)
         stop_observers([state.observer], self.STOP_TIMEOUT)  # waits for watchdog's own re-watch to finish
         self._overflowed.discard(state.root)  # a second record of the same overflow may have come meanwhile
@@ -367,8 +387,13 @@ class Watchers:
         """Replace a dead or untrustworthy watcher by polling. A root that polled by choice just polls again (and is
         "ok" once that works); one that had inotify keeps polling, reported degraded, until remove_root."""
         polled_by_choice = state.backend.kind == "poll" and state.fallback is None
-        log.warning("watch %s: %s; %s every %gs", show_path(state.root), reason,
-                    "restarting polling" if polled_by_choice else "switching to polling", self.poll_interval)
+        log.warning(
+            "watch %s: %s; %s every %gs",
+            show_path(state.root),
+            reason,
+            "restarting polling" if polled_by_choice else "switching to polling",
+            self.poll_interval,
+        )
         if state.observer is not None:
             self._forget_reader(state.observer)
             stop_observers([state.observer], 1.0)
