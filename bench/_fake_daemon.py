@@ -6,9 +6,10 @@ from __future__ import annotations
 import sys
 
 from _common import FakeEmbedder
+
 from dedupd.config import load_config
-from dedupd.model.loader import LazyEmbedder
 from dedupd.logs import setup_logging
+from dedupd.model.loader import LazyEmbedder
 from dedupd.service.daemon import Service
 
 

@@ -33,6 +33,7 @@ import time
 from pathlib import Path
 
 from _common import REPO, children, emit, rss_kib, tiny_jpeg
+
 from dedupd.store import Store
 
 
@@ -101,9 +102,9 @@ def start_daemon(tmp: Path, root: Path) -> tuple[subprocess.Popen, Path, Path]:
     log = tmp / "daemon.log"
     proc = subprocess.Popen(
         [sys.executable, str(REPO / "bench" / "_fake_daemon.py"), str(config)],
-        stdout=open(log, "w"),
+        stdout=open(log, "w"),  # noqa: SIM115 - the daemon outlives this block; the child keeps the file
         stderr=subprocess.STDOUT,
-    )  # noqa: SIM115
+    )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         try:

@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 from _common import FakeEmbedder, RaisingEmbedder, emit, tiny_jpeg
+
 from dedupd import commands
 from dedupd.config import load_config
 from dedupd.ingest.indexer import Indexer

@@ -19,6 +19,7 @@ measures the index, not a second copy held by the benchmark.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ctypes
 import json
 import os
@@ -192,10 +193,8 @@ def _sample_pairs(ids: np.ndarray, picked: np.ndarray, query: np.ndarray, other:
 def _release_heap() -> None:
     """Hand the generator's freed temporaries back to the OS (glibc keeps ~100 MB of them at 1M), so the peak RSS
     that follows is the index's own."""
-    try:
+    with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
 
 
 def _cpu_s() -> float:

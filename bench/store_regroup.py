@@ -35,13 +35,13 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-
 from _common import emit, rss_kib
-from dedupd.dedup.pairs import PairFinder, floor_key
+from search_scale import _mix, _originals
+
 from dedupd.config import DedupConfig
+from dedupd.dedup.pairs import PairFinder, floor_key
 from dedupd.dedup.search import VectorIndex
 from dedupd.store import Store
-from search_scale import _mix, _originals
 
 MODEL = "bench/regroup-768"
 

@@ -20,6 +20,7 @@ import tempfile
 from pathlib import Path
 
 from _common import emit
+
 from dedupd.bench import build_random_model, write_camera_jpegs
 
 

@@ -32,9 +32,10 @@ from pathlib import Path
 from _common import REPO, emit
 
 sys.path.insert(0, str(REPO / "tests"))
+from model_builders import build_siglip2
+
 from dedupd.bench import camera_photo
 from dedupd.config import ReportConfig
-from model_builders import build_siglip2
 
 LIBRARY = 4
 SIZE = (2000, 1500)  # 3 MP library photos: realistic decode, quick to make

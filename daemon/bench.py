@@ -235,8 +235,8 @@ def load_bench_embedder(
 
 def with_core_split(settings: BenchSettings) -> BenchSettings:
     """settings with decode workers and torch threads chosen as the indexer chooses them (workers.split_cores)."""
-    from dedupd.model.runtime import pick_devices
     from dedupd.ingest.decode_pool import split_cores
+    from dedupd.model.runtime import pick_devices
 
     on_cpu = pick_devices(embedder_settings(settings.model or "", settings)) == ["cpu"]
     workers, threads = split_cores(on_cpu, settings.workers, settings.threads)
@@ -259,10 +259,9 @@ def device_names(embedder) -> str:
 def measure_hash(paths: Sequence[bytes], cold: bool = False, threads: int = 1) -> float:
     """MB/s of the pipeline's hash stage over the files with `threads` hashing at once; warm: read once first so
     every page is cached."""
-    from dedupd.store import FileRecord
-
     from dedupd.ingest.hashing import content_hash
     from dedupd.ingest.pipeline import Counters, Work, hash_files
+    from dedupd.store import FileRecord
 
     for path in paths:
         if cold:
@@ -385,10 +384,9 @@ class NaiveLoop:
 
 def end_to_end(files: _Files, embedder, config: Config, store_dir: Path, workers: int) -> tuple[Any, float]:
     """A real Indexer over the files into a fresh store; the model is loaded and the workers started beforehand."""
-    from dedupd.store import Store
-
     from dedupd.ingest.indexer import Indexer
     from dedupd.model.loader import LazyEmbedder
+    from dedupd.store import Store
 
     store = Store.open(store_dir)
     lazy = LazyEmbedder(config, loaded=embedder)
@@ -407,8 +405,8 @@ def end_to_end_without_store(files: _Files, embedder, config: Config, workers: i
     """The Indexer's stages up to the model (hash, plan, decode workers, embed) with no LanceDB commit and no pair
     search, for a machine where lancedb cannot be installed (its wheel is larger than what a lent GPU box takes)."""
     from dedupd.ingest import pipeline
-    from dedupd.model.loader import LazyEmbedder
     from dedupd.ingest.decode_pool import hash_threads
+    from dedupd.model.loader import LazyEmbedder
 
     lazy, counters = LazyEmbedder(config, loaded=embedder), pipeline.Counters()
     pool = start_pool(workers)

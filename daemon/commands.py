@@ -16,7 +16,7 @@ from dedupd.config import Config
 from dedupd.dedup import pairs
 from dedupd.dedup.store_groups import rules_for, store_groups
 from dedupd.errors import PurgeFailures, UsageError
-from dedupd.ingest.indexer import IndexResult, Indexer, online_roots, roots_state
+from dedupd.ingest.indexer import Indexer, IndexResult, online_roots, roots_state
 from dedupd.model.loader import LazyEmbedder, model_identity
 from dedupd.output.report import build_report, group_id, load_report, store_report, write_report
 from dedupd.paths import normalise_root

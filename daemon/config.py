@@ -9,8 +9,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from dedupd.errors import ConfigError
 from dedupd.dedup.policy import DEFAULT_FORMATS, POLICIES, as_list
+from dedupd.errors import ConfigError
 
 DEFAULT_MODEL = "google/siglip2-base-patch16-naflex"
 

@@ -13,7 +13,8 @@ import logging
 import os
 import sys
 import time
-from typing import Callable, TextIO
+from collections.abc import Callable
+from typing import TextIO
 
 __all__ = ["LOGGER_NAME", "setup_logging", "under_journal", "is_terminal", "ProgressLog"]
 
@@ -211,7 +212,7 @@ class ProgressLog:
             self._closed = True
             self.done()
 
-    def __enter__(self) -> "ProgressLog":
+    def __enter__(self) -> ProgressLog:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -17,7 +17,7 @@ class FileLock:
         self.purpose = purpose
         self._fd: int | None = None
 
-    def acquire(self, blocking: bool = False) -> "FileLock":
+    def acquire(self, blocking: bool = False) -> FileLock:
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
@@ -39,7 +39,7 @@ class FileLock:
     def held(self) -> bool:
         return self._fd is not None
 
-    def __enter__(self) -> "FileLock":
+    def __enter__(self) -> FileLock:
         return self.acquire() if not self.held else self
 
     def __exit__(self, *exc: object) -> None:

@@ -68,7 +68,7 @@ class Store:
     # --- opening ---------------------------------------------------------------------------------------------
 
     @classmethod
-    def open(cls, path: str | os.PathLike, create: bool = True) -> "Store":
+    def open(cls, path: str | os.PathLike, create: bool = True) -> Store:
         import lancedb
 
         path = Path(path).expanduser()

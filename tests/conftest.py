@@ -11,7 +11,6 @@ os.environ["TRANSFORMERS_OFFLINE"] = "1"
 from pathlib import Path
 
 import pytest
-
 from model_builders import build_clip, build_dinov2, build_siglip, build_siglip2
 
 # ====================================================================================================================

@@ -7,8 +7,8 @@ import hashlib
 import numpy as np
 import pytest
 
-from dedupd.dedup.pairs import PairFinder, stored_floor
 from dedupd.config import DedupConfig
+from dedupd.dedup.pairs import PairFinder, stored_floor
 from dedupd.store import Store
 
 MODEL = "test/model"

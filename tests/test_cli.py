@@ -39,7 +39,6 @@ def test_scan_keeps_the_old_tools_flags_and_defaults():
     args = build_parser().parse_args(["scan", "/x"])
     assert args.folder == "/x" and not args.inplace
     from dedupd.config import Config
-
     from dedupd.model.settings import default_batch_size
 
     d = Config()

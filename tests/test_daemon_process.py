@@ -11,11 +11,11 @@ import subprocess
 import sys
 import threading
 
+import imagegen
 import numpy as np
+import support
 import yaml
 
-import imagegen
-import support
 from dedupd.store import Store
 
 WAIT = 90.0
@@ -64,7 +64,7 @@ class Notify:
         while self.running:
             try:
                 self.messages.append(self.sock.recv(4096).decode())
-            except socket.timeout:
+            except TimeoutError:
                 continue
             except OSError:
                 return
@@ -157,7 +157,7 @@ def test_kill_9_during_bulk_embed_then_restart_gives_the_same_store(tmp_path, ti
         wait_for(
             lambda: (
                 (tmp_path / "store" / "vectors.lance").exists()
-                and 0 < Store.open(tmp_path / "store").row_counts()["vectors"]
+                and Store.open(tmp_path / "store").row_counts()["vectors"] > 0
             ),
             what="a first commit",
         )
@@ -192,7 +192,7 @@ def test_sigterm_mid_batch_exits_0_and_resumes_cleanly(tmp_path, tiny_siglip2):
     wait_for(
         lambda: (
             (tmp_path / "store" / "vectors.lance").exists()
-            and 0 < Store.open(tmp_path / "store").row_counts()["vectors"]
+            and Store.open(tmp_path / "store").row_counts()["vectors"] > 0
         ),
         what="a first commit",
     )

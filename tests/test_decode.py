@@ -15,14 +15,14 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile, features
 
-from dedupd.paths import IMAGE_EXTENSIONS
 from dedupd.ingest.decode import (
-    DecodeError,
     Decoded,
+    DecodeError,
     decode,
     image_size,
     register_plugins,
 )
+from dedupd.paths import IMAGE_EXTENSIONS
 
 RED, GREEN, BLUE, WHITE = (255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 255)
 
@@ -62,7 +62,7 @@ def big_jpeg(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_image_extensions_are_lowercase_with_dot() -> None:
     expected = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".heic", ".heif", ".avif", ".gif"}
-    assert IMAGE_EXTENSIONS == expected
+    assert expected == IMAGE_EXTENSIONS
     assert isinstance(IMAGE_EXTENSIONS, frozenset)
 
 
@@ -88,7 +88,7 @@ def test_register_plugins_is_idempotent_and_leaves_pillow_globals_alone() -> Non
     register_plugins()
     register_plugins()
     assert "HEIF" in Image.OPEN
-    assert Image.MAX_IMAGE_PIXELS == before
+    assert before == Image.MAX_IMAGE_PIXELS
     assert ImageFile.LOAD_TRUNCATED_IMAGES is False
 
 

@@ -13,9 +13,11 @@ from typing import ClassVar
 import numpy as np
 import pytest
 import torch
+from model_builders import build_siglip, build_siglip2
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
+from dedupd.errors import DedupdError, ModelLoadError
 from dedupd.model.runtime import (
     DeviceRunner,
     Embedder,
@@ -26,8 +28,6 @@ from dedupd.model.runtime import (
     load_embedder,
 )
 from dedupd.model.settings import EmbedderSettings, local_model_id, resolve_source
-from dedupd.errors import DedupdError, ModelLoadError
-from model_builders import build_siglip, build_siglip2
 
 
 def make_images(count: int, seed: int = 0) -> list[Image.Image]:

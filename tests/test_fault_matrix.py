@@ -127,24 +127,24 @@ import time
 import zlib
 from pathlib import Path
 
+import imagegen
 import numpy as np
 import pytest
 from PIL import Image
 from support import PixelEmbedder, b, make_library, pairs, purge_lines
 from test_service import Running, wait_for
 
-import imagegen
 from dedupd import commands
-from dedupd.ingest import pipeline
 from dedupd.config import load_config
+from dedupd.ingest import pipeline
 from dedupd.ingest.hashing import content_hash
 from dedupd.ingest.indexer import Indexer, roots_state
+from dedupd.ingest.walk import scan as walk
 from dedupd.model.loader import LazyEmbedder
-from dedupd.purge.journal import Journal, latest_states, unfinished
-from dedupd.purge.execute import PurgeContext, PurgeItem, run_purge
 from dedupd.output.report import entry_path
 from dedupd.paths import normalise_root
-from dedupd.ingest.walk import scan as walk
+from dedupd.purge.execute import PurgeContext, PurgeItem, run_purge
+from dedupd.purge.journal import Journal, latest_states, unfinished
 from dedupd.store import FileRecord, Store, StoreError
 
 TESTS = Path(__file__).resolve().parent

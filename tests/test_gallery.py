@@ -13,16 +13,17 @@ from pathlib import Path
 
 import imagegen
 import pytest
-from dedupd import commands
-from dedupd.output import gallery
-from dedupd.config import load_config
-from dedupd.ingest.decode import DecodeError, decode
-from dedupd.dedup.groups import Group, Member
-from dedupd.ingest.hashing import content_hash
-from dedupd.output.report import build_report, entry_path
-from dedupd.store import OK, FileRecord
 from PIL import Image
 from support import PixelEmbedder, b, make_library
+
+from dedupd import commands
+from dedupd.config import load_config
+from dedupd.dedup.groups import Group, Member
+from dedupd.ingest.decode import DecodeError, decode
+from dedupd.ingest.hashing import content_hash
+from dedupd.output import gallery
+from dedupd.output.report import build_report, entry_path
+from dedupd.store import OK, FileRecord
 
 SIDE = 128  # small thumbnails keep the whole file fast; nothing here depends on the size
 HOSTILE = b"caf\xff <b>\"x\"<i> & 'y'.jpg"  # not UTF-8, and every HTML special character

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from dedupd.dedup.groups import UnionFind, build_groups
-from dedupd.dedup.search import VectorIndex, content_id
 from dedupd.dedup.policy import choose_keeper
+from dedupd.dedup.search import VectorIndex, content_id
 from dedupd.store import FileRecord
 
 

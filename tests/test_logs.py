@@ -165,9 +165,11 @@ def test_progress_log_rate_limited(caplog):
 
 def test_progress_log_without_total_and_with_postfix(caplog):
     clock = FakeClock()
-    with caplog.at_level(logging.INFO, logger="dedupd"):
-        with logs.ProgressLog("hashed", unit="file", every=60, clock=clock) as progress:
-            progress.set_postfix_str("/srv/photos/2024")
-            clock.now += 4
-            progress.update(6)
+    with (
+        caplog.at_level(logging.INFO, logger="dedupd"),
+        logs.ProgressLog("hashed", unit="file", every=60, clock=clock) as progress,
+    ):
+        progress.set_postfix_str("/srv/photos/2024")
+        clock.now += 4
+        progress.update(6)
     assert caplog.messages == ["hashed 6 (1.5 file/s) /srv/photos/2024"]

@@ -8,11 +8,11 @@ from PIL import Image
 from support import PixelEmbedder, make_library
 
 from dedupd import commands
-from dedupd.ingest import pipeline
 from dedupd.config import Config, load_config
+from dedupd.ingest import pipeline
+from dedupd.ingest.decode_pool import default_workers, model_threads, split_cores
 from dedupd.model.loader import LazyEmbedder
 from dedupd.store import FileRecord
-from dedupd.ingest.decode_pool import default_workers, model_threads, split_cores
 
 
 def _work(path: bytes, carrier: bool) -> pipeline.Work:

@@ -1,4 +1,5 @@
-"""dedupd.ingest.preprocess against the checkpoints' own Hugging Face image processors, and the embedder's prepared path.
+"""dedupd.ingest.preprocess against the checkpoints' own Hugging Face image processors, and the embedder's
+prepared path.
 
 Tolerances:
 * pixel values with dtype="float32" are compared for exact equality: resizing is the same Pillow call on the same
@@ -18,15 +19,13 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+import imagegen
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-import imagegen
 from dedupd.ingest.decode import decode
-from dedupd.model.runtime import FAMILIES, DeviceRunner, Embedder, build_embedder, draft_side
-from dedupd.model.settings import EmbedderSettings
 from dedupd.ingest.preprocess import (
     Prepared,
     PreprocessSpec,
@@ -36,6 +35,8 @@ from dedupd.ingest.preprocess import (
     shortest_edge_size,
     size_with_aspect_ratio,
 )
+from dedupd.model.runtime import FAMILIES, DeviceRunner, Embedder, build_embedder, draft_side
+from dedupd.model.settings import EmbedderSettings
 
 FIXTURES = {"siglip2-naflex": "tiny_siglip2", "siglip": "tiny_siglip", "clip": "tiny_clip", "dinov2": "tiny_dinov2"}
 # (width, height): landscape, portrait, square, panorama, odd sizes, tiny both ways, a single pixel, large.
@@ -297,9 +298,8 @@ def test_items_for_another_model_are_an_input_error(tiny_siglip2: Path, tiny_cli
         with pytest.raises(ValueError, match="prepared for another model"):
             embedder.embed_prepared(foreign)
         assert embedder.devices == ["cpu"]  # the device is not blamed
-    with cpu_embedder(tiny_clip) as embedder:
-        with pytest.raises(ValueError, match="prepared for another model"):
-            embedder.embed_prepared(foreign)
+    with cpu_embedder(tiny_clip) as embedder, pytest.raises(ValueError, match="prepared for another model"):
+        embedder.embed_prepared(foreign)
 
 
 def test_unreplicable_processor_leaves_no_spec(tiny_clip: Path, tmp_path: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from pathlib import Path
 
 import pytest
 from support import PixelEmbedder, b, make_library, pairs, scan_library
@@ -51,7 +52,7 @@ def test_victim_rewritten_with_same_size_and_mtime_is_caught_by_the_hash(scanned
     lib, cfg, report = scanned
     _, victim = pairs(report)[0]
     st = os.stat(victim)
-    data = bytearray(open(victim, "rb").read())
+    data = bytearray(Path(victim).read_bytes())
     data[-3] ^= 0xFF
     with open(victim, "r+b") as f:
         f.write(data)

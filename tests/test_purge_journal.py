@@ -61,7 +61,7 @@ def test_kill_9_during_delete_then_rerun_finishes_without_acting_twice(scanned, 
     (journal,) = journals(cfg.store_path() / "journal")
     open_intents = unfinished(journal)
     assert len(open_intents) == 1
-    for keep, victim in victims(report):
+    for keep, _ in victims(report):
         assert os.path.exists(keep)
     rerun = purge_process(cfg, lib.root / "dedup_report.json")
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
@@ -93,7 +93,7 @@ def test_kill_9_during_trash_then_rerun(scanned, tmp_path, fault, trash_on):
     try:
         killed = purge_process(cfg, lib.root / "dedup_report.json", "--trash", trash, fault=fault)
         assert killed.returncode == -signal.SIGKILL
-        for keep, victim in victims(report):
+        for _, victim in victims(report):
             rel = os.path.relpath(victim, lib.root)
             assert os.path.exists(victim) or (trash / rel).is_file()
         rerun = purge_process(cfg, lib.root / "dedup_report.json", "--trash", trash)

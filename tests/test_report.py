@@ -7,9 +7,9 @@ import shutil
 import subprocess
 import sys
 
+import imagegen
 from support import PixelEmbedder, b
 
-import imagegen
 from dedupd import commands
 from dedupd.config import load_config
 from dedupd.dedup.groups import Group, Member

@@ -6,15 +6,15 @@ import json
 import os
 import shutil
 
+import imagegen
 import pytest
 from PIL import Image
 from support import PixelEmbedder, b
 
-import imagegen
 from dedupd import commands
-from dedupd.ingest.capture import different_captures, read_capture
 from dedupd.config import load_config
 from dedupd.errors import PurgeFailures, UsageError
+from dedupd.ingest.capture import different_captures, read_capture
 
 
 def save_with_exif(
@@ -40,7 +40,7 @@ def save_with_exif(
         sub[0x9003] = taken
     if subsec:
         sub[0x9291] = subsec
-    for i in range(extra_tags):
+    for _ in range(extra_tags):
         exif[0x010E] = "described"  # ImageDescription
         sub[0x9286] = b"ASCII\0\0\0user comment"  # UserComment
     kwargs = {"exif": exif.tobytes()}

@@ -131,9 +131,8 @@ def test_unreadable_file_recorded_never_grouped_retried_only_when_changed(cfg, l
 
 def test_chained_members_are_similar_not_duplicates(cfg, tmp_path):
     """A~B and B~C above the threshold, A~C below: C must not be purged with A as keeper."""
-    from PIL import Image
-
     import imagegen
+    from PIL import Image
 
     root = tmp_path / "chain"
     root.mkdir()

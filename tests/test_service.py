@@ -8,11 +8,11 @@ import shutil
 import threading
 import time
 
+import imagegen
 import pytest
+import support
 from support import PixelEmbedder, b, make_library
 
-import imagegen
-import support
 from dedupd import commands
 from dedupd.config import load_config
 from dedupd.ingest.indexer import roots_state

@@ -119,7 +119,6 @@ def test_writer_lock_excludes_a_second_writer(tmp_path):
     from dedupd.store import LockBusy
 
     a, b = Store.open(tmp_path), Store.open(tmp_path)
-    with a.writer_lock:
-        with pytest.raises(LockBusy, match="held by another dedupd process"):
-            b.writer_lock.acquire()
+    with a.writer_lock, pytest.raises(LockBusy, match="held by another dedupd process"):
+        b.writer_lock.acquire()
     b.writer_lock.acquire().release()

@@ -1,4 +1,5 @@
-"""dedupd.service watchers, observers, mounts, dirty paths: real inotify and real polling on tmp trees, DirtyPaths settling, backend choice, fallbacks."""
+"""dedupd.service watchers, observers, mounts and dirty paths: real inotify and real polling on tmp trees,
+DirtyPaths settling, backend choice, fallbacks."""
 
 from __future__ import annotations
 
@@ -26,8 +27,8 @@ from dedupd.service.mounts import Backend, choose_backend, mount_fstype, parse_m
 from dedupd.service.observers import RootHandler, StoppableThread, inotify_probe, make_observer
 from dedupd.service.watchers import Watchers
 
-# watchdog's own harmless noise about a folder watched twice during its recursive set-up (filtered in dedupd.service.watchers
-# at import too, but pytest resets warning filters after collection)
+# watchdog's own harmless noise about a folder watched twice during its recursive set-up (filtered in
+# dedupd.service.watchers at import too, but pytest resets warning filters after collection)
 pytestmark = pytest.mark.filterwarnings("ignore:Callback with id:RuntimeWarning")
 
 NAS_IGNORE = ("@eaDir", "#recycle", "#snapshot", ".@__thumb", ".Trash-*", "._*")

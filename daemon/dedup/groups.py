@@ -11,10 +11,9 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
-from dedupd.store import OK, Decision, FileRecord
-
-from dedupd.ingest.capture import different_captures
 from dedupd.dedup.policy import PolicyContext, choose_keeper
+from dedupd.ingest.capture import different_captures
+from dedupd.store import OK, Decision, FileRecord
 
 
 class UnionFind:
@@ -57,7 +56,7 @@ class Rules:
     policy: PolicyContext = PolicyContext()
 
     @classmethod
-    def make(cls, burst_guard: bool, decisions, policy: PolicyContext | None = None) -> "Rules":
+    def make(cls, burst_guard: bool, decisions, policy: PolicyContext | None = None) -> Rules:
         decisions = tuple(decisions)
         keep = frozenset(c for d in decisions if d.kind == "keep" for c in d.contents)
         base = policy or PolicyContext()

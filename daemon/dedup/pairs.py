@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 from collections.abc import Iterable, Iterator, Sequence
 
 import numpy as np
 
-from dedupd.store import OK, FileRecord, Store
-
 from dedupd.config import DedupConfig
 from dedupd.dedup.groups import Group, Rules, build_groups
 from dedupd.dedup.search import VectorIndex, content_ids
-
+from dedupd.store import OK, FileRecord, Store
 
 # Queries per search call: its k-best, probe and pair arrays (~55 MB at 131k) sit on top of the 1.5 GB index at 1M.
 # Half the index's own SEARCH_BATCH: the same pairs, no slower at 1M on 2 cores, 35 MB lower peak.
@@ -115,10 +114,8 @@ def _pair_keys(pairs: list[tuple[str, str, float]]) -> np.ndarray:
 def _release_heap() -> None:
     """Hand freed heap back to the OS. Lance's reader threads free their read-ahead buffers (~130 MB after 1M
     vectors) into glibc arenas that the search, on the main thread, never reuses; k-means leaves ~50 MB more."""
-    try:
+    with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to trim, or no way to
         ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc: nothing to trim, or no way to
-        pass
 
 
 def refresh_pairs(store: Store, model: str, new_contents: Iterable[str], dedup: DedupConfig) -> int:

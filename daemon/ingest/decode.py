@@ -21,7 +21,6 @@ from PIL import ExifTags, Image, ImageFile, ImageOps, PngImagePlugin, TiffImageP
 from dedupd.ingest.capture import Capture, read_capture
 from dedupd.ingest.hashing import open_regular
 
-
 # Twice Pillow's default MAX_IMAGE_PIXELS: the point where Pillow itself stops warning
 # and refuses, so by default our refusal and Pillow's coincide.
 DEFAULT_MAX_PIXELS = 178_956_970

@@ -12,16 +12,15 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 
-from dedupd.store import FileRecord, Store
-
-from dedupd.ingest import pipeline
-from dedupd.dedup.pairs import PairFinder
 from dedupd.config import Config
-from dedupd.ingest.walk import INTERNAL_IGNORE, NAS_IGNORE, FileEntry, ScanOptions
-from dedupd.paths import is_image_name, normalise_root, path_text, text_path
-from dedupd.ingest.walk import scan as walk
+from dedupd.dedup.pairs import PairFinder
+from dedupd.ingest import pipeline
 from dedupd.ingest.decode_pool import DecodePool, hash_threads
+from dedupd.ingest.walk import INTERNAL_IGNORE, NAS_IGNORE, FileEntry, ScanOptions
+from dedupd.ingest.walk import scan as walk
 from dedupd.model.loader import LazyEmbedder
+from dedupd.paths import is_image_name, normalise_root, path_text, text_path
+from dedupd.store import FileRecord, Store
 
 
 @dataclass

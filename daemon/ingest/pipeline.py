@@ -23,12 +23,11 @@ from typing import Any
 
 import numpy as np
 
-from dedupd.store import OK, PENDING, UNREADABLE, FileRecord, Store
-from dedupd.store.schema import CONTENT_FACTS
-
+from dedupd.ingest.decode_pool import Decoded, DecodePool, Failed, decode_for_model
 from dedupd.ingest.hashing import content_hash
 from dedupd.ingest.walk import FileEntry
-from dedupd.ingest.decode_pool import Decoded, DecodePool, Failed, decode_for_model
+from dedupd.store import OK, PENDING, UNREADABLE, FileRecord, Store
+from dedupd.store.schema import CONTENT_FACTS
 
 log = logging.getLogger("dedupd")
 
@@ -146,7 +145,7 @@ class ContentInfo:
     error: str = ""
 
     @classmethod
-    def of(cls, record: FileRecord) -> "ContentInfo":
+    def of(cls, record: FileRecord) -> ContentInfo:
         return cls(record.status, facts_of(record), record.error)
 
 
@@ -164,7 +163,7 @@ class ContentBook:
         self.lock = threading.Lock()
 
     @classmethod
-    def from_store(cls, store: Store, model: str) -> "ContentBook":
+    def from_store(cls, store: Store, model: str) -> ContentBook:
         known: dict[str, ContentInfo] = {}
         for record in store.files().values():
             if record.content and record.status == UNREADABLE and not path_only_failure(record):

@@ -306,7 +306,7 @@ class DeviceRunner:
             raise InputError(f"cannot preprocess images: {exc}") from exc
 
     def collate(self, items: Sequence[Prepared]) -> dict[str, Any]:
-        """Items preprocessed elsewhere (dedupd.ingest.preprocess) -> the same tensors preprocess() makes from images."""
+        """Items preprocessed elsewhere (ingest/preprocess.py) -> the same tensors preprocess() makes from images."""
         import torch
 
         from dedupd.ingest.preprocess import collate
@@ -494,8 +494,8 @@ class Embedder:
 
     @property
     def preprocess_spec(self) -> PreprocessSpec | None:
-        """The loaded processor's preprocessing as a picklable dedupd.ingest.preprocess.PreprocessSpec, for decode workers
-        to run preprocess() and hand the results to embed_prepared(); None where that processor cannot be
+        """The loaded processor's preprocessing as a picklable dedupd.ingest.preprocess.PreprocessSpec, for decode
+        workers to run preprocess() and hand the results to embed_prepared(); None where that processor cannot be
         replicated exactly (then use embed())."""
         return self._spec
 

@@ -16,12 +16,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from dedupd.store import FileRecord, Store
-
 from dedupd.config import Config
 from dedupd.dedup.groups import Group, Member
 from dedupd.dedup.store_groups import store_groups
 from dedupd.paths import atomic_write, path_text, text_path
+from dedupd.store import FileRecord, Store
 
 FORMAT_VERSION = 1
 

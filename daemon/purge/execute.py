@@ -14,10 +14,9 @@ import stat
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from dedupd.store import OK, FileRecord
-
 from dedupd.ingest.hashing import fd_hash
 from dedupd.purge.journal import Entry, Journal
+from dedupd.store import OK, FileRecord
 
 
 @dataclass(frozen=True)

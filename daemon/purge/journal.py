@@ -58,7 +58,7 @@ class Journal:
         self._next = 1 + max((e.id for e in read_entries(path)), default=0) if path.exists() else 1
 
     @classmethod
-    def create(cls, folder: Path) -> "Journal":
+    def create(cls, folder: Path) -> Journal:
         folder.mkdir(parents=True, exist_ok=True)
         name = time.strftime("purge-%Y%m%d-%H%M%S") + f"-{os.getpid()}.jsonl"
         return cls(folder / name)

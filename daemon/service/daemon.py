@@ -16,17 +16,16 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dedupd.store import LockBusy, Store
-
-from dedupd.service import sdnotify
 from dedupd.config import Config, load_config
 from dedupd.errors import UsageError
-from dedupd.ingest.indexer import IndexResult, Indexer, mark_root, online_roots
+from dedupd.ingest.indexer import Indexer, IndexResult, mark_root, online_roots
 from dedupd.model.loader import LazyEmbedder
 from dedupd.output.report import store_report, write_report
-from dedupd.purge.run import purge_from_store
-from dedupd.service.status import write_status
 from dedupd.paths import normalise_root, path_text
+from dedupd.purge.run import purge_from_store
+from dedupd.service import sdnotify
+from dedupd.service.status import write_status
+from dedupd.store import LockBusy, Store
 
 log = logging.getLogger("dedupd")
 

@@ -7,7 +7,6 @@ import threading
 import time
 from collections.abc import Callable
 
-
 # ====================================================================================================================
 # DirtyPaths: coalesced event hints, settled by stat on the caller's thread
 # ====================================================================================================================

@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-
 # ====================================================================================================================
 # Backend choice from /proc/self/mountinfo
 # ====================================================================================================================
@@ -109,10 +108,7 @@ def mount_fstype(path: bytes, mountinfo: str | None = None) -> str:
     best, best_len = "", -1
     for point, fstype in parse_mountinfo(text):
         point = os.path.normpath(point) if point else point
-        if point == b"/":
-            inside = path.startswith(b"/")
-        else:
-            inside = path == point or path.startswith(point + b"/")
+        inside = path.startswith(b"/") if point == b"/" else path == point or path.startswith(point + b"/")
         # ">=": a later line with the same mount point is mounted over the earlier one.
         if inside and len(point) >= best_len:
             best, best_len = fstype, len(point)

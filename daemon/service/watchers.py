@@ -44,10 +44,10 @@ from dedupd.service.observers import (
     ObserverFactory,
     RootHandler,
     inotify_failure,
-    stop_observers,
     inotify_probe,
     make_observer,
     show_path,
+    stop_observers,
 )
 
 log = logging.getLogger("dedupd.watcher")
