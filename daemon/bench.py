@@ -483,10 +483,11 @@ def _files(settings: BenchSettings, tmp: Path) -> _Files:
 
 
 def _model_ref(settings: BenchSettings, tmp: Path) -> str:
-    if is_random_model(settings.model):
-        log.info("building %s (random weights)", settings.model)
-        return str(build_random_model(settings.model, tmp / "model", settings.seed))
-    return settings.model
+    model = settings.model or ""  # run_bench has filled it in from model.name
+    if is_random_model(model):
+        log.info("building %s (random weights)", model)
+        return str(build_random_model(model, tmp / "model", settings.seed))
+    return model
 
 
 def run_bench(settings: BenchSettings, config: Config | None = None) -> dict[str, Any]:
@@ -507,7 +508,8 @@ def run_bench(settings: BenchSettings, config: Config | None = None) -> dict[str
         threads=settings.threads or m.threads,
         precision=settings.precision or m.precision,
     )
-    if is_random_model(settings.model) and settings.model.removeprefix(RANDOM_PREFIX) not in RANDOM_MODELS:
+    model = settings.model or ""
+    if is_random_model(model) and model.removeprefix(RANDOM_PREFIX) not in RANDOM_MODELS:
         raise UsageError(
             f"unknown random model '{settings.model}': use one of {', '.join(RANDOM_PREFIX + m for m in RANDOM_MODELS)}"
         )
@@ -517,7 +519,7 @@ def run_bench(settings: BenchSettings, config: Config | None = None) -> dict[str
 
     load_start = os.getloadavg()[0]
     settings = with_core_split(settings)  # the threads are applied when the embedder loads, as in a scan
-    workers = settings.workers
+    workers = settings.workers or 0  # with_core_split has chosen it
     with tempfile.TemporaryDirectory(prefix="dedupd-bench-") as tmp_name:
         tmp = Path(tmp_name)
         files = _files(settings, tmp)

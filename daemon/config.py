@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -131,7 +132,7 @@ def describe(exc: ValidationError) -> str:
     return f"{key}: {_plain(error)}"
 
 
-def _plain(error: dict[str, Any]) -> str:
+def _plain(error: Mapping[str, Any]) -> str:
     ctx = error.get("ctx", {})
     plain = {
         "greater_than": lambda: f"must be > {ctx.get('gt')}",

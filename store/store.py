@@ -20,7 +20,7 @@ import time
 from collections.abc import Iterable, Iterator
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
@@ -59,10 +59,10 @@ class StoreError(Exception):
 
 
 class Store:
-    def __init__(self, path: Path, db: object):
+    def __init__(self, path: Path, db: Any):  # a lancedb connection (lancedb's types are not exported)
         self.path = path
         self._db = db
-        self._tables = {name: _open_table(db, path, name) for name in TABLES}
+        self._tables: dict[str, Any] = {name: _open_table(db, path, name) for name in TABLES}
         self.writer_lock = FileLock(path / "writer.lock", "store writer")
 
     # --- opening ---------------------------------------------------------------------------------------------
@@ -96,7 +96,7 @@ class Store:
 
     # --- meta ------------------------------------------------------------------------------------------------
 
-    def get_meta(self, key: str, default: object = None) -> object:
+    def get_meta(self, key: str, default: Any = None) -> Any:
         table = self._tables["meta"].to_arrow()
         hits = table.filter(pc.equal(table["key"], key))["value"].to_pylist()
         return json.loads(hits[0]) if hits else default
@@ -149,11 +149,11 @@ class Store:
         wanted = None if contents is None else pa.array(list(dict.fromkeys(contents)), pa.string())
         if wanted is not None and not len(wanted):
             return
-        named = wanted is not None and len(wanted) <= PUSHDOWN_MAX
-        query = self._vector_query(model, ["content", "vector"], wanted.to_pylist() if named else None)
+        named = wanted.to_pylist() if wanted is not None and len(wanted) <= PUSHDOWN_MAX else None
+        query = self._vector_query(model, ["content", "vector"], named)
         with query.to_batches(batch_rows) as reader:  # a plain (non-vector) query has no implicit row limit
             for batch in reader:
-                if wanted is not None and not named:
+                if wanted is not None and named is None:
                     batch = batch.filter(pc.is_in(batch.column("content"), wanted))
                 if batch.num_rows:
                     yield batch.column("content").to_pylist(), _matrix(batch.column("vector"), dtype)
@@ -273,7 +273,7 @@ class Store:
         table.merge_insert("key").when_matched_update_all().when_not_matched_insert_all().execute(rows)
 
 
-def _create_missing_tables(db: object) -> None:
+def _create_missing_tables(db: Any) -> None:
     existing = set(db.list_tables().tables) if hasattr(db.list_tables(), "tables") else set(db.list_tables())
     for name, schema in TABLES.items():
         if name not in existing:
@@ -286,7 +286,7 @@ DAMAGED_DIR = "damaged"  # unreadable manifests are moved here, never deleted
 _OPEN_ERRORS = (OSError, RuntimeError, ValueError)
 
 
-def _open_table(db: object, path: Path, name: str) -> object:
+def _open_table(db: Any, path: Path, name: str) -> Any:
     """Open a table at its newest version; if that version's manifest cannot be read (a crash or a disk fault left it
     empty or garbled), fall back to the previous version: the unreadable manifest is moved to DAMAGED_DIR and the
     table reopens at the last good commit (its data files are untouched, so nothing older is lost). When the table

@@ -60,6 +60,7 @@ class PairFinder:
     def _search(self, batches: Iterable[list[str]]) -> int:
         """Search the index's own vectors (nothing is read from the store again) and store the pairs batch by
         batch: a million queries' pairs as tuples took ~240 MB at once. Returns the distinct pairs found."""
+        assert self.index is not None, "_load() builds the index before any search"
         self.index.build()  # what the first search would do; done first so its scratch is released before it
         _release_heap()
         floor, keys = self._floor(), [np.zeros((0, 2), np.int64)]

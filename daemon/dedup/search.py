@@ -388,9 +388,11 @@ class _Blocks:
                 yield first + offset, block[offset : min(offset + size, self.rows - first)].astype(np.float32)
 
     def compact(self, alive: np.ndarray) -> None:
-        old, self._blocks, total, self.rows = self._blocks, [], self.rows, 0
+        old: list[np.ndarray | None] = list(self._blocks)
+        self._blocks, total, self.rows = [], self.rows, 0
         for b in range(len(old)):
             block, old[b] = old[b], None  # free each old block as soon as its survivors are copied
+            assert block is not None
             keep = alive[b * self.block_rows : min((b + 1) * self.block_rows, total)]
             self.append(block[: len(keep)][keep])
 
@@ -399,7 +401,7 @@ class _Column:
     """A growable per-row array (capacity doubles), for the small per-row fields."""
 
     def __init__(self, dtype: type, width: int = 0):
-        self._data = np.zeros((0, width) if width else 0, dtype=dtype)
+        self._data: np.ndarray = np.zeros((0, width) if width else 0, dtype=dtype)
         self._n = 0
 
     def __len__(self) -> int:

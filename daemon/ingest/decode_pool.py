@@ -151,6 +151,7 @@ class DecodePool:
             # One file killed its worker and broke every future in flight: retry each on fresh workers, so only
             # the file that kills a worker twice is given up on.
             self.close()
+            assert args is not None  # a job with a future always has its args
             try:
                 return tag, self._executor().submit(decode_for_model, *args).result()
             except BrokenProcessPool:

@@ -81,7 +81,7 @@ def run_stages(
 def _threaded(source: Iterable, stages: Sequence[Stage], maxsize: int, tick: Callable[[], None] | None) -> Iterator:
     errors: list[BaseException] = []
     stop = threading.Event()
-    queues = [queue.Queue(maxsize) for _ in range(len(stages) + 1)]
+    queues: list[queue.Queue] = [queue.Queue(maxsize) for _ in range(len(stages) + 1)]
     threads = [threading.Thread(target=_feed, args=(source, queues[0], errors, stop), daemon=True)]
     for i, stage in enumerate(stages):
         args = (stage(_drain(queues[i], stop)), queues[i + 1], errors, stop)
@@ -447,15 +447,15 @@ def commit(store: Store, model: str, book: ContentBook, every: int, counters: Co
 
 def _flush(pending: list[Work], store: Store, model: str, book: ContentBook, counters: Counters) -> list[Work]:
     carriers = [w for w in pending if w.carrier]
-    embedded = [w for w in carriers if w.vector is not None]
+    embedded = [(w, w.vector) for w in carriers if w.vector is not None]
     if embedded:
         store.add_vectors(
             model,
-            [w.record.content for w in embedded],
-            np.stack([w.vector for w in embedded]),
-            [facts_of(w.record) for w in embedded],
+            [w.record.content for w, _ in embedded],
+            np.stack([vector for _, vector in embedded]),
+            [facts_of(w.record) for w, _ in embedded],
         )
-        counters.new_contents.extend(w.record.content for w in embedded)
+        counters.new_contents.extend(w.record.content for w, _ in embedded)
     followers = [f for w in carriers for f in book.resolve(w.record)]
     records = [w.record for w in pending if w.fresh] + followers
     store.upsert_files(records)

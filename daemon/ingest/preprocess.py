@@ -99,7 +99,7 @@ class PreprocessSpec:
         do_rescale, do_normalize = bool(processor.do_rescale), bool(processor.do_normalize)
         if not (do_rescale or do_normalize):
             raise ValueError(f"cannot replicate {name}: it neither rescales nor normalises (uint8 model input)")
-        common = dict(
+        common: dict[str, Any] = dict(
             family=family,
             resample=int(processor.resample if processor.resample is not None else Image.Resampling.BILINEAR),
             do_rescale=do_rescale,
@@ -113,7 +113,7 @@ class PreprocessSpec:
         if naflex:
             return cls(**common, patch_size=int(processor.patch_size), max_num_patches=int(processor.max_num_patches))
         size, crop = processor.size, processor.crop_size
-        fields = dict(
+        fields: dict[str, Any] = dict(
             height=_field(size, "height"),
             width=_field(size, "width"),
             shortest_edge=_field(size, "shortest_edge"),

@@ -395,7 +395,7 @@ def _replica(
     import torch
 
     # Setting attention on the master first fails fast, before paying for a copy.
-    master.set_attn_implementation(attn)
+    master.set_attn_implementation(attn)  # type: ignore[operator]  # a transformers PreTrainedModel
     if precision == "int8":
         return int8_model(master)  # a quantised copy; the fp32 master is freed once loading is done
     if share and device == "cpu" and dtype == torch.float32:

@@ -14,6 +14,7 @@ import stat
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+from dedupd.dedup.groups import Rules
 from dedupd.ingest.hashing import fd_hash
 from dedupd.purge.journal import Entry, Journal
 from dedupd.store import OK, FileRecord
@@ -59,7 +60,7 @@ class PurgeContext:
     dry_run: bool = True
     journal: Journal | None = None
     already_done: set[bytes] = field(default_factory=set)  # removed by an earlier (perhaps interrupted) purge
-    rules: object | None = None  # groups.Rules: decisions and the burst guard, re-checked for stale plans
+    rules: Rules | None = None  # decisions and the burst guard, re-checked for stale plans
 
 
 def run_purge(items: Iterable[PurgeItem], ctx: PurgeContext) -> PurgeResult:

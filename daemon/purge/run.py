@@ -39,7 +39,7 @@ def items_from_groups(groups: Iterable[Group]) -> list[PurgeItem]:
 
 def items_from_report(report: dict[str, Any]) -> list[PurgeItem]:
     """Only `duplicates` are ever purged; `similar` members never are."""
-    items = []
+    items: list[PurgeItem] = []
     for group in report["groups"]:
         keeper = entry_path(group["keep_info"]) if "keep_info" in group else text_path(group["keep"])
         details = group.get("duplicate_details")

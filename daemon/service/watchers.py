@@ -431,7 +431,7 @@ class Watchers:
             else:
                 self._overflowed.add(root)
 
-    def _forget_reader(self, observer: BaseObserver) -> None:
+    def _forget_reader(self, observer: BaseObserver | None) -> None:
         reader = getattr(observer, "_inotify_fd", None)
         if isinstance(reader, threading.Thread) and reader.ident is not None:
             self._reader_threads.pop(reader.ident, None)
