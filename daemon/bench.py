@@ -234,7 +234,7 @@ def load_bench_embedder(
 
 
 def with_core_split(settings: BenchSettings) -> BenchSettings:
-    """settings with decode workers and torch threads chosen as the indexer chooses them (workers.split_cores)."""
+    """settings with decode workers and torch threads chosen as the indexer chooses them (decode_pool.split_cores)."""
     from dedupd.ingest.decode_pool import split_cores
     from dedupd.model.runtime import pick_devices
 

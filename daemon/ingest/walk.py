@@ -15,7 +15,7 @@ log = logging.getLogger("dedupd")
 
 # NAS and desktop metadata folders/files: thumbnails, recycle bins, snapshots, AppleDouble forks.
 NAS_IGNORE = ("@eaDir", "#recycle", "#snapshot", ".@__thumb", ".Trash-*", "._*", "#SynoRecycle", ".snapshot")
-# Our own half-finished purge renames (see purge.ASIDE_PREFIX): never indexed, whatever the config says.
+# Our own half-finished purge renames (see purge/execute.ASIDE_PREFIX): never indexed, whatever the config says.
 INTERNAL_IGNORE = (".dedupd-purge-*",)
 
 

@@ -222,7 +222,7 @@ def _delete(path: bytes, victim: FileRecord, aside: bytes) -> None:
     os.unlink(aside)
 
 
-ASIDE_PREFIX = b".dedupd-purge-"  # the scanner ignores these names: a half-finished delete is never indexed
+ASIDE_PREFIX = b".dedupd-purge-"  # the walk ignores these names: a half-finished delete is never indexed
 
 
 def _aside_name(path: bytes) -> bytes:
