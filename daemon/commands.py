@@ -19,11 +19,12 @@ from dedupd.errors import PurgeFailures, UsageError
 from dedupd.ingest.indexer import Indexer, IndexResult, online_roots, roots_state
 from dedupd.model.loader import LazyEmbedder, model_identity
 from dedupd.output.report import build_report, group_id, load_report, store_report, write_report
+from dedupd.own_folders import own_folders
 from dedupd.paths import normalise_root
 from dedupd.progress import bar
 from dedupd.purge.recovery import empty_trash as recovery_empty
 from dedupd.purge.recovery import parse_age, undo
-from dedupd.purge.run import execute, items_from_groups, items_from_report, journal_dir
+from dedupd.purge.run import execute, journal_dir, plan_from_groups, plan_from_report
 from dedupd.service.status import read_status
 from dedupd.store import PENDING, UNREADABLE, FileLock, LockBusy, Store
 
@@ -86,7 +87,7 @@ def scan(
         write_report(report, out)
         _echo_scan(echo, result, report, out)
         if inplace or trash:
-            return execute(store, items_from_groups(groups), [root], config, trash, inplace, echo)
+            return execute(store, plan_from_groups(groups, model, config), [root], config, trash, inplace, echo)
     return 0
 
 
@@ -156,11 +157,13 @@ def purge(
     store = open_store(config, create=False)
     roots = online_roots(store)
     if report_file:
-        items = items_from_report(load_report(report_file))
+        report = load_report(report_file)
+        named = report.get("model")  # the store's pairs under the model the report was made with are the evidence
+        plan = plan_from_report(report, model or (named if isinstance(named, str) else model_id(config)), config)
     else:
-        groups, _, _ = store_groups(store, config, model or model_id(config))
-        items = items_from_groups(groups)
-    return execute(store, items, roots, config, trash, inplace, echo)
+        model = model or model_id(config)
+        plan = plan_from_groups(store_groups(store, config, model)[0], model, config)
+    return execute(store, plan, roots, config, trash, inplace, echo)
 
 
 def undo_purge(config: Config, journal: str, echo: Echo = print) -> int:
@@ -179,10 +182,12 @@ def undo_purge(config: Config, journal: str, echo: Echo = print) -> int:
 def empty_trash(config: Config, older_than: str, echo: Echo = print) -> int:
     store = open_store(config, create=False)
     with FileLock(store.path / "purge.lock", "purge"):
-        tally = recovery_empty(journal_dir(store), parse_age(older_than))
+        tally = recovery_empty(journal_dir(store), parse_age(older_than), own=own_folders(store.path, config))
     for line in tally.lines:
         echo(line)
-    echo(f"trash: removed {len(tally.lines)} files")
+    echo(f"trash: removed {tally.removed} files" + (f", kept {tally.failed} (see above)" if tally.failed else ""))
+    if tally.failed:
+        raise PurgeFailures(f"{tally.failed} trashed files were kept: their keeper no longer holds the picture")
     return 0
 
 

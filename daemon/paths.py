@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import secrets
+from collections.abc import Iterable
 from pathlib import Path
 
 IMAGE_EXTENSIONS: frozenset[str] = frozenset(
@@ -50,3 +51,12 @@ def atomic_write(path: Path, data: bytes, durable: bool = True) -> None:
     except BaseException:
         temp.unlink(missing_ok=True)
         raise
+
+
+def inside(path: bytes, folder: bytes) -> bool:
+    """path lies below folder (not folder itself); both absolute and normalised."""
+    return path.startswith(folder.rstrip(b"/") + b"/")
+
+
+def inside_any(path: bytes, folders: Iterable[bytes]) -> bool:
+    return any(inside(path, folder) for folder in folders)

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, fields
 
 import pyarrow as pa
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: files.frames (a multi-frame file is the same picture only as a byte copy)
 
 FILES = pa.schema(
     [
@@ -32,6 +32,7 @@ FILES = pa.schema(
         pa.field("camera", pa.string()),
         pa.field("burst", pa.string()),
         pa.field("exif_tags", pa.int32()),
+        pa.field("frames", pa.int32()),
     ]
 )
 
@@ -103,6 +104,7 @@ class FileRecord:
     camera: str = ""  # make|model|serial
     burst: str = ""  # burst / sequence id
     exif_tags: int = 0
+    frames: int = 1  # pages or animation frames (rows from before schema 2 read as 1)
 
     @property
     def key(self) -> str:
@@ -114,7 +116,7 @@ class FileRecord:
 
 FILE_FIELDS = [f.name for f in fields(FileRecord)]
 # Facts that belong to the bytes, not the path: every copy of a content shares them.
-CONTENT_FACTS = ("width", "height", "format", "taken", "camera", "burst", "exif_tags")
+CONTENT_FACTS = ("width", "height", "format", "taken", "camera", "burst", "exif_tags", "frames")
 
 
 def files_to_arrow(records: list[FileRecord]) -> pa.Table:

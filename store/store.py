@@ -86,13 +86,22 @@ class Store:
 
     def _check_schema(self) -> None:
         found = self.get_meta("schema_version")
-        if found is None:
-            self.set_meta("schema_version", SCHEMA_VERSION)
-        elif int(found) > SCHEMA_VERSION:
+        if found is not None and int(found) > SCHEMA_VERSION:
             raise StoreError(
                 f"the store at {self.path} has schema version {found}, newer than this dedupd understands "
                 f"({SCHEMA_VERSION}); upgrade dedupd or use another --store"
             )
+        self._add_missing_columns()
+        if found is None or int(found) < SCHEMA_VERSION:
+            self.set_meta("schema_version", SCHEMA_VERSION)
+
+    def _add_missing_columns(self) -> None:
+        """Columns added by a newer schema join an older store as nulls (read back as the field's default)."""
+        for name, schema in TABLES.items():
+            table = self._tables[name]
+            missing = [f for f in schema if f.name not in table.schema.names]
+            if missing:
+                table.add_columns(missing)
 
     # --- meta ------------------------------------------------------------------------------------------------
 

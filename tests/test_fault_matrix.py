@@ -143,6 +143,8 @@ from dedupd.ingest.walk import scan as walk
 from dedupd.model.loader import LazyEmbedder
 from dedupd.output.report import entry_path
 from dedupd.paths import normalise_root
+from dedupd.dedup.groups import Rules
+from dedupd.purge.evidence import Evidence
 from dedupd.purge.execute import PurgeContext, PurgeItem, run_purge
 from dedupd.purge.journal import Journal, latest_states, unfinished
 from dedupd.store import FileRecord, Store, StoreError
@@ -281,7 +283,8 @@ def test_row4_hard_link_of_the_keeper_named_as_victim_is_refused(scanned, tmp_pa
     keeper, link = root / "a.jpg", root / "b.jpg"
     imagegen.photo(1, (64, 48)).save(keeper)
     os.link(keeper, link)
-    ctx = PurgeContext(records={b(p): record_of(p, root) for p in (keeper, link)}, roots=[b(root)], dry_run=False)
+    records = {b(p): record_of(p, root) for p in (keeper, link)}
+    ctx = PurgeContext(records, [b(root)], Evidence("m", 0.9, frozenset()), Rules(), dry_run=False)
     (outcome,) = run_purge([PurgeItem(b(link), b(keeper))], ctx).outcomes
     assert outcome.action == "skipped" and "hard link" in outcome.reason
     assert link.exists() and keeper.exists()
@@ -381,6 +384,8 @@ def test_row8_file_swapped_between_check_and_act_is_put_back(scanned, tmp_path, 
     ctx = PurgeContext(
         records=store.files(),
         roots=[b(lib.root)],
+        evidence=Evidence.load(store, PixelEmbedder.model_id, cfg.dedup.threshold),
+        rules=Rules(),
         dry_run=False,
         journal=journal,
         trash_dir=b(trash) if action == "trash" else None,

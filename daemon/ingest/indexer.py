@@ -19,7 +19,8 @@ from dedupd.ingest.decode_pool import DecodePool, hash_threads
 from dedupd.ingest.walk import INTERNAL_IGNORE, NAS_IGNORE, FileEntry, ScanOptions
 from dedupd.ingest.walk import scan as walk
 from dedupd.model.loader import LazyEmbedder
-from dedupd.paths import is_image_name, normalise_root, path_text, text_path
+from dedupd.own_folders import is_own, own_folders
+from dedupd.paths import is_image_name, path_text, text_path
 from dedupd.store import FileRecord, Store
 
 
@@ -32,13 +33,10 @@ class IndexResult:
 
 
 def scan_options(config: Config, store: Store) -> ScanOptions:
-    excluded = [os.fsencode(os.path.realpath(store.path))]
-    if config.purge.trash_dir:
-        excluded.append(normalise_root(config.purge.trash_dir))
     return ScanOptions(
         ignore=(*NAS_IGNORE, *INTERNAL_IGNORE, *config.scan.ignore),
         follow_symlinks=config.scan.follow_symlinks,
-        exclude_dirs=tuple(excluded),
+        exclude_dirs=own_folders(store.path, config),
     )
 
 
@@ -60,14 +58,16 @@ class Indexer:
     def reconcile(self, root: bytes, guard: bool = True) -> IndexResult:
         """Mark and sweep one root. With guard, a root that vanished (missing, empty, or lost more than
         watch.max_vanish_fraction of its files) is marked offline and nothing is dropped."""
-        known = {p for p, f in self.files.items() if f.root == root}
+        self.options = scan_options(self.config, self.store)
+        known = {p for p, f in self.files.items() if f.root == root and not self._own(p)}
+        own = [p for p, f in self.files.items() if f.root == root and self._own(p)]  # indexed by an older dedupd
         entries = list(walk([root], self.options)) if os.path.isdir(root) else []
         reason = self._vanished(root, len(known), entries, known) if guard else ""
         if reason:
             mark_root(self.store, root, state="offline", reason=reason)
             return IndexResult(pipeline.Counters(), offline=reason)
         seen = {e.path for e in entries}
-        result = self.index(entries, gone=[p for p in known if p not in seen])
+        result = self.index(entries, gone=[*own, *(p for p in known if p not in seen)])
         mark_root(self.store, root, state="online", reason="", last_scan=time.time())
         return result
 
@@ -86,12 +86,13 @@ class Indexer:
     def refresh_paths(self, root: bytes, paths: Iterable[bytes]) -> IndexResult:
         """Event-driven: each dirty path is a new/changed file, a directory to rescan, or something gone."""
         paths = list(paths)
+        self.options = scan_options(self.config, self.store)  # a purge beside the daemon may have added a trash
         entries = [e for path in paths for e in self._entries_at(root, path)]
         seen = {e.path for e in entries}
         return self.index(entries, [p for p in self.known_under(paths) if p not in seen])
 
     def _entries_at(self, root: bytes, path: bytes) -> list[FileEntry]:
-        if self._ignored(path, root):
+        if self._ignored(path, root) or self._own(path):
             return []  # a folder inside @eaDir, #recycle...: the walk below would not skip the folder it starts in
         if os.path.isdir(path) and not os.path.islink(path):
             return [replace(e, root=root) for e in walk([path], self.options) if _inside(e.path, root)]
@@ -104,6 +105,9 @@ class Indexer:
         parts = os.path.relpath(path, root).split(b"/")
         patterns = [p.encode() for p in self.options.ignore]
         return any(fnmatch.fnmatchcase(part, pat) for part in parts for pat in patterns)
+
+    def _own(self, path: bytes) -> bool:
+        return is_own(path, self.options.exclude_dirs)
 
     def known_under(self, paths: Iterable[bytes]) -> list[bytes]:
         """Known files equal to or below any of the paths, in one pass over the known files (not one per path:
@@ -132,7 +136,8 @@ class Indexer:
         for entry in entries:
             if self.stop.is_set():
                 return
-            yield entry
+            if not self._own(entry.path):  # the one gate every indexed file passes: never what dedupd wrote
+                yield entry
 
     def _decode_settings(self) -> pipeline.DecodeSettings:
         return pipeline.DecodeSettings(

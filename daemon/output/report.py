@@ -131,7 +131,34 @@ def load_report(path: str | os.PathLike) -> dict[str, Any]:
         raise UsageError(f"{path}: not a JSON report: {exc}") from None
     if not isinstance(report, dict) or not isinstance(report.get("groups"), list):
         raise UsageError(f"{path}: not a dedupd report (no 'groups' list)")
+    threshold = report.get("threshold")
+    if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, (int, float))):
+        raise UsageError(f"{path}: 'threshold' must be a number")
+    for number, group in enumerate(report["groups"], 1):
+        problem = _group_problem(group)
+        if problem:
+            raise UsageError(f"{path}: group {number}: {problem}")
     return report
+
+
+def _group_problem(group: object) -> str:
+    """What makes a report group unusable for a purge ("" when nothing does)."""
+    if not isinstance(group, dict):
+        return "not an object"
+    if not isinstance(group.get("keep"), str):
+        return "'keep' must be a path"
+    if not _all(group.get("duplicates"), str):
+        return "'duplicates' must be a list of paths"
+    if not _all(group.get("duplicate_details", []), dict) or not isinstance(group.get("keep_info", {}), dict):
+        return "'keep_info' and 'duplicate_details' must hold objects"
+    details = [group.get("keep_info", {}), *group.get("duplicate_details", [])]
+    if any(not isinstance(d.get("path", ""), str) or not isinstance(d.get("content", ""), str) for d in details):
+        return "each detail's 'path' and 'content' must be strings"
+    return ""
+
+
+def _all(value: object, kind: type) -> bool:
+    return isinstance(value, list) and all(isinstance(v, kind) for v in value)
 
 
 def store_report(store: Store, config: Config, model: str) -> dict[str, Any]:

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dedupd.ingest.hashing import content_hash
+from dedupd.own_folders import is_own
+from dedupd.purge.evidence import Refused, current_content
 from dedupd.purge.journal import Entry, Journal, journals, latest_states, unfinished
 
 log = logging.getLogger("dedupd")
@@ -24,6 +26,7 @@ log = logging.getLogger("dedupd")
 class Tally:
     lines: list[str] = field(default_factory=list)
     failed: int = 0
+    removed: int = 0
 
     def say(self, text: str, failed: bool = False) -> None:
         self.lines.append(text)
@@ -141,8 +144,10 @@ def _move_back(dest: bytes, victim: bytes) -> None:
 # --- empty ---------------------------------------------------------------------------------------------------------
 
 
-def empty_trash(folder: Path, older_than: float, now: float | None = None) -> Tally:
-    """Remove trashed files whose move is older than `older_than` seconds (by the journal's own timestamps)."""
+def empty_trash(folder: Path, older_than: float, now: float | None = None, own: tuple[bytes, ...] = ()) -> Tally:
+    """Remove trashed files whose move is older than `older_than` seconds (by the journal's own timestamps), each
+    only while its keeper still holds the picture outside the folders in `own` (the trash, the gallery, the
+    store); otherwise the trashed file may be the last copy and stays."""
     tally = Tally()
     cutoff = (now or time.time()) - older_than
     for path in journals(folder):
@@ -150,18 +155,38 @@ def empty_trash(folder: Path, older_than: float, now: float | None = None) -> Ta
         try:
             for intent, last in latest_states(path).values():
                 if last.state == "done" and intent.action == "trash" and last.time < cutoff:
-                    _empty_one(intent, journal, tally)
+                    _empty_one(intent, journal, tally, own)
         finally:
             journal.close()
     return tally
 
 
-def _empty_one(entry: Entry, journal: Journal, tally: Tally) -> None:
+def _empty_one(entry: Entry, journal: Journal, tally: Tally, own: tuple[bytes, ...]) -> None:
     dest = entry.dest_path
     if os.path.isfile(dest) and not os.path.islink(dest):
+        why = keeper_lost(entry, own)
+        if why:
+            tally.say(f"kept {os.fsdecode(dest)}: {why}", failed=True)
+            return
         os.unlink(dest)
         tally.say(f"removed {os.fsdecode(dest)}")
+        tally.removed += 1
     journal.finish(entry, "emptied")
+
+
+def keeper_lost(entry: Entry, own: tuple[bytes, ...]) -> str:
+    """Why the keeper no longer proves the picture survives ("" when it does). A journal from before keeper
+    hashes were recorded is satisfied only by a byte copy."""
+    keeper = entry.keeper_path
+    if is_own(keeper, own):
+        return f"its keeper {os.fsdecode(keeper)} lies in a folder dedupd writes itself"
+    try:
+        found = current_content(keeper, "keeper")
+    except Refused as exc:
+        return f"{exc} ({os.fsdecode(keeper)}): this may be the last copy"
+    if found != (entry.keeper_content or entry.content):
+        return f"its keeper {os.fsdecode(keeper)} changed since the purge: this may be the last copy"
+    return ""
 
 
 def parse_age(text: str) -> float:
