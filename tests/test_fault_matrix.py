@@ -136,6 +136,7 @@ from test_service import Running, wait_for
 
 from dedupd import commands
 from dedupd.config import load_config
+from dedupd.dedup.groups import Rules
 from dedupd.ingest import pipeline
 from dedupd.ingest.hashing import content_hash
 from dedupd.ingest.indexer import Indexer, roots_state
@@ -143,7 +144,6 @@ from dedupd.ingest.walk import scan as walk
 from dedupd.model.loader import LazyEmbedder
 from dedupd.output.report import entry_path
 from dedupd.paths import normalise_root
-from dedupd.dedup.groups import Rules
 from dedupd.purge.evidence import Evidence
 from dedupd.purge.execute import PurgeContext, PurgeItem, run_purge
 from dedupd.purge.journal import Journal, latest_states, unfinished

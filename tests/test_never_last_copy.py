@@ -55,15 +55,9 @@ def photo(path, seed, size=(320, 240)):
 
 
 def pictures_outside(root, trash) -> set[bytes]:
-    """The distinct contents (bytes) of every file under root, not counting the trash."""
-    out = set()
-    for folder, dirs, files in os.walk(root):
-        if trash and os.path.abspath(folder).startswith(str(trash)):
-            continue
-        for name in files:
-            if name.endswith(".jpg") or name.endswith(".png") or name.endswith(".tif"):
-                out.add(open(os.path.join(folder, name), "rb").read())
-    return out
+    """The distinct contents (bytes) of every image under root, not counting the trash."""
+    images = (p for p in root.rglob("*") if p.suffix in (".jpg", ".png", ".tif") and p.is_file())
+    return {p.read_bytes() for p in images if trash not in p.parents}
 
 
 def empty_trash(cfg):
@@ -108,7 +102,7 @@ def pair(tmp_path):
     cfg = config(tmp_path)
     old = tmp_path / "old.json"
     report = scan(cfg, root, report=old)
-    assert ("%s" % keep, "%s" % dup) in support.pairs(report)
+    assert (str(keep), str(dup)) in support.pairs(report)
     return root, keep, dup, cfg, old
 
 
@@ -208,3 +202,98 @@ def test_hole5_keeper_rewritten_with_same_size_and_mtime_is_caught(pair, tmp_pat
     for report in (old, None):
         rc, lines = purge(cfg, report=report)
         assert rc == 1 and dup.read_bytes() == original, lines
+
+
+# --- the gate's other duties ----------------------------------------------------------------------------------------
+
+
+def test_trash_expiry_keeps_a_trashed_file_whose_keeper_lost_the_picture(pair, tmp_path):
+    root, keep, dup, cfg, old = pair
+    trash = tmp_path / "trash"
+    original = dup.read_bytes()
+    assert purge(cfg, report=old, trash=trash)[0] == 0
+    trashed = trash / "b" / "d.jpg"
+    assert trashed.read_bytes() == original
+    shutil.copy2(photo(tmp_path / "other.jpg", 11), keep)  # the keeper is overwritten: the trash holds the last copy
+    rc, lines = empty_trash(cfg)
+    assert rc == 1 and trashed.read_bytes() == original, lines
+    assert any(line.startswith("kept") and "last copy" in line for line in lines), lines
+    keep.write_bytes(original)  # the picture is back in the keeper: now the trashed copy may go
+    assert empty_trash(cfg)[0] == 0 and not trashed.exists()
+
+
+def test_trash_expiry_keeps_the_file_when_the_keeper_itself_was_trashed_later(pair, tmp_path):
+    root, keep, dup, cfg, old = pair
+    trash = tmp_path / "trash"
+    assert purge(cfg, report=old, trash=trash)[0] == 0
+    os.rename(keep, tmp_path / "elsewhere.jpg")  # the keeper is gone from where the purge left it
+    rc, lines = empty_trash(cfg)
+    assert rc == 1 and (trash / "b" / "d.jpg").exists(), lines
+
+
+def test_an_old_report_without_content_hashes_is_held_to_the_store(pair, tmp_path):
+    root, keep, dup, cfg, old = pair
+    plain = tmp_path / "plain.json"
+    plain.write_text(json.dumps({"groups": [{"keep": str(keep), "duplicates": [str(dup)]}]}))
+    assert purge(cfg, report=plain)[0] == 0
+    assert keep.exists() and not dup.exists()
+
+
+def test_a_keeper_in_a_folder_dedupd_writes_is_refused_even_when_indexed(pair, tmp_path):
+    root, keep, dup, cfg, old = pair
+    cfg = config(tmp_path, **{"report.html_dir": str(keep.parent)})  # the keeper's folder is now the gallery
+    rc, lines = purge(cfg, report=old)
+    assert rc == 1 and dup.exists()
+    assert any("dedupd writes itself" in line for line in lines), lines
+
+
+@pytest.mark.parametrize(
+    "group, problem",
+    [
+        ({"keep": "/x.jpg"}, "'duplicates' must be a list of paths"),
+        ({"keep": "/x.jpg", "duplicates": None}, "'duplicates' must be a list of paths"),
+        ({"keep": "/x.jpg", "duplicates": "/y.jpg"}, "'duplicates' must be a list of paths"),
+        ({"duplicates": ["/y.jpg"]}, "'keep' must be a path"),
+        (
+            {"keep": "/x.jpg", "duplicates": [], "duplicate_details": 5},
+            "'keep_info' and 'duplicate_details' must hold objects",
+        ),
+    ],
+)
+def test_a_malformed_report_is_one_line_exit_2_naming_the_file_and_group(pair, tmp_path, group, problem):
+    from dedupd.cli import main
+
+    root, keep, dup, cfg, old = pair
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"groups": [{"keep": str(keep), "duplicates": []}, group]}))
+    lines: list[str] = []
+    with pytest.raises(Exception) as caught:
+        commands.purge(cfg, str(bad), True, None, echo=lines.append)
+    assert getattr(caught.value, "exit_code", None) == 2
+    assert str(caught.value) == f"{bad}: group 2: {problem}"
+    assert main(["purge", "--store", str(cfg.store_path()), "--report", str(bad), "--inplace"]) == 2
+    assert dup.exists()
+
+
+def test_the_daemon_never_indexes_a_trash_that_a_command_line_purge_used(tmp_path):
+    root = tmp_path / "r"
+    a = photo(root / "photos" / "a.jpg", 12)
+    shutil.copy2(a, root / "photos" / "b.jpg")
+    trash = root / "Trash"
+    cfg = config(tmp_path, roots=[str(root)], **{"watch.settle_seconds": 0.3, "watch.poll_interval": 0.2})
+    service = Service(cfg, embedder=LazyEmbedder(cfg, PixelEmbedder()))
+    thread = threading.Thread(target=service.run, daemon=True)
+    thread.start()
+    try:
+        support.wait_for(lambda: getattr(service, "health", None) and service.health.phase == "watching")
+        assert purge(cfg, trash=trash)[0] == 0
+        moved = trash / "photos" / "b.jpg"
+        assert moved.exists()
+        marker = photo(root / "photos" / "later.jpg", 13)  # a later event: by then the trash event was seen too
+        support.wait_for(lambda: b(marker) in Store.open(cfg.store_path()).files(), what="a later file indexed")
+        files = Store.open(cfg.store_path()).files()
+    finally:
+        service.stop.set()
+        thread.join(15)
+    assert not any(p.startswith(b(trash)) for p in files), "the trash was indexed"
+    assert a.exists()
