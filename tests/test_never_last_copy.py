@@ -297,3 +297,20 @@ def test_the_daemon_never_indexes_a_trash_that_a_command_line_purge_used(tmp_pat
         thread.join(15)
     assert not any(p.startswith(b(trash)) for p in files), "the trash was indexed"
     assert a.exists()
+
+
+def test_a_hand_written_chain_never_removes_a_keeper_after_its_duplicate(tmp_path):
+    """C kept for B, then B named as a duplicate of A in the same report: B is refused, whatever the order."""
+    root = tmp_path / "t"
+    a = photo(root / "a.jpg", 14)
+    for name in ("b.jpg", "c.jpg"):
+        shutil.copy2(a, root / name)
+    cfg = config(tmp_path)
+    scan(cfg, root)
+    b_, c = root / "b.jpg", root / "c.jpg"
+    hand = tmp_path / "chain.json"
+    groups = [{"keep": str(b_), "duplicates": [str(c)]}, {"keep": str(a), "duplicates": [str(b_)]}]
+    hand.write_text(json.dumps({"groups": groups}))
+    rc, lines = purge(cfg, report=hand)
+    assert rc == 1 and b_.exists() and a.exists() and not c.exists(), lines
+    assert any("keeper of a file this run removed" in line for line in lines), lines

@@ -67,6 +67,9 @@ class PurgeContext:
     dry_run: bool = True
     journal: Journal | None = None
     already_done: set[bytes] = field(default_factory=set)  # removed by an earlier (perhaps interrupted) purge
+    # Keepers of what this run removed: removing one of them next would leave that picture only in a chain's far
+    # end (A kept for B, then A removed against C: B and C may not be alike at all).
+    kept: set[bytes] = field(default_factory=set)
 
 
 def run_purge(items: Iterable[PurgeItem], ctx: PurgeContext) -> PurgeResult:
@@ -84,8 +87,12 @@ def _one(item: PurgeItem, ctx: PurgeContext) -> Outcome:
     except Refused as exc:
         return Outcome(item, "skipped", str(exc))
     if ctx.dry_run:
-        return Outcome(item, "would trash" if ctx.trash_dir else "would delete")
-    return _act(item, victim, ctx)
+        outcome = Outcome(item, "would trash" if ctx.trash_dir else "would delete")
+    else:
+        outcome = _act(item, victim, ctx)
+    if outcome.action != "skipped":
+        ctx.kept.add(item.keeper)
+    return outcome
 
 
 def _act(item: PurgeItem, victim: FileRecord, ctx: PurgeContext) -> Outcome:
@@ -143,6 +150,8 @@ def verify(item: PurgeItem, ctx: PurgeContext) -> FileRecord:
     """Every check that must hold for this victim right now, the picture's survival first; returns the victim's
     store record with the content the plan was made on."""
     check_path_shape(item.victim)
+    if item.victim in ctx.kept:
+        raise Refused("it is the keeper of a file this run removed; scan and report again")
     victim = planned(_indexed(item.victim, ctx), item.victim_content)
     keeper = planned(_indexed(item.keeper, ctx), item.keeper_content)
     _check_placement(victim, ctx)
