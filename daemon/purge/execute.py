@@ -157,9 +157,11 @@ def verify(item: PurgeItem, ctx: PurgeContext) -> FileRecord:
     _check_placement(victim, ctx)
     if item.victim == item.keeper or (victim.device, victim.inode) == (keeper.device, keeper.inode):
         raise Refused("the victim is the keeper itself (same path or hard link)")
+    if keeper.status != OK:
+        raise Refused("the keeper was not decoded successfully")
     _refuse_if(ctx.evidence.refusal(keeper.content, victim.content))
     _refuse_if(ctx.rules.held_back(keeper, victim))  # a plan made before a decision must not outlive it
-    _check_keeper(keeper, ctx)
+    ctx.keepers.check(keeper.path, keeper.content)
     _check_victim(victim)
     return victim
 
@@ -198,12 +200,6 @@ def _check_placement(victim: FileRecord, ctx: PurgeContext) -> None:
         raise Refused("inside a protected root")
     if inside_any(victim.path, ctx.keepers.internal):
         raise Refused("inside a folder dedupd writes itself (trash, gallery or store)")
-
-
-def _check_keeper(keeper: FileRecord, ctx: PurgeContext) -> None:
-    if keeper.status != OK:
-        raise Refused("the keeper was not decoded successfully")
-    ctx.keepers.check(keeper.path, keeper.content)
 
 
 def _check_victim(victim: FileRecord) -> None:
