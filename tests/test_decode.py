@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 import pickle
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -497,15 +499,43 @@ def test_missing_file_and_directory_are_io_errors(tmp_path: Path) -> None:
     assert _reason(tmp_path).startswith("io error: ")
 
 
-@pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root reads unreadable files")
-def test_unreadable_file_is_io_error(tmp_path: Path) -> None:
-    path = tmp_path / "secret.jpg"
-    imagegen.save_jpeg(imagegen.photo(19, (20, 20)), path)
-    path.chmod(0)
+def _reason_without_privileges(path: Path) -> str:
+    """_reason(path) in a forked child that has become nobody: root reads any file, so CI (root) would otherwise
+    never see a permission error. Forked, not spawned: the interpreter may live where nobody cannot read it."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into pytest
+        try:
+            os.setgroups([])
+            os.setgid(65534)
+            os.setuid(65534)
+            try:
+                decode(path)
+                message = "decoded"
+            except DecodeError as exc:
+                message = exc.reason
+        except BaseException as exc:  # noqa: BLE001 - whatever went wrong must reach the parent's assertion
+            message = f"child failed: {exc!r}"
+        os.write(write_end, message.encode())
+        os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as pipe:
+        message = pipe.read().decode()
+    os.waitpid(pid, 0)
+    return message
+
+
+def test_unreadable_file_is_io_error() -> None:
+    folder = Path(tempfile.mkdtemp(prefix="dedupd-unreadable-"))  # under /tmp: nobody may pass through it
+    path = folder / "secret.jpg"
     try:
-        assert _reason(path).startswith("io error: ")
+        folder.chmod(0o711)
+        imagegen.save_jpeg(imagegen.photo(19, (20, 20)), path)
+        path.chmod(0)
+        reason = _reason_without_privileges(path) if os.geteuid() == 0 else _reason(path)
+        assert reason.startswith("io error: "), reason
     finally:
-        path.chmod(0o644)
+        shutil.rmtree(folder)
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")  # Pillow's TIFF reader warns about short IFDs
