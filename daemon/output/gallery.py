@@ -27,7 +27,7 @@ from typing import Any
 from PIL import Image
 
 from dedupd.ingest.decode import Decoded, DecodeError, decode
-from dedupd.output.report import entry_path
+from dedupd.output.report import entry_path, human_bytes
 from dedupd.paths import atomic_write
 
 Decoder = Callable[..., Decoded]
@@ -282,14 +282,7 @@ def display_path(info: Info) -> str:
 
 
 def human_size(size: object) -> str:
-    if not isinstance(size, int):
-        return "unknown"
-    value = float(size)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if value < 1024 or unit == "TiB":
-            return f"{size} B" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{size} B"
+    return human_bytes(size) if isinstance(size, int) else "unknown"
 
 
 def resolution(info: Info) -> str:

@@ -105,6 +105,15 @@ def entry_path(info: dict[str, Any]) -> bytes:
     return base64.b64decode(raw) if raw else text_path(info["path"])
 
 
+def human_bytes(n: float) -> str:
+    """1536 -> "1.5 KiB": for people reading a summary line or a gallery card."""
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024:
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
 def dumps(report: dict[str, Any]) -> bytes:
     # backslashreplace turns each lone surrogate into the JSON escape \udcXY; all else stays readable UTF-8.
     return (json.dumps(report, ensure_ascii=False, indent=2) + "\n").encode("utf-8", "backslashreplace")
