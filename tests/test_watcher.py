@@ -495,7 +495,7 @@ def test_enospc_at_add_root_falls_back_to_polling(tmp_path, make_watchers, caplo
     root = broot(tmp_path)
     factory = Recording(inotify=NoWatchesLeft)
     w = make_watchers("auto", observer_factory=factory)
-    with caplog.at_level(logging.WARNING, logger="dedupd.watcher"):
+    with caplog.at_level(logging.WARNING, logger="dedupd"):
         backend = w.add_root(root)
     assert backend == Backend("poll", "inotify watch limit reached (ENOSPC)")
     assert w.backends() == {root: backend}

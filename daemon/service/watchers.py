@@ -50,7 +50,7 @@ from dedupd.service.observers import (
     stop_observers,
 )
 
-log = logging.getLogger("dedupd.watcher")
+log = logging.getLogger("dedupd")
 
 # watchdog warns when a folder created during its recursive watch set-up gets its watch twice; harmless noise.
 warnings.filterwarnings("ignore", message=r"Callback with id .* already exists for watch", category=RuntimeWarning)
