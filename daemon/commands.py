@@ -18,7 +18,7 @@ from dedupd.dedup.store_groups import rules_for, store_groups
 from dedupd.errors import PurgeFailures, UsageError
 from dedupd.ingest.indexer import Indexer, IndexResult, online_roots, roots_state
 from dedupd.model.loader import LazyEmbedder, model_identity
-from dedupd.output.report import build_report, group_id, load_report, store_report, write_report
+from dedupd.output.report import build_report, group_id, human_bytes, load_report, store_report, write_report
 from dedupd.own_folders import own_folders
 from dedupd.paths import normalise_root
 from dedupd.progress import bar
@@ -104,16 +104,8 @@ def _echo_scan(echo: Echo, result: IndexResult, report: dict, out: str) -> None:
     )
     echo(
         f"{report['duplicate_groups']} groups, {report['total_duplicates']} duplicates, "
-        f"{_human(report['bytes_reclaimable'])} reclaimable; report: {out}"
+        f"{human_bytes(report['bytes_reclaimable'])} reclaimable; report: {out}"
     )
-
-
-def _human(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if n < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n} B"
 
 
 # --- report ------------------------------------------------------------------------------------------------------
@@ -293,7 +285,7 @@ def status_fields(store: Store, config: Config, model: str) -> dict[str, object]
         groups, _, _ = store_groups(store, config, model)
         groups_line = str(sum(1 for g in groups if g.duplicates))
         dups_line = str(sum(len(g.duplicates) for g in groups))
-        bytes_line = _human(sum(g.bytes_reclaimable for g in groups))
+        bytes_line = human_bytes(sum(g.bytes_reclaimable for g in groups))
     return {
         "files": len(files),
         "unique contents": len(contents),
@@ -305,7 +297,7 @@ def status_fields(store: Store, config: Config, model: str) -> dict[str, object]
         "bytes reclaimable": bytes_line,
         "model": model,
         "roots": ", ".join(f"{r} ({s.get('state', 'online')})" for r, s in roots_state(store).items()) or "-",
-        "store": f"{store.path} ({_human(store.size_bytes())})",
+        "store": f"{store.path} ({human_bytes(store.size_bytes())})",
     }
 
 

@@ -250,10 +250,10 @@ def test_a_keeper_in_a_folder_dedupd_writes_is_refused_even_when_indexed(pair, t
 @pytest.mark.parametrize(
     "group, problem",
     [
-        ({"keep": "/x.jpg"}, "'duplicates' must be a list of paths"),
-        ({"keep": "/x.jpg", "duplicates": None}, "'duplicates' must be a list of paths"),
-        ({"keep": "/x.jpg", "duplicates": "/y.jpg"}, "'duplicates' must be a list of paths"),
-        ({"duplicates": ["/y.jpg"]}, "'keep' must be a path"),
+        ({"keep": "/x.jpg"}, "'duplicates' must be a list of paths, not null (or missing)"),
+        ({"keep": "/x.jpg", "duplicates": None}, "'duplicates' must be a list of paths, not null (or missing)"),
+        ({"keep": "/x.jpg", "duplicates": "/y.jpg"}, "'duplicates' must be a list of paths, not a string"),
+        ({"duplicates": ["/y.jpg"]}, "'keep' must be a path, not null (or missing)"),
         (
             {"keep": "/x.jpg", "duplicates": [], "duplicate_details": 5},
             "'keep_info' and 'duplicate_details' must hold objects",

@@ -11,7 +11,7 @@ import numpy as np
 from dedupd.config import DedupConfig
 from dedupd.dedup.groups import Group, Rules, build_groups
 from dedupd.dedup.search import VectorIndex, content_ids
-from dedupd.store import OK, FileRecord, Store
+from dedupd.store import FileRecord, Store
 
 # Queries per search call: its k-best, probe and pair arrays (~55 MB at 131k) sit on top of the 1.5 GB index at 1M.
 # Half the index's own SEARCH_BATCH: the same pairs, no slower at 1M on 2 cores, 35 MB lower peak.
@@ -119,10 +119,6 @@ def _release_heap() -> None:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
-def refresh_pairs(store: Store, model: str, new_contents: Iterable[str], dedup: DedupConfig) -> int:
-    return PairFinder(store, model, dedup).update(new_contents)
-
-
 def stored_floor(store: Store, model: str) -> float | None:
     value = store.get_meta(floor_key(model))
     return None if value is None else float(value)
@@ -156,7 +152,3 @@ def _cosine(store: Store, model: str, files: Sequence[FileRecord], pairs: list[t
         return -1.0  # no vector: never close enough to be a duplicate
 
     return cosine
-
-
-def ok_files(files: Iterable[FileRecord]) -> list[FileRecord]:
-    return [f for f in files if f.status == OK]

@@ -112,22 +112,6 @@ def decode(
         raise DecodeError(_reason(exc)) from exc
 
 
-def image_size(path: str | bytes | os.PathLike) -> tuple[int, int]:
-    """(width, height) as displayed, from the header alone; no pixel data is decoded.
-
-    A PNG whose EXIF sits after the pixel data reports its stored size: finding that
-    orientation would mean decoding the image.
-    """
-    register_plugins()
-    try:
-        with open_regular(path) as fp, _identify(fp) as im:
-            return _header_size(im)
-    except DecodeError:
-        raise
-    except Exception as exc:  # noqa: BLE001
-        raise DecodeError(_reason(exc)) from exc
-
-
 def _decode_file(fp: IO[bytes], draft_side: int | None, max_pixels: int) -> Decoded:
     with _identify(fp) as im:
         _check_pixels(im.size, max_pixels)

@@ -70,6 +70,7 @@ class Service:
         self._report_cost = 0.0  # seconds the last report rewrite took
         self._last_ping = 0.0
         self._last_progress_log = time.monotonic()
+        self._watch_health: dict[bytes, str] = {}  # the last supervise() result, for the status file
 
     # --- lifecycle ---------------------------------------------------------------------------------------------------
 
@@ -145,7 +146,7 @@ class Service:
 
     def _heartbeat(self) -> None:
         """WATCHDOG=1 only while healthy: a daemon whose watchers are down and cannot be restarted gets restarted."""
-        health = self.watchers.check_health()
+        health = self._watch_health = self.watchers.supervise()
         now = time.monotonic()
         if now - self._last_ping < 1.0:
             return
@@ -292,7 +293,7 @@ class Service:
             "progress": self.health.progress,
             "backlog": len(self.dirty),
             "watchers": {path_text(r): f"{b.kind} ({b.reason})" for r, b in self.watchers.backends().items()},
-            "health": {path_text(r): h for r, h in self.watchers.check_health().items()},
+            "health": {path_text(r): h for r, h in self._watch_health.items()},
             "last_errors": self.health.errors,
         }
         write_status(self.store.path, data)
