@@ -256,7 +256,11 @@ def test_a_keeper_in_a_folder_dedupd_writes_is_refused_even_when_indexed(pair, t
         ({"duplicates": ["/y.jpg"]}, "'keep' must be a path, not null (or missing)"),
         (
             {"keep": "/x.jpg", "duplicates": [], "duplicate_details": 5},
-            "'keep_info' and 'duplicate_details' must hold objects",
+            "'duplicate_details' must be a list, not a number",
+        ),
+        (
+            {"keep": "/x.jpg", "duplicates": ["/y.jpg"], "duplicate_details": [{"path": "/y.jpg", "content": 7}]},
+            "a 'content' in 'duplicate_details' must be a content hash string",
         ),
     ],
 )
