@@ -207,6 +207,9 @@ class Store:
         self._merge("pairs", rows)
         return len(unique)
 
+    def pair_count(self, model: str) -> int:
+        return int(self._tables["pairs"].count_rows(f"model = '{_quote(model)}'"))
+
     def clear_pairs(self, model: str) -> None:
         self._tables["pairs"].delete(f"model = '{_quote(model)}'")
 

@@ -48,6 +48,7 @@ class Indexer:
         self.model = embedder.model_id
         self.book = pipeline.ContentBook.from_store(store, self.model)
         self.pairs = PairFinder(store, self.model, config.dedup)
+        self.unsearched: list[str] = []  # contents committed whose pairs no finished search has stored yet
         self.files: dict[bytes, FileRecord] = store.files()
         self.options = scan_options(config, store)
         self.stop = threading.Event()
@@ -114,7 +115,9 @@ class Indexer:
     # --- the pipeline run ----------------------------------------------------------------------------------------
 
     def index(self, entries: Iterable[FileEntry], gone: Iterable[bytes] = ()) -> IndexResult:
-        counters = pipeline.Counters()
+        # Contents committed by a run that raised before its search stay in this list, so the next run's search
+        # covers them (a daemon goes on after a failed batch; a new process learns it from the store instead).
+        counters = pipeline.Counters(new_contents=self.unsearched)
         stages = self._stages(counters)
         for work in pipeline.run_stages(self._source(entries), stages, threaded=self.threaded, tick=self.on_tick):
             self.files[work.record.path] = work.record
@@ -125,6 +128,7 @@ class Indexer:
         for path in gone:
             del self.files[path]
         pairs = self.pairs.update(counters.new_contents)
+        self.unsearched = []
         self.store.maybe_compact()
         return IndexResult(counters, removed=len(gone), pairs=pairs)
 
@@ -165,7 +169,14 @@ class Indexer:
                 hash_threads() if self.threaded else 1,
                 self.stop,
             ),
-            pipeline.commit(self.store, self.model, self.book, self.config.scan.commit_every, counters),
+            pipeline.commit(
+                self.store,
+                self.model,
+                self.book,
+                self.config.scan.commit_every,
+                counters,
+                self.pairs.vectors_coming,
+            ),
         ]
 
 

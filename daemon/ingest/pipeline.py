@@ -429,26 +429,42 @@ def stages_to_model(
     ]
 
 
-def commit(store: Store, model: str, book: ContentBook, every: int, counters: Counters) -> Stage:
+def commit(
+    store: Store,
+    model: str,
+    book: ContentBook,
+    every: int,
+    counters: Counters,
+    before_vectors: Callable[[], None] = lambda: None,
+) -> Stage:
     """Vectors first, then file rows: a crash between the two leaves vectors a resumed run reuses, never rows
-    pointing at a vector that does not exist."""
+    pointing at a vector that does not exist. `before_vectors` runs before each vector commit (the pair finder
+    records there that a search is owed)."""
 
     def commit(items: Iterable[Work]) -> Iterator[Work]:
         pending: list[Work] = []
         for work in items:
             pending.append(work)
             if len(pending) >= every:
-                yield from _flush(pending, store, model, book, counters)
+                yield from _flush(pending, store, model, book, counters, before_vectors)
                 pending = []
-        yield from _flush(pending, store, model, book, counters)
+        yield from _flush(pending, store, model, book, counters, before_vectors)
 
     return commit
 
 
-def _flush(pending: list[Work], store: Store, model: str, book: ContentBook, counters: Counters) -> list[Work]:
+def _flush(
+    pending: list[Work],
+    store: Store,
+    model: str,
+    book: ContentBook,
+    counters: Counters,
+    before_vectors: Callable[[], None],
+) -> list[Work]:
     carriers = [w for w in pending if w.carrier]
     embedded = [(w, w.vector) for w in carriers if w.vector is not None]
     if embedded:
+        before_vectors()
         store.add_vectors(
             model,
             [w.record.content for w, _ in embedded],
