@@ -63,33 +63,48 @@ class Indexer:
         watch.max_vanish_fraction of its files) is marked offline and nothing is dropped."""
         known = {p for p, f in self.files.items() if f.root == root}
         entries = list(walk([root], self.options)) if os.path.isdir(root) else []
-        reason = self._vanished(root, len(known), entries, known) if guard else ""
+        seen = {e.path for e in entries}
+        gone = [p for p in known if p not in seen]
+        reason = self._vanished(root, len(known), entries, gone) if guard else ""
         if reason:
             mark_root(self.store, root, state="offline", reason=reason)
             return IndexResult(pipeline.Counters(), offline=reason)
-        seen = {e.path for e in entries}
-        result = self.index(entries, gone=[p for p in known if p not in seen])
+        result = self.index(entries, gone=gone)
         mark_root(self.store, root, state="online", reason="", last_scan=time.time())
         return result
 
-    def _vanished(self, root: bytes, known: int, entries: list[FileEntry], known_paths: set[bytes]) -> str:
+    def _vanished(self, root: bytes, known: int, entries: list[FileEntry], gone: list[bytes]) -> str:
         if not os.path.isdir(root):
             return "root is missing or unmounted"
         if known and not entries:
             return "root is suddenly empty"
-        lost = len(known_paths - {e.path for e in entries})
+        return self._too_many_lost(known, entries, gone)
+
+    def _too_many_lost(self, known: int, entries: list[FileEntry], gone: list[bytes]) -> str:
+        """Why `gone` looks like an unmounted share, or "". A file whose inode shows up again among `entries` was
+        renamed or moved (a folder renamed inside the root keeps every inode), not lost."""
+        present = {(e.device, e.inode) for e in entries}
+        lost = sum(1 for p in gone if (self.files[p].device, self.files[p].inode) not in present)
         if known and lost / known > self.config.watch.max_vanish_fraction:
             return f"{lost} of {known} files vanished at once (more than watch.max_vanish_fraction)"
         return ""
 
     # --- some paths ------------------------------------------------------------------------------------------------
 
-    def refresh_paths(self, root: bytes, paths: Iterable[bytes]) -> IndexResult:
-        """Event-driven: each dirty path is a new/changed file, a directory to rescan, or something gone."""
+    def refresh_paths(self, root: bytes, paths: Iterable[bytes], guard: bool = False) -> IndexResult:
+        """Event-driven: each dirty path is a new/changed file, a directory to rescan, or something gone. With
+        guard, a batch that loses more than watch.max_vanish_fraction of the root's files (moves within the batch
+        excepted) is not applied: `offline` says why, and the caller lets a guarded reconcile decide."""
         paths = list(paths)
         entries = [e for path in paths for e in self._entries_at(root, path)]
         seen = {e.path for e in entries}
-        return self.index(entries, [p for p in self.known_under(paths) if p not in seen])
+        gone = [p for p in self.known_under(paths) if p not in seen]
+        if guard and gone:
+            known = sum(1 for f in self.files.values() if f.root == root)
+            reason = self._too_many_lost(known, entries, gone)
+            if reason:
+                return IndexResult(pipeline.Counters(), offline=reason)
+        return self.index(entries, gone)
 
     def _entries_at(self, root: bytes, path: bytes) -> list[FileEntry]:
         if self._ignored(path, root):
