@@ -196,15 +196,11 @@ class Indexer:
 
 
 def _file_entry(root: bytes, path: bytes) -> FileEntry | None:
-    import stat
-
     if not is_image_name(os.path.basename(path)) or not _inside(path, root):
         return None
     try:
         st = os.lstat(path)
     except OSError:
-        return None
-    if not stat.S_ISREG(st.st_mode):
         return None
     return FileEntry.from_stat(path, root, st)
 
