@@ -26,7 +26,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .lock import FileLock
+from .lock import FileLock, LockBusy
 from .schema import (
     DECISIONS,
     META,
@@ -123,6 +123,18 @@ class Store:
         for start in range(0, len(keys), 1000):
             chunk = ", ".join(f"'{k}'" for k in keys[start : start + 1000])
             self._tables["files"].delete(f"key IN ({chunk})")
+
+    def delete_files_unless_busy(self, paths: Iterable[bytes]) -> bool:
+        """delete_files under the writer lock; False (nothing deleted) when another process holds it."""
+        if self.writer_lock.held:
+            self.delete_files(paths)
+            return True
+        try:
+            with self.writer_lock.acquire():
+                self.delete_files(paths)
+        except LockBusy:
+            return False
+        return True
 
     # --- vectors ---------------------------------------------------------------------------------------------
 
