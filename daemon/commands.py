@@ -22,11 +22,12 @@ from dedupd.output.report import build_report, group_id, human_bytes, load_repor
 from dedupd.own_folders import own_folders
 from dedupd.paths import normalise_root
 from dedupd.progress import bar
+from dedupd.purge.journal import journals, latest_states
 from dedupd.purge.recovery import empty_trash as recovery_empty
 from dedupd.purge.recovery import parse_age, undo
 from dedupd.purge.run import execute, journal_dir, plan_from_groups, plan_from_report
 from dedupd.service.status import read_status
-from dedupd.store import PENDING, UNREADABLE, FileLock, LockBusy, Store
+from dedupd.store import PENDING, UNREADABLE, FileLock, FileRecord, LockBusy, Store
 
 log = logging.getLogger("dedupd")
 Echo = Callable[[str], None]
@@ -147,6 +148,7 @@ def purge(
     model: str | None = None,
 ) -> int:
     store = open_store(config, create=False)
+    drop_purged(store)
     roots = online_roots(store)
     if report_file:
         report = load_report(report_file)
@@ -156,6 +158,32 @@ def purge(
         model = model or model_id(config)
         plan = plan_from_groups(store_groups(store, config, model)[0], model, config)
     return execute(store, plan, roots, config, trash, inplace, echo)
+
+
+def drop_purged(store: Store) -> None:
+    """Drop the rows of files a journaled purge removed that the store still lists: a purge killed before it could
+    update the store leaves them, and status would count them as duplicates and every later plan would name them.
+    Only a row naming the very inode and content a journal entry acted on, no longer at its path, is dropped; with
+    a daemon running, its watchers drop them instead."""
+    files = store.files()
+    stale = []
+    for journal in journals(journal_dir(store)):
+        for intent, _ in latest_states(journal).values():
+            record = files.get(intent.victim_path)
+            if record is not None and _removed(record, intent.device, intent.inode, intent.content):
+                stale.append(record.path)
+    if stale and not store.delete_files_unless_busy(stale):
+        log.info("the store is held by a running daemon; it will notice the removed files itself")
+
+
+def _removed(record: FileRecord, device: int, inode: int, content: str) -> bool:
+    if (record.device, record.inode, record.content) != (device, inode, content):
+        return False
+    try:
+        st = os.lstat(record.path)
+    except OSError:
+        return True
+    return (st.st_dev, st.st_ino) != (device, inode)
 
 
 def undo_purge(config: Config, journal: str, echo: Echo = print) -> int:
@@ -256,6 +284,7 @@ def _undo_decisions(store: Store, keys: Sequence[str], echo: Echo) -> int:
 
 def status(config: Config, echo: Echo = print, model: str | None = None) -> int:
     store = open_store(config, create=False)
+    drop_purged(store)
     model = model or model_id(config)
     for key, value in status_fields(store, config, model).items():
         echo(f"{key}: {value}")

@@ -26,7 +26,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .lock import FileLock
+from .lock import FileLock, LockBusy
 from .schema import (
     DECISIONS,
     META,
@@ -133,6 +133,18 @@ class Store:
             chunk = ", ".join(f"'{k}'" for k in keys[start : start + 1000])
             self._tables["files"].delete(f"key IN ({chunk})")
 
+    def delete_files_unless_busy(self, paths: Iterable[bytes]) -> bool:
+        """delete_files under the writer lock; False (nothing deleted) when another process holds it."""
+        if self.writer_lock.held:
+            self.delete_files(paths)
+            return True
+        try:
+            with self.writer_lock.acquire():
+                self.delete_files(paths)
+        except LockBusy:
+            return False
+        return True
+
     # --- vectors ---------------------------------------------------------------------------------------------
 
     def vector_contents(self, model: str) -> set[str]:
@@ -215,6 +227,9 @@ class Store:
         )
         self._merge("pairs", rows)
         return len(unique)
+
+    def pair_count(self, model: str) -> int:
+        return int(self._tables["pairs"].count_rows(f"model = '{_quote(model)}'"))
 
     def clear_pairs(self, model: str) -> None:
         self._tables["pairs"].delete(f"model = '{_quote(model)}'")

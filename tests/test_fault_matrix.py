@@ -983,9 +983,11 @@ def test_row25_file_vanished_or_turned_fifo_between_walk_and_hash(tmp_path):
     assert fifo.status == "unreadable" and fifo.error.startswith("io error") and not fifo.content
     assert files[b(root / "0.jpg")].status == files[b(root / "3.jpg")].status == "ok"
     assert result.counters.embedded == 2
-    # The next walk no longer sees either: the FIFO's row goes, nothing else changes.
+    # The next walk: the vanished file's row is gone; the FIFO is listed as what it is, never opened.
     indexer.reconcile(normalise_root(root))
-    assert set(store.files()) == {b(root / "0.jpg"), b(root / "3.jpg")}
+    files = store.files()
+    assert set(files) == {b(root / "0.jpg"), b(root / "2.jpg"), b(root / "3.jpg")}
+    assert files[b(root / "2.jpg")].error == "not a regular file (FIFO)" and not files[b(root / "2.jpg")].content
 
 
 def test_row25_file_turned_fifo_between_hash_and_decode(tmp_path):

@@ -27,10 +27,21 @@ class FileEntry:
     mtime_ns: int
     device: int
     inode: int
+    special: str = ""  # "" for a regular file; else what it is (FIFO, socket, device), never opened
 
     @classmethod
-    def from_stat(cls, path: bytes, root: bytes, st: os.stat_result) -> FileEntry:
-        return cls(path, root, st.st_size, st.st_mtime_ns, st.st_dev, st.st_ino)
+    def from_stat(cls, path: bytes, root: bytes, st: os.stat_result) -> FileEntry | None:
+        """The entry for what lstat found at an image name; None for a symlink or a folder. A FIFO, socket or device
+        is listed (status names it, with why it is skipped) but marked, so nothing ever opens it."""
+        special = _special_kind(st.st_mode)
+        if not stat.S_ISREG(st.st_mode) and not special:
+            return None  # symlinks to files are never indexed: deleting through them is a hazard
+        return cls(path, root, st.st_size, st.st_mtime_ns, st.st_dev, st.st_ino, special)
+
+
+def _special_kind(mode: int) -> str:
+    kinds = ((stat.S_ISFIFO, "FIFO"), (stat.S_ISSOCK, "socket"), (stat.S_ISCHR, "device"), (stat.S_ISBLK, "device"))
+    return next((name for test, name in kinds if test(mode)), "")
 
 
 @dataclass
@@ -101,8 +112,8 @@ class _Walker:
         except OSError as exc:  # vanished or unreadable mid-scan: skip it, keep walking
             self._error(entry.path, exc)
             return None
-        if not stat.S_ISREG(st.st_mode) or (st.st_dev, st.st_ino) in self.seen_files:
-            return None  # symlinks to files are never indexed: deleting through them is a hazard
+        if (st.st_dev, st.st_ino) in self.seen_files:
+            return None
         self.seen_files.add((st.st_dev, st.st_ino))
         return FileEntry.from_stat(entry.path, root, st)
 

@@ -10,6 +10,7 @@ between the check and the act is put back instead of deleted.
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 import shutil
 import stat
@@ -233,8 +234,11 @@ ASIDE_PREFIX = b".dedupd-purge-"  # the walk ignores these names: a half-finishe
 
 
 def _aside_name(path: bytes) -> bytes:
+    """A short name beside the victim: a digest of its name, not the name itself, so a victim whose name is close to
+    NAME_MAX (255 bytes) can still be renamed aside (the journal records the aside name; nothing derives it again)."""
     head, tail = os.path.split(path)
-    return os.path.join(head, ASIDE_PREFIX + str(os.getpid()).encode() + b"-" + tail)
+    digest = hashlib.blake2b(tail, digest_size=8).hexdigest().encode()
+    return os.path.join(head, ASIDE_PREFIX + str(os.getpid()).encode() + b"-" + digest)
 
 
 def trash_destination(victim: FileRecord, trash_dir: bytes) -> bytes:

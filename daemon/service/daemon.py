@@ -206,18 +206,11 @@ class Service:
                 by_root.setdefault(root, []).append(path)
         online = set(online_roots(self.store))
         for root, batch in by_root.items():
-            if root not in online or self._mass_vanish(root, batch):
-                self._reconcile(root)  # a returning root, or a mass deletion: let the guarded sweep decide
+            result = self.indexer.refresh_paths(root, batch, guard=True) if root in online else None
+            if result is None or result.offline:
+                self._reconcile(root)  # a returning root, or a mass loss: let the guarded sweep decide
             else:
-                self._after(self.indexer.refresh_paths(root, batch))
-
-    def _mass_vanish(self, root: bytes, batch: list[bytes]) -> bool:
-        missing = [p for p in batch if not os.path.lexists(p)]
-        if not missing:
-            return False
-        known = sum(1 for f in self.indexer.files.values() if f.root == root)
-        lost = len(self.indexer.known_under(missing))
-        return bool(known) and lost / known > self.config.watch.max_vanish_fraction
+                self._after(result)
 
     def _root_of(self, path: bytes) -> bytes | None:
         inside = [r for r in self.roots if path == r or path.startswith(r.rstrip(b"/") + b"/")]
