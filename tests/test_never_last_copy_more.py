@@ -137,3 +137,41 @@ def test_recovery_does_not_finish_a_delete_whose_keeper_lost_the_picture_meanwhi
     purge(cfg, report=old)
     left = [p for p in root.rglob("*") if p.is_file()]
     assert any(p.read_bytes() == picture for p in left), [str(p) for p in left]
+
+
+def test_trash_expiry_removes_only_what_it_trashed_not_what_a_symlinked_trash_folder_now_leads_to(tmp_path):
+    """The trash subfolder b/ is replaced by a symlink to a photo folder holding a unique picture of the same name:
+    `trash empty` followed it and deleted that picture."""
+    root = tmp_path / "t"
+    keep = photo(root / "a" / "x.jpg", 37)
+    (root / "b").mkdir()
+    shutil.copy2(keep, root / "b" / "x.jpg")
+    unique = photo(tmp_path / "elsewhere" / "x.jpg", 38)
+    picture = unique.read_bytes()
+    cfg = config(tmp_path)
+    trash = tmp_path / "trash"
+    scan(cfg, root)
+    assert purge(cfg, trash=trash)[0] == 0
+    shutil.rmtree(trash / "b")
+    os.symlink(unique.parent, trash / "b")
+    rc, lines = empty_trash(cfg)
+    assert unique.exists() and unique.read_bytes() == picture, lines
+
+
+def test_a_trash_inside_a_root_is_not_indexed_by_a_new_store_either(tmp_path):
+    """The store is lost or replaced (`--store` elsewhere, a wiped cache): a new store scans the root, the trash
+    inside it sorts first under lexi ('T' < 'p'), and the original is purged: the picture then lives only in
+    the trash."""
+    root = tmp_path / "t"
+    a = photo(root / "photos" / "a.jpg", 39)
+    shutil.copy2(a, root / "photos" / "b.jpg")
+    picture = a.read_bytes()
+    trash = root / "Trash"
+    first = config(tmp_path)
+    scan(first, root)
+    assert purge(first, trash=trash)[0] == 0
+    second = config(tmp_path / "new")
+    scan(second, root)
+    purge(second)
+    outside = [p for p in root.rglob("*.jpg") if trash not in p.parents]
+    assert any(p.read_bytes() == picture for p in outside), [str(p) for p in root.rglob("*")]

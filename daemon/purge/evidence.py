@@ -49,25 +49,34 @@ class Evidence:
 @dataclass
 class KeeperProof:
     """Re-hashes each keeper once per run: size, mtime and inode equal is not proof (a file rewritten in place
-    with the same size and mtime keeps all three)."""
+    with the same size and mtime keeps all three). A path this run removed is forgotten, so a report naming a
+    victim as a later group's keeper is refused instead of trusted on its remembered hash."""
 
     internal: Sequence[bytes] = ()  # what dedupd writes itself (store, trash, gallery): never a keeper
-    _hashes: dict[bytes, str] = field(default_factory=dict)
+    _seen: dict[bytes, tuple[str, tuple[int, int]]] = field(default_factory=dict)  # path -> (content, (dev, ino))
 
-    def check(self, path: bytes, content: str) -> None:
-        if any(inside(path, folder) for folder in self.internal):
+    def check(self, path: bytes, content: str) -> tuple[int, int]:
+        """The keeper's (device, inode) now, once it proves to hold `content` outside dedupd's own folders."""
+        # realpath too: a folder swapped for a symlink must not lead the keeper into the trash
+        if any(inside(p, folder) for p in (path, os.path.realpath(path)) for folder in self.internal):
             raise Refused("the keeper lies in a folder dedupd writes itself (trash, gallery or store)")
-        if path not in self._hashes:
-            self._hashes[path] = current_content(path, "keeper")
-        if self._hashes[path] != content:
+        if path not in self._seen:
+            self._seen[path] = current_identity(path, "keeper")
+        found, identity = self._seen[path]
+        if found != content:
             raise Refused("the keeper's content changed since the plan was made")
+        return identity
+
+    def forget(self, path: bytes) -> None:
+        self._seen.pop(path, None)
 
 
-def current_content(path: bytes, role: str) -> str:
-    """The content hash of the regular file at path now, read without following a symlink."""
+def current_identity(path: bytes, role: str) -> tuple[str, tuple[int, int]]:
+    """The content hash and (device, inode) of the regular file at path now, read without following a symlink."""
     fd = open_regular(path, role)
     try:
-        return fd_hash(fd)
+        st = os.fstat(fd)
+        return fd_hash(fd), (st.st_dev, st.st_ino)
     finally:
         os.close(fd)
 

@@ -110,6 +110,7 @@ def _act(item: PurgeItem, victim: FileRecord, ctx: PurgeContext) -> Outcome:
         reason = str(exc) if isinstance(exc, Refused) else f"{exc.strerror or exc}"
         _finish(ctx, entry, "skipped", reason)
         return Outcome(item, "skipped", reason)
+    ctx.keepers.forget(item.victim)  # gone from its path: never a keeper later in this run
     fault_point("before-done")
     _finish(ctx, entry, "done")
     return Outcome(item, "trashed" if ctx.trash_dir else "deleted", destination=dest if ctx.trash_dir else None)
@@ -162,7 +163,9 @@ def verify(item: PurgeItem, ctx: PurgeContext) -> FileRecord:
         raise Refused("the keeper was not decoded successfully")
     _refuse_if(ctx.evidence.refusal(keeper.content, victim.content))
     _refuse_if(ctx.rules.held_back(keeper, victim))  # a plan made before a decision must not outlive it
-    ctx.keepers.check(keeper.path, keeper.content)
+    live_keeper = ctx.keepers.check(keeper.path, keeper.content)
+    if live_keeper == (victim.device, victim.inode):  # the keeper's path leads to the victim (a swapped folder)
+        raise Refused("the keeper's path now leads to the victim itself")
     _check_victim(victim)
     return victim
 

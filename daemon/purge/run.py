@@ -18,7 +18,7 @@ from dedupd.dedup.store_groups import rules_for, store_groups
 from dedupd.errors import PurgeFailures, UsageError
 from dedupd.ingest.indexer import online_roots
 from dedupd.output.report import entry_path
-from dedupd.own_folders import own_folders, remember_trash
+from dedupd.own_folders import own_folders, remember
 from dedupd.paths import normalise_root, path_text
 from dedupd.purge.evidence import Evidence, KeeperProof
 from dedupd.purge.execute import PurgeContext, PurgeItem, PurgeResult, run_purge
@@ -61,8 +61,10 @@ def plan_from_report(report: dict[str, Any], model: str, config: Config) -> Plan
         victims = details if details is not None else [{"path": d} for d in group["duplicates"]]
         keeper, keeper_content = entry_path(keep_info), keep_info.get("content", "")
         items.extend(PurgeItem(entry_path(v), keeper, v.get("content", ""), keeper_content) for v in victims)
-    threshold = report.get("threshold")
-    return Plan(items, model, config.dedup.threshold if threshold is None else float(threshold))
+    # A report (perhaps hand-written) may raise the bar for "the same picture", never lower it below the
+    # configured threshold: pairs are stored down to dedup.pair_floor, well below it.
+    threshold = max(config.dedup.threshold, float(report.get("threshold") or 0.0))
+    return Plan(items, model, threshold)
 
 
 def execute(
@@ -75,9 +77,9 @@ def execute(
         raise UsageError("purge.action is trash but no purge.trash_dir (or --trash DIR) is set")
     with FileLock(store.path / "purge.lock", "purge"):
         if trash_dir and inplace:
-            remember_trash(store.path, normalise_root(trash_dir))  # before anything lands there
+            remember(store.path, normalise_root(trash_dir))  # under the purge lock, before anything lands there
         ctx = _context(store, plan, roots, config, trash_dir, inplace)
-        for line in recover_all(journal_dir(store)).lines:
+        for line in recover_all(journal_dir(store), tuple(ctx.keepers.internal)).lines:
             echo(line)
         ctx.already_done = done_victims(journal_dir(store))
         ctx.journal = None if ctx.dry_run else Journal.create(journal_dir(store))
