@@ -9,7 +9,7 @@ import stat
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
-from dedupd.paths import is_image_name, normalise_root
+from dedupd.paths import OWN_MARKER, is_image_name, normalise_root
 
 log = logging.getLogger("dedupd")
 
@@ -84,6 +84,8 @@ class _Walker:
         key = (st.st_dev, st.st_ino)
         if key in self.seen_dirs or directory in self.options.exclude_dirs:
             return False  # a root listed twice, nested roots, or a symlink loop
+        if os.path.lexists(os.path.join(directory, OWN_MARKER)):
+            return False  # a trash or gallery of some dedupd store
         self.seen_dirs.add(key)
         return True
 

@@ -172,7 +172,7 @@ def empty_trash(folder: Path, older_than: float, now: float | None = None, own: 
 def _empty_one(entry: Entry, journal: Journal, tally: Tally, own: tuple[bytes, ...]) -> None:
     dest = entry.dest_path
     if os.path.isfile(dest) and not os.path.islink(dest):
-        why = keeper_lost(entry, own)
+        why = _not_as_trashed(entry, dest) or keeper_lost(entry, own)
         if why:
             tally.say(f"kept {os.fsdecode(dest)}: {why}", failed=True)
             return
@@ -180,6 +180,14 @@ def _empty_one(entry: Entry, journal: Journal, tally: Tally, own: tuple[bytes, .
         tally.say(f"removed {os.fsdecode(dest)}")
         tally.removed += 1
     journal.finish(entry, "emptied")
+
+
+def _not_as_trashed(entry: Entry, dest: bytes) -> str:
+    """Only the file the purge put there goes: not another one moved in since, nor one a trash folder swapped
+    for a symlink now leads to."""
+    if os.path.realpath(dest) != dest or not _has_content(dest, entry.content):
+        return "it is no longer the file the purge trashed there"
+    return ""
 
 
 def keeper_lost(entry: Entry, own: tuple[bytes, ...]) -> str:
