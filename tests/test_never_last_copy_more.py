@@ -175,3 +175,23 @@ def test_a_trash_inside_a_root_is_not_indexed_by_a_new_store_either(tmp_path):
     purge(second)
     outside = [p for p in root.rglob("*.jpg") if trash not in p.parents]
     assert any(p.read_bytes() == picture for p in outside), [str(p) for p in root.rglob("*")]
+
+
+def test_a_scan_rehashes_a_file_rewritten_in_place_with_the_same_size_and_mtime(tmp_path):
+    """The store must converge to what a fresh scan says: a rewrite in place keeps size, mtime and inode (the
+    ctime moves). Before, the store kept the old content for good and reported a duplicate that is not one."""
+    root = tmp_path / "t"
+    keep = photo(root / "a.jpg", 40)
+    shutil.copy2(keep, root / "b.jpg")
+    cfg = config(tmp_path)
+    scan(cfg, root)
+    st = os.stat(keep)
+    other = photo(tmp_path / "o.png", 41, (100, 80)).read_bytes()
+    keep.write_bytes(other + b"\0" * (st.st_size - len(other)))
+    os.utime(keep, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert os.stat(keep).st_ino == st.st_ino
+    assert support.pairs(scan(cfg, root)) == []
+    from dedupd.ingest.hashing import content_hash
+    from dedupd.store import Store
+
+    assert Store.open(cfg.store_path()).files()[os.fsencode(keep)].content == content_hash(os.fsencode(keep))

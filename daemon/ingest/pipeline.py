@@ -211,8 +211,8 @@ def _apply(record: FileRecord, info: ContentInfo) -> FileRecord:
 
 
 def classify(known: dict[bytes, FileRecord], book: ContentBook, counters: Counters) -> Stage:
-    """Unchanged size, mtime_ns and inode: not even re-hashed; and skipped outright when its content is resolved
-    for this model (a model change re-embeds unchanged files without re-hashing them)."""
+    """Unchanged size, mtime_ns, inode and ctime_ns: not even re-hashed; and skipped outright when its content is
+    resolved for this model (a model change re-embeds unchanged files without re-hashing them)."""
 
     def classify(entries: Iterable[FileEntry]) -> Iterator[Work]:
         for entry in entries:
@@ -220,10 +220,11 @@ def classify(known: dict[bytes, FileRecord], book: ContentBook, counters: Counte
             old = known.get(entry.path)
             if entry.special:
                 yield _not_regular(old, entry, counters)
-            elif old and old.content and old.same_stat(entry.size, entry.mtime_ns, entry.inode):
+            elif old and old.content and old.same_stat(entry.size, entry.mtime_ns, entry.inode, entry.ctime_ns):
                 yield _unchanged(old, entry, book, counters)
             else:
-                yield Work(FileRecord(entry.path, entry.root, entry.size, entry.mtime_ns, entry.device, entry.inode))
+                fields = (entry.path, entry.root, entry.size, entry.mtime_ns, entry.device, entry.inode)
+                yield Work(FileRecord(*fields, ctime_ns=entry.ctime_ns))
 
     return classify
 

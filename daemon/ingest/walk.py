@@ -28,6 +28,7 @@ class FileEntry:
     device: int
     inode: int
     special: str = ""  # "" for a regular file; else what it is (FIFO, socket, device), never opened
+    ctime_ns: int = 0
 
     @classmethod
     def from_stat(cls, path: bytes, root: bytes, st: os.stat_result) -> FileEntry | None:
@@ -36,7 +37,7 @@ class FileEntry:
         special = _special_kind(st.st_mode)
         if not stat.S_ISREG(st.st_mode) and not special:
             return None  # symlinks to files are never indexed: deleting through them is a hazard
-        return cls(path, root, st.st_size, st.st_mtime_ns, st.st_dev, st.st_ino, special)
+        return cls(path, root, st.st_size, st.st_mtime_ns, st.st_dev, st.st_ino, special, st.st_ctime_ns)
 
 
 def _special_kind(mode: int) -> str:
