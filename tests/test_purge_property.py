@@ -35,7 +35,7 @@ from dedupd.model.loader import LazyEmbedder
 from dedupd.store import Store
 
 QUIET = lambda line: None  # noqa: E731
-SEEDS = range(5)
+SEEDS = range(4)
 STEPS = 12
 PICTURES = 3
 FAULTS = ("after-intent", "after-aside", "before-done")
@@ -230,6 +230,20 @@ def purge_trash(w: World) -> str:
     return f"purge --inplace --trash {report.name if report else '(store)'}: " + _purge(w, report, trash=True)
 
 
+def purge_hand_written(w: World) -> str:
+    """A report a user wrote: random keepers and duplicates, no content hashes, chains and cycles allowed."""
+    files = w.user_files()
+    groups = []
+    for _ in range(w.rng.randint(1, 3)):
+        keep = w.rng.choice(files)
+        duplicates = w.rng.sample(files, min(len(files), w.rng.randint(1, 2)))
+        groups.append({"keep": str(keep), "duplicates": [str(d) for d in duplicates if d != keep]})
+    out = w.tmp / "reports" / f"hand{w.fresh_name('.json')}"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps({"groups": groups}))
+    return f"purge --inplace HAND {out.name}: " + _purge(w, out, trash=w.rng.random() < 0.3)
+
+
 def empty_trash(w: World) -> str:
     lines: list[str] = []
     try:
@@ -252,7 +266,7 @@ def kill_purge(w: World) -> str:
 
 
 USER = [copy_file, resized_copy, overwrite_in_place, move_file, rename_folder, delete_file]
-DEDUPD = [scan, report, purge_fresh, purge_old, purge_old, purge_trash, empty_trash]
+DEDUPD = [scan, report, purge_fresh, purge_old, purge_old, purge_trash, purge_hand_written, empty_trash]
 
 
 def store_view(cfg: Config) -> tuple[dict, list]:
