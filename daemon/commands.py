@@ -47,8 +47,18 @@ def writer_lock(store: Store) -> FileLock:
         raise UsageError(f"{exc}; is `dedupd run` using this store? stop it or use another --store") from None
 
 
-def model_id(config: Config) -> str:
-    return model_identity(config.model)
+def model_id(config: Config, store: Store) -> str:
+    """The model whose vectors a command reads: the configured one when --model or model.name names it, else the
+    one the store holds (a store scanned with --model M is then read with M, not the default)."""
+    if "name" in config.model.model_fields_set:
+        return model_identity(config.model)
+    held = store.models()
+    if len(held) > 1:
+        raise UsageError(
+            f"the store at {store.path} holds vectors of {len(held)} models ({', '.join(held)}); "
+            "choose one with --model or model.name"
+        )
+    return held[0] if held else model_identity(config.model)
 
 
 # --- scan --------------------------------------------------------------------------------------------------------
@@ -115,7 +125,7 @@ def _echo_scan(echo: Echo, result: IndexResult, report: dict, out: str) -> None:
 def report(config: Config, out: str | None, echo: Echo = print, model: str | None = None, fmt: str = "json") -> int:
     """A report from what the store holds; no embedding, and no search above the stored pair floor."""
     store = open_store(config, create=False)
-    model = model or model_id(config)
+    model = model or model_id(config, store)
     report = store_report(store, config, model)
     if fmt == "html":
         return _html(store, report, out or config.report.html_dir, echo)
@@ -154,9 +164,9 @@ def purge(
     if report_file:
         report = load_report(report_file)
         named = report.get("model")  # the store's pairs under the model the report was made with are the evidence
-        plan = plan_from_report(report, model or (named if isinstance(named, str) else model_id(config)), config)
+        plan = plan_from_report(report, model or (named if isinstance(named, str) else model_id(config, store)), config)
     else:
-        model = model or model_id(config)
+        model = model or model_id(config, store)
         plan = plan_from_groups(store_groups(store, config, model)[0], model, config)
     return execute(store, plan, roots, config, trash, inplace, echo)
 
@@ -222,7 +232,7 @@ def decide(config: Config, action: str, targets: Sequence[str], echo: Echo = pri
         return _list_decisions(store, echo)
     if action == "undo":
         return _undo_decisions(store, targets, echo)
-    contents, paths = _decision_targets(store, config, model or model_id(config), action, targets)
+    contents, paths = _decision_targets(store, config, model or model_id(config, store), action, targets)
     decision = store.add_decision(action, contents, paths)
     echo(f"decided {decision.key}: {action} {' '.join(paths)} ({len(contents)} contents)")
     return 0
@@ -286,7 +296,7 @@ def _undo_decisions(store: Store, keys: Sequence[str], echo: Echo) -> int:
 def status(config: Config, echo: Echo = print, model: str | None = None) -> int:
     store = open_store(config, create=False)
     drop_purged(store)
-    model = model or model_id(config)
+    model = model or model_id(config, store)
     for key, value in status_fields(store, config, model).items():
         echo(f"{key}: {value}")
     daemon = read_status(store.path)

@@ -54,6 +54,9 @@ VECTOR_BATCH_ROWS = 2_048
 PUSHDOWN_MAX = 1_000  # contents named in Lance's filter: 10 of 1M read in 0.1 s, not 3.4 s for a filtered full scan
 
 
+MODELS_KEY = "models"  # meta: the model ids the vectors table holds
+
+
 class StoreError(Exception):
     """The store cannot be used; the message says why and what to do."""
 
@@ -202,6 +205,17 @@ class Store:
             schema=VECTORS,
         )
         self._merge("vectors", rows)
+        if model not in self.models():
+            self.set_meta(MODELS_KEY, sorted({*self.models(), model}))
+
+    def models(self) -> list[str]:
+        """The models whose vectors the store holds (recorded as they are added; read from the vectors of a store
+        made before that record existed)."""
+        recorded = self.get_meta(MODELS_KEY)
+        if recorded is not None:
+            return list(recorded)
+        column = self._tables["vectors"].search().select(["model"]).to_arrow()["model"]
+        return sorted(pc.unique(column).to_pylist())
 
     # --- pairs -----------------------------------------------------------------------------------------------
 

@@ -267,6 +267,15 @@ def test_hostile_report_text_is_escaped(tmp_path):
     assert not (tmp_path / "cache").exists()  # nothing decoded; and a bad content value never names a file
 
 
+def test_groups_with_only_similar_members_still_get_a_card(tmp_path):
+    info = {"path": "/nowhere/a.jpg", "size": 5, "width": 1, "height": 1, "mtime_ns": 0, "content": "a" * 32}
+    similar = {**info, "path": "/nowhere/burst2.jpg", "cosine": 0.99, "why": "burst guard"}
+    group = {"keep": info["path"], "keep_info": info, "duplicates": [], "similar": [similar], "bytes_reclaimable": 0}
+    report = {"groups": [], "similar_groups": [group]}
+    page = gallery.write_gallery(report, tmp_path / "out", tmp_path / "cache", SIDE).read_text(encoding="utf-8")
+    assert "/nowhere/burst2.jpg" in page
+
+
 def test_empty_report(tmp_path):
     report = build_report([], 0, "lexi", 0.985, "m")
     page = gallery.write_gallery(report, tmp_path / "out", tmp_path / "cache").read_text(encoding="utf-8")

@@ -62,6 +62,15 @@ def test_groups_sorted_by_bytes_reclaimable():
     assert [g["keep"] for g in report["groups"]] == ["/r/z", "/r/a"]
 
 
+def test_every_listed_group_has_duplicates_and_the_counts_agree():
+    held_back = Group(rec(b"/r/b"), [], [Member(rec(b"/r/b2"), 0.99, "burst guard")])
+    real = Group(rec(b"/r/a"), [Member(rec(b"/r/a2", size=5), 1.0)])
+    report = build_report([held_back, real], 4, "lexi", 0.9, "m")
+    assert [g["keep"] for g in report["groups"]] == ["/r/a"] and report["duplicate_groups"] == 1
+    assert all(g["duplicates"] for g in report["groups"])
+    assert [g["keep"] for g in report["similar_groups"]] == ["/r/b"]
+
+
 def test_purge_hits_the_right_non_utf8_file(tmp_path):
     root = tmp_path / "photos"
     root.mkdir()

@@ -11,6 +11,7 @@ from support import PixelEmbedder, b, make_library
 
 from dedupd import commands
 from dedupd.config import load_config
+from dedupd.errors import UsageError
 from dedupd.store import Store
 
 
@@ -114,6 +115,33 @@ def test_model_change_re_embeds_and_vectors_never_mix(cfg, lib):
     assert other.images == 6
     store = Store.open(cfg.store_path())
     assert len(store.vector_contents("test/pixels-v1")) == len(store.vector_contents("test/pixels-v2")) == 6
+
+
+def test_commands_without_a_model_read_the_model_the_store_holds(cfg, lib, tmp_path):
+    _, scanned, _, _ = run_scan(cfg, lib)  # the scan's model is test/pixels-v1, not the configured default
+    assert Store.open(cfg.store_path()).models() == ["test/pixels-v1"]
+    commands.report(cfg, str(tmp_path / "r.json"), echo=lambda _: None)
+    report = json.loads((tmp_path / "r.json").read_bytes())
+    assert report["model"] == "test/pixels-v1" and groups_by_keep(report) == groups_by_keep(scanned)
+    lines: list[str] = []
+    commands.status(cfg, echo=lines.append)
+    assert "embedded: 6" in lines and "model: test/pixels-v1" in lines
+    # Named explicitly, the configured model wins: here one the store has no vectors for.
+    named = load_config(None, {"store": str(cfg.store_path()), "model.name": "test/none"})
+    commands.report(named, str(tmp_path / "n.json"), echo=lambda _: None)
+    assert json.loads((tmp_path / "n.json").read_bytes())["model"] == "test/none"
+
+
+def test_a_store_with_two_models_makes_commands_ask_which(cfg, lib, tmp_path):
+    run_scan(cfg, lib)
+
+    class Other(PixelEmbedder):
+        model_id = "test/pixels-v2"
+
+    run_scan(cfg, lib, embedder=Other())
+    assert Store.open(cfg.store_path()).models() == ["test/pixels-v1", "test/pixels-v2"]
+    with pytest.raises(UsageError, match=r"2 models \(test/pixels-v1, test/pixels-v2\); choose one with --model"):
+        commands.report(cfg, str(tmp_path / "r.json"), echo=lambda _: None)
 
 
 def test_unreadable_file_recorded_never_grouped_retried_only_when_changed(cfg, lib):

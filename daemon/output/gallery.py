@@ -88,7 +88,8 @@ def write_gallery(
     """Write OUT_DIR/index.html and OUT_DIR/thumbs/*.jpg for ``report``; returns the index.html path."""
     out = Path(out_dir)
     thumbs = Thumbnails(Path(thumb_cache), out / THUMBS, thumb_side, decoder)
-    groups = sorted(report.get("groups", []), key=lambda g: -int(g.get("bytes_reclaimable") or 0))
+    listed = [*report.get("groups", []), *report.get("similar_groups", [])]
+    groups = sorted(listed, key=lambda g: -int(g.get("bytes_reclaimable") or 0))
     cards = [render_card(n, group_tiles(g, thumbs)) + "\n" for n, g in enumerate(groups, 1)]
     thumbs.prune()
     index = out / INDEX

@@ -35,18 +35,22 @@ def build_report(
     roots: Sequence[bytes] = (),
 ) -> dict[str, Any]:
     policy = keep_policy if isinstance(keep_policy, str) else ",".join(keep_policy)
+    ordered = sorted(groups, key=lambda g: -g.bytes_reclaimable)
     return {
         "generated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "total_images": total_images,
         "duplicate_groups": sum(1 for g in groups if g.duplicates),
         "total_duplicates": sum(len(g.duplicates) for g in groups),
         "keep_policy": policy,
-        "groups": [_group(g) for g in sorted(groups, key=lambda g: -g.bytes_reclaimable)],
+        # Every listed group has duplicates, as an old consumer expects and as duplicate_groups counts; groups whose
+        # close members are all held back (burst guard, decisions, chaining) go to similar_groups.
+        "groups": [_group(g) for g in ordered if g.duplicates],
         "format_version": FORMAT_VERSION,
         "threshold": threshold,
         "model": model,
         "roots": [path_text(r) for r in roots],
         "bytes_reclaimable": sum(g.bytes_reclaimable for g in groups),
+        "similar_groups": [_group(g) for g in ordered if not g.duplicates],
     }
 
 
