@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import overload
 
 import numpy as np
-from search_scale import CHUNK, fill_with, random_contents, release_heap
+from search_scale import CHUNK, data_parser, fill_with, random_contents, release_heap
 
 from dedupd.dedup import search
 
@@ -67,13 +67,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--n", type=int, default=100_000, help="vectors")
-    parser.add_argument("--dim", type=int, default=768)
-    parser.add_argument("--k", type=int, default=10, help="neighbours per vector")
-    parser.add_argument("--floor", type=float, default=0.90, help="pair floor (cosine)")
-    parser.add_argument("--sample", type=int, default=2_000, help="rows with exact ground truth")
-    parser.add_argument("--seed", type=int, default=0)
+    parser = data_parser(__doc__)
     parser.add_argument("--engines", type=lambda s: s.split(","), default=list(ENGINES), help="comma-separated")
     parser.add_argument("--tmp", default=None, help="folder for the float16 data file (N x dim x 2 bytes)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -192,6 +186,8 @@ def _others(sims: np.ndarray, rows: np.ndarray, queries: np.ndarray, k: int) -> 
 
 
 def _child(args: argparse.Namespace) -> dict:
+    import faiss  # noqa: F401 - imported before any timer: every engine trains with it, none should pay its import
+
     data, engine = Path(args.data), args.child
     sample = np.load(args.sample_file)
     run = _ours if engine.startswith("ours") else _faiss

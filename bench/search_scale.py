@@ -46,13 +46,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--n", type=int, default=100_000, help="vectors")
-    parser.add_argument("--dim", type=int, default=768)
-    parser.add_argument("--k", type=int, default=10, help="neighbours per vector")
-    parser.add_argument("--floor", type=float, default=0.90, help="pair floor (cosine)")
-    parser.add_argument("--sample", type=int, default=2_000, help="queries with exact ground truth")
-    parser.add_argument("--seed", type=int, default=0)
+    parser = data_parser(__doc__)
     parser.add_argument("--flat-max", type=int, default=FLAT_MAX, help="index flat/IVF threshold")
     parser.add_argument("--nprobe", type=int, default=NPROBE)
     parser.add_argument("--min-recall", type=float, default=0.99, help="exit 1 if either recall is below")
@@ -95,6 +89,18 @@ def run(n: int, dim: int, k: int, floor: float, sample: int, seed: int, flat_max
         **recall,
         "peak_rss_mib": _peak_rss_mib(),
     }
+
+
+def data_parser(doc: str | None) -> argparse.ArgumentParser:
+    """The options that choose the data and the search (shared with bench/search_engines.py)."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--n", type=int, default=100_000, help="vectors")
+    parser.add_argument("--dim", type=int, default=768)
+    parser.add_argument("--k", type=int, default=10, help="neighbours per vector")
+    parser.add_argument("--floor", type=float, default=0.90, help="pair floor (cosine)")
+    parser.add_argument("--sample", type=int, default=2_000, help="queries with exact ground truth")
+    parser.add_argument("--seed", type=int, default=0)
+    return parser
 
 
 def fill(index: VectorIndex, n: int, dim: int, seed: int) -> list[str]:
