@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -59,7 +60,11 @@ def main(argv: list[str] | None = None) -> int:
         started = time.perf_counter()
         truth_sims, truth_rows = exact_neighbours(data, args.n, args.dim, sample, args.k)
         truth = {"generate_s": round(generate_s, 1), "exact_sample_s": round(time.perf_counter() - started, 1)}
-        rows = [_run_engine(engine, data, args, sample, truth_sims, truth_rows) for engine in args.engines]
+        print(json.dumps(truth), file=sys.stderr, flush=True)
+        rows = []
+        for engine in args.engines:  # each row also on stderr as it comes: a 1M run takes long enough to be cut
+            rows.append(_run_engine(engine, data, args, sample, truth_sims, truth_rows))
+            print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
     result = {"n": args.n, "dim": args.dim, "k": args.k, "floor": args.floor, "sample": len(sample), **truth}
     result["engines"] = rows
     print(json.dumps(result, indent=2) if args.json else _table(result))
@@ -191,7 +196,9 @@ def _child(args: argparse.Namespace) -> dict:
     data, engine = Path(args.data), args.child
     sample = np.load(args.sample_file)
     run = _ours if engine.startswith("ours") else _faiss
+    cpu_before = _cpu_s()
     timings, pairs, knn_search = run(engine, data, args)
+    cpu_s = _cpu_s() - cpu_before  # on a loaded machine the CPU time varies less than the wall time
     peak_regroup = _peak_rss_mib()
     sample_pairs = pairs[np.isin(pairs[:, 0], sample)]
     np.save(data.with_name(f"{engine}.pairs.npy"), sample_pairs)
@@ -202,6 +209,7 @@ def _child(args: argparse.Namespace) -> dict:
         "engine": engine,
         **{key: round(value, 1) for key, value in timings.items()},
         "total_s": round(sum(timings.values()), 1),
+        "total_cpu_s": round(cpu_s, 1),
         "pairs": int(len(pairs)),
         "peak_rss_regroup_mib": peak_regroup,
         "peak_rss_mib": _peak_rss_mib(),
@@ -323,6 +331,11 @@ def _drop_self(found: np.ndarray, rows: np.ndarray, k: int) -> np.ndarray:
     keep = found != rows[:, None]
     keep &= np.cumsum(keep, axis=1) <= k
     return np.where(keep, found, -2)
+
+
+def _cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _peak_rss_mib() -> float:
