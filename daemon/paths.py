@@ -37,7 +37,8 @@ RAW_EXTENSIONS: frozenset[str] = frozenset(
         ".x3f",
     }
 )
-RAW_FORMATS: frozenset[str] = frozenset(ext[1:].upper() for ext in RAW_EXTENSIONS)
+# "RAW": a TIFF-named or sniffed file that only LibRaw could read (ingest/decode.py).
+RAW_FORMATS: frozenset[str] = frozenset(ext[1:].upper() for ext in RAW_EXTENSIONS) | {"RAW"}
 IMAGE_EXTENSIONS: frozenset[str] = frozenset(
     {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".heic", ".heif", ".avif", ".gif"} | RAW_EXTENSIONS
 )

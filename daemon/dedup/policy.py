@@ -31,7 +31,6 @@ _FORMAT_NAMES = {
     "MPO": "jpeg",
     "GIF": "gif",
     "BMP": "bmp",
-    "RAW": "raw",  # a TIFF-named or sniffed file only LibRaw could read
     **dict.fromkeys(RAW_FORMATS, "raw"),
 }
 
