@@ -18,14 +18,16 @@ from dedupd.dedup.store_groups import rules_for, store_groups
 from dedupd.errors import PurgeFailures, UsageError
 from dedupd.ingest.indexer import Indexer, IndexResult, online_roots, roots_state
 from dedupd.model.loader import LazyEmbedder, model_identity
-from dedupd.output.report import build_report, group_id, load_report, store_report, write_report
+from dedupd.output.report import build_report, group_id, human_bytes, load_report, store_report, write_report
+from dedupd.own_folders import own_folders, remember
 from dedupd.paths import normalise_root
 from dedupd.progress import bar
+from dedupd.purge.journal import journals, latest_states
 from dedupd.purge.recovery import empty_trash as recovery_empty
 from dedupd.purge.recovery import parse_age, undo
-from dedupd.purge.run import execute, items_from_groups, items_from_report, journal_dir
+from dedupd.purge.run import execute, journal_dir, plan_from_groups, plan_from_report
 from dedupd.service.status import read_status
-from dedupd.store import PENDING, UNREADABLE, FileLock, LockBusy, Store
+from dedupd.store import PENDING, UNREADABLE, FileLock, FileRecord, LockBusy, Store
 
 log = logging.getLogger("dedupd")
 Echo = Callable[[str], None]
@@ -86,7 +88,7 @@ def scan(
         write_report(report, out)
         _echo_scan(echo, result, report, out)
         if inplace or trash:
-            return execute(store, items_from_groups(groups), [root], config, trash, inplace, echo)
+            return execute(store, plan_from_groups(groups, model, config), [root], config, trash, inplace, echo)
     return 0
 
 
@@ -103,16 +105,8 @@ def _echo_scan(echo: Echo, result: IndexResult, report: dict, out: str) -> None:
     )
     echo(
         f"{report['duplicate_groups']} groups, {report['total_duplicates']} duplicates, "
-        f"{_human(report['bytes_reclaimable'])} reclaimable; report: {out}"
+        f"{human_bytes(report['bytes_reclaimable'])} reclaimable; report: {out}"
     )
-
-
-def _human(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if n < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n} B"
 
 
 # --- report ------------------------------------------------------------------------------------------------------
@@ -137,6 +131,7 @@ def _html(store: Store, report: dict, out: str | None, echo: Echo) -> int:
 
     if not out or out == "-":
         raise UsageError("--format html needs --out DIR (a folder for index.html and its thumbnails)")
+    remember(store.path, normalise_root(out))  # a gallery inside a root: its thumbnails must never be indexed
     index = write_gallery(report, out, store.path / "thumbs")
     echo(f"{report['duplicate_groups']} groups, {report['total_duplicates']} duplicates; gallery: {index}")
     return 0
@@ -154,13 +149,42 @@ def purge(
     model: str | None = None,
 ) -> int:
     store = open_store(config, create=False)
+    drop_purged(store)
     roots = online_roots(store)
     if report_file:
-        items = items_from_report(load_report(report_file))
+        report = load_report(report_file)
+        named = report.get("model")  # the store's pairs under the model the report was made with are the evidence
+        plan = plan_from_report(report, model or (named if isinstance(named, str) else model_id(config)), config)
     else:
-        groups, _, _ = store_groups(store, config, model or model_id(config))
-        items = items_from_groups(groups)
-    return execute(store, items, roots, config, trash, inplace, echo)
+        model = model or model_id(config)
+        plan = plan_from_groups(store_groups(store, config, model)[0], model, config)
+    return execute(store, plan, roots, config, trash, inplace, echo)
+
+
+def drop_purged(store: Store) -> None:
+    """Drop the rows of files a journaled purge removed that the store still lists: a purge killed before it could
+    update the store leaves them, and status would count them as duplicates and every later plan would name them.
+    Only a row naming the very inode and content a journal entry acted on, no longer at its path, is dropped; with
+    a daemon running, its watchers drop them instead."""
+    files = store.files()
+    stale = []
+    for journal in journals(journal_dir(store)):
+        for intent, _ in latest_states(journal).values():
+            record = files.get(intent.victim_path)
+            if record is not None and _removed(record, intent.device, intent.inode, intent.content):
+                stale.append(record.path)
+    if stale and not store.delete_files_unless_busy(stale):
+        log.info("the store is held by a running daemon; it will notice the removed files itself")
+
+
+def _removed(record: FileRecord, device: int, inode: int, content: str) -> bool:
+    if (record.device, record.inode, record.content) != (device, inode, content):
+        return False
+    try:
+        st = os.lstat(record.path)
+    except OSError:
+        return True
+    return (st.st_dev, st.st_ino) != (device, inode)
 
 
 def undo_purge(config: Config, journal: str, echo: Echo = print) -> int:
@@ -179,10 +203,12 @@ def undo_purge(config: Config, journal: str, echo: Echo = print) -> int:
 def empty_trash(config: Config, older_than: str, echo: Echo = print) -> int:
     store = open_store(config, create=False)
     with FileLock(store.path / "purge.lock", "purge"):
-        tally = recovery_empty(journal_dir(store), parse_age(older_than))
+        tally = recovery_empty(journal_dir(store), parse_age(older_than), own=own_folders(store.path, config))
     for line in tally.lines:
         echo(line)
-    echo(f"trash: removed {len(tally.lines)} files")
+    echo(f"trash: removed {tally.removed} files" + (f", kept {tally.failed} (see above)" if tally.failed else ""))
+    if tally.failed:
+        raise PurgeFailures(f"{tally.failed} trashed files were kept: their keeper no longer holds the picture")
     return 0
 
 
@@ -259,6 +285,7 @@ def _undo_decisions(store: Store, keys: Sequence[str], echo: Echo) -> int:
 
 def status(config: Config, echo: Echo = print, model: str | None = None) -> int:
     store = open_store(config, create=False)
+    drop_purged(store)
     model = model or model_id(config)
     for key, value in status_fields(store, config, model).items():
         echo(f"{key}: {value}")
@@ -288,7 +315,7 @@ def status_fields(store: Store, config: Config, model: str) -> dict[str, object]
         groups, _, _ = store_groups(store, config, model)
         groups_line = str(sum(1 for g in groups if g.duplicates))
         dups_line = str(sum(len(g.duplicates) for g in groups))
-        bytes_line = _human(sum(g.bytes_reclaimable for g in groups))
+        bytes_line = human_bytes(sum(g.bytes_reclaimable for g in groups))
     return {
         "files": len(files),
         "unique contents": len(contents),
@@ -300,7 +327,7 @@ def status_fields(store: Store, config: Config, model: str) -> dict[str, object]
         "bytes reclaimable": bytes_line,
         "model": model,
         "roots": ", ".join(f"{r} ({s.get('state', 'online')})" for r, s in roots_state(store).items()) or "-",
-        "store": f"{store.path} ({_human(store.size_bytes())})",
+        "store": f"{store.path} ({human_bytes(store.size_bytes())})",
     }
 
 

@@ -8,16 +8,26 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from dedupd.dedup.policy import DEFAULT_FORMATS, POLICIES, as_list
 from dedupd.errors import ConfigError
+from dedupd.paths import normalise_root
 
 DEFAULT_MODEL = "google/siglip2-base-patch16-naflex"
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # No inf/nan: `poll_interval: .inf` would silently never poll.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_for_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        # pydantic reads true as 1 for a number: `threshold: true` would mean 1.0, not what anybody meant.
+        if isinstance(value, bool) and info.field_name and cls.model_fields[info.field_name].annotation is not bool:
+            raise ValueError(f"must be a number, not {str(value).lower()}")
+        return value
 
 
 class ModelConfig(_Section):
@@ -47,6 +57,16 @@ class DedupConfig(_Section):
         unknown = [n for n in names if n not in POLICIES]
         if unknown or not names:
             raise ValueError(f"must be one of {', '.join(POLICIES)} or a list of them (got {unknown or value!r})")
+        return value
+
+    @field_validator("format_preference")
+    @classmethod
+    def _known_formats(cls, value: list[str]) -> list[str]:
+        unknown = [name for name in value if name not in DEFAULT_FORMATS]
+        if unknown:
+            raise ValueError(
+                f"unknown format {', '.join(map(repr, unknown))}: use names from {', '.join(DEFAULT_FORMATS)}"
+            )
         return value
 
     @property
@@ -103,12 +123,38 @@ class Config(_Section):
             raise ValueError("paths must not be empty")
         return value
 
+    @field_validator("store")
+    @classmethod
+    def _store_not_empty(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise ValueError("must not be empty (leave it out for the default, the user's data directory)")
+        return value
+
+    @field_validator("roots")
+    @classmethod
+    def _roots_apart(cls, value: list[str]) -> list[str]:
+        """Each file under exactly one root: a root listed twice, or inside another, would be watched twice."""
+        seen: dict[bytes, str] = {}
+        for root in value:
+            path = normalise_root(root)
+            for other_path, other in seen.items():
+                if path == other_path:
+                    raise ValueError(f"{root} is listed twice" + (f" (as {other})" if other != root else ""))
+                if path.startswith(other_path.rstrip(b"/") + b"/") or other_path.startswith(path.rstrip(b"/") + b"/"):
+                    inner, outer = (root, other) if len(path) > len(other_path) else (other, root)
+                    raise ValueError(f"{inner} is inside {outer}: list only {outer}")
+            seen[path] = root
+        return value
+
     def store_path(self) -> Path:
         if self.store:
             return Path(self.store).expanduser()
         from platformdirs import user_data_dir
 
         return Path(user_data_dir("dedupd", appauthor=False))
+
+
+SECTIONS = ("model", "dedup", "scan", "report", "purge", "watch")
 
 
 def load_config(path: str | os.PathLike | None = None, overrides: dict[str, Any] | None = None) -> Config:
@@ -143,6 +189,7 @@ def _plain(error: Mapping[str, Any]) -> str:
         "extra_forbidden": lambda: "unknown key",
         "literal_error": lambda: f"must be one of {ctx.get('expected')}",
         "value_error": lambda: str(ctx.get("error")),
+        "finite_number": lambda: "must be a finite number",
     }
     maker = plain.get(error["type"])
     return maker() if maker else error["msg"].lower()
@@ -151,6 +198,10 @@ def _plain(error: Mapping[str, Any]) -> str:
 def _read_yaml(path: Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{path}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start})"
+        ) from None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read config: {exc.strerror or exc}") from None
     except yaml.YAMLError as exc:
@@ -161,6 +212,11 @@ def _read_yaml(path: Path) -> dict[str, Any]:
         return {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of keys")
+    for section in SECTIONS:
+        if data.get(section, {}) is None:
+            data[section] = {}  # `model:` with every key commented out: the defaults, as if it were left out
+        elif not isinstance(data.get(section, {}), dict):
+            raise ConfigError(f"{path}: {section}: must be a mapping of keys (like `{section}:` then indented keys)")
     return data
 
 

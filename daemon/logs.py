@@ -18,6 +18,8 @@ from typing import TextIO
 
 __all__ = ["LOGGER_NAME", "setup_logging", "under_journal", "is_terminal", "ProgressLog"]
 
+# Every module logs to this one logger, by this literal name (not __name__): one level for the whole program
+# (log_level), and a record's origin is in its message. tests/test_layout.py keeps it that way.
 LOGGER_NAME = "dedupd"
 
 _LEVELS = {

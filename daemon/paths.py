@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import secrets
 import stat
+from collections.abc import Iterable
 from pathlib import Path
 
 # Camera RAW files, decoded from their embedded preview through LibRaw (ingest/raw.py); the format recorded for one
@@ -130,3 +131,17 @@ def atomic_write(path: Path, data: bytes, durable: bool = True) -> None:
     except BaseException:
         temp.unlink(missing_ok=True)
         raise
+
+
+# An empty folder made inside every trash and gallery dedupd writes: the walk never enters a folder holding it,
+# whichever store scans the tree (a new or second store knows nothing of the first one's trash-dirs.json).
+OWN_MARKER = b".dedupd-own-folder"
+
+
+def inside(path: bytes, folder: bytes) -> bool:
+    """path lies below folder (not folder itself); both absolute and normalised."""
+    return path.startswith(folder.rstrip(b"/") + b"/")
+
+
+def inside_any(path: bytes, folders: Iterable[bytes]) -> bool:
+    return any(inside(path, folder) for folder in folders)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from dedupd.model.runtime import DeviceRunner
+
 # Small text towers keep the checkpoints tiny; the token ids must fit the vocabulary or transformers warns.
 _TEXT = dict(
     vocab_size=100,
@@ -92,3 +94,22 @@ def build_dinov2(folder: Path, seed: int = 0) -> Path:
         image_std=[0.229, 0.224, 0.225],
     )
     return _save(Dinov2Model(config).eval(), processor, folder)
+
+
+class OomAbove(DeviceRunner):
+    """Raises CUDA out-of-memory for batches larger than `limit`, like a GPU that is too small."""
+
+    limit = 2
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.sizes: list[int] = []
+
+    def forward(self, inputs):
+        import torch
+
+        size = len(inputs["pixel_values"])
+        self.sizes.append(size)
+        if size > self.limit:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return super().forward(inputs)

@@ -35,6 +35,13 @@ def test_every_key_has_a_comment():
         ("model: [1, 2]\n", "model:"),
         ("- just\n- a list\n", "top level must be a mapping"),
         ("model: {name: [unclosed\n", "not valid YAML"),
+        ('store: ""\n', "store: must not be empty"),
+        ("watch:\n  poll_interval: .inf\n", "watch.poll_interval: must be a finite number"),
+        ("dedup:\n  threshold: .nan\n", "dedup.threshold: must be a finite number"),
+        ("dedup:\n  threshold: true\n", "dedup.threshold: must be a number, not true"),
+        ("model:\n  batch_size: true\n", "model.batch_size: must be a number, not true"),
+        ("dedup:\n  format_preference: [jpeg, jpg]\n", "dedup.format_preference: unknown format 'jpg'"),
+        ("model: google/siglip2\n", "model: must be a mapping of keys"),
     ],
 )
 def test_errors_name_the_key(tmp_path, snippet, message):
@@ -44,6 +51,41 @@ def test_errors_name_the_key(tmp_path, snippet, message):
         load_config(path)
     assert message in str(info.value) and str(path) in str(info.value)
     assert "\n" not in str(info.value)
+
+
+def test_a_non_utf8_file_is_a_config_error(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_bytes(b"store: /srv/caf\xe9\n")
+    with pytest.raises(ConfigError, match=r"not UTF-8 text \(byte 0xe9 at offset 15\)"):
+        load_config(path)
+
+
+def test_model_section_with_every_key_commented_out_takes_the_model_flag(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("model:\n  # name: google/siglip2-base-patch16-naflex\n")
+    assert load_config(path, {"model.name": "my/model"}).model.name == "my/model"
+    assert load_config(path).model == Config().model
+
+
+def test_a_model_string_with_the_model_flag_is_a_config_error(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("model: google/siglip2\n")
+    with pytest.raises(ConfigError, match="model: must be a mapping of keys"):
+        load_config(path, {"model.name": "my/model"})
+
+
+def test_roots_listed_twice_or_nested_are_refused(tmp_path):
+    (tmp_path / "photos" / "2024").mkdir(parents=True)
+    (tmp_path / "link").symlink_to(tmp_path / "photos")
+    photos, inner, link = str(tmp_path / "photos"), str(tmp_path / "photos" / "2024"), str(tmp_path / "link")
+    with pytest.raises(ConfigError, match=f"roots: {photos} is listed twice$"):
+        load_config(None, {"roots": [photos, photos]})
+    with pytest.raises(ConfigError, match=f"roots: {link} is listed twice \\(as {photos}\\)"):
+        load_config(None, {"roots": [photos, link]})
+    for roots in ([photos, inner], [inner, photos]):
+        with pytest.raises(ConfigError, match=f"roots: {inner} is inside {photos}: list only {photos}"):
+            load_config(None, {"roots": roots})
+    assert load_config(None, {"roots": [photos, str(tmp_path / "photos2")]}).roots[1].endswith("photos2")
 
 
 def test_cli_flags_override_the_file(tmp_path):

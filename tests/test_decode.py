@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 import pickle
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -19,7 +21,6 @@ from dedupd.ingest.decode import (
     Decoded,
     DecodeError,
     decode,
-    image_size,
     register_plugins,
 )
 from dedupd.paths import IMAGE_EXTENSIONS, RAW_EXTENSIONS
@@ -81,7 +82,6 @@ def test_accepts_str_bytes_and_pathlike(tmp_path: Path) -> None:
     imagegen.photo(2, (64, 48)).save(tmp_path / "a.png")
     for path in (tmp_path / "a.png", str(tmp_path / "a.png"), os.fsencode(tmp_path / "a.png")):
         assert decode(path).image.size == (64, 48)
-        assert image_size(path) == (64, 48)
 
 
 def test_register_plugins_is_idempotent_and_leaves_pillow_globals_alone() -> None:
@@ -110,7 +110,6 @@ def test_exif_orientation_is_applied(tmp_path: Path, orientation: int) -> None:
     result = decode(path)
     assert (result.width, result.height) == (120, 80)
     assert result.image.size == (120, 80)
-    assert image_size(path) == (120, 80)
     assert imagegen.mean_abs_diff(result.image, displayed) < 8
     with Image.open(path) as stored:
         if orientation != 1 and stored.size == displayed.size:
@@ -128,7 +127,6 @@ def test_orientation_6_swaps_reported_size_and_rotates_clockwise(tmp_path: Path)
     assert result.image.size == (60, 90)
     assert _close(result.image.getpixel((55, 5)), RED, tol=30)
     assert _close(result.image.getpixel((5, 5)), BLUE, tol=30)
-    assert image_size(tmp_path / "o6.jpg") == (60, 90)
 
 
 @pytest.mark.parametrize("fmt,ext", [("TIFF", "tif"), ("PNG", "png"), ("WEBP", "webp")])
@@ -142,7 +140,6 @@ def test_orientation_in_other_containers(tmp_path: Path, fmt: str, ext: str) -> 
         stored.save(path, fmt, exif=imagegen.exif_bytes(6), **({"lossless": True} if fmt == "WEBP" else {}))
     result = decode(path)
     assert (result.width, result.height) == (90, 60) == result.image.size
-    assert image_size(path) == (90, 60)  # Pillow pre-rotates a TIFF's size, must not swap twice
     assert imagegen.mean_abs_diff(result.image, displayed) < 1
 
 
@@ -255,13 +252,11 @@ def test_gif_with_huge_second_frame_decodes_first_frame_in_bounded_memory(tmp_pa
     path = tmp_path / "huge2.gif"
     imagegen.write_gif_with_huge_frame(path, frame=1)  # frame 1 claims 60000x60000 (3.6 GB as "P")
     code = (
-        "from dedupd.ingest.decode import decode, image_size\n"
-        f"r = decode({str(path)!r})\n"
-        f"print(r.image.size, r.width, r.height, image_size({str(path)!r}))\n"
+        f"from dedupd.ingest.decode import decode\nr = decode({str(path)!r})\nprint(r.image.size, r.width, r.height)\n"
     )
     proc = _run_with_memory_cap(code)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip() == "(32, 32) 32 32 (32, 32)"
+    assert proc.stdout.strip() == "(32, 32) 32 32"
 
 
 def test_gif_with_huge_first_frame_is_a_bomb(tmp_path: Path) -> None:
@@ -285,7 +280,6 @@ def test_heic(tmp_path: Path) -> None:
     assert (result.format, result.width, result.height) == ("HEIF", 160, 120)
     assert result.image.mode == "RGB"
     assert imagegen.mean_abs_diff(result.image, src) < 10
-    assert image_size(tmp_path / "a.heic") == (160, 120)
 
 
 def test_heic_orientation_is_applied_once(tmp_path: Path) -> None:
@@ -333,7 +327,7 @@ def test_avif(tmp_path: Path) -> None:
     for name in ("a.avif", "o6.avif"):
         result = decode(tmp_path / name)
         assert (result.format, result.width, result.height) == ("AVIF", 90, 60)
-        assert result.image.size == (90, 60) == image_size(tmp_path / name)
+        assert result.image.size == (90, 60)
         assert imagegen.mean_abs_diff(result.image, displayed) < 10
 
 
@@ -418,7 +412,6 @@ def test_max_pixels_wins_over_pillows_global_limit(tmp_path: Path, monkeypatch: 
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
     imagegen.photo(13, (100, 100)).save(tmp_path / "a.png")
     assert decode(tmp_path / "a.png").image.size == (100, 100)
-    assert image_size(tmp_path / "a.png") == (100, 100)
     assert _reason(tmp_path / "a.png", max_pixels=5000).startswith("decompression bomb (100x100")
 
 
@@ -433,19 +426,12 @@ def test_pillow_bomb_warning_escalated_to_error_does_not_break_decode(
         assert decode(tmp_path / "a.png").image.size == (100, 100)
 
 
-def test_image_size_reads_only_the_header(tmp_path: Path) -> None:
-    imagegen.write_png_bomb_header(tmp_path / "bomb.png", 60000, 60000)
-    assert image_size(tmp_path / "bomb.png") == (60000, 60000)
-
-
 # --- bad files ----------------------------------------------------------------------
 
 
 def test_empty_file(tmp_path: Path) -> None:
     (tmp_path / "empty.jpg").write_bytes(b"")
     assert _reason(tmp_path / "empty.jpg") == "empty file"
-    with pytest.raises(DecodeError, match="empty file"):
-        image_size(tmp_path / "empty.jpg")
 
 
 @pytest.mark.parametrize(
@@ -507,25 +493,50 @@ def test_bytes_path_with_invalid_utf8_name(tmp_path: Path) -> None:
         pytest.skip(f"filesystem rejects non-UTF-8 names: {exc}")
     result = decode(path)
     assert result.image.size == (40, 30) and result.format == "JPEG"
-    assert image_size(path) == (40, 30)
 
 
 def test_missing_file_and_directory_are_io_errors(tmp_path: Path) -> None:
     assert _reason(tmp_path / "nope.jpg").startswith("io error: ")
     assert _reason(tmp_path).startswith("io error: ")
-    with pytest.raises(DecodeError, match="io error"):
-        image_size(tmp_path / "nope.jpg")
 
 
-@pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root reads unreadable files")
-def test_unreadable_file_is_io_error(tmp_path: Path) -> None:
-    path = tmp_path / "secret.jpg"
-    imagegen.save_jpeg(imagegen.photo(19, (20, 20)), path)
-    path.chmod(0)
+def _reason_without_privileges(path: Path) -> str:
+    """_reason(path) in a forked child that has become nobody: root reads any file, so CI (root) would otherwise
+    never see a permission error. Forked, not spawned: the interpreter may live where nobody cannot read it."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into pytest
+        try:
+            os.setgroups([])
+            os.setgid(65534)
+            os.setuid(65534)
+            try:
+                decode(path)
+                message = "decoded"
+            except DecodeError as exc:
+                message = exc.reason
+        except BaseException as exc:  # noqa: BLE001 - whatever went wrong must reach the parent's assertion
+            message = f"child failed: {exc!r}"
+        os.write(write_end, message.encode())
+        os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as pipe:
+        message = pipe.read().decode()
+    os.waitpid(pid, 0)
+    return message
+
+
+def test_unreadable_file_is_io_error() -> None:
+    folder = Path(tempfile.mkdtemp(prefix="dedupd-unreadable-"))  # under /tmp: nobody may pass through it
+    path = folder / "secret.jpg"
     try:
-        assert _reason(path).startswith("io error: ")
+        folder.chmod(0o711)
+        imagegen.save_jpeg(imagegen.photo(19, (20, 20)), path)
+        path.chmod(0)
+        reason = _reason_without_privileges(path) if os.geteuid() == 0 else _reason(path)
+        assert reason.startswith("io error: "), reason
     finally:
-        path.chmod(0o644)
+        shutil.rmtree(folder)
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")  # Pillow's TIFF reader warns about short IFDs

@@ -13,7 +13,7 @@ from typing import ClassVar
 import numpy as np
 import pytest
 import torch
-from model_builders import build_siglip, build_siglip2
+from model_builders import OomAbove, build_siglip, build_siglip2
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
@@ -255,23 +255,6 @@ def test_few_images_are_split_over_devices(tiny_siglip2: Path, reference: np.nda
         assert embedder._chunk_size(12) == 6  # two batches of 6 rather than one of 12 left to a single device
         np.testing.assert_allclose(embedder.embed(make_images(12)), reference, atol=1e-5)
         assert sum(runner.images_done for runner in embedder.runners) == 12
-
-
-class OomAbove(DeviceRunner):
-    """Raises CUDA out-of-memory for batches larger than `limit`, like a GPU that is too small."""
-
-    limit = 2
-
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.sizes: list[int] = []
-
-    def forward(self, inputs):
-        size = len(inputs["pixel_values"])
-        self.sizes.append(size)
-        if size > self.limit:
-            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
-        return super().forward(inputs)
 
 
 def test_oom_halves_the_batch_and_completes(tiny_siglip2: Path, reference: np.ndarray) -> None:

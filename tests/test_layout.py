@@ -139,6 +139,17 @@ def test_ingest_never_imports_output() -> None:
     assert edges(module_graph(), "dedupd.ingest", "dedupd.output") == []
 
 
+def test_every_module_logs_to_the_one_dedupd_logger() -> None:
+    names = {
+        (path.name, node.args[0].value if node.args and isinstance(node.args[0], ast.Constant) else None)
+        for path in module_files().values()
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "getLogger"
+    }
+    # watchers.py also hooks watchdog's own loggers, by a variable name: those are not ours.
+    assert {name for _, name in names} - {None} == {"dedupd"}, sorted(names, key=str)
+
+
 def test_light_imports_load_neither_torch_nor_transformers() -> None:
     code = (
         "import sys, dedupd.cli, dedupd.model.settings, dedupd.config\n"

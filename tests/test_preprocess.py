@@ -23,6 +23,7 @@ import imagegen
 import numpy as np
 import pytest
 import torch
+from model_builders import OomAbove
 from PIL import Image
 
 from dedupd.ingest.decode import decode
@@ -35,7 +36,7 @@ from dedupd.ingest.preprocess import (
     shortest_edge_size,
     size_with_aspect_ratio,
 )
-from dedupd.model.runtime import FAMILIES, DeviceRunner, Embedder, build_embedder, draft_side
+from dedupd.model.runtime import FAMILIES, Embedder, build_embedder, draft_side
 from dedupd.model.settings import EmbedderSettings
 
 FIXTURES = {"siglip2-naflex": "tiny_siglip2", "siglip": "tiny_siglip", "clip": "tiny_clip", "dinov2": "tiny_dinov2"}
@@ -254,21 +255,6 @@ def assert_far_below_photo_distance(prepared: np.ndarray, reference: np.ndarray)
     error = 1 - cosines(prepared, reference)
     between = 1 - cosines(reference, np.roll(reference, 1, axis=0))
     assert error.max() < 0.01 * between.min(), (error, between)
-
-
-class OomAbove(DeviceRunner):
-    """Raises CUDA out-of-memory for batches larger than 2, like a GPU that is too small."""
-
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.sizes: list[int] = []
-
-    def forward(self, inputs):
-        size = len(inputs["pixel_values"])
-        self.sizes.append(size)
-        if size > 2:
-            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
-        return super().forward(inputs)
 
 
 def test_embed_prepared_uses_the_device_pool_and_oom_halving(tiny_siglip2: Path) -> None:

@@ -8,13 +8,14 @@ import subprocess
 import sys
 
 import imagegen
+import pytest
 from support import PixelEmbedder, b
 
-from dedupd import commands
+from dedupd import cli, commands
 from dedupd.config import load_config
 from dedupd.dedup.groups import Group, Member
 from dedupd.output.report import build_report, dumps, entry_path, write_report
-from dedupd.store import FileRecord
+from dedupd.store import FileRecord, Store
 
 
 def rec(path: bytes, size=10):
@@ -113,3 +114,23 @@ def test_report_is_readable_by_a_consumer_of_the_old_format(tmp_path):
     code = "import json,sys; r=json.load(sys.stdin); print(sum(len(g['duplicates']) for g in r['groups']))"
     out = subprocess.run([sys.executable, "-c", code], input=dumps(report), capture_output=True)
     assert out.stdout.strip() == b"1" and old["keep_policy"] == "lexi"
+
+
+@pytest.mark.parametrize(
+    "group, message",
+    [
+        ({"keep": "/p/a.jpg"}, "group 1: 'duplicates' must be a list of paths, not null (or missing)"),
+        ({"keep": "/p/a.jpg", "duplicates": None}, "group 1: 'duplicates' must be a list of paths, not null"),
+        ({"keep": "/p/a.jpg", "duplicates": "/p/b.jpg"}, "group 1: 'duplicates' must be a list of paths, not a string"),
+        ({"keep": "/p/a.jpg", "duplicates": [None]}, "'duplicates' must be a list of paths, not a list with other"),
+        ({"duplicates": ["/p/b.jpg"]}, "group 1: 'keep' must be a path, not null"),
+        ({"keep": "/p/a.jpg", "duplicates": [], "duplicate_details": [{}]}, "'duplicate_details' must be an object"),
+    ],
+)
+def test_a_malformed_report_is_refused_in_one_line_with_exit_2(tmp_path, capsys, group, message):
+    Store.open(tmp_path / "store")
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps({"groups": [group]}))
+    code = cli.main(["purge", "--report", str(path), "--store", str(tmp_path / "store")])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and str(path) in err and err.count("\n") == 1 and "unexpected" not in err

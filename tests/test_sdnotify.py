@@ -145,7 +145,7 @@ def test_unsupported_addresses_are_a_no_op(monkeypatch, value):
 
 def test_send_failure_returns_false_and_does_not_raise(socket_dir, monkeypatch, caplog):
     monkeypatch.setenv("NOTIFY_SOCKET", str(socket_dir / "nobody-listens-here"))
-    with caplog.at_level("DEBUG", logger="dedupd.sdnotify"):
+    with caplog.at_level("DEBUG", logger="dedupd"):
         assert sdnotify.ready() is False
     assert any("failed" in r.getMessage() for r in caplog.records)
 

@@ -111,10 +111,18 @@ def test_write_then_rename_indexes_the_final_name_only(tmp_path):
     root = tmp_path / "photos"
     root.mkdir()
     with Running(tmp_path, [root]) as d:
-        tmp = root / ".upload.tmp"
+        tmp = root / "upload.part.jpg"  # an image name: it would be indexed if it settled before the rename
         imagegen.photo(1, (200, 150)).save(tmp, format="JPEG")
         os.rename(tmp, root / "final.jpg")
-        wait_for(lambda: d.paths() == {b(root / "final.jpg")}, what="the renamed file")
+        seen: set[bytes] = set()
+
+        def final_only() -> bool:
+            paths = d.paths()
+            seen.update(paths)
+            return paths == {b(root / "final.jpg")}
+
+        wait_for(final_only, what="the renamed file")
+        assert b(tmp) not in seen
 
 
 def test_copy_in_progress_is_processed_once_stable(tmp_path):

@@ -125,7 +125,7 @@ def test_inotify_create_modify_delete(tmp_path, make_watchers):
     os.unlink(a)
     assert drain(w.dirty, a) == {a}  # missing: returned, the caller treats it as a deletion
     assert not os.path.exists(a)
-    assert w.check_health() == {root: "ok"}
+    assert w.supervise() == {root: "ok"}
 
 
 def test_inotify_temp_then_rename_and_moves(tmp_path, make_watchers):
@@ -223,15 +223,15 @@ def test_inotify_queue_overflow_marks_root(tmp_path, make_watchers):
         grouper.removeHandler(hold)
         grouper.setLevel(level)
     assert wait_for(lambda: root in w.dirty.overflowed())  # at once, from watchdog's reader thread
-    # check_health replaces the observer (watchdog's own re-watch races with new changes) and marks the root again,
+    # supervise replaces the observer (watchdog's own re-watch races with new changes) and marks the root again,
     # so the caller's reconcile starts after the new watches are in place
-    assert w.check_health() == {root: "ok"}
+    assert w.supervise() == {root: "ok"}
     assert w.dirty.overflowed() == {root}
     assert w.backends()[root].kind == "inotify"
     after = os.path.join(root, b"after.jpg")
     write(after)
     assert wait_for(pending_has(w.dirty, after))
-    assert w.check_health() == {root: "ok"}
+    assert w.supervise() == {root: "ok"}
     assert w.dirty.overflowed() == set()
 
 
@@ -261,7 +261,7 @@ def test_polling_create_move_delete(tmp_path, make_watchers):
     gone = os.path.join(dst, b"b.jpg")
     os.unlink(gone)
     assert wait_for(pending_has(w.dirty, gone))
-    assert w.check_health() == {root: "ok"}
+    assert w.supervise() == {root: "ok"}
 
 
 def test_polling_ignores_nas_folders_and_keeps_bytes(tmp_path, make_watchers):
@@ -493,18 +493,16 @@ class NoWatchesLeft(InotifyObserver):
 
 def test_enospc_at_add_root_falls_back_to_polling(tmp_path, make_watchers, caplog):
     root = broot(tmp_path)
-    degraded = []
     factory = Recording(inotify=NoWatchesLeft)
-    w = make_watchers("auto", observer_factory=factory, on_degraded=lambda r, why: degraded.append((r, why)))
-    with caplog.at_level(logging.WARNING, logger="dedupd.watcher"):
+    w = make_watchers("auto", observer_factory=factory)
+    with caplog.at_level(logging.WARNING, logger="dedupd"):
         backend = w.add_root(root)
     assert backend == Backend("poll", "inotify watch limit reached (ENOSPC)")
     assert w.backends() == {root: backend}
     assert [k for k, _ in factory.made] == ["inotify", "poll"]
     assert not factory.made[0][1]._inotify_fd.is_alive()  # the failed observer was cleaned up
     assert any(os.fsdecode(root) in r.getMessage() and "ENOSPC" in r.getMessage() for r in caplog.records)
-    assert degraded == [(root, "inotify watch limit reached (ENOSPC)")]
-    assert w.check_health() == {root: "degraded: inotify watch limit reached (ENOSPC)"}
+    assert w.supervise() == {root: "degraded: inotify watch limit reached (ENOSPC)"}
 
     new = os.path.join(root, b"new.jpg")
     write(new)
@@ -535,9 +533,9 @@ def test_watch_limit_reached_later_switches_to_polling(tmp_path, make_watchers):
 
     w = make_watchers("inotify", inotify_probe=probe, probe_interval=0)
     assert w.add_root(root).kind == "inotify"
-    assert w.check_health() == {root: "ok"}
+    assert w.supervise() == {root: "ok"}
     limit["full"] = True
-    assert w.check_health() == {root: "degraded: inotify watch limit reached (ENOSPC)"}
+    assert w.supervise() == {root: "degraded: inotify watch limit reached (ENOSPC)"}
     assert w.backends()[root].kind == "poll"
     assert root in w.dirty.overflowed()
     new = os.path.join(root, b"new.jpg")
@@ -559,17 +557,15 @@ class Fragile(InotifyObserver):
 def test_dead_observer_is_replaced_by_polling(tmp_path, make_watchers):
     root = broot(tmp_path)
     factory = Recording(inotify=Fragile)
-    degraded = []
-    w = make_watchers("inotify", observer_factory=factory, on_degraded=lambda r, why: degraded.append(why))
+    w = make_watchers("inotify", observer_factory=factory)
     assert w.add_root(root).kind == "inotify"
     fragile = factory.made[0][1]
     fragile.die.set()
     write(os.path.join(root, b"wakes-the-dispatcher.jpg"))
     assert wait_for(lambda: not fragile.is_alive())
 
-    health = w.check_health()
+    health = w.supervise()
     assert health == {root: "degraded: inotify observer thread died"}
-    assert degraded == ["inotify observer thread died"]
     assert w.backends()[root] == Backend("poll", "inotify observer thread died")
     assert root in w.dirty.overflowed()  # events may have been lost: reconcile
     assert not fragile._inotify_fd.is_alive()
@@ -577,7 +573,7 @@ def test_dead_observer_is_replaced_by_polling(tmp_path, make_watchers):
     new = os.path.join(root, b"after-restart.jpg")
     write(new)
     assert wait_for(pending_has(w.dirty, new))
-    assert w.check_health() == health  # stays degraded, not restarted again
+    assert w.supervise() == health  # stays degraded, not restarted again
     assert [k for k, _ in factory.made] == ["inotify", "poll"]
 
 
@@ -588,12 +584,12 @@ def test_deleted_root_is_retried_until_it_returns(tmp_path, make_watchers):
     w.RETRY_SECONDS = 0.05
     w.add_root(root)
     os.rmdir(root)
-    assert wait_for(lambda: w.check_health()[root].startswith("degraded: "))
-    assert "root unavailable" in w.check_health()[root]
+    assert wait_for(lambda: w.supervise()[root].startswith("degraded: "))
+    assert "root unavailable" in w.supervise()[root]
     os.mkdir(root)
-    # "inotify watch stopped ..." or "root replaced ...", whichever check_health noticed first
-    assert wait_for(lambda: "root unavailable" not in w.check_health()[root])
-    assert w.check_health()[root].startswith("degraded: ")
+    # "inotify watch stopped ..." or "root replaced ...", whichever supervise noticed first
+    assert wait_for(lambda: "root unavailable" not in w.supervise()[root])
+    assert w.supervise()[root].startswith("degraded: ")
     assert w.backends()[root].kind == "poll"
     new = os.path.join(root, b"back.jpg")
     write(new)
@@ -605,9 +601,9 @@ def test_missing_root_at_start_does_not_raise(tmp_path, make_watchers):
     w = make_watchers("inotify")
     w.RETRY_SECONDS = 0.05
     w.add_root(root)
-    assert w.check_health()[root].startswith("degraded: root unavailable")
+    assert w.supervise()[root].startswith("degraded: root unavailable")
     os.mkdir(root)
-    assert wait_for(lambda: w.check_health()[root] == "ok")
+    assert wait_for(lambda: w.supervise()[root] == "ok")
     assert w.backends()[root].kind == "inotify"
     assert root in w.dirty.overflowed()
 
@@ -629,7 +625,7 @@ def test_overflow_and_rebuild_failure_log_records(tmp_path, make_watchers):
         inotify_log.exception("Unable to rebuild recursive inotify watches below %r", root)
     assert w.dirty.overflowed() == {root}
     reason = "inotify watches could not be rebuilt after a queue overflow"
-    assert w.check_health() == {root: f"degraded: {reason}"}
+    assert w.supervise() == {root: f"degraded: {reason}"}
     assert w.backends()[root] == Backend("poll", reason)
 
 
@@ -640,9 +636,9 @@ def test_polled_root_that_vanishes_is_ok_again_when_back(tmp_path, make_watchers
     w.RETRY_SECONDS = 0.05
     w.add_root(root)
     os.rmdir(root)  # an unmounted share looks like this to a poller
-    assert wait_for(lambda: "root unavailable" in w.check_health()[root])
+    assert wait_for(lambda: "root unavailable" in w.supervise()[root])
     os.mkdir(root)
-    assert wait_for(lambda: w.check_health()[root] == "ok")
+    assert wait_for(lambda: w.supervise()[root] == "ok")
     assert w.backends()[root] == Backend("poll", "watch.mode: poll")
     new = os.path.join(root, b"back.jpg")
     write(new)

@@ -79,6 +79,8 @@ class Rules:
         return cls(burst_guard, decisions, context, raw_jpeg, companions)
 
     def held_back(self, keep: FileRecord, member: FileRecord) -> str:
+        if keep.content != member.content and max(keep.frames, member.frames) > 1:
+            return "multi-frame: only a byte copy is the same picture"
         if member.content in self.policy.keep:
             return "decided: keep"
         for d in self.decisions:

@@ -14,7 +14,7 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from dedupd.paths import RAW_FORMATS
+from dedupd.paths import RAW_FORMATS, inside_any
 
 if TYPE_CHECKING:  # config imports this module; keep it free of the store's pyarrow import
     from dedupd.store import FileRecord
@@ -46,10 +46,6 @@ class PolicyContext:
     companions: Callable[[bytes], Collection[str]] = lambda path: ()  # companion kinds beside a path
 
 
-def _inside_any(path: bytes, roots: Sequence[bytes]) -> bool:
-    return any(path.startswith(r.rstrip(b"/") + b"/") for r in roots)
-
-
 def _format_rank(record: FileRecord, formats: Sequence[str]) -> int:
     name = _FORMAT_NAMES.get(record.format, record.format.lower())
     return formats.index(name) if name in formats else len(formats)
@@ -63,7 +59,7 @@ def _criteria(ctx: PolicyContext) -> dict[str, Callable[[FileRecord], object]]:
         "newest": lambda f: -f.mtime_ns,
         "oldest": lambda f: f.mtime_ns,
         "resolution": lambda f: -(f.width * f.height),
-        "protected": lambda f: not _inside_any(f.path, ctx.protect),
+        "protected": lambda f: not inside_any(f.path, ctx.protect),
         "format": lambda f: _format_rank(f, ctx.formats),
     }
 

@@ -66,6 +66,7 @@ class Decoded:
     height: int
     format: str  # Pillow's format name: "JPEG", "PNG", "HEIF", ...
     capture: Capture = Capture()  # EXIF/XMP capture facts (burst guard, keep-policy ties)
+    frames: int = 1  # pages or animation frames: only the first is decoded and embedded
 
 
 def register_plugins() -> None:
@@ -161,26 +162,11 @@ def _raw_capture(own: Capture, from_preview: Capture, libraw_taken: str) -> Capt
     return base if base.taken else replace(base, taken=from_preview.taken or libraw_taken)
 
 
-def image_size(path: str | bytes | os.PathLike) -> tuple[int, int]:
-    """(width, height) as displayed, from the header alone; no pixel data is decoded.
-
-    A PNG whose EXIF sits after the pixel data reports its stored size: finding that
-    orientation would mean decoding the image.
-    """
-    register_plugins()
-    try:
-        with open_regular(path) as fp, _identify(fp) as im:
-            return _header_size(im)
-    except DecodeError:
-        raise
-    except Exception as exc:  # noqa: BLE001
-        raise DecodeError(_reason(exc)) from exc
-
-
 def _decode_file(fp: IO[bytes], draft_side: int | None, max_pixels: int) -> Decoded:
     with _identify(fp) as im:
         _check_pixels(im.size, max_pixels)
         header_size = _header_size(im)
+        frames = frame_count(im)  # before load: counting seeks through the pages and would drop loaded pixels
         if draft_side:
             # The same side for both axes: draft keeps the aspect ratio, so this bounds the
             # shorter side whichever way the picture is later rotated.
@@ -191,7 +177,13 @@ def _decode_file(fp: IO[bytes], draft_side: int | None, max_pixels: int) -> Deco
             ImageOps.exif_transpose(im, in_place=True)
         image = _to_rgb(im)
         width, height = _full_size(header_size, image)
-        return Decoded(image=image, width=width, height=height, format=str(im.format), capture=capture)
+        return Decoded(image, width, height, str(im.format), capture, frames)
+
+
+def frame_count(im: Image.Image) -> int:
+    """Pages of a TIFF, frames of a GIF/APNG/WebP animation, images of a HEIF sequence. An MPO's second image is
+    the camera's own preview or depth map of the same shot, so an MPO counts as one picture."""
+    return 1 if im.format == "MPO" else max(1, int(getattr(im, "n_frames", 1)))
 
 
 def _identify(fp: IO[bytes]) -> ImageFile.ImageFile:

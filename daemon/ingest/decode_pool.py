@@ -31,7 +31,7 @@ class Decoded:
     width: int
     height: int
     format: str = ""
-    capture: dict = field(default_factory=dict)  # capture.Capture as a dict: taken, camera, burst, exif_tags
+    capture: dict = field(default_factory=dict)  # record facts: capture.Capture as a dict, and frames
 
 
 @dataclass
@@ -50,7 +50,8 @@ def decode_for_model(path: bytes, draft_side: int | None, max_pixels: int, spec:
         from dedupd.ingest.preprocess import preprocess
 
         pixels = preprocess(pixels, spec)
-    return Decoded(pixels, decoded.width, decoded.height, decoded.format, decoded.capture.to_dict())
+    facts = {**decoded.capture.to_dict(), "frames": decoded.frames}
+    return Decoded(pixels, decoded.width, decoded.height, decoded.format, facts)
 
 
 def cpu_cores() -> int:

@@ -44,7 +44,7 @@ if TYPE_CHECKING:
 
     from dedupd.ingest.preprocess import Prepared, PreprocessSpec
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("dedupd")
 
 # Text towers and contrastive/classification heads of full checkpoints: leaving them out is the point of loading
 # only the vision tower. position_ids are old persistent buffers, recomputed by the model.

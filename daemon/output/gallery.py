@@ -27,7 +27,7 @@ from typing import Any
 from PIL import Image
 
 from dedupd.ingest.decode import Decoded, DecodeError, decode
-from dedupd.output.report import entry_path
+from dedupd.output.report import entry_path, human_bytes
 from dedupd.paths import atomic_write
 
 Decoder = Callable[..., Decoded]
@@ -66,7 +66,9 @@ class Thumb:
 
 
 @dataclass(frozen=True)
-class Entry:
+class Tile:
+    """One member as a card shows it: its report entry, its role (keeper, duplicate, similar) and thumbnail."""
+
     info: Info
     role: str
     thumb: Thumb
@@ -87,18 +89,18 @@ def write_gallery(
     out = Path(out_dir)
     thumbs = Thumbnails(Path(thumb_cache), out / THUMBS, thumb_side, decoder)
     groups = sorted(report.get("groups", []), key=lambda g: -int(g.get("bytes_reclaimable") or 0))
-    cards = [render_card(n, group_entries(g, thumbs)) + "\n" for n, g in enumerate(groups, 1)]
+    cards = [render_card(n, group_tiles(g, thumbs)) + "\n" for n, g in enumerate(groups, 1)]
     thumbs.prune()
     index = out / INDEX
     atomic_write(index, render_page(report, groups, cards).encode("utf-8"))
     return index
 
 
-def group_entries(group: dict, thumbs: Thumbnails) -> list[Entry]:
+def group_tiles(group: dict, thumbs: Thumbnails) -> list[Tile]:
     members = [(group.get("keep_info") or {"path": group["keep"]}, KEEP)]
     members += [(info, DUPLICATE) for info in duplicate_infos(group)]
     members += [(info, SIMILAR) for info in group.get("similar", [])]
-    return [Entry(info, role, thumbs.get(info)) for info, role in members]
+    return [Tile(info, role, thumbs.get(info)) for info, role in members]
 
 
 def duplicate_infos(group: dict) -> list[Info]:
@@ -222,7 +224,7 @@ def render_header(report: dict, groups: Sequence[dict]) -> str:
     )
 
 
-def render_card(number: int, entries: Sequence[Entry]) -> str:
+def render_card(number: int, entries: Sequence[Tile]) -> str:
     dups = sum(e.role == DUPLICATE for e in entries)
     similar = sum(e.role == SIMILAR for e in entries)
     freed = sum(int(e.info.get("size") or 0) for e in entries if e.role == DUPLICATE)
@@ -231,7 +233,7 @@ def render_card(number: int, entries: Sequence[Entry]) -> str:
     return f'<section class="group" id="group-{number}">\n<h2>{esc(title)}</h2>\n<ul>\n{members}</ul>\n</section>'
 
 
-def render_member(entry: Entry) -> str:
+def render_member(entry: Tile) -> str:
     info = entry.info
     return (
         f'<li class="member {entry.role}">\n{render_thumb(entry)}\n'
@@ -241,14 +243,14 @@ def render_member(entry: Entry) -> str:
     )
 
 
-def render_thumb(entry: Entry) -> str:
+def render_thumb(entry: Tile) -> str:
     if entry.thumb.src is None:  # a box, not an <img>: a missing picture must not look like a broken page
         return '<div class="thumb none" role="img" aria-label="no preview"><span>no preview</span></div>'
     alt = f"thumbnail of {display_path(entry.info)}"
     return f'<img class="thumb" src="{esc(entry.thumb.src)}" alt="{esc(alt)}" loading="lazy">'
 
 
-def render_facts(entry: Entry) -> str:
+def render_facts(entry: Tile) -> str:
     info = entry.info
     rows = [
         ("cosine", esc("keeper" if entry.role == KEEP else cosine_text(info.get("cosine")))),
@@ -290,14 +292,7 @@ def companions_text(info: Info) -> str:
 
 
 def human_size(size: object) -> str:
-    if not isinstance(size, int):
-        return "unknown"
-    value = float(size)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if value < 1024 or unit == "TiB":
-            return f"{size} B" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{size} B"
+    return human_bytes(size) if isinstance(size, int) else "unknown"
 
 
 def resolution(info: Info) -> str:

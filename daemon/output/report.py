@@ -20,6 +20,7 @@ from dedupd.config import Config
 from dedupd.dedup.companions import Companion
 from dedupd.dedup.groups import Group, Member
 from dedupd.dedup.store_groups import store_groups
+from dedupd.errors import UsageError
 from dedupd.paths import atomic_write, path_text, text_path
 from dedupd.store import FileRecord, Store
 
@@ -122,6 +123,15 @@ def entry_path(info: dict[str, Any]) -> bytes:
     return base64.b64decode(raw) if raw else text_path(info["path"])
 
 
+def human_bytes(n: float) -> str:
+    """1536 -> "1.5 KiB": for people reading a summary line or a gallery card."""
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024:
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
 def dumps(report: dict[str, Any]) -> bytes:
     # backslashreplace turns each lone surrogate into the JSON escape \udcXY; all else stays readable UTF-8.
     return (json.dumps(report, ensure_ascii=False, indent=2) + "\n").encode("utf-8", "backslashreplace")
@@ -138,8 +148,7 @@ def write_report(report: dict[str, Any], out: str | os.PathLike) -> None:
 
 
 def load_report(path: str | os.PathLike) -> dict[str, Any]:
-    from dedupd.errors import UsageError
-
+    """A report file, checked as far as purge reads it: one line naming what is wrong, never a crash later."""
     try:
         report = json.loads(Path(path).read_bytes())
     except OSError as exc:
@@ -148,7 +157,46 @@ def load_report(path: str | os.PathLike) -> dict[str, Any]:
         raise UsageError(f"{path}: not a JSON report: {exc}") from None
     if not isinstance(report, dict) or not isinstance(report.get("groups"), list):
         raise UsageError(f"{path}: not a dedupd report (no 'groups' list)")
+    threshold = report.get("threshold")
+    if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, (int, float))):
+        raise UsageError(f"{path}: 'threshold' must be a number, not {_json_kind(threshold)}")
+    for number, group in enumerate(report["groups"], 1):
+        _check_group(f"{path}: group {number}", group)
     return report
+
+
+def _check_group(where: str, group: object) -> None:
+    if not isinstance(group, dict):
+        raise UsageError(f"{where}: not an object")
+    if "keep_info" in group:
+        _check_entries(where, "keep_info", [group["keep_info"]])
+    elif not isinstance(group.get("keep"), str):
+        raise UsageError(f"{where}: 'keep' must be a path, not {_json_kind(group.get('keep'))}")
+    duplicates = group.get("duplicates")
+    if not isinstance(duplicates, list) or not all(isinstance(d, str) for d in duplicates):
+        what = _json_kind(duplicates) if not isinstance(duplicates, list) else "a list with other things in it"
+        raise UsageError(f"{where}: 'duplicates' must be a list of paths, not {what}")
+    if "duplicate_details" in group:
+        details = group["duplicate_details"]
+        if not isinstance(details, list):
+            raise UsageError(f"{where}: 'duplicate_details' must be a list, not {_json_kind(details)}")
+        _check_entries(where, "duplicate_details", details)
+
+
+def _check_entries(where: str, key: str, entries: list[object]) -> None:
+    for entry in entries:
+        if not isinstance(entry, dict) or not isinstance(entry.get("path"), str):
+            raise UsageError(f"{where}: each of '{key}' must be an object with a 'path'")
+        if not isinstance(entry.get("content", ""), str):
+            raise UsageError(f"{where}: a 'content' in '{key}' must be a content hash string")
+
+
+def _json_kind(value: object) -> str:
+    if value is None:
+        return "null (or missing)"
+    return {str: "a string", bool: "true/false", int: "a number", float: "a number", dict: "an object"}.get(
+        type(value), type(value).__name__
+    )
 
 
 def store_report(store: Store, config: Config, model: str) -> dict[str, Any]:

@@ -70,6 +70,7 @@ class Service:
         self._report_cost = 0.0  # seconds the last report rewrite took
         self._last_ping = 0.0
         self._last_progress_log = time.monotonic()
+        self._watch_health: dict[bytes, str] = {}  # the last supervise() result, for the status file
 
     # --- lifecycle ---------------------------------------------------------------------------------------------------
 
@@ -145,7 +146,7 @@ class Service:
 
     def _heartbeat(self) -> None:
         """WATCHDOG=1 only while healthy: a daemon whose watchers are down and cannot be restarted gets restarted."""
-        health = self.watchers.check_health()
+        health = self._watch_health = self.watchers.supervise()
         now = time.monotonic()
         if now - self._last_ping < 1.0:
             return
@@ -209,18 +210,11 @@ class Service:
             self._report_due = self._report_due or time.monotonic()
         online = set(online_roots(self.store))
         for root, batch in by_root.items():
-            if root not in online or self._mass_vanish(root, batch):
-                self._reconcile(root)  # a returning root, or a mass deletion: let the guarded sweep decide
+            result = self.indexer.refresh_paths(root, batch, guard=True) if root in online else None
+            if result is None or result.offline:
+                self._reconcile(root)  # a returning root, or a mass loss: let the guarded sweep decide
             else:
-                self._after(self.indexer.refresh_paths(root, batch))
-
-    def _mass_vanish(self, root: bytes, batch: list[bytes]) -> bool:
-        missing = [p for p in batch if not os.path.lexists(p)]
-        if not missing:
-            return False
-        known = sum(1 for f in self.indexer.files.values() if f.root == root)
-        lost = len(self.indexer.known_under(missing))
-        return bool(known) and lost / known > self.config.watch.max_vanish_fraction
+                self._after(result)
 
     def _root_of(self, path: bytes) -> bytes | None:
         inside = [r for r in self.roots if path == r or path.startswith(r.rstrip(b"/") + b"/")]
@@ -296,7 +290,7 @@ class Service:
             "progress": self.health.progress,
             "backlog": len(self.dirty),
             "watchers": {path_text(r): f"{b.kind} ({b.reason})" for r, b in self.watchers.backends().items()},
-            "health": {path_text(r): h for r, h in self.watchers.check_health().items()},
+            "health": {path_text(r): h for r, h in self._watch_health.items()},
             "last_errors": self.health.errors,
         }
         write_status(self.store.path, data)

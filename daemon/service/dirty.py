@@ -50,8 +50,8 @@ class DirtyPaths:
         self._overflow: set[bytes] = set()
         self._gen = 0
 
-    def mark(self, path: bytes, now: float | None = None) -> None:
-        # ``now`` is accepted for symmetry with settled(); the settle clock starts at the first stat after a mark.
+    def mark(self, path: bytes) -> None:
+        # No timestamp: the settle clock starts at the first stat after a mark (see settled()).
         with self._lock:
             self._gen += 1
             entry = self._entries.get(path)

@@ -19,7 +19,7 @@ from watchdog.observers.polling import PollingObserverVFS
 
 from dedupd.service.dirty import DirtyPaths
 
-log = logging.getLogger("dedupd.watcher")
+log = logging.getLogger("dedupd")
 
 
 def show_path(path: bytes) -> str:

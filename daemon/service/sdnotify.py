@@ -41,7 +41,7 @@ __all__ = [
     "watchdog_interval",
 ]
 
-log = logging.getLogger("dedupd.sdnotify")
+log = logging.getLogger("dedupd")
 
 
 def _address() -> str | None:

@@ -17,10 +17,10 @@ How watchdog 7.1 reports trouble, and what we do about it:
   ("Inotify queue overflowed ...", from watchdog.observers.inotify_c and watchdog.observers.inotify) on its inotify
   reader thread, drops pending move pairs and re-adds all its watches, with no signal when done; changes made
   meanwhile are lost. We listen to those log records (`_WatchdogLogHook`), call `DirtyPaths.mark_overflow(root)` at
-  once, and `Watchers.check_health` then replaces the observer by a fresh one and marks the root again, so the
+  once, and `Watchers.supervise` then replaces the observer by a fresh one and marks the root again, so the
   caller's reconcile starts after the new watches are in place. If watchdog logs that re-adding failed, the root is
   switched to polling.
-* Deletion or replacement of the root stops the emitter thread; a crashed thread just stops. `Watchers.check_health`
+* Deletion or replacement of the root stops the emitter thread; a crashed thread just stops. `Watchers.supervise`
   notices dead threads and restarts the root with polling.
 """
 
@@ -50,7 +50,7 @@ from dedupd.service.observers import (
     stop_observers,
 )
 
-log = logging.getLogger("dedupd.watcher")
+log = logging.getLogger("dedupd")
 
 # watchdog warns when a folder created during its recursive watch set-up gets its watch twice; harmless noise.
 warnings.filterwarnings("ignore", message=r"Callback with id .* already exists for watch", category=RuntimeWarning)
@@ -135,11 +135,11 @@ class Watchers:
 
     Keyword-only extras: ``observer_factory`` (kind -> unstarted observer; the seam tests use to make inotify
     fail), ``inotify_probe`` (path -> None or OSError; None disables the watch-limit probe), ``probe_interval``
-    (seconds between watch-limit probes in check_health), ``max_backlog`` (beyond this many dirty paths, events
+    (seconds between watch-limit probes in supervise), ``max_backlog`` (beyond this many dirty paths, events
     only mark their root for a full reconcile), ``clock``.
     """
 
-    RETRY_SECONDS = 5.0  # a root that cannot be watched (offline, missing) is retried this often by check_health
+    RETRY_SECONDS = 5.0  # a root that cannot be watched (offline, missing) is retried this often by supervise
     STOP_TIMEOUT = 5.0
 
     def __init__(
@@ -148,7 +148,6 @@ class Watchers:
         mode: str = "auto",
         poll_interval: float = 30.0,
         ignore: Sequence[str | bytes] = (),
-        on_degraded: Callable[[bytes, str], None] | None = None,
         *,
         observer_factory: ObserverFactory | None = None,
         inotify_probe: Callable[[bytes], None] | None = inotify_probe,
@@ -163,7 +162,6 @@ class Watchers:
         self.poll_interval = poll_interval
         self.ignore = tuple(ignore)
         self._patterns = tuple(os.fsencode(p) for p in self.ignore)
-        self.on_degraded = on_degraded
         self._factory = observer_factory or (
             lambda kind: make_observer(kind, poll_interval=self.poll_interval, ignore=self.ignore)
         )
@@ -175,8 +173,8 @@ class Watchers:
         self._roots: dict[bytes, _Root] = {}
         self._reader_threads: dict[int, bytes] = {}  # inotify reader thread ident -> root, for the log hook
         self._retired_readers: set[int] = set()  # reader threads of observers we stopped: their records are stale
-        self._trouble: dict[bytes, str] = {}  # root -> reason, set by the log hook, acted on by check_health
-        self._overflowed: set[bytes] = set()  # inotify roots whose queue overflowed: re-watched by check_health
+        self._trouble: dict[bytes, str] = {}  # root -> reason, set by the log hook, acted on by supervise
+        self._overflowed: set[bytes] = set()  # inotify roots whose queue overflowed: re-watched by supervise
         self._next_probe = 0.0
         self._closed = False
         _register(self)
@@ -186,7 +184,7 @@ class Watchers:
     def add_root(self, root: bytes) -> Backend:
         """Start watching ``root`` recursively. Never raises for an unusable root: inotify trouble falls back to
         polling (logged, reported degraded), and a root that cannot be watched at all (offline, missing) is
-        reported degraded and retried by check_health."""
+        reported degraded and retried by supervise."""
         with self._lock:
             if self._closed:
                 raise RuntimeError("Watchers.add_root after stop()")
@@ -195,8 +193,6 @@ class Watchers:
             state = _Root(root, choose_backend(root, self.mode))
             self._roots[root] = state
             self._start(state)
-        if state.degraded:
-            self._degraded(root, state.degraded)
         return state.backend
 
     def remove_root(self, root: bytes) -> None:
@@ -214,16 +210,15 @@ class Watchers:
         with self._lock:
             return {r: s.backend for r, s in self._roots.items()}
 
-    def check_health(self) -> dict[bytes, str]:
-        """ "ok" or "degraded: <reason>" per root. Restarts dead watchers as polling, retries offline roots and
-        probes the inotify watch limit (every probe_interval); cheap enough for every main-loop tick."""
-        newly: list[tuple[bytes, str]] = []
+    def supervise(self) -> dict[bytes, str]:
+        """Restart dead watchers as polling, re-watch overflowed roots, retry offline roots and probe the inotify
+        watch limit (every probe_interval); then "ok" or "degraded: <reason>" per root. Cheap enough for every
+        main-loop tick, and meant to run once per tick: it acts, so a second call is not a free read."""
         with self._lock:
             if not self._closed:
                 now = self._clock()
                 self._check_watch_limit(now)
                 for root, state in list(self._roots.items()):
-                    before = state.degraded
                     reason = self._trouble.pop(root, None) or self._dead_reason(state)
                     overflowed = root in self._overflowed
                     self._overflowed.discard(root)
@@ -241,12 +236,7 @@ class Watchers:
                                 state.backend.reason,
                             )
                             self.dirty.mark_overflow(root)  # changes while it was unwatched
-                    if state.degraded and state.degraded != before:
-                        newly.append((root, state.degraded))
-            health = {r: "ok" if s.degraded is None else f"degraded: {s.degraded}" for r, s in self._roots.items()}
-        for root, reason in newly:
-            self._degraded(root, reason)
-        return health
+            return {r: "ok" if s.degraded is None else f"degraded: {s.degraded}" for r, s in self._roots.items()}
 
     def stop(self, timeout: float | None = None) -> None:
         """Stop and join every observer, all together within ``timeout`` (default STOP_TIMEOUT) seconds."""
@@ -403,13 +393,6 @@ class Watchers:
         self.dirty.mark_overflow(state.root)  # whatever happened while nobody was watching
         self._start(state)
 
-    def _degraded(self, root: bytes, reason: str) -> None:
-        if self.on_degraded is not None:
-            try:
-                self.on_degraded(root, reason)
-            except Exception:  # noqa: BLE001
-                log.exception("on_degraded callback failed")
-
     # --- called by the log hook on watchdog's inotify reader thread: no locks of ours, no I/O -------------------------
 
     def _on_watchdog_trouble(self, thread: int | None, paths: set[bytes], rebuild_failed: bool) -> None:
@@ -425,7 +408,7 @@ class Watchers:
                 # Cannot tell whose reader thread this is: every inotify root may have lost events.
                 hits = [r for r, s in roots.items() if s.backend.kind == "inotify" and s.observer is not None]
         for root in hits:
-            self.dirty.mark_overflow(root)  # at once; check_health re-watches the root and marks it again
+            self.dirty.mark_overflow(root)  # at once; supervise re-watches the root and marks it again
             if rebuild_failed:
                 self._trouble[root] = "inotify watches could not be rebuilt after a queue overflow"
             else:
