@@ -12,9 +12,10 @@ import imagegen
 import pytest
 import rawgen
 from PIL import Image
-from support import PixelEmbedder, scan_report
+from support import PixelEmbedder, purge_lines, scan_report
 
 from dedupd import commands
+from dedupd.config import load_config
 from dedupd.dedup.companions import AAE, LIVE, TAKEOUT, XMP, CompanionFinder, claims
 from dedupd.ingest.livephoto import content_id
 
@@ -157,3 +158,124 @@ def test_companions_are_never_indexed_even_when_sniffing(tmp_path: Path) -> None
     lines: list[str] = []
     commands.status(cfg, echo=lines.append, model=PixelEmbedder.model_id)
     assert "files: 1" in lines
+
+
+# --- purge: companions go with their photo, come back with it, and are never left without it ------------------------
+
+
+def _write_companion(path: Path, kind: str) -> Path:
+    if kind == LIVE:
+        return rawgen.write_live_video(path, None)
+    path.write_text(f"{kind} of {path.name}")
+    return path
+
+
+def _copies_with(root: Path, name: str, companion: str, kind: str) -> tuple[Path, Path]:
+    """a/NAME (keeper by lexi) and b/NAME (its exact copy), each with its own companion of `kind`."""
+    for folder in ("a", "b"):
+        (root / folder).mkdir(parents=True)
+        _write_companion(root / folder / companion, kind)
+    imagegen.photo(9, (320, 240)).save(root / "a" / name, quality=90)
+    shutil.copy2(root / "a" / name, root / "b" / name)
+    return root / "a" / name, root / "b" / name
+
+
+def _journal_line(lines: list[str]) -> str:
+    return next(line.split()[1] for line in lines if line.startswith("journal: "))
+
+
+@pytest.mark.parametrize(
+    "name, companion, kind",
+    [
+        ("IMG_1.JPG", "IMG_1.JPG.xmp", XMP),
+        ("IMG_1.HEIC", "IMG_1.AAE", AAE),
+        ("IMG_1.JPG", "IMG_1.JPG.supplemental-metadata.json", TAKEOUT),
+        ("IMG_1.JPG", "IMG_1.MOV", LIVE),
+    ],
+)
+def test_purge_trashes_a_duplicate_with_its_companion_and_undo_brings_both_back(
+    tmp_path: Path, name: str, companion: str, kind: str
+) -> None:
+    if name.endswith(".HEIC"):
+        _heic_or_skip()
+        import pillow_heif
+
+        pillow_heif.register_heif_opener()
+    root = tmp_path / "photos"
+    keeper, copy = _copies_with(root, name, companion, kind)
+    report, cfg = scan_report(root, tmp_path)
+    [group] = report["groups"]
+    assert group["keep"] == str(keeper)
+    rc, lines = purge_lines(cfg, str(tmp_path / "report.json"), trash=str(tmp_path / "trash"))
+    assert rc == 0, lines
+    trash = tmp_path / "trash"
+    assert not copy.exists() and not (copy.parent / companion).exists()  # nothing left behind
+    assert (trash / "b" / copy.name).exists() and (trash / "b" / companion).exists()
+    assert keeper.exists() and (keeper.parent / companion).exists()
+    assert any(line.endswith(f"with {companion} (keeps {keeper})") for line in lines)
+    commands.undo_purge(cfg, _journal_line(lines), echo=lambda s: None)
+    assert copy.exists() and (copy.parent / companion).exists()
+
+
+def test_a_deleted_duplicate_takes_its_companion_along(tmp_path: Path) -> None:
+    root = tmp_path / "photos"
+    keeper, copy = _copies_with(root, "IMG_2.JPG", "IMG_2.xmp", XMP)
+    scan_report(root, tmp_path)
+    rc, lines = purge_lines(load_config(None, {"store": str(tmp_path / "store")}), str(tmp_path / "report.json"))
+    assert rc == 0, lines
+    assert sorted(p.name for p in (root / "b").iterdir()) == []
+    assert (keeper.parent / "IMG_2.xmp").exists()
+
+
+def test_the_copy_with_edits_survives_a_purge(tmp_path: Path) -> None:
+    root = tmp_path / "photos"
+    (root / "a").mkdir(parents=True)
+    (root / "b").mkdir()
+    imagegen.photo(3, (320, 240)).save(root / "a" / "IMG_3.JPG", quality=90)
+    imagegen.photo(3, (320, 240)).save(root / "b" / "IMG_3.JPG", quality=80)
+    (root / "b" / "IMG_3.JPG.xmp").write_text("<x:xmpmeta>my edits</x:xmpmeta>")
+    _, cfg = scan_report(root, tmp_path)
+    commands.decide(cfg, "keep", [str(root / "a" / "IMG_3.JPG")], echo=lambda s: None, model=PixelEmbedder.model_id)
+    rc, lines = purge_lines(cfg)  # plan from the store: the copy with edits is held back, nothing to do
+    assert rc == 0, lines
+    assert (root / "b" / "IMG_3.JPG").exists() and (root / "b" / "IMG_3.JPG.xmp").exists()
+    # a report made before the decision names it a duplicate: the gate refuses it now
+    stale = {"groups": [{"keep": str(root / "a" / "IMG_3.JPG"), "duplicates": [str(root / "b" / "IMG_3.JPG")]}]}
+    (tmp_path / "stale.json").write_text(json.dumps(stale))
+    rc, lines = purge_lines(cfg, str(tmp_path / "stale.json"))
+    assert rc == 1 and (root / "b" / "IMG_3.JPG.xmp").exists()
+
+
+def test_a_sidecar_another_photo_still_claims_stays(tmp_path: Path) -> None:
+    root = tmp_path / "photos"
+    root.mkdir()
+    picture = imagegen.photo(5, (320, 240))
+    rawgen.write_dng(root / "DSC_1.NEF", picture, sensor=(640, 480))
+    picture.save(root / "DSC_1.JPG", quality=90)
+    (root / "DSC_1.xmp").write_text("<x:xmpmeta>the raw's edits</x:xmpmeta>")
+    report, cfg = scan_report(root, tmp_path, **{"dedup.keep_policy": ["format"], "dedup.raw_jpeg": "dedupe"})
+    assert report["groups"][0]["keep"].endswith("DSC_1.NEF")
+    rc, lines = purge_lines(cfg, str(tmp_path / "report.json"))
+    assert rc == 0, lines
+    assert not (root / "DSC_1.JPG").exists()
+    assert (root / "DSC_1.xmp").exists()  # shared with the NEF, which stays
+
+
+def test_kill_9_between_the_photo_and_its_companion_then_rerun_moves_it(tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    root = tmp_path / "photos"
+    keeper, copy = _copies_with(root, "IMG_4.JPG", "IMG_4.JPG.xmp", XMP)
+    _, cfg = scan_report(root, tmp_path)
+    trash = tmp_path / "trash"
+    argv = [sys.executable, "-m", "dedupd", "purge", "--store", str(cfg.store_path()), "--report"]
+    argv += [str(tmp_path / "report.json"), "--inplace", "--trash", str(trash)]
+    killed = subprocess.run(argv, env={**os.environ, "DEDUPD_FAULT": "before-companion:1"}, timeout=120)
+    assert killed.returncode == -signal.SIGKILL
+    assert not copy.exists() and (copy.parent / "IMG_4.JPG.xmp").exists()  # the moment of death: photo moved
+    rc, lines = purge_lines(cfg, str(tmp_path / "report.json"), trash=str(trash))
+    assert any("IMG_4.JPG.xmp: done (moved with its photo" in line for line in lines), lines
+    assert not (copy.parent / "IMG_4.JPG.xmp").exists() and (trash / "b" / "IMG_4.JPG.xmp").exists()
+    assert keeper.exists() and (keeper.parent / "IMG_4.JPG.xmp").exists()

@@ -129,6 +129,18 @@ class CompanionFinder:
         return not (a and b) or a == b
 
 
+def other_claimants(companion: bytes, photo: bytes) -> list[bytes]:
+    """Photos other than `photo` beside the companion that claim it now (NAME.xmp of NAME.CR2 and NAME.JPG): while
+    one is there, the companion stays with it."""
+    folder, name = os.path.split(companion)
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return []
+    mine = os.path.basename(photo)
+    return [os.path.join(folder, n) for n in names if n != mine and is_image_name(n) and claims(n, name)]
+
+
 def no_companions(photo: bytes) -> tuple[Companion, ...]:
     return ()
 
