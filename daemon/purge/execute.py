@@ -95,8 +95,7 @@ def _one(item: PurgeItem, ctx: PurgeContext) -> Outcome:
     if item.victim in ctx.already_done and not os.path.lexists(item.victim):
         return Outcome(item, "already done")
     try:
-        victim = verify(item, ctx)
-        along = companions_along(victim, ctx)
+        victim, along = verify(item, ctx)
     except Refused as exc:
         return Outcome(item, "skipped", str(exc))
     if ctx.dry_run:
@@ -187,9 +186,9 @@ _FAULT_COUNTS: dict[str, int] = {}
 # --- checks ----------------------------------------------------------------------------------------------------
 
 
-def verify(item: PurgeItem, ctx: PurgeContext) -> FileRecord:
+def verify(item: PurgeItem, ctx: PurgeContext) -> tuple[FileRecord, list[Along]]:
     """Every check that must hold for this victim right now, the picture's survival first; returns the victim's
-    store record with the content the plan was made on."""
+    store record with the content the plan was made on, and the companions that go with it (each checked too)."""
     check_path_shape(item.victim)
     if item.victim in ctx.kept:
         raise Refused("it is the keeper of a file this run removed; scan and report again")
@@ -206,7 +205,7 @@ def verify(item: PurgeItem, ctx: PurgeContext) -> FileRecord:
     if live_keeper == (victim.device, victim.inode):  # the keeper's path leads to the victim (a swapped folder)
         raise Refused("the keeper's path now leads to the victim itself")
     _check_victim(victim)
-    return victim
+    return victim, companions_along(victim, ctx)
 
 
 def planned(record: FileRecord, content: str) -> FileRecord:
