@@ -12,14 +12,16 @@ import os
 import re
 import struct
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import IO
 
 import numpy as np
 from PIL import ExifTags, Image, ImageFile, ImageOps, PngImagePlugin, TiffImagePlugin, UnidentifiedImageError, features
 
-from dedupd.ingest.capture import Capture, read_capture
+from dedupd.ingest.capture import Capture, read_capture, tiff_capture
 from dedupd.ingest.hashing import open_regular
+from dedupd.ingest.raw import RawError, read_preview, upright
+from dedupd.paths import SNIFF_BYTES, raw_format
 
 # Twice Pillow's default MAX_IMAGE_PIXELS: the point where Pillow itself stops warning
 # and refuses, so by default our refusal and Pillow's coincide.
@@ -105,11 +107,59 @@ def decode(
     register_plugins()
     try:
         with open_regular(path) as fp:  # a FIFO swapped in must not block a worker forever
-            return _decode_file(fp, draft_side, max_pixels)
+            head = fp.read(SNIFF_BYTES)
+            fp.seek(0)
+            fmt = raw_format(os.fsencode(path), head)
+            if fmt:
+                return _decode_raw(fp, fmt, draft_side, max_pixels)
+            return _decode_file_or_raw(fp, head, draft_side, max_pixels)
     except DecodeError:
         raise
     except Exception as exc:  # noqa: BLE001 - the contract is that only DecodeError escapes
         raise DecodeError(_reason(exc)) from exc
+
+
+def _decode_file_or_raw(fp: IO[bytes], head: bytes, draft_side: int | None, max_pixels: int) -> Decoded:
+    """A DNG (or another TIFF-based RAW) named .tif or found by scan.sniff fails as a TIFF; LibRaw may read it."""
+    try:
+        return _decode_file(fp, draft_side, max_pixels)
+    except DecodeError as error:
+        if not head.startswith((b"II*\x00", b"MM\x00*")):
+            raise
+        fp.seek(0)
+        try:
+            return _decode_raw(fp, "RAW", draft_side, max_pixels)
+        except DecodeError:
+            raise error from None
+
+
+# Enough of a TIFF-based RAW file to hold IFD0 and the EXIF IFD, where cameras write them.
+_RAW_METADATA_HEAD = 256 << 10
+
+
+def _decode_raw(fp: IO[bytes], fmt: str, draft_side: int | None, max_pixels: int) -> Decoded:
+    head = fp.read(_RAW_METADATA_HEAD)
+    own = tiff_capture(head)
+    try:
+        preview = read_preview(fp, known_time=bool(own.taken))
+    except RawError as exc:
+        raise DecodeError(exc.reason) from None
+    with preview.image as im:
+        _check_pixels(im.size, max_pixels)
+        if draft_side:
+            im.draft(None, (draft_side, draft_side))
+        im.load()
+        image = _to_rgb(upright(im, preview.flip))
+        capture = _raw_capture(own, read_capture(im), preview.taken)
+    width, height = preview.sensor
+    return Decoded(image=image, width=width, height=height, format=fmt, capture=capture)
+
+
+def _raw_capture(own: Capture, from_preview: Capture, libraw_taken: str) -> Capture:
+    """The RAW's own EXIF where the format is TIFF-based, else the preview's (RAF, some CR3); the capture time from
+    the first of those that has one, else LibRaw's."""
+    base = own if own.taken or own.camera else from_preview
+    return base if base.taken else replace(base, taken=from_preview.taken or libraw_taken)
 
 
 def _decode_file(fp: IO[bytes], draft_side: int | None, max_pixels: int) -> Decoded:

@@ -16,11 +16,11 @@ from dedupd.config import Config
 from dedupd.dedup.pairs import PairFinder
 from dedupd.ingest import pipeline
 from dedupd.ingest.decode_pool import DecodePool, hash_threads
-from dedupd.ingest.walk import INTERNAL_IGNORE, NAS_IGNORE, FileEntry, ScanOptions
+from dedupd.ingest.walk import INTERNAL_IGNORE, NAS_IGNORE, FileEntry, ScanOptions, is_picture
 from dedupd.ingest.walk import scan as walk
 from dedupd.model.loader import LazyEmbedder
 from dedupd.own_folders import is_own, own_folders
-from dedupd.paths import inside, is_image_name, path_text, text_path
+from dedupd.paths import inside, path_text, text_path
 from dedupd.store import FileRecord, Store
 
 
@@ -37,6 +37,7 @@ def scan_options(config: Config, store: Store) -> ScanOptions:
         ignore=(*NAS_IGNORE, *INTERNAL_IGNORE, *config.scan.ignore),
         follow_symlinks=config.scan.follow_symlinks,
         exclude_dirs=own_folders(store.path, config),
+        sniff=config.scan.sniff,
     )
 
 
@@ -112,7 +113,7 @@ class Indexer:
             return []  # a folder inside @eaDir, #recycle...: the walk below would not skip the folder it starts in
         if os.path.isdir(path) and not os.path.islink(path):
             return [replace(e, root=root) for e in walk([path], self.options) if inside(e.path, root)]
-        entry = _file_entry(root, path)
+        entry = _file_entry(root, path, self.options.sniff)
         return [entry] if entry else []
 
     def _ignored(self, path: bytes, root: bytes) -> bool:
@@ -200,8 +201,8 @@ class Indexer:
         ]
 
 
-def _file_entry(root: bytes, path: bytes) -> FileEntry | None:
-    if not is_image_name(os.path.basename(path)) or not inside(path, root):
+def _file_entry(root: bytes, path: bytes, sniff: bool) -> FileEntry | None:
+    if not inside(path, root) or not is_picture(path, sniff):
         return None
     try:
         st = os.lstat(path)

@@ -9,7 +9,14 @@ import stat
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
-from dedupd.paths import OWN_MARKER, is_image_name, normalise_root
+from dedupd.paths import (
+    OWN_MARKER,
+    is_companion_name,
+    is_image_name,
+    looks_like_image,
+    normalise_root,
+    read_head,
+)
 
 log = logging.getLogger("dedupd")
 
@@ -50,7 +57,16 @@ class ScanOptions:
     ignore: tuple[str, ...] = NAS_IGNORE + INTERNAL_IGNORE
     follow_symlinks: bool = False
     exclude_dirs: tuple[bytes, ...] = ()  # absolute paths never entered (the trash dir, the store)
+    sniff: bool = False  # scan.sniff: a file whose name says nothing is indexed when its magic bytes are a picture's
     on_error: Callable[[bytes, OSError], None] | None = None
+
+
+def is_picture(path: bytes, sniff: bool = False) -> bool:
+    """The one test of whether a file is indexed: its name says image or RAW, or (scan.sniff) its first bytes do."""
+    name = os.path.basename(path)
+    if is_image_name(name):
+        return True
+    return sniff and not is_companion_name(name) and looks_like_image(read_head(path))
 
 
 def scan(roots: Iterable[bytes], options: ScanOptions | None = None) -> Iterator[FileEntry]:
@@ -98,7 +114,7 @@ class _Walker:
             self._error(directory, exc)
             return [], []
         kept = [e for e in entries if not self._ignored(e.name)]
-        return [e.path for e in kept if self._is_dir(e)], [e for e in kept if is_image_name(e.name)]
+        return [e.path for e in kept if self._is_dir(e)], [e for e in kept if is_picture(e.path, self.options.sniff)]
 
     def _ignored(self, name: bytes) -> bool:
         return any(fnmatch.fnmatchcase(name, p) for p in self.patterns)

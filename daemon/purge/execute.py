@@ -17,6 +17,7 @@ import stat
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 
+from dedupd.dedup.companions import other_claimants
 from dedupd.dedup.groups import Rules
 from dedupd.ingest.hashing import fd_hash
 from dedupd.paths import inside_any
@@ -41,6 +42,16 @@ class Outcome:
     action: str  # "deleted" | "trashed" | "would delete" | "would trash" | "skipped"
     reason: str = ""
     destination: bytes | None = None
+    companions: list[bytes] = field(default_factory=list)  # sidecars, videos... that went (or would go) along
+    left: list[str] = field(default_factory=list)  # a companion that could not follow, with why
+
+
+@dataclass(frozen=True)
+class Along:
+    """A companion going with its photo: as found at the moment of acting, and where it goes."""
+
+    record: FileRecord
+    dest: bytes
 
 
 @dataclass
@@ -84,44 +95,71 @@ def _one(item: PurgeItem, ctx: PurgeContext) -> Outcome:
     if item.victim in ctx.already_done and not os.path.lexists(item.victim):
         return Outcome(item, "already done")
     try:
-        victim = verify(item, ctx)
+        victim, along = verify(item, ctx)
     except Refused as exc:
         return Outcome(item, "skipped", str(exc))
     if ctx.dry_run:
-        outcome = Outcome(item, "would trash" if ctx.trash_dir else "would delete")
+        going = [a.record.path for a in along]
+        outcome = Outcome(item, "would trash" if ctx.trash_dir else "would delete", companions=going)
     else:
-        outcome = _act(item, victim, ctx)
+        outcome = _act(item, victim, along, ctx)
     if outcome.action != "skipped":
         ctx.kept.add(item.keeper)
     return outcome
 
 
-def _act(item: PurgeItem, victim: FileRecord, ctx: PurgeContext) -> Outcome:
-    action = "trash" if ctx.trash_dir else "delete"
+def _act(item: PurgeItem, victim: FileRecord, along: list[Along], ctx: PurgeContext) -> Outcome:
+    """The photo, then its companions, each journaled; every companion's intent is written before the photo moves,
+    so a run killed in between is finished by the next one (recovery moves a companion whose photo went, and puts
+    back one whose photo stayed): a companion is never left without its photo."""
     dest = trash_destination(victim, ctx.trash_dir) if ctx.trash_dir else _aside_name(item.victim)
-    entry = _intent(ctx, action, item, victim, dest)
+    entry = _intent(ctx, item, victim, dest)
+    companion_entries = [_intent(ctx, item, a.record, a.dest, of=entry.id if entry else 0) for a in along]
     try:
         fault_point("after-intent")
-        if ctx.trash_dir:
-            _trash(victim, dest)
-        else:
-            _delete(item.victim, victim, dest)
+        _remove(victim, dest, ctx)
     except (Refused, OSError) as exc:
         reason = str(exc) if isinstance(exc, Refused) else f"{exc.strerror or exc}"
         _finish(ctx, entry, "skipped", reason)
+        for companion_entry in companion_entries:
+            _finish(ctx, companion_entry, "skipped", "its photo stayed")
         return Outcome(item, "skipped", reason)
     ctx.keepers.forget(item.victim)  # gone from its path: never a keeper later in this run
     fault_point("before-done")
     _finish(ctx, entry, "done")
-    return Outcome(item, "trashed" if ctx.trash_dir else "deleted", destination=dest if ctx.trash_dir else None)
+    outcome = Outcome(item, "trashed" if ctx.trash_dir else "deleted", destination=dest if ctx.trash_dir else None)
+    for companion, companion_entry in zip(along, companion_entries):
+        _move_along(companion, companion_entry, outcome, ctx)
+    return outcome
 
 
-def _intent(ctx: PurgeContext, action: str, item: PurgeItem, victim: FileRecord, dest: bytes) -> Entry | None:
+def _remove(record: FileRecord, dest: bytes, ctx: PurgeContext) -> None:
+    if ctx.trash_dir:
+        _trash(record, dest)
+    else:
+        _delete(record.path, record, dest)
+
+
+def _move_along(along: Along, entry: Entry | None, outcome: Outcome, ctx: PurgeContext) -> None:
+    fault_point("before-companion")
+    try:
+        _remove(along.record, along.dest, ctx)
+    except (Refused, OSError) as exc:
+        reason = str(exc) if isinstance(exc, Refused) else f"{exc.strerror or exc}"
+        _finish(ctx, entry, "skipped", reason)
+        outcome.left.append(f"{os.fsdecode(along.record.path)}: {reason}")
+        return
+    _finish(ctx, entry, "done")
+    outcome.companions.append(along.record.path)
+
+
+def _intent(ctx: PurgeContext, item: PurgeItem, record: FileRecord, dest: bytes, of: int = 0) -> Entry | None:
     if ctx.journal is None:
         return None
+    action = "trash" if ctx.trash_dir else "delete"
     keeper = planned(ctx.records[item.keeper], item.keeper_content).content
     return ctx.journal.intent(
-        action, item.victim, item.keeper, dest, victim.device, victim.inode, victim.content, keeper
+        action, record.path, item.keeper, dest, record.device, record.inode, record.content, keeper, of
     )
 
 
@@ -148,9 +186,9 @@ _FAULT_COUNTS: dict[str, int] = {}
 # --- checks ----------------------------------------------------------------------------------------------------
 
 
-def verify(item: PurgeItem, ctx: PurgeContext) -> FileRecord:
+def verify(item: PurgeItem, ctx: PurgeContext) -> tuple[FileRecord, list[Along]]:
     """Every check that must hold for this victim right now, the picture's survival first; returns the victim's
-    store record with the content the plan was made on."""
+    store record with the content the plan was made on, and the companions that go with it (each checked too)."""
     check_path_shape(item.victim)
     if item.victim in ctx.kept:
         raise Refused("it is the keeper of a file this run removed; scan and report again")
@@ -167,7 +205,7 @@ def verify(item: PurgeItem, ctx: PurgeContext) -> FileRecord:
     if live_keeper == (victim.device, victim.inode):  # the keeper's path leads to the victim (a swapped folder)
         raise Refused("the keeper's path now leads to the victim itself")
     _check_victim(victim)
-    return victim
+    return victim, companions_along(victim, ctx)
 
 
 def planned(record: FileRecord, content: str) -> FileRecord:
@@ -218,6 +256,35 @@ def _check_victim(victim: FileRecord) -> None:
             raise Refused("the victim's content changed since the plan was made")
     finally:
         os.close(fd)
+
+
+def companions_along(victim: FileRecord, ctx: PurgeContext) -> list[Along]:
+    """The victim's companions that go with it, each checked now; a companion another photo beside it still claims
+    stays with that photo. Refused when one cannot follow: the photo then stays too. (The gate already held back a
+    victim whose companion kind the keeper lacks, so nothing here carries data the keeper has no counterpart of.)"""
+    out = []
+    for companion in ctx.rules.companions(victim.path):
+        if not os.path.lexists(companion.path) or other_claimants(companion.path, victim.path):
+            continue
+        record = _companion_record(companion.path, victim)
+        dest = trash_destination(record, ctx.trash_dir) if ctx.trash_dir else _aside_name(record.path)
+        if ctx.trash_dir and os.path.lexists(dest):
+            raise Refused(f"its companion's place in the trash is taken: {os.fsdecode(dest)}")
+        out.append(Along(record, dest))
+    return out
+
+
+def _companion_record(path: bytes, photo: FileRecord) -> FileRecord:
+    try:
+        fd = open_regular(path, "companion")
+    except Refused as exc:
+        raise Refused(f"{exc}: {os.fsdecode(path)}") from None
+    try:
+        st = os.fstat(fd)
+        content = fd_hash(fd)
+    finally:
+        os.close(fd)
+    return FileRecord(path, photo.root, st.st_size, st.st_mtime_ns, st.st_dev, st.st_ino, content, status=OK)
 
 
 # --- acts ------------------------------------------------------------------------------------------------------

@@ -42,6 +42,7 @@ class Entry:
     reason: str = ""
     time: float = field(default_factory=time.time)
     keeper_content: str = ""  # what the keeper held when the act was proven safe ("" in journals before 2026-12)
+    of: int = 0  # a companion (sidecar, Live Photo video...) moving with its photo: the id of the photo's entry
 
     @property
     def victim_path(self) -> bytes:
@@ -78,10 +79,11 @@ class Journal:
         inode: int,
         content: str,
         keeper_content: str = "",
+        of: int = 0,
     ) -> Entry:
         dest_text = _b64(dest) if dest else ""
         entry = Entry(self._next, "intent", action, _b64(victim), _b64(keeper), dest_text, device, inode, content)
-        entry.keeper_content = keeper_content
+        entry.keeper_content, entry.of = keeper_content, of
         self._next += 1
         self.write(entry)
         return entry

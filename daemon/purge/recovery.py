@@ -53,15 +53,53 @@ def recover_all(folder: Path, own: tuple[bytes, ...] = ()) -> Tally:
     for path in journals(folder):
         open_intents = unfinished(path)
         if open_intents:
+            states = {i: last.state for i, (_, last) in latest_states(path).items()}
             journal = Journal(path)
             try:
-                for entry in open_intents:
-                    state, reason = settle(entry, own)
+                for entry in sorted(open_intents, key=lambda e: e.id):  # a photo before its companions
+                    photo = states.get(entry.of)
+                    state, reason = settle_companion(entry, photo, own) if entry.of else settle(entry, own)
+                    states[entry.id] = state
                     journal.finish(entry, state, reason)
                     tally.say(f"recovered {os.fsdecode(entry.victim_path)}: {state} ({reason})")
             finally:
                 journal.close()
     return tally
+
+
+def settle_companion(entry: Entry, photo_state: str | None, own: tuple[bytes, ...] = ()) -> tuple[str, str]:
+    """A companion goes where its photo went: finished when the photo's act was done, put back when it was not."""
+    if photo_state == "done":
+        state, reason = settle(entry, own)
+        if state == "skipped" and _same_inode(entry.victim_path, entry):
+            _complete(entry)
+            return "done", "moved with its photo after the interruption"
+        return state, reason
+    return _put_back(entry)
+
+
+def _complete(entry: Entry) -> None:
+    victim, dest = entry.victim_path, entry.dest_path
+    if entry.action == "delete":
+        os.unlink(victim)
+        return
+    os.makedirs(os.path.dirname(dest), exist_ok=True)
+    shutil.move(victim, dest)  # across filesystems: copy with metadata, then unlink
+
+
+def _put_back(entry: Entry) -> tuple[str, str]:
+    victim, dest = entry.victim_path, entry.dest_path
+    if _same_inode(victim, entry):
+        partial = entry.action == "trash" and os.path.lexists(dest) and not _same_inode(dest, entry)
+        if partial and _has_content(dest, entry.content):
+            os.unlink(dest)  # a copy of ours the interrupted move left
+        return "skipped", "its photo stayed; the companion is in place"
+    if os.path.lexists(victim):
+        return "skipped", "its photo stayed; another file is at the companion's place now"
+    if _same_inode(dest, entry) or (entry.action == "trash" and _has_content(dest, entry.content)):
+        _move_back(dest, victim)
+        return "skipped", "its photo stayed; the companion was put back"
+    return "skipped", "its photo stayed; the companion is neither in place nor moved: changed by someone else"
 
 
 def settle(entry: Entry, own: tuple[bytes, ...] = ()) -> tuple[str, str]:

@@ -7,6 +7,7 @@ The library layer under `dedupd scan --inplace`, `dedupd purge` and the daemon's
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -91,6 +92,9 @@ def execute(
                 echo(f"journal: {ctx.journal.path} (undo trashed files with `dedupd purge --undo` on it)")
     _forget(store, result)
     _echo_purge(echo, result, dry_run=not inplace)
+    left = sum(len(o.left) for o in result.outcomes)
+    if left:
+        raise PurgeFailures(f"{left} companions could not follow their photo (see above; the journal has them)")
     if result.skipped:
         raise PurgeFailures(f"{len(result.skipped)} of {len(result.outcomes)} purge items were skipped (see above)")
     return 0
@@ -137,7 +141,11 @@ def _echo_purge(echo: Echo, result: PurgeResult, dry_run: bool) -> None:
             line += f" -> {path_text(o.destination)}"
         if o.reason:
             line += f": {o.reason}"
+        if o.companions:
+            line += " with " + ", ".join(os.path.basename(path_text(c)) for c in o.companions)
         echo(line + (f" (keeps {path_text(o.item.keeper)})" if not o.reason else ""))
+        for left in o.left:
+            echo(f"  companion left in place: {left}")
     verb = "would act on" if dry_run else "acted on"
     echo(
         f"purge: {verb} {len(result.outcomes) - len(result.skipped)}, skipped {len(result.skipped)}"

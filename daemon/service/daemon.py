@@ -21,7 +21,7 @@ from dedupd.errors import UsageError
 from dedupd.ingest.indexer import Indexer, IndexResult, mark_root, online_roots
 from dedupd.model.loader import LazyEmbedder
 from dedupd.output.report import store_report, write_report
-from dedupd.paths import normalise_root, path_text
+from dedupd.paths import is_companion_name, normalise_root, path_text
 from dedupd.purge.run import purge_from_store
 from dedupd.service import sdnotify
 from dedupd.service.status import write_status
@@ -204,6 +204,10 @@ class Service:
             root = self._root_of(path)
             if root is not None:
                 by_root.setdefault(root, []).append(path)
+        if any(is_companion_name(os.path.basename(p)) for batch in by_root.values() for p in batch):
+            # A sidecar or Live Photo video came or went: nothing to index, but the report lists companions and they
+            # may change which copy is kept.
+            self._report_due = self._report_due or time.monotonic()
         online = set(online_roots(self.store))
         for root, batch in by_root.items():
             result = self.indexer.refresh_paths(root, batch, guard=True) if root in online else None
