@@ -162,9 +162,8 @@ def purge(
     drop_purged(store)
     roots = online_roots(store)
     if report_file:
-        report = load_report(report_file)
-        named = report.get("model")  # the store's pairs under the model the report was made with are the evidence
-        plan = plan_from_report(report, model or (named if isinstance(named, str) else model_id(config, store)), config)
+        # The evidence is the store's pairs under the current model, whatever model the report names.
+        plan = plan_from_report(load_report(report_file), model or model_id(config, store), config)
     else:
         model = model or model_id(config, store)
         plan = plan_from_groups(store_groups(store, config, model)[0], model, config)
