@@ -104,7 +104,7 @@ def test_hard_link_of_keeper_is_not_a_duplicate():
     assert build_groups(files, [], 0.9, lambda a, b: 0.0, "lexi") == []
 
 
-def test_faiss_index_finds_neighbours_above_floor_with_stable_ids():
+def test_vector_index_finds_neighbours_above_floor_with_stable_ids():
     rng = np.random.default_rng(0)
     base = rng.normal(size=(50, 16)).astype(np.float32)
     base /= np.linalg.norm(base, axis=1, keepdims=True)

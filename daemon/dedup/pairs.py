@@ -32,7 +32,7 @@ def search_key(model: str) -> str:
 
 
 class PairFinder:
-    """A live FAISS index over one model's vectors: new vectors are searched against everything indexed so far and
+    """A live VectorIndex over one model's vectors: new vectors are searched against everything indexed so far and
     their pairs above the floor stored. The scan builds one per run; the daemon keeps one for its lifetime.
 
     The stored floor only ever goes down: asking for a lower one re-searches everything once, so a later report at

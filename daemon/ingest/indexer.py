@@ -1,6 +1,6 @@
 """Indexing shared by `scan` and the daemon: run the pipeline over some files, drop what is gone, keep pairs current.
 
-An `Indexer` holds what stays valid between runs (which contents are resolved, the live FAISS index, the store's
+An `Indexer` holds what stays valid between runs (which contents are resolved, the live vector index, the store's
 view of each path), so the daemon pays for loading them once and each event batch costs only its own files.
 """
 
