@@ -201,3 +201,27 @@ def test_status_names_a_fifo_and_why_it_is_skipped(tmp_path):
     commands.status(cfg, echo=lines.append, model=MODEL)
     unreadable = next(line for line in lines if line.startswith("unreadable: "))
     assert "not a regular file" in unreadable, lines
+
+
+class FailsOnce(PixelEmbedder):
+    """The model fails on its first batch (a CUDA error, say), then works: a daemon goes on to its next batch."""
+
+    def embed(self, images):
+        if not self.calls:
+            self.calls += 1
+            raise RuntimeError("the first batch fails")
+        return super().embed(images)
+
+
+def test_a_batch_that_raised_leaves_nothing_claimed_and_the_next_run_indexes_everything(tmp_path):
+    lib = make_library(tmp_path / "photos")
+    cfg = load_config(None, {"store": str(tmp_path / "store")})
+    store = Store.open(cfg.store_path())
+    indexer = Indexer(store, cfg, LazyEmbedder(cfg, FailsOnce()), threaded=False)
+    root = normalise_root(lib.root)
+    with pytest.raises(RuntimeError, match="first batch"):
+        indexer.reconcile(root)
+    indexer.reconcile(root)
+    files = store.files()
+    assert len(files) == 8 and sum(f.status == "ok" for f in files.values()) == 7
+    assert pair_keys(store, MODEL)

@@ -139,10 +139,14 @@ class Indexer:
         # covers them (a daemon goes on after a failed batch; a new process learns it from the store instead).
         counters = pipeline.Counters(new_contents=self.unsearched)
         stages = self._stages(counters)
-        for work in pipeline.run_stages(self._source(entries), stages, threaded=self.threaded, tick=self.on_tick):
-            self.files[work.record.path] = work.record
-            if self.on_item:
-                self.on_item(counters)
+        try:
+            for work in pipeline.run_stages(self._source(entries), stages, threaded=self.threaded, tick=self.on_tick):
+                self.files[work.record.path] = work.record
+                if self.on_item:
+                    self.on_item(counters)
+        except BaseException:
+            self.book.abandon()
+            raise
         gone = [p for p in dict.fromkeys(gone) if p in self.files]
         self.store.delete_files(gone)
         for path in gone:

@@ -184,6 +184,14 @@ class ContentBook:
             self.inflight.add(record.content)
             return None
 
+    def abandon(self) -> None:
+        """A run ended by an error: its claims die with it. Without this a long-lived daemon would hold every content
+        in flight at the error as claimed for ever, and each later file with one of those contents would wait on a
+        carrier that never comes (never committed, never embedded). Their files are found again by the next walk."""
+        with self.lock:
+            self.inflight.clear()
+            self.followers.clear()
+
     def resolve(self, record: FileRecord) -> list[FileRecord]:
         """Settle a content once its carrier is done; its waiting twins are returned, resolved alike, unless the
         carrier's outcome says nothing about the bytes (a stop, or an io error on that one path): then they stay
