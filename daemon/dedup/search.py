@@ -3,13 +3,16 @@
 Ids are derived from the content hash, so they are stable across runs and processes without a mapping table.
 
 The index keeps the one authoritative copy of the vectors, as float16 in fixed-size blocks (1M x 768 = 1.5 GB), and
-every backend searches that copy: a second copy inside a FAISS index would not fit 1M vectors in 2 GB. Below
-`flat_max` vectors the search is exact (blocks widened to float32 and multiplied with BLAS); above it an inverted
-file (IVF) is used: FAISS k-means centroids split the vectors into lists, each query scans the lists of its `nprobe`
-nearest centroids, and the scan is again a BLAS product per list. On 2 cores a BLAS product runs at ~40-90 GFLOP/s
-against ~5 for FAISS' fp16 scalar-quantizer distance code (IndexScalarQuantizer / IVF-SQfp16 / HNSW-SQfp16), and
-HNSW-SQfp16 also lost recall on clustered photo-like data (0.966 recall@10 at efSearch 128, 100k vectors) while
-taking ~10 min per million queries. Removal marks rows dead (filtered from every scan) and compacts lazily.
+every backend searches that copy. Below `flat_max` vectors the search is exact (blocks widened to float32 and
+multiplied with BLAS); above it an inverted file (IVF) is used: FAISS k-means centroids split the vectors into lists,
+each query scans the lists of its `nprobe` nearest centroids, and the scan is again a BLAS product per list (all the
+queries probing a list against its members at once). FAISS only trains the centroids: its own indexes were measured
+against this one on the same vectors and lists (bench/search_engines.py, faiss-cpu 1.15.1 AVX2, BENCHMARKS.md
+section 5). IVF-SQfp16 (the same 2 bytes per value) scans each query's lists one vector at a time: at 100k vectors
+1.30x our CPU time (23.7 vs 18.2 CPU-s; wall 1.11-2.06x on the loaded 2 cores), and at 1M its peak RSS passed 2 GB
+(2404 MiB, reached while adding, where ours stays under 1.9 GB). IVF-Flat and IndexFlatIP hold float32 (2.9 GiB at
+1M); IVF-Flat was as slow as IVF-SQfp16; IndexFlatIP matched our flat scan (20k: 49 vs 53 s, one loaded run);
+range_search was no faster than k-NN. Removal marks rows dead (filtered from every scan) and compacts lazily.
 """
 
 from __future__ import annotations
