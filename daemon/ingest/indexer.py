@@ -19,7 +19,7 @@ from dedupd.ingest.decode_pool import DecodePool, hash_threads
 from dedupd.ingest.walk import INTERNAL_IGNORE, NAS_IGNORE, FileEntry, ScanOptions
 from dedupd.ingest.walk import scan as walk
 from dedupd.model.loader import LazyEmbedder
-from dedupd.paths import is_image_name, normalise_root, path_text, text_path
+from dedupd.paths import Ignore, is_image_name, normalise_root, path_text, text_path
 from dedupd.store import FileRecord, Store
 
 
@@ -91,19 +91,12 @@ class Indexer:
         return self.index(entries, [p for p in self.known_under(paths) if p not in seen])
 
     def _entries_at(self, root: bytes, path: bytes) -> list[FileEntry]:
-        if self._ignored(path, root):
+        if Ignore.of(self.options.ignore).below(path, root):
             return []  # a folder inside @eaDir, #recycle...: the walk below would not skip the folder it starts in
         if os.path.isdir(path) and not os.path.islink(path):
             return [replace(e, root=root) for e in walk([path], self.options) if _inside(e.path, root)]
         entry = _file_entry(root, path)
         return [entry] if entry else []
-
-    def _ignored(self, path: bytes, root: bytes) -> bool:
-        import fnmatch
-
-        parts = os.path.relpath(path, root).split(b"/")
-        patterns = [p.encode() for p in self.options.ignore]
-        return any(fnmatch.fnmatchcase(part, pat) for part in parts for pat in patterns)
 
     def known_under(self, paths: Iterable[bytes]) -> list[bytes]:
         """Known files equal to or below any of the paths, in one pass over the known files (not one per path:
