@@ -309,7 +309,8 @@ def _warm() -> None:
 
 def decode_all(paths: Sequence[bytes], pool, draft_side, max_pixels: int, spec) -> tuple[list, float]:
     """(decoded pixels in order, seconds) through the pool, or inline without one."""
-    from dedupd.ingest.decode_pool import Decoded, decode_for_model
+    from dedupd.ingest.decode import Decoded
+    from dedupd.ingest.decode_pool import decode_for_model
 
     start = time.perf_counter()
     if pool is None:
@@ -320,7 +321,7 @@ def decode_all(paths: Sequence[bytes], pool, draft_side, max_pixels: int, spec) 
     bad = [r for r in results if not isinstance(r, Decoded)]
     if bad:
         raise UsageError(f"{len(bad)} of {len(paths)} images could not be decoded (first: {bad[0].reason})")
-    return [r.pixels for r in results], elapsed
+    return [r.image for r in results], elapsed
 
 
 def embed_fn(embedder, spec) -> Callable[[list], np.ndarray]:
