@@ -26,7 +26,7 @@ import os
 import resource
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 
@@ -46,13 +46,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--n", type=int, default=100_000, help="vectors")
-    parser.add_argument("--dim", type=int, default=768)
-    parser.add_argument("--k", type=int, default=10, help="neighbours per vector")
-    parser.add_argument("--floor", type=float, default=0.90, help="pair floor (cosine)")
-    parser.add_argument("--sample", type=int, default=2_000, help="queries with exact ground truth")
-    parser.add_argument("--seed", type=int, default=0)
+    parser = data_parser(__doc__)
     parser.add_argument("--flat-max", type=int, default=FLAT_MAX, help="index flat/IVF threshold")
     parser.add_argument("--nprobe", type=int, default=NPROBE)
     parser.add_argument("--min-recall", type=float, default=0.99, help="exit 1 if either recall is below")
@@ -65,7 +59,7 @@ def run(n: int, dim: int, k: int, floor: float, sample: int, seed: int, flat_max
     load_before = os.getloadavg()[0]
     started = time.perf_counter()
     contents = fill(index, n, dim, seed)
-    _release_heap()
+    release_heap()
     generated, cpu_generated = time.perf_counter(), _cpu_s()
     index.build()
     built = time.perf_counter()
@@ -97,18 +91,53 @@ def run(n: int, dim: int, k: int, floor: float, sample: int, seed: int, flat_max
     }
 
 
+def data_parser(doc: str | None) -> argparse.ArgumentParser:
+    """The options that choose the data and the search (shared with bench/search_engines.py)."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--n", type=int, default=100_000, help="vectors")
+    parser.add_argument("--dim", type=int, default=768)
+    parser.add_argument("--k", type=int, default=10, help="neighbours per vector")
+    parser.add_argument("--floor", type=float, default=0.90, help="pair floor (cosine)")
+    parser.add_argument("--sample", type=int, default=2_000, help="queries with exact ground truth")
+    parser.add_argument("--seed", type=int, default=0)
+    return parser
+
+
 def fill(index: VectorIndex, n: int, dim: int, seed: int) -> list[str]:
     """Originals grouped by scene (as a camera shoots them), then near-duplicates of random originals."""
     rng = np.random.default_rng(seed)
-    contents = [f"{a:016x}{b:016x}" for a, b in rng.integers(0, 2**63, size=(n, 2)).tolist()]
+    contents = random_contents(rng, n)
+
+    def write(start: int, block: np.ndarray) -> None:
+        index.add(contents[start : start + len(block)], block)
+
+    fill_with(rng, n, dim, seed, write, lambda rows: index.vectors([contents[i] for i in rows]))
+    return contents
+
+
+def random_contents(rng: np.random.Generator, n: int) -> list[str]:
+    """n random content hashes (hex), drawn first from the generator that fill_with then goes on with."""
+    return [f"{a:016x}{b:016x}" for a, b in rng.integers(0, 2**63, size=(n, 2)).tolist()]
+
+
+def fill_with(
+    rng: np.random.Generator,
+    n: int,
+    dim: int,
+    seed: int,
+    write: Callable[[int, np.ndarray], None],
+    read: Callable[[np.ndarray], np.ndarray],
+) -> None:
+    """The n vectors as float16 blocks, write(first row, block) in row order; near-duplicates read their originals
+    back with read(rows), so no second copy of the data is needed here."""
     originals = n - n // 4
     for start, block in _originals(originals, dim, seed):
-        index.add(contents[start : start + len(block)], block.astype(np.float16))
+        write(start, block.astype(np.float16))
     for start in range(originals, n, CHUNK):
         stop = min(start + CHUNK, n)
-        sources = index.vectors([contents[i] for i in rng.integers(0, originals, size=stop - start)])
-        index.add(contents[start:stop], _mix(sources.astype(np.float32), rng.uniform(0.93, 0.995, stop - start), rng))
-    return contents
+        sources = read(rng.integers(0, originals, size=stop - start))
+        duplicates = _mix(sources.astype(np.float32), rng.uniform(0.93, 0.995, stop - start), rng)
+        write(start, duplicates.astype(np.float16))
 
 
 def _originals(m: int, dim: int, seed: int) -> Iterator[tuple[int, np.ndarray]]:
@@ -190,7 +219,7 @@ def _sample_pairs(ids: np.ndarray, picked: np.ndarray, query: np.ndarray, other:
     return set(zip(ids[position[in_sample]].tolist(), other[in_sample].tolist()))
 
 
-def _release_heap() -> None:
+def release_heap() -> None:
     """Hand the generator's freed temporaries back to the OS (glibc keeps ~100 MB of them at 1M), so the peak RSS
     that follows is the index's own."""
     with contextlib.suppress(OSError, AttributeError):

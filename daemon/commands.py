@@ -19,13 +19,15 @@ from dedupd.errors import PurgeFailures, UsageError
 from dedupd.ingest.indexer import Indexer, IndexResult, online_roots, roots_state
 from dedupd.model.loader import LazyEmbedder, model_identity
 from dedupd.output.report import build_report, group_id, human_bytes, load_report, store_report, write_report
+from dedupd.own_folders import own_folders, remember
 from dedupd.paths import normalise_root
 from dedupd.progress import bar
+from dedupd.purge.journal import journals, latest_states
 from dedupd.purge.recovery import empty_trash as recovery_empty
 from dedupd.purge.recovery import parse_age, undo
-from dedupd.purge.run import execute, items_from_groups, items_from_report, journal_dir
+from dedupd.purge.run import execute, journal_dir, plan_from_groups, plan_from_report
 from dedupd.service.status import read_status
-from dedupd.store import PENDING, UNREADABLE, FileLock, LockBusy, Store
+from dedupd.store import PENDING, UNREADABLE, FileLock, FileRecord, LockBusy, Store
 
 log = logging.getLogger("dedupd")
 Echo = Callable[[str], None]
@@ -96,7 +98,7 @@ def scan(
         write_report(report, out)
         _echo_scan(echo, result, report, out)
         if inplace or trash:
-            return execute(store, items_from_groups(groups), [root], config, trash, inplace, echo)
+            return execute(store, plan_from_groups(groups, model, config), [root], config, trash, inplace, echo)
     return 0
 
 
@@ -139,6 +141,7 @@ def _html(store: Store, report: dict, out: str | None, echo: Echo) -> int:
 
     if not out or out == "-":
         raise UsageError("--format html needs --out DIR (a folder for index.html and its thumbnails)")
+    remember(store.path, normalise_root(out))  # a gallery inside a root: its thumbnails must never be indexed
     index = write_gallery(report, out, store.path / "thumbs")
     echo(f"{report['duplicate_groups']} groups, {report['total_duplicates']} duplicates; gallery: {index}")
     return 0
@@ -156,13 +159,41 @@ def purge(
     model: str | None = None,
 ) -> int:
     store = open_store(config, create=False)
+    drop_purged(store)
     roots = online_roots(store)
     if report_file:
-        items = items_from_report(load_report(report_file))
+        # The evidence is the store's pairs under the current model, whatever model the report names.
+        plan = plan_from_report(load_report(report_file), model or model_id(config, store), config)
     else:
-        groups, _, _ = store_groups(store, config, model or model_id(config, store))
-        items = items_from_groups(groups)
-    return execute(store, items, roots, config, trash, inplace, echo)
+        model = model or model_id(config, store)
+        plan = plan_from_groups(store_groups(store, config, model)[0], model, config)
+    return execute(store, plan, roots, config, trash, inplace, echo)
+
+
+def drop_purged(store: Store) -> None:
+    """Drop the rows of files a journaled purge removed that the store still lists: a purge killed before it could
+    update the store leaves them, and status would count them as duplicates and every later plan would name them.
+    Only a row naming the very inode and content a journal entry acted on, no longer at its path, is dropped; with
+    a daemon running, its watchers drop them instead."""
+    files = store.files()
+    stale = []
+    for journal in journals(journal_dir(store)):
+        for intent, _ in latest_states(journal).values():
+            record = files.get(intent.victim_path)
+            if record is not None and _removed(record, intent.device, intent.inode, intent.content):
+                stale.append(record.path)
+    if stale and not store.delete_files_unless_busy(stale):
+        log.info("the store is held by a running daemon; it will notice the removed files itself")
+
+
+def _removed(record: FileRecord, device: int, inode: int, content: str) -> bool:
+    if (record.device, record.inode, record.content) != (device, inode, content):
+        return False
+    try:
+        st = os.lstat(record.path)
+    except OSError:
+        return True
+    return (st.st_dev, st.st_ino) != (device, inode)
 
 
 def undo_purge(config: Config, journal: str, echo: Echo = print) -> int:
@@ -181,10 +212,12 @@ def undo_purge(config: Config, journal: str, echo: Echo = print) -> int:
 def empty_trash(config: Config, older_than: str, echo: Echo = print) -> int:
     store = open_store(config, create=False)
     with FileLock(store.path / "purge.lock", "purge"):
-        tally = recovery_empty(journal_dir(store), parse_age(older_than))
+        tally = recovery_empty(journal_dir(store), parse_age(older_than), own=own_folders(store.path, config))
     for line in tally.lines:
         echo(line)
-    echo(f"trash: removed {len(tally.lines)} files")
+    echo(f"trash: removed {tally.removed} files" + (f", kept {tally.failed} (see above)" if tally.failed else ""))
+    if tally.failed:
+        raise PurgeFailures(f"{tally.failed} trashed files were kept: their keeper no longer holds the picture")
     return 0
 
 
@@ -261,6 +294,7 @@ def _undo_decisions(store: Store, keys: Sequence[str], echo: Echo) -> int:
 
 def status(config: Config, echo: Echo = print, model: str | None = None) -> int:
     store = open_store(config, create=False)
+    drop_purged(store)
     model = model or model_id(config, store)
     for key, value in status_fields(store, config, model).items():
         echo(f"{key}: {value}")

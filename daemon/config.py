@@ -47,6 +47,7 @@ class DedupConfig(_Section):
     pair_floor: float = Field(0.90, gt=0, le=1)
     keep_policy: str | list[str] = "lexi"
     burst_guard: bool = True
+    raw_jpeg: Literal["keep", "dedupe"] = "keep"
     format_preference: list[str] = Field(default_factory=lambda: list(DEFAULT_FORMATS))
 
     @field_validator("keep_policy")
@@ -80,6 +81,7 @@ class ScanConfig(_Section):
     max_pixels: int = Field(150_000_000, gt=0)
     commit_every: int = Field(512, gt=0)
     decode_workers: int | None = Field(None, ge=0)
+    sniff: bool = False
 
 
 class ReportConfig(_Section):

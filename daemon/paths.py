@@ -9,14 +9,56 @@ from __future__ import annotations
 import fnmatch
 import os
 import secrets
+import stat
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+# Camera RAW files, decoded from their embedded preview through LibRaw (ingest/raw.py); the format recorded for one
+# is its extension in capitals ("NEF"), which the `format` policy ranks as "raw".
+RAW_EXTENSIONS: frozenset[str] = frozenset(
+    {
+        ".dng",
+        ".cr2",
+        ".cr3",
+        ".crw",
+        ".nef",
+        ".nrw",
+        ".arw",
+        ".srf",
+        ".sr2",
+        ".raf",
+        ".orf",
+        ".rw2",
+        ".pef",
+        ".srw",
+        ".rwl",
+        ".3fr",
+        ".iiq",
+        ".erf",
+        ".mrw",
+        ".x3f",
+    }
+)
+# "RAW": a TIFF-named or sniffed file that only LibRaw could read (ingest/decode.py).
+RAW_FORMATS: frozenset[str] = frozenset(ext[1:].upper() for ext in RAW_EXTENSIONS) | {"RAW"}
 IMAGE_EXTENSIONS: frozenset[str] = frozenset(
-    {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".heic", ".heif", ".avif", ".gif"}
+    {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".heic", ".heif", ".avif", ".gif"} | RAW_EXTENSIONS
 )
 _EXTENSIONS = tuple(ext.encode() for ext in IMAGE_EXTENSIONS)
+_RAW_EXTENSIONS = tuple(ext.encode() for ext in RAW_EXTENSIONS)
+
+# Companions of photos (dedup/companions.py): never indexed, even when their bytes look like a picture's.
+COMPANION_EXTENSIONS = (b".xmp", b".aae", b".json", b".mov", b".mp4")
+
+# Magic bytes, for files whose name does not say what they are (scan.sniff) and RAW files named otherwise.
+SNIFF_BYTES = 32
+_BMFF_IMAGE_BRANDS = frozenset(
+    {b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1", b"avif", b"avis"}
+)
+_RAW_MAGIC = {b"FUJIFILMCCD-RAW": "RAF", b"IIRO": "ORF", b"MMOR": "ORF", b"IIU\x00": "RW2"}
+_SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"II*\x00", b"MM\x00*")
+_BMP_HEADER_SIZES = frozenset({12, 40, 52, 56, 64, 108, 124})
 
 
 def path_text(path: bytes) -> str:
@@ -57,6 +99,44 @@ class Ignore:
         return any(self.name(part) for part in path[len(prefix) :].split(b"/") if part)
 
 
+def is_companion_name(name: bytes) -> bool:
+    return name.lower().endswith(COMPANION_EXTENSIONS)
+
+
+def raw_format(name: bytes, head: bytes = b"") -> str:
+    """ "NEF" for a RAW file by its name, else by its magic (CR3, RAF, ORF, RW2 have their own); "" otherwise."""
+    if name.lower().endswith(_RAW_EXTENSIONS):
+        return os.fsdecode(os.path.splitext(name)[1][1:]).upper()
+    if head[4:12] == b"ftypcrx ":
+        return "CR3"
+    return next((fmt for magic, fmt in _RAW_MAGIC.items() if head.startswith(magic)), "")
+
+
+def looks_like_image(head: bytes) -> bool:
+    """Whether the first SNIFF_BYTES of a file are those of a picture format dedupd decodes."""
+    if head.startswith(_SIGNATURES) or raw_format(b"", head):
+        return True
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return True
+    if head[4:8] == b"ftyp" and head[8:12] in _BMFF_IMAGE_BRANDS:
+        return True
+    return head[:2] == b"BM" and len(head) >= 18 and int.from_bytes(head[14:18], "little") in _BMP_HEADER_SIZES
+
+
+def read_head(path: bytes) -> bytes:
+    """The first SNIFF_BYTES of a regular file, b"" when it cannot be read (never blocks on a FIFO)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return b""
+    try:
+        return os.pread(fd, SNIFF_BYTES, 0) if stat.S_ISREG(os.fstat(fd).st_mode) else b""
+    except OSError:
+        return b""
+    finally:
+        os.close(fd)
+
+
 def atomic_write(path: Path, data: bytes, durable: bool = True) -> None:
     """Temp file + rename, so a reader sees the old file or the new one, never half of either.
 
@@ -75,3 +155,17 @@ def atomic_write(path: Path, data: bytes, durable: bool = True) -> None:
     except BaseException:
         temp.unlink(missing_ok=True)
         raise
+
+
+# An empty folder made inside every trash and gallery dedupd writes: the walk never enters a folder holding it,
+# whichever store scans the tree (a new or second store knows nothing of the first one's trash-dirs.json).
+OWN_MARKER = b".dedupd-own-folder"
+
+
+def inside(path: bytes, folder: bytes) -> bool:
+    """path lies below folder (not folder itself); both absolute and normalised."""
+    return path.startswith(folder.rstrip(b"/") + b"/")
+
+
+def inside_any(path: bytes, folders: Iterable[bytes]) -> bool:
+    return any(inside(path, folder) for folder in folders)

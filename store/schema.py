@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, fields
 
 import pyarrow as pa
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 3  # 2: files.frames (a multi-frame file is the same picture only as a byte copy); 3: files.ctime_ns
 
 FILES = pa.schema(
     [
@@ -32,6 +32,8 @@ FILES = pa.schema(
         pa.field("camera", pa.string()),
         pa.field("burst", pa.string()),
         pa.field("exif_tags", pa.int32()),
+        pa.field("frames", pa.int32()),
+        pa.field("ctime_ns", pa.int64()),
     ]
 )
 
@@ -103,18 +105,24 @@ class FileRecord:
     camera: str = ""  # make|model|serial
     burst: str = ""  # burst / sequence id
     exif_tags: int = 0
+    frames: int = 1  # pages or animation frames (rows from before schema 2 read as 1)
+    # A rewrite in place can keep size, mtime (os.utime) and inode, never the ctime. 0 in rows from before
+    # schema 3: unknown, so the next scan hashes the file once more.
+    ctime_ns: int = 0
 
     @property
     def key(self) -> str:
         return path_key(self.path)
 
-    def same_stat(self, size: int, mtime_ns: int, inode: int) -> bool:
-        return (self.size, self.mtime_ns, self.inode) == (size, mtime_ns, inode)
+    def same_stat(self, size: int, mtime_ns: int, inode: int, ctime_ns: int | None = None) -> bool:
+        """ctime_ns None: not compared (a purge's victim check re-hashes the bytes anyway)."""
+        same = (self.size, self.mtime_ns, self.inode) == (size, mtime_ns, inode)
+        return same and (ctime_ns is None or self.ctime_ns == ctime_ns)
 
 
 FILE_FIELDS = [f.name for f in fields(FileRecord)]
 # Facts that belong to the bytes, not the path: every copy of a content shares them.
-CONTENT_FACTS = ("width", "height", "format", "taken", "camera", "burst", "exif_tags")
+CONTENT_FACTS = ("width", "height", "format", "taken", "camera", "burst", "exif_tags", "frames")
 
 
 def files_to_arrow(records: list[FileRecord]) -> pa.Table:

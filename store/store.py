@@ -27,7 +27,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .lock import FileLock
+from .lock import FileLock, LockBusy
 from .schema import (
     DECISIONS,
     META,
@@ -90,13 +90,22 @@ class Store:
 
     def _check_schema(self) -> None:
         found = self.get_meta("schema_version")
-        if found is None:
-            self.set_meta("schema_version", SCHEMA_VERSION)
-        elif int(found) > SCHEMA_VERSION:
+        if found is not None and int(found) > SCHEMA_VERSION:
             raise StoreError(
                 f"the store at {self.path} has schema version {found}, newer than this dedupd understands "
                 f"({SCHEMA_VERSION}); upgrade dedupd or use another --store"
             )
+        self._add_missing_columns()
+        if found is None or int(found) < SCHEMA_VERSION:
+            self.set_meta("schema_version", SCHEMA_VERSION)
+
+    def _add_missing_columns(self) -> None:
+        """Columns added by a newer schema join an older store as nulls (read back as the field's default)."""
+        for name, schema in TABLES.items():
+            table = self._tables[name]
+            missing = [f for f in schema if f.name not in table.schema.names]
+            if missing:
+                table.add_columns(missing)
 
     # --- meta ------------------------------------------------------------------------------------------------
 
@@ -127,6 +136,18 @@ class Store:
         for start in range(0, len(keys), 1000):
             chunk = ", ".join(f"'{k}'" for k in keys[start : start + 1000])
             self._tables["files"].delete(f"key IN ({chunk})")
+
+    def delete_files_unless_busy(self, paths: Iterable[bytes]) -> bool:
+        """delete_files under the writer lock; False (nothing deleted) when another process holds it."""
+        if self.writer_lock.held:
+            self.delete_files(paths)
+            return True
+        try:
+            with self.writer_lock.acquire():
+                self.delete_files(paths)
+        except LockBusy:
+            return False
+        return True
 
     # --- vectors ---------------------------------------------------------------------------------------------
 
@@ -221,6 +242,9 @@ class Store:
         )
         self._merge("pairs", rows)
         return len(unique)
+
+    def pair_count(self, model: str) -> int:
+        return int(self._tables["pairs"].count_rows(f"model = '{_quote(model)}'"))
 
     def clear_pairs(self, model: str) -> None:
         self._tables["pairs"].delete(f"model = '{_quote(model)}'")

@@ -91,6 +91,19 @@ def scan_library(tmp_path: Path):
     return lib, cfg, json.loads((lib.root / "dedup_report.json").read_bytes())
 
 
+def scan_report(root: Path, tmp_path: Path, **overrides: object):
+    """`dedupd scan ROOT` with the deterministic embedder and config overrides ({"dedup.raw_jpeg": "dedupe"}):
+    (the report, the config)."""
+    from dedupd import commands
+    from dedupd.config import load_config
+
+    cfg = load_config(None, {"store": str(tmp_path / "store"), **overrides})
+    out = tmp_path / "report.json"
+    embedder = commands.LazyEmbedder(cfg, PixelEmbedder())
+    commands.scan(str(root), cfg, str(out), False, None, echo=lambda s: None, embedder=embedder)
+    return json.loads(out.read_bytes()), cfg
+
+
 def purge_lines(cfg, report_path=None, inplace: bool = True, trash=None) -> tuple[int, list[str]]:
     """commands.purge with the deterministic embedder's model: (exit code, output lines, the failure summary too)."""
     from dedupd import commands

@@ -23,7 +23,7 @@ from dedupd.ingest.decode import (
     decode,
     register_plugins,
 )
-from dedupd.paths import IMAGE_EXTENSIONS
+from dedupd.paths import IMAGE_EXTENSIONS, RAW_EXTENSIONS
 
 RED, GREEN, BLUE, WHITE = (255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 255)
 
@@ -63,7 +63,8 @@ def big_jpeg(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_image_extensions_are_lowercase_with_dot() -> None:
     expected = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".heic", ".heif", ".avif", ".gif"}
-    assert expected == IMAGE_EXTENSIONS
+    assert expected | RAW_EXTENSIONS == IMAGE_EXTENSIONS
+    assert {".dng", ".cr2", ".cr3", ".nef", ".arw", ".raf", ".orf", ".rw2", ".pef"} <= RAW_EXTENSIONS
     assert isinstance(IMAGE_EXTENSIONS, frozenset)
 
 

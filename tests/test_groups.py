@@ -72,12 +72,39 @@ def test_chained_members_land_in_similar():
     assert [m.file.path for m in g.similar] == [b"/r/c"]
 
 
+def _cosines(table):
+    return lambda a, b: table.get((min(a, b), max(a, b)), 0.5)
+
+
+def test_chain_members_near_one_another_get_a_keeper_of_their_own():
+    # a~b, b~c, b~d, c~d and b~e at 0.99; a is far from c, d and e, and e from c and d: a keeps b, c keeps d, and
+    # e (near none of the others it could be kept by) stays similar.
+    table = {("1", "2"): 0.99, ("2", "3"): 0.99, ("2", "4"): 0.99, ("3", "4"): 0.99, ("2", "5"): 0.99}
+    pairs = [(a, b, c) for (a, b), c in table.items()]
+    files = [f("/r/a", "1"), f("/r/b", "2"), f("/r/c", "3"), f("/r/d", "4"), f("/r/e", "5")]
+    first, second = build_groups(files, pairs, 0.98, _cosines(table), "lexi")
+    assert (first.keep.path, [m.file.path for m in first.duplicates]) == (b"/r/a", [b"/r/b"])
+    assert [m.file.path for m in first.similar] == [b"/r/e"]
+    assert (second.keep.path, [m.file.path for m in second.duplicates]) == (b"/r/c", [b"/r/d"])
+    assert second.similar == []
+    for group in (first, second):  # every duplicate directly at or above the threshold to its own keeper
+        assert all(_cosines(table)(group.keep.content, m.file.content) >= 0.98 for m in group.duplicates)
+
+
+def test_exact_copies_reached_only_through_a_chain_get_their_keeper():
+    table = {("1", "2"): 0.99, ("2", "3"): 0.99, ("1", "3"): 0.9}
+    pairs = [(a, b, c) for (a, b), c in table.items() if c >= 0.98]
+    files = [f("/r/a", "1"), f("/r/b", "2"), f("/r/c", "3"), f("/r/c2", "3")]
+    first, second = build_groups(files, pairs, 0.98, _cosines(table), "lexi")
+    assert (second.keep.path, [m.file.path for m in second.duplicates]) == (b"/r/c", [b"/r/c2"])
+
+
 def test_hard_link_of_keeper_is_not_a_duplicate():
     files = [f("/r/a", "1", inode=7), f("/r/b", "1", inode=7)]
     assert build_groups(files, [], 0.9, lambda a, b: 0.0, "lexi") == []
 
 
-def test_faiss_index_finds_neighbours_above_floor_with_stable_ids():
+def test_vector_index_finds_neighbours_above_floor_with_stable_ids():
     rng = np.random.default_rng(0)
     base = rng.normal(size=(50, 16)).astype(np.float32)
     base /= np.linalg.norm(base, axis=1, keepdims=True)

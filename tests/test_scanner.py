@@ -33,7 +33,11 @@ def test_extensions_any_case_and_non_images_skipped(tmp_path):
         "k.gif",
         "notes.txt",
         "raw.cr2",
+        "l.NEF",
         "noext",
+        "a.JPG.xmp",
+        "a.MOV",
+        "a.JPG.json",
     ):
         touch(tmp_path / name)
     found = {os.path.basename(p) for p in paths(scan([b(tmp_path)]))}
@@ -51,6 +55,8 @@ def test_extensions_any_case_and_non_images_skipped(tmp_path):
             "i.HEIF",
             "j.avif",
             "k.gif",
+            "raw.cr2",
+            "l.NEF",
         )
     }
 
@@ -133,3 +139,55 @@ def test_one_ignore_matcher_for_names_and_paths_below_a_root():
     assert not ignore.below(b"/photos/2024/IMG_1.jpg", b"/photos")
     assert not ignore.below(b"/volume1/#recycle/photos/a.jpg", b"/volume1/#recycle/photos")  # the root's own path
     assert not Ignore().below(b"/photos/@eaDir/a.jpg", b"/photos")
+
+
+def _jpeg_bytes(seed: int = 0) -> bytes:
+    import io
+
+    import imagegen
+
+    buffer = io.BytesIO()
+    imagegen.photo(seed, (64, 48)).save(buffer, "JPEG")
+    return buffer.getvalue()
+
+
+def test_sniff_finds_pictures_whose_names_lie(tmp_path):
+    jpeg = _jpeg_bytes()
+    touch(tmp_path / "export.dat", jpeg)
+    touch(tmp_path / "DCIM0001", jpeg)
+    touch(tmp_path / "notes.dat", b"BM but only words, no bitmap header here")
+    touch(tmp_path / "clip.MOV", b"\0\0\0\x14ftypqt  \0\0\0\0qt  ")
+    touch(tmp_path / "a.jpg", jpeg)
+    assert {os.path.basename(p) for p in paths(scan([b(tmp_path)]))} == {b"a.jpg"}  # off by default
+    found = {os.path.basename(p) for p in paths(scan([b(tmp_path)], ScanOptions(sniff=True)))}
+    assert found == {b"a.jpg", b"export.dat", b"DCIM0001"}
+
+
+def test_sniffed_pictures_are_indexed_and_grouped_by_scan_and_by_the_event_path(tmp_path):
+    import json
+
+    from support import PixelEmbedder
+
+    from dedupd import commands
+    from dedupd.config import load_config
+    from dedupd.ingest.indexer import Indexer
+    from dedupd.model.loader import LazyEmbedder
+    from dedupd.store import Store
+
+    root = tmp_path / "photos"
+    touch(root / "a.jpg", _jpeg_bytes(1))
+    touch(root / "restored" / "f0001.dat", _jpeg_bytes(1))
+    cfg = load_config(None, {"store": str(tmp_path / "store"), "scan.sniff": True})
+    out = tmp_path / "report.json"
+    commands.scan(str(root), cfg, str(out), False, None, echo=lambda s: None,
+                  embedder=commands.LazyEmbedder(cfg, PixelEmbedder()))  # fmt: skip
+    [group] = json.loads(out.read_bytes())["groups"]
+    assert group["duplicates"] == [str(root / "restored" / "f0001.dat")]
+    late = touch(root / "restored" / "f0002", _jpeg_bytes(2))
+    store = Store.open(cfg.store_path())
+    indexer = Indexer(store, cfg, LazyEmbedder(cfg, PixelEmbedder()), threaded=False)
+    try:
+        assert indexer.refresh_paths(b(root), [b(late)]).counters.seen == 1
+    finally:
+        indexer.close()
+    assert b(late) in store.files()

@@ -200,3 +200,16 @@ def test_root_swapped_for_empty_directory_removes_nothing(tmp_path):
             commands.purge(d.config, str(plan), True, None, echo=lines.append, model=PixelEmbedder.model_id)
         assert all("online" in line for line in lines if line.startswith("skipped"))
     assert all(os.path.exists(tmp_path / "away" / os.path.relpath(p, lib.root)) for p in map(os.fsdecode, before))
+
+
+def test_a_sidecar_written_beside_a_copy_reaches_the_report_and_moves_the_keeper(tmp_path):
+    lib = make_library(tmp_path / "photos")
+    with Running(tmp_path, [lib.root]) as d:
+        wait_for(lambda: d.report() and len(dup_pairs(d.report())) == 3, what="the first report")
+        copy = next(c for c, o in lib.exact.items())  # backup/img_000.jpg, the duplicate of camera/img_000.jpg
+        (copy.parent / (copy.name + ".xmp")).write_text("<x:xmpmeta>rating 5</x:xmpmeta>")
+
+        def kept_with_sidecar():
+            return any(g["keep"] == str(copy) and g["keep_info"]["companions"] for g in d.report()["groups"])
+
+        wait_for(kept_with_sidecar, what="the copy with the sidecar to become the keeper")

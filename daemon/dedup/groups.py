@@ -1,18 +1,23 @@
 """Duplicate groups: union-find over near-duplicate pairs plus exact-hash groups, with chaining made safe.
 
 Union-find is transitive, so A~B and B~C put A and C together even when A and C are far apart. Only members whose
-own cosine to the kept file reaches the threshold (or exact copies) become `duplicates`; the rest are `similar`,
-which purge never touches.
+own cosine to the kept file reaches the threshold (or exact copies) become `duplicates`. Members linked to the
+keeper only through others get a keeper of their own where they are near-duplicates of one another (a group of
+their own, split off the same component, each duplicate again directly at or above the threshold to its keeper);
+the rest are `similar`, which purge never touches.
 """
 
 from __future__ import annotations
 
+import os
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
+from dedupd.dedup.companions import Companion, kinds, no_companions
 from dedupd.dedup.policy import PolicyContext, choose_keeper
 from dedupd.ingest.capture import different_captures
+from dedupd.paths import RAW_FORMATS
 from dedupd.store import OK, Decision, FileRecord
 
 
@@ -45,6 +50,7 @@ class Member:
     file: FileRecord
     cosine: float
     why: str = ""  # for `similar` members held back although close: "burst guard", "decided: ..."
+    companions: tuple[Companion, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -54,23 +60,51 @@ class Rules:
     burst_guard: bool = True
     decisions: tuple[Decision, ...] = ()
     policy: PolicyContext = PolicyContext()
+    raw_jpeg: str = "keep"  # dedup.raw_jpeg: "keep" holds the JPEG (or RAW) of one capture back; "dedupe" does not
+    companions: Callable[[bytes], tuple[Companion, ...]] = no_companions
 
     @classmethod
-    def make(cls, burst_guard: bool, decisions, policy: PolicyContext | None = None) -> Rules:
+    def make(
+        cls,
+        burst_guard: bool,
+        decisions: Iterable[Decision],
+        policy: PolicyContext | None = None,
+        raw_jpeg: str = "keep",
+        companions: Callable[[bytes], tuple[Companion, ...]] = no_companions,
+    ) -> Rules:
         decisions = tuple(decisions)
         keep = frozenset(c for d in decisions if d.kind == "keep" for c in d.contents)
         base = policy or PolicyContext()
-        return cls(burst_guard, decisions, PolicyContext(base.protect, base.formats, keep))
+        context = PolicyContext(base.protect, base.formats, keep, lambda path: kinds(companions(path)))
+        return cls(burst_guard, decisions, context, raw_jpeg, companions)
 
     def held_back(self, keep: FileRecord, member: FileRecord) -> str:
+        if keep.content != member.content and max(keep.frames, member.frames) > 1:
+            return "multi-frame: only a byte copy is the same picture"
         if member.content in self.policy.keep:
             return "decided: keep"
         for d in self.decisions:
             if d.kind in ("not-duplicate", "keep-all") and {keep.content, member.content} <= set(d.contents):
                 return f"decided: {d.kind} ({d.key})"
+        if self.raw_jpeg == "keep" and raw_and_jpeg(keep, member):
+            return "raw+jpeg: one capture kept as RAW and JPEG (dedup.raw_jpeg: keep)"
+        lacking = kinds(self.companions(member.path)) - kinds(self.companions(keep.path))
+        if lacking:
+            return f"companions: has {', '.join(sorted(lacking))} the keeper lacks"
         if self.burst_guard and different_captures(_capture(keep), _capture(member)):
             return "burst guard: a different capture"
         return ""
+
+
+def raw_and_jpeg(a: FileRecord, b: FileRecord) -> bool:
+    """The RAW and the camera's JPEG of one capture: one folder, one stem, one RAW and one not, and the same capture
+    second where both files say (LibRaw gives a RAW's time without sub-seconds)."""
+    if (a.format in RAW_FORMATS) == (b.format in RAW_FORMATS):
+        return False
+    (folder_a, name_a), (folder_b, name_b) = os.path.split(a.path), os.path.split(b.path)
+    if folder_a != folder_b or os.path.splitext(name_a)[0] != os.path.splitext(name_b)[0]:
+        return False
+    return not (a.taken and b.taken) or a.taken[:19] == b.taken[:19]
 
 
 def _capture(record: FileRecord) -> dict:
@@ -82,6 +116,7 @@ class Group:
     keep: FileRecord
     duplicates: list[Member] = field(default_factory=list)
     similar: list[Member] = field(default_factory=list)
+    keep_companions: tuple[Companion, ...] = ()
 
     @property
     def bytes_reclaimable(self) -> int:
@@ -89,6 +124,15 @@ class Group:
 
 
 Cosine = Callable[[str, str], float]
+Edge = tuple[str, str]
+
+
+@dataclass(frozen=True)
+class _Setting:
+    threshold: float
+    cosine: Cosine
+    policy: Sequence[str] | str
+    rules: Rules
 
 
 def build_groups(
@@ -100,16 +144,22 @@ def build_groups(
     rules: Rules | None = None,
 ) -> list[Group]:
     """Groups of files that are exact copies or near-duplicates, keeper chosen by policy, sorted by keeper path."""
-    rules = rules or Rules()
+    setting = _Setting(threshold, cosine, policy, rules or Rules())
     by_content = _by_content(files)
     finder = UnionFind()
     for content in by_content:
         finder.find(content)
+    edges: list[Edge] = []
     for a, b, cos in pairs:
         if cos >= threshold and a in by_content and b in by_content:
             finder.union(a, b)
-    groups = [_group(c, by_content, threshold, cosine, policy, rules) for c in finder.components().values()]
-    return sorted((g for g in groups if g is not None), key=lambda g: g.keep.path)
+            edges.append((a, b))
+    components = finder.components()
+    edges_of: dict[str, list[Edge]] = defaultdict(list)
+    for a, b in edges:
+        edges_of[finder.find(a)].append((a, b))
+    groups = [g for root, c in components.items() for g in _groups(c, edges_of[root], by_content, setting)]
+    return sorted(groups, key=lambda g: g.keep.path)
 
 
 def _by_content(files: Iterable[FileRecord]) -> dict[str, list[FileRecord]]:
@@ -121,32 +171,62 @@ def _by_content(files: Iterable[FileRecord]) -> dict[str, list[FileRecord]]:
     return out
 
 
-def _group(
-    contents: list[str],
-    by_content: dict[str, list[FileRecord]],
-    threshold: float,
-    cosine: Cosine,
-    policy: Sequence[str] | str,
-    rules: Rules,
-) -> Group | None:
+def _groups(
+    contents: list[str], edges: list[Edge], by_content: dict[str, list[FileRecord]], setting: _Setting
+) -> list[Group]:
+    """One component: a group around the policy's keeper, then, among the members linked to that keeper only
+    through others, a group of their own wherever some of them are near-duplicates of one another."""
     members = [f for c in contents for f in by_content[c]]
     if len(members) < 2:
-        return None
-    keep = choose_keeper(members, policy, rules.policy)
-    group = Group(keep)
+        return []
+    rules = setting.rules
+    keep = choose_keeper(members, setting.policy, rules.policy)
+    group = Group(keep, keep_companions=rules.companions(keep.path))
+    chained: set[str] = set()
     for member in members:
-        _place(group, member, threshold, cosine, rules)
-    if not group.duplicates and not group.similar:
-        return None
-    group.duplicates.sort(key=lambda m: m.file.path)
-    group.similar.sort(key=lambda m: m.file.path)
-    return group
+        _place(group, member, setting, chained)
+    out = _regroup(chained, edges, by_content, setting, group)
+    if group.duplicates or group.similar:
+        group.duplicates.sort(key=lambda m: m.file.path)
+        group.similar.sort(key=lambda m: m.file.path)
+        out.append(group)
+    return out
 
 
-def _place(group: Group, member: FileRecord, threshold: float, cosine: Cosine, rules: Rules) -> None:
+def _regroup(
+    chained: set[str], edges: list[Edge], by_content: dict[str, list[FileRecord]], setting: _Setting, group: Group
+) -> list[Group]:
+    """Chained members that still pair at or above the threshold among themselves form groups of their own (their
+    own keeper, each duplicate directly above the threshold to it); the others stay `similar` of this group."""
+    finder = UnionFind()
+    for content in chained:
+        finder.find(content)  # exact copies of one chained content group even without an edge
+    inner = [(a, b) for a, b in edges if a in chained and b in chained]
+    for a, b in inner:
+        finder.union(a, b)
+    inner_of: dict[str, list[Edge]] = defaultdict(list)
+    for a, b in inner:
+        inner_of[finder.find(a)].append((a, b))
+    out: list[Group] = []
+    regrouped: set[str] = set()
+    for root, contents in finder.components().items():
+        groups = _groups(contents, inner_of[root], by_content, setting)
+        if groups:
+            out.extend(groups)
+            regrouped.update(contents)
+    group.similar = [m for m in group.similar if m.file.content not in regrouped]
+    return out
+
+
+def _place(group: Group, member: FileRecord, setting: _Setting, chained: set[str]) -> None:
     keep = group.keep
     if member.path == keep.path or (member.device, member.inode) == (keep.device, keep.inode):
         return  # the keeper itself, or a hard link of it: removing it frees nothing
-    cos = 1.0 if member.content == keep.content else cosine(keep.content, member.content)
-    why = rules.held_back(keep, member) if cos >= threshold else ""
-    (group.duplicates if cos >= threshold and not why else group.similar).append(Member(member, cos, why))
+    rules = setting.rules
+    cos = 1.0 if member.content == keep.content else setting.cosine(keep.content, member.content)
+    close = cos >= setting.threshold
+    why = rules.held_back(keep, member) if close else ""
+    entry = Member(member, cos, why, rules.companions(member.path))
+    (group.duplicates if close and not why else group.similar).append(entry)
+    if not close:
+        chained.add(member.content)

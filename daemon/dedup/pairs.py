@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import logging
 from collections.abc import Iterable, Iterator, Sequence
 
 import numpy as np
@@ -18,13 +19,20 @@ from dedupd.store import FileRecord, Store
 QUERY_BATCH = 1 << 17
 PAIRS_PER_COMMIT = 1 << 15  # a LanceDB merge-insert's memory grows with its rows: +90-170 MB at 75k, +30-60 at 20k
 
+log = logging.getLogger("dedupd")
+
 
 def floor_key(model: str) -> str:
     return f"pair_floor|{model}"
 
 
+def search_key(model: str) -> str:
+    """Meta key of {"complete": every committed vector searched, "pairs": the pair rows that search left}."""
+    return f"pair_search|{model}"
+
+
 class PairFinder:
-    """A live FAISS index over one model's vectors: new vectors are searched against everything indexed so far and
+    """A live VectorIndex over one model's vectors: new vectors are searched against everything indexed so far and
     their pairs above the floor stored. The scan builds one per run; the daemon keeps one for its lifetime.
 
     The stored floor only ever goes down: asking for a lower one re-searches everything once, so a later report at
@@ -34,28 +42,68 @@ class PairFinder:
     def __init__(self, store: Store, model: str, dedup: DedupConfig):
         self.store, self.model, self.dedup = store, model, dedup
         self.index: VectorIndex | None = None
+        self._owed = False  # this process committed vectors that no finished search has covered yet
+
+    def vectors_coming(self) -> None:
+        """Called before vectors are committed. Until the search that covers them ends, the store says a search is
+        owed: a process killed in between (kill -9 during a bulk embed) leaves vectors whose contents the next run
+        finds already embedded and would never search, so the next load searches everything instead."""
+        if not self._owed:
+            self._owed = True
+            self.store.set_meta(search_key(self.model), {**self._search_state(), "complete": False})
 
     def _load(self) -> bool:
-        """Index every stored vector; True when everything needs a search (no stored floor, or a lower one now).
-        The store streams float16 batches straight into the index: a float32 matrix of the whole table (3 GB at
-        1M x 768) would not fit next to the index's own 1.5 GB."""
+        """Index every stored vector; True when everything needs a search: no stored floor or a lower one now, a
+        search owed by a run that never finished it, or pair rows lost since the last search (a deleted or emptied
+        pairs table comes back empty). The store streams float16 batches straight into the index: a float32 matrix
+        of the whole table (3 GB at 1M x 768) would not fit next to the index's own 1.5 GB."""
         for contents, matrix in self.store.iter_vectors(self.model, dtype=np.float16):
             self._add(contents, matrix)
         _release_heap()
         stored = stored_floor(self.store, self.model)
-        return stored is None or self.dedup.floor < stored
+        return stored is None or self.dedup.floor < stored or self._search_lost()
+
+    def _search_lost(self) -> bool:
+        state, rows = self._search_state(), self.store.pair_count(self.model)
+        if not state.get("complete", False):
+            log.info(
+                "model %s: some vectors were committed but never searched (a run was killed?); "
+                "searching all of them again",
+                self.model,
+            )
+            return True
+        if rows < int(state.get("pairs", 0)):
+            log.warning(
+                "model %s: the pairs table holds %d of the %d pairs last stored; rebuilding it from the vectors",
+                self.model,
+                rows,
+                state.get("pairs", 0),
+            )
+            return True
+        return False
+
+    def _search_state(self) -> dict:
+        state = self.store.get_meta(search_key(self.model), {})
+        return state if isinstance(state, dict) else {}
 
     def update(self, new_contents: Iterable[str]) -> int:
         new = list(dict.fromkeys(new_contents))
         everything = self._load() if self.index is None else False
         self._index_missing(new)
         queries = [] if everything else self._indexed(new)
-        if self.index is None or not (everything or queries):
-            self._save_floor()
-            return 0
-        added = self._search(self.index.content_batches(QUERY_BATCH) if everything else _batches(queries))
+        added = 0
+        if self.index is not None and (everything or queries):
+            added = self._search(self.index.content_batches(QUERY_BATCH) if everything else _batches(queries))
         self._save_floor()
+        self._searched()
         return added
+
+    def _searched(self) -> None:
+        """Every committed vector is searched now: say so in the store, with the pair rows the search left."""
+        state = {"complete": True, "pairs": self.store.pair_count(self.model)}
+        if state != self._search_state():
+            self.store.set_meta(search_key(self.model), state)
+        self._owed = False
 
     def _search(self, batches: Iterable[list[str]]) -> int:
         """Search the index's own vectors (nothing is read from the store again) and store the pairs batch by

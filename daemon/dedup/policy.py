@@ -2,8 +2,10 @@
 
 A policy is an ordered list of criteria, each a sort key where smaller wins: `[protected, format, resolution,
 largest, oldest, lexi]` keeps a file under a protected root first, then the preferred format, then the most
-pixels, and so on. A file the user decided to keep (`dedupd decide keep`) always wins; a tie left after every
-criterion goes to the file with more EXIF metadata, then to the path, so no result depends on scan order.
+pixels, and so on. A file the user decided to keep (`dedupd decide keep`) always wins; right after `protected` (or
+first, without it) comes the file with more kinds of companions (an XMP with edits, a Live Photo video...), so that
+their data survives with their photo; a tie left after every criterion goes to the file with more EXIF metadata,
+then to the path, so no result depends on scan order.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
+
+from dedupd.paths import RAW_FORMATS, inside_any
 
 if TYPE_CHECKING:  # config imports this module; keep it free of the store's pyarrow import
     from dedupd.store import FileRecord
@@ -27,7 +31,7 @@ _FORMAT_NAMES = {
     "MPO": "jpeg",
     "GIF": "gif",
     "BMP": "bmp",
-    "DNG": "raw",
+    **dict.fromkeys(RAW_FORMATS, "raw"),
 }
 
 SINGLE = ("lexi", "smallest", "largest", "newest", "oldest", "resolution")
@@ -39,10 +43,7 @@ class PolicyContext:
     protect: Sequence[bytes] = ()  # protected roots
     formats: Sequence[str] = DEFAULT_FORMATS  # most preferred first
     keep: Collection[str] = field(default_factory=frozenset)  # contents decided as keepers
-
-
-def _inside_any(path: bytes, roots: Sequence[bytes]) -> bool:
-    return any(path.startswith(r.rstrip(b"/") + b"/") for r in roots)
+    companions: Callable[[bytes], Collection[str]] = lambda path: ()  # companion kinds beside a path
 
 
 def _format_rank(record: FileRecord, formats: Sequence[str]) -> int:
@@ -58,7 +59,7 @@ def _criteria(ctx: PolicyContext) -> dict[str, Callable[[FileRecord], object]]:
         "newest": lambda f: -f.mtime_ns,
         "oldest": lambda f: f.mtime_ns,
         "resolution": lambda f: -(f.width * f.height),
-        "protected": lambda f: not _inside_any(f.path, ctx.protect),
+        "protected": lambda f: not inside_any(f.path, ctx.protect),
         "format": lambda f: _format_rank(f, ctx.formats),
     }
 
@@ -72,7 +73,10 @@ def as_list(policies: Sequence[str] | str) -> list[str]:
 def sort_key(policies: Sequence[str] | str, ctx: PolicyContext | None = None) -> Callable[[FileRecord], tuple]:
     ctx = ctx or PolicyContext()
     criteria = _criteria(ctx)
-    keys = [criteria[name] for name in as_list(policies)]
+    names = as_list(policies)
+    keys = [criteria[name] for name in names]
+    # Companions rank right under the user's hard rules: a keeper lacking one would hold the other copy back.
+    keys.insert(names.index("protected") + 1 if "protected" in names else 0, lambda f: -len(ctx.companions(f.path)))
     return lambda f: (f.content not in ctx.keep, *(key(f) for key in keys), -f.exif_tags, f.path)
 
 

@@ -249,6 +249,34 @@ class VectorIndex:
         self._lookup.insert(self._ids.data, np.arange(self._vectors.rows))
 
 
+def ivf_lists(n: int) -> int:
+    """IVF lists for n vectors: LISTS_PER_SQRT sqrt(n), at least 8 vectors per list."""
+    return max(1, min(round(LISTS_PER_SQRT * math.sqrt(n)), n // 8))
+
+
+def training_rows(live: np.ndarray, nlist: int) -> np.ndarray:
+    """The k-means sample among the live rows, ascending: TRAIN_PER_LIST per list, seeded (same data, same lists)."""
+    rng = np.random.default_rng(0)
+    return np.sort(rng.choice(live, size=min(len(live), TRAIN_PER_LIST * nlist), replace=False))
+
+
+def train_centroids(sample: np.ndarray, nlist: int) -> np.ndarray:
+    """nlist unit centroids (float32) of the sample by FAISS' k-means."""
+    import faiss
+
+    kmeans = faiss.Kmeans(  # spherical: unit centroids, so the nearest list is the highest inner product
+        sample.shape[1],
+        nlist,
+        niter=10,
+        spherical=True,
+        seed=1,
+        max_points_per_centroid=TRAIN_PER_LIST,
+        min_points_per_centroid=1,  # small indexes (tests, just past the threshold) train without warnings
+    )
+    kmeans.train(sample)
+    return np.ascontiguousarray(kmeans.centroids, dtype=np.float32)
+
+
 class _Queries:
     """A query set read in batches: `take` widens rows to float32; `rows` are index rows (-1: not indexed)."""
 
@@ -276,23 +304,9 @@ class _Ivf:
 
     @classmethod
     def train(cls, vectors: _Blocks, alive: np.ndarray, nprobe: int) -> _Ivf:
-        import faiss
-
         live = np.flatnonzero(alive)
-        nlist = max(1, min(round(LISTS_PER_SQRT * math.sqrt(len(live))), len(live) // 8))
-        rng = np.random.default_rng(0)  # deterministic lists: same data, same pairs
-        sample = np.sort(rng.choice(live, size=min(len(live), TRAIN_PER_LIST * nlist), replace=False))
-        kmeans = faiss.Kmeans(  # spherical: unit centroids, so the nearest list is the highest inner product
-            vectors.dim,
-            nlist,
-            niter=10,
-            spherical=True,
-            seed=1,
-            max_points_per_centroid=TRAIN_PER_LIST,
-            min_points_per_centroid=1,  # small indexes (tests, just past the threshold) train without warnings
-        )
-        kmeans.train(vectors.take(sample))
-        return cls(np.ascontiguousarray(kmeans.centroids, dtype=np.float32), nprobe, len(live))
+        nlist = ivf_lists(len(live))
+        return cls(train_centroids(vectors.take(training_rows(live, nlist)), nlist), nprobe, len(live))
 
     def probe(self, x: np.ndarray) -> np.ndarray:
         """The nprobe nearest centroids of each row, nearest first."""

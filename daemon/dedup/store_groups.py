@@ -9,10 +9,12 @@ import logging
 
 from dedupd.config import Config
 from dedupd.dedup import pairs
+from dedupd.dedup.companions import CompanionFinder
 from dedupd.dedup.groups import Group, Rules
 from dedupd.dedup.policy import PolicyContext
 from dedupd.errors import UsageError
 from dedupd.ingest.indexer import online_roots
+from dedupd.ingest.livephoto import content_id
 from dedupd.paths import normalise_root
 from dedupd.store import FileRecord, Store
 
@@ -39,4 +41,5 @@ def store_groups(store: Store, config: Config, model: str) -> tuple[list[Group],
 
 def rules_for(store: Store, config: Config) -> Rules:
     policy = PolicyContext([normalise_root(p) for p in config.protect], config.dedup.format_preference)
-    return Rules.make(config.dedup.burst_guard, store.decisions(), policy)
+    companions = CompanionFinder(content_id)  # a fresh finder: each report lists the folders as they are now
+    return Rules.make(config.dedup.burst_guard, store.decisions(), policy, config.dedup.raw_jpeg, companions)

@@ -40,16 +40,41 @@ def read_capture(im: Image.Image) -> Capture:
     """Never raises: a file with broken metadata simply has none."""
     try:
         exif = im.getexif()
-        sub = exif.get_ifd(EXIF_IFD)
     except Exception:  # noqa: BLE001 - metadata is a hint; a broken block must not make the image unreadable
+        return Capture()
+    return capture_from_exif(exif, _burst(im))
+
+
+def capture_from_exif(exif: Image.Exif, burst: str = "") -> Capture:
+    try:
+        sub = exif.get_ifd(EXIF_IFD)
+    except Exception:  # noqa: BLE001
         return Capture()
     values = {name: _text(sub.get(tag, exif.get(tag))) for name, tag in TAGS.items()}
     return Capture(
         taken=_taken(values),
         camera="|".join(values[k] for k in ("make", "model", "serial")).strip("|"),
-        burst=_burst(im),
+        burst=burst,
         exif_tags=len(exif) + len(sub),
     )
+
+
+# TIFF-based RAW files: Olympus (IIRO/MMOR) and Panasonic (IIU) only change TIFF's magic number.
+_INTEL, _MOTOROLA = b"II*\x00", b"MM\x00*"
+_TIFF_LIKE = {_INTEL: _INTEL, _MOTOROLA: _MOTOROLA, b"IIRO": _INTEL, b"MMOR": _MOTOROLA, b"IIU\x00": _INTEL}
+
+
+def tiff_capture(head: bytes) -> Capture:
+    """Capture facts from the start of a TIFF-based RAW file (DNG, CR2, NEF, ARW, PEF, ORF, RW2); never raises."""
+    magic = _TIFF_LIKE.get(head[:4])
+    if magic is None:
+        return Capture()
+    exif = Image.Exif()
+    try:
+        exif.load(magic + head[4:])
+    except Exception:  # noqa: BLE001 - a RAW whose IFD lies beyond the head (or is broken) has no facts here
+        return Capture()
+    return capture_from_exif(exif)
 
 
 def _text(value: object) -> str:

@@ -12,14 +12,16 @@ import os
 import re
 import struct
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import IO, Generic, TypeVar
 
 import numpy as np
 from PIL import ExifTags, Image, ImageFile, ImageOps, PngImagePlugin, TiffImagePlugin, UnidentifiedImageError, features
 
-from dedupd.ingest.capture import Capture, read_capture
+from dedupd.ingest.capture import Capture, read_capture, tiff_capture
 from dedupd.ingest.hashing import open_regular
+from dedupd.ingest.raw import RawError, read_preview, upright
+from dedupd.paths import SNIFF_BYTES, raw_format
 
 # Twice Pillow's default MAX_IMAGE_PIXELS: the point where Pillow itself stops warning
 # and refuses, so by default our refusal and Pillow's coincide.
@@ -69,6 +71,7 @@ class Decoded(Generic[Pixels]):
     height: int
     format: str  # Pillow's format name: "JPEG", "PNG", "HEIF", ...
     capture: Capture = Capture()  # EXIF/XMP capture facts (burst guard, keep-policy ties)
+    frames: int = 1  # pages or animation frames: only the first is decoded and embedded
 
 
 def register_plugins() -> None:
@@ -109,17 +112,66 @@ def decode(
     register_plugins()
     try:
         with open_regular(path) as fp:  # a FIFO swapped in must not block a worker forever
-            return _decode_file(fp, draft_side, max_pixels)
+            head = fp.read(SNIFF_BYTES)
+            fp.seek(0)
+            fmt = raw_format(os.fsencode(path), head)
+            if fmt:
+                return _decode_raw(fp, fmt, draft_side, max_pixels)
+            return _decode_file_or_raw(fp, head, draft_side, max_pixels)
     except DecodeError:
         raise
     except Exception as exc:  # noqa: BLE001 - the contract is that only DecodeError escapes
         raise DecodeError(_reason(exc)) from exc
 
 
+def _decode_file_or_raw(fp: IO[bytes], head: bytes, draft_side: int | None, max_pixels: int) -> Decoded:
+    """A DNG (or another TIFF-based RAW) named .tif or found by scan.sniff fails as a TIFF; LibRaw may read it."""
+    try:
+        return _decode_file(fp, draft_side, max_pixels)
+    except DecodeError as error:
+        if not head.startswith((b"II*\x00", b"MM\x00*")):
+            raise
+        fp.seek(0)
+        try:
+            return _decode_raw(fp, "RAW", draft_side, max_pixels)
+        except DecodeError:
+            raise error from None
+
+
+# Enough of a TIFF-based RAW file to hold IFD0 and the EXIF IFD, where cameras write them.
+_RAW_METADATA_HEAD = 256 << 10
+
+
+def _decode_raw(fp: IO[bytes], fmt: str, draft_side: int | None, max_pixels: int) -> Decoded:
+    head = fp.read(_RAW_METADATA_HEAD)
+    own = tiff_capture(head)
+    try:
+        preview = read_preview(fp, known_time=bool(own.taken))
+    except RawError as exc:
+        raise DecodeError(exc.reason) from None
+    with preview.image as im:
+        _check_pixels(im.size, max_pixels)
+        if draft_side:
+            im.draft(None, (draft_side, draft_side))
+        im.load()
+        image = _to_rgb(upright(im, preview.flip))
+        capture = _raw_capture(own, read_capture(im), preview.taken)
+    width, height = preview.sensor
+    return Decoded(image=image, width=width, height=height, format=fmt, capture=capture)
+
+
+def _raw_capture(own: Capture, from_preview: Capture, libraw_taken: str) -> Capture:
+    """The RAW's own EXIF where the format is TIFF-based, else the preview's (RAF, some CR3); the capture time from
+    the first of those that has one, else LibRaw's."""
+    base = own if own.taken or own.camera else from_preview
+    return base if base.taken else replace(base, taken=from_preview.taken or libraw_taken)
+
+
 def _decode_file(fp: IO[bytes], draft_side: int | None, max_pixels: int) -> Decoded[Image.Image]:
     with _identify(fp) as im:
         _check_pixels(im.size, max_pixels)
         header_size = _header_size(im)
+        frames = frame_count(im)  # before load: counting seeks through the pages and would drop loaded pixels
         if draft_side:
             # The same side for both axes: draft keeps the aspect ratio, so this bounds the
             # shorter side whichever way the picture is later rotated.
@@ -130,7 +182,13 @@ def _decode_file(fp: IO[bytes], draft_side: int | None, max_pixels: int) -> Deco
             ImageOps.exif_transpose(im, in_place=True)
         image = _to_rgb(im)
         width, height = _full_size(header_size, image)
-        return Decoded(image=image, width=width, height=height, format=str(im.format), capture=capture)
+        return Decoded(image, width, height, str(im.format), capture, frames)
+
+
+def frame_count(im: Image.Image) -> int:
+    """Pages of a TIFF, frames of a GIF/APNG/WebP animation, images of a HEIF sequence. An MPO's second image is
+    the camera's own preview or depth map of the same shot, so an MPO counts as one picture."""
+    return 1 if im.format == "MPO" else max(1, int(getattr(im, "n_frames", 1)))
 
 
 def _identify(fp: IO[bytes]) -> ImageFile.ImageFile:

@@ -40,7 +40,8 @@ def decode_for_model(path: bytes, draft_side: int | None, max_pixels: int, spec:
         return decoded
     from dedupd.ingest.preprocess import preprocess
 
-    return Decoded(preprocess(decoded.image, spec), decoded.width, decoded.height, decoded.format, decoded.capture)
+    prepared = preprocess(decoded.image, spec)
+    return Decoded(prepared, decoded.width, decoded.height, decoded.format, decoded.capture, decoded.frames)
 
 
 def cpu_cores() -> int:

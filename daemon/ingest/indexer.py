@@ -1,6 +1,6 @@
 """Indexing shared by `scan` and the daemon: run the pipeline over some files, drop what is gone, keep pairs current.
 
-An `Indexer` holds what stays valid between runs (which contents are resolved, the live FAISS index, the store's
+An `Indexer` holds what stays valid between runs (which contents are resolved, the live vector index, the store's
 view of each path), so the daemon pays for loading them once and each event batch costs only its own files.
 """
 
@@ -16,10 +16,11 @@ from dedupd.config import Config
 from dedupd.dedup.pairs import PairFinder
 from dedupd.ingest import pipeline
 from dedupd.ingest.decode_pool import DecodePool, hash_threads
-from dedupd.ingest.walk import INTERNAL_IGNORE, NAS_IGNORE, FileEntry, ScanOptions
+from dedupd.ingest.walk import INTERNAL_IGNORE, NAS_IGNORE, FileEntry, ScanOptions, is_picture
 from dedupd.ingest.walk import scan as walk
 from dedupd.model.loader import LazyEmbedder
-from dedupd.paths import Ignore, is_image_name, normalise_root, path_text, text_path
+from dedupd.own_folders import is_own, own_folders
+from dedupd.paths import Ignore, inside, path_text, text_path
 from dedupd.store import FileRecord, Store
 
 
@@ -32,13 +33,11 @@ class IndexResult:
 
 
 def scan_options(config: Config, store: Store) -> ScanOptions:
-    excluded = [os.fsencode(os.path.realpath(store.path))]
-    if config.purge.trash_dir:
-        excluded.append(normalise_root(config.purge.trash_dir))
     return ScanOptions(
         ignore=(*NAS_IGNORE, *INTERNAL_IGNORE, *config.scan.ignore),
         follow_symlinks=config.scan.follow_symlinks,
-        exclude_dirs=tuple(excluded),
+        exclude_dirs=own_folders(store.path, config),
+        sniff=config.scan.sniff,
     )
 
 
@@ -48,6 +47,7 @@ class Indexer:
         self.model = embedder.model_id
         self.book = pipeline.ContentBook.from_store(store, self.model)
         self.pairs = PairFinder(store, self.model, config.dedup)
+        self.unsearched: list[str] = []  # contents committed whose pairs no finished search has stored yet
         self.files: dict[bytes, FileRecord] = store.files()
         self.options = scan_options(config, store)
         self.stop = threading.Event()
@@ -60,43 +60,64 @@ class Indexer:
     def reconcile(self, root: bytes, guard: bool = True) -> IndexResult:
         """Mark and sweep one root. With guard, a root that vanished (missing, empty, or lost more than
         watch.max_vanish_fraction of its files) is marked offline and nothing is dropped."""
-        known = {p for p, f in self.files.items() if f.root == root}
+        self.options = scan_options(self.config, self.store)
+        known = {p for p, f in self.files.items() if f.root == root and not self._own(p)}
+        own = [p for p, f in self.files.items() if f.root == root and self._own(p)]  # indexed by an older dedupd
         entries = list(walk([root], self.options)) if os.path.isdir(root) else []
-        reason = self._vanished(root, len(known), entries, known) if guard else ""
+        seen = {e.path for e in entries}
+        gone = [p for p in known if p not in seen]
+        reason = self._vanished(root, len(known), entries, gone) if guard else ""
         if reason:
             mark_root(self.store, root, state="offline", reason=reason)
             return IndexResult(pipeline.Counters(), offline=reason)
-        seen = {e.path for e in entries}
-        result = self.index(entries, gone=[p for p in known if p not in seen])
+        result = self.index(entries, gone=[*own, *gone])
         mark_root(self.store, root, state="online", reason="", last_scan=time.time())
         return result
 
-    def _vanished(self, root: bytes, known: int, entries: list[FileEntry], known_paths: set[bytes]) -> str:
+    def _vanished(self, root: bytes, known: int, entries: list[FileEntry], gone: list[bytes]) -> str:
         if not os.path.isdir(root):
             return "root is missing or unmounted"
         if known and not entries:
             return "root is suddenly empty"
-        lost = len(known_paths - {e.path for e in entries})
+        return self._too_many_lost(known, entries, gone)
+
+    def _too_many_lost(self, known: int, entries: list[FileEntry], gone: list[bytes]) -> str:
+        """Why `gone` looks like an unmounted share, or "". A file whose inode shows up again among `entries` was
+        renamed or moved (a folder renamed inside the root keeps every inode), not lost."""
+        present = {(e.device, e.inode) for e in entries}
+        lost = sum(1 for p in gone if (self.files[p].device, self.files[p].inode) not in present)
         if known and lost / known > self.config.watch.max_vanish_fraction:
             return f"{lost} of {known} files vanished at once (more than watch.max_vanish_fraction)"
         return ""
 
     # --- some paths ------------------------------------------------------------------------------------------------
 
-    def refresh_paths(self, root: bytes, paths: Iterable[bytes]) -> IndexResult:
-        """Event-driven: each dirty path is a new/changed file, a directory to rescan, or something gone."""
+    def refresh_paths(self, root: bytes, paths: Iterable[bytes], guard: bool = False) -> IndexResult:
+        """Event-driven: each dirty path is a new/changed file, a directory to rescan, or something gone. With
+        guard, a batch that loses more than watch.max_vanish_fraction of the root's files (moves within the batch
+        excepted) is not applied: `offline` says why, and the caller lets a guarded reconcile decide."""
         paths = list(paths)
+        self.options = scan_options(self.config, self.store)  # a purge beside the daemon may have added a trash
         entries = [e for path in paths for e in self._entries_at(root, path)]
         seen = {e.path for e in entries}
-        return self.index(entries, [p for p in self.known_under(paths) if p not in seen])
+        gone = [p for p in self.known_under(paths) if p not in seen]
+        if guard and gone:
+            known = sum(1 for f in self.files.values() if f.root == root)
+            reason = self._too_many_lost(known, entries, gone)
+            if reason:
+                return IndexResult(pipeline.Counters(), offline=reason)
+        return self.index(entries, gone)
 
     def _entries_at(self, root: bytes, path: bytes) -> list[FileEntry]:
-        if Ignore.of(self.options.ignore).below(path, root):
+        if Ignore.of(self.options.ignore).below(path, root) or self._own(path):
             return []  # a folder inside @eaDir, #recycle...: the walk below would not skip the folder it starts in
         if os.path.isdir(path) and not os.path.islink(path):
-            return [replace(e, root=root) for e in walk([path], self.options) if _inside(e.path, root)]
-        entry = _file_entry(root, path)
+            return [replace(e, root=root) for e in walk([path], self.options) if inside(e.path, root)]
+        entry = _file_entry(root, path, self.options.sniff)
         return [entry] if entry else []
+
+    def _own(self, path: bytes) -> bool:
+        return is_own(path, self.options.exclude_dirs)
 
     def known_under(self, paths: Iterable[bytes]) -> list[bytes]:
         """Known files equal to or below any of the paths, in one pass over the known files (not one per path:
@@ -107,17 +128,24 @@ class Indexer:
     # --- the pipeline run ----------------------------------------------------------------------------------------
 
     def index(self, entries: Iterable[FileEntry], gone: Iterable[bytes] = ()) -> IndexResult:
-        counters = pipeline.Counters()
+        # Contents committed by a run that raised before its search stay in this list, so the next run's search
+        # covers them (a daemon goes on after a failed batch; a new process learns it from the store instead).
+        counters = pipeline.Counters(new_contents=self.unsearched)
         stages = self._stages(counters)
-        for work in pipeline.run_stages(self._source(entries), stages, threaded=self.threaded, tick=self.on_tick):
-            self.files[work.record.path] = work.record
-            if self.on_item:
-                self.on_item(counters)
+        try:
+            for work in pipeline.run_stages(self._source(entries), stages, threaded=self.threaded, tick=self.on_tick):
+                self.files[work.record.path] = work.record
+                if self.on_item:
+                    self.on_item(counters)
+        except BaseException:
+            self.book.abandon()
+            raise
         gone = [p for p in dict.fromkeys(gone) if p in self.files]
         self.store.delete_files(gone)
         for path in gone:
             del self.files[path]
         pairs = self.pairs.update(counters.new_contents)
+        self.unsearched = []
         self.store.maybe_compact()
         return IndexResult(counters, removed=len(gone), pairs=pairs)
 
@@ -125,7 +153,8 @@ class Indexer:
         for entry in entries:
             if self.stop.is_set():
                 return
-            yield entry
+            if not self._own(entry.path):  # the one gate every indexed file passes: never what dedupd wrote
+                yield entry
 
     def _decode_settings(self) -> pipeline.DecodeSettings:
         return pipeline.DecodeSettings(
@@ -158,20 +187,23 @@ class Indexer:
                 hash_threads() if self.threaded else 1,
                 self.stop,
             ),
-            pipeline.commit(self.store, self.model, self.book, self.config.scan.commit_every, counters),
+            pipeline.commit(
+                self.store,
+                self.model,
+                self.book,
+                self.config.scan.commit_every,
+                counters,
+                self.pairs.vectors_coming,
+            ),
         ]
 
 
-def _file_entry(root: bytes, path: bytes) -> FileEntry | None:
-    import stat
-
-    if not is_image_name(os.path.basename(path)) or not _inside(path, root):
+def _file_entry(root: bytes, path: bytes, sniff: bool) -> FileEntry | None:
+    if not inside(path, root) or not is_picture(path, sniff):
         return None
     try:
         st = os.lstat(path)
     except OSError:
-        return None
-    if not stat.S_ISREG(st.st_mode):
         return None
     return FileEntry.from_stat(path, root, st)
 
@@ -184,10 +216,6 @@ def _has_ancestor_in(path: bytes, candidates: set[bytes]) -> bool:
         if not sep:
             return False
     return False
-
-
-def _inside(path: bytes, root: bytes) -> bool:
-    return path.startswith(root.rstrip(b"/") + b"/")
 
 
 # --- root state (kept in the store's meta, so every process sees which roots are online) --------------------------

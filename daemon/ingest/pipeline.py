@@ -185,6 +185,14 @@ class ContentBook:
             self.inflight.add(record.content)
             return None
 
+    def abandon(self) -> None:
+        """A run ended by an error: its claims die with it. Without this a long-lived daemon would hold every content
+        in flight at the error as claimed for ever, and each later file with one of those contents would wait on a
+        carrier that never comes (never committed, never embedded). Their files are found again by the next walk."""
+        with self.lock:
+            self.inflight.clear()
+            self.followers.clear()
+
     def resolve(self, record: FileRecord) -> list[FileRecord]:
         """Settle a content once its carrier is done; its waiting twins are returned, resolved alike, unless the
         carrier's outcome says nothing about the bytes (a stop, or an io error on that one path): then they stay
@@ -212,17 +220,20 @@ def _apply(record: FileRecord, info: ContentInfo) -> FileRecord:
 
 
 def classify(known: dict[bytes, FileRecord], book: ContentBook, counters: Counters) -> Stage:
-    """Unchanged size, mtime_ns and inode: not even re-hashed; and skipped outright when its content is resolved
-    for this model (a model change re-embeds unchanged files without re-hashing them)."""
+    """Unchanged size, mtime_ns, inode and ctime_ns: not even re-hashed; and skipped outright when its content is
+    resolved for this model (a model change re-embeds unchanged files without re-hashing them)."""
 
     def classify(entries: Iterable[FileEntry]) -> Iterator[Work]:
         for entry in entries:
             counters.seen += 1
             old = known.get(entry.path)
-            if old and old.content and old.same_stat(entry.size, entry.mtime_ns, entry.inode):
+            if entry.special:
+                yield _not_regular(old, entry, counters)
+            elif old and old.content and old.same_stat(entry.size, entry.mtime_ns, entry.inode, entry.ctime_ns):
                 yield _unchanged(old, entry, book, counters)
             else:
-                yield Work(FileRecord(entry.path, entry.root, entry.size, entry.mtime_ns, entry.device, entry.inode))
+                fields = (entry.path, entry.root, entry.size, entry.mtime_ns, entry.device, entry.inode)
+                yield Work(FileRecord(*fields, ctime_ns=entry.ctime_ns))
 
     return classify
 
@@ -233,6 +244,18 @@ def _unchanged(old: FileRecord, entry: FileEntry, book: ContentBook, counters: C
         counters.unchanged += 1
         return Work(record, fresh=False)
     return Work(replace(record, status=PENDING, error=""))
+
+
+def _not_regular(old: FileRecord | None, entry: FileEntry, counters: Counters) -> Work:
+    """A FIFO, socket or device with an image name: recorded unreadable with why, never opened (reading a FIFO blocks
+    for ever), and not written again while its stat is unchanged."""
+    error = f"not a regular file ({entry.special})"
+    if old and old.error == error and old.same_stat(entry.size, entry.mtime_ns, entry.inode):
+        counters.unchanged += 1
+        return Work(old, fresh=False)
+    counters.unreadable += 1
+    stat_facts = (entry.size, entry.mtime_ns, entry.device, entry.inode)
+    return Work(FileRecord(entry.path, entry.root, *stat_facts, status=UNREADABLE, error=error))
 
 
 def hash_files(counters: Counters, threads: int = 1) -> Stage:
@@ -251,7 +274,7 @@ def hash_files(counters: Counters, threads: int = 1) -> Stage:
 
 
 def _needs_hash(work: Work) -> bool:
-    return work.fresh and not work.record.content
+    return work.fresh and not work.record.content and work.record.status != UNREADABLE
 
 
 def _hashed(work: Work) -> bool:
@@ -360,7 +383,7 @@ def _store_decoded(work: Work, result: Decoded | Failed, counters: Counters) -> 
         counters.unreadable += 1
         return
     work.image, record.width, record.height = result.image, result.width, result.height
-    record.format = result.format
+    record.format, record.frames = result.format, result.frames
     for name, value in result.capture.to_dict().items():
         setattr(record, name, value)
     counters.decoded += 1
@@ -430,26 +453,42 @@ def stages_to_model(
     ]
 
 
-def commit(store: Store, model: str, book: ContentBook, every: int, counters: Counters) -> Stage:
+def commit(
+    store: Store,
+    model: str,
+    book: ContentBook,
+    every: int,
+    counters: Counters,
+    before_vectors: Callable[[], None] = lambda: None,
+) -> Stage:
     """Vectors first, then file rows: a crash between the two leaves vectors a resumed run reuses, never rows
-    pointing at a vector that does not exist."""
+    pointing at a vector that does not exist. `before_vectors` runs before each vector commit (the pair finder
+    records there that a search is owed)."""
 
     def commit(items: Iterable[Work]) -> Iterator[Work]:
         pending: list[Work] = []
         for work in items:
             pending.append(work)
             if len(pending) >= every:
-                yield from _flush(pending, store, model, book, counters)
+                yield from _flush(pending, store, model, book, counters, before_vectors)
                 pending = []
-        yield from _flush(pending, store, model, book, counters)
+        yield from _flush(pending, store, model, book, counters, before_vectors)
 
     return commit
 
 
-def _flush(pending: list[Work], store: Store, model: str, book: ContentBook, counters: Counters) -> list[Work]:
+def _flush(
+    pending: list[Work],
+    store: Store,
+    model: str,
+    book: ContentBook,
+    counters: Counters,
+    before_vectors: Callable[[], None],
+) -> list[Work]:
     carriers = [w for w in pending if w.carrier]
     embedded = [(w, w.vector) for w in carriers if w.vector is not None]
     if embedded:
+        before_vectors()
         store.add_vectors(
             model,
             [w.record.content for w, _ in embedded],

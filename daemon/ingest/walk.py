@@ -8,7 +8,15 @@ import stat
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
-from dedupd.paths import Ignore, is_image_name, normalise_root
+from dedupd.paths import (
+    OWN_MARKER,
+    Ignore,
+    is_companion_name,
+    is_image_name,
+    looks_like_image,
+    normalise_root,
+    read_head,
+)
 
 log = logging.getLogger("dedupd")
 
@@ -26,10 +34,22 @@ class FileEntry:
     mtime_ns: int
     device: int
     inode: int
+    special: str = ""  # "" for a regular file; else what it is (FIFO, socket, device), never opened
+    ctime_ns: int = 0
 
     @classmethod
-    def from_stat(cls, path: bytes, root: bytes, st: os.stat_result) -> FileEntry:
-        return cls(path, root, st.st_size, st.st_mtime_ns, st.st_dev, st.st_ino)
+    def from_stat(cls, path: bytes, root: bytes, st: os.stat_result) -> FileEntry | None:
+        """The entry for what lstat found at an image name; None for a symlink or a folder. A FIFO, socket or device
+        is listed (status names it, with why it is skipped) but marked, so nothing ever opens it."""
+        special = _special_kind(st.st_mode)
+        if not stat.S_ISREG(st.st_mode) and not special:
+            return None  # symlinks to files are never indexed: deleting through them is a hazard
+        return cls(path, root, st.st_size, st.st_mtime_ns, st.st_dev, st.st_ino, special, st.st_ctime_ns)
+
+
+def _special_kind(mode: int) -> str:
+    kinds = ((stat.S_ISFIFO, "FIFO"), (stat.S_ISSOCK, "socket"), (stat.S_ISCHR, "device"), (stat.S_ISBLK, "device"))
+    return next((name for test, name in kinds if test(mode)), "")
 
 
 @dataclass
@@ -37,7 +57,16 @@ class ScanOptions:
     ignore: tuple[str, ...] = NAS_IGNORE + INTERNAL_IGNORE
     follow_symlinks: bool = False
     exclude_dirs: tuple[bytes, ...] = ()  # absolute paths never entered (the trash dir, the store)
+    sniff: bool = False  # scan.sniff: a file whose name says nothing is indexed when its magic bytes are a picture's
     on_error: Callable[[bytes, OSError], None] | None = None
+
+
+def is_picture(path: bytes, sniff: bool = False) -> bool:
+    """The one test of whether a file is indexed: its name says image or RAW, or (scan.sniff) its first bytes do."""
+    name = os.path.basename(path)
+    if is_image_name(name):
+        return True
+    return sniff and not is_companion_name(name) and looks_like_image(read_head(path))
 
 
 def scan(roots: Iterable[bytes], options: ScanOptions | None = None) -> Iterator[FileEntry]:
@@ -72,6 +101,8 @@ class _Walker:
         key = (st.st_dev, st.st_ino)
         if key in self.seen_dirs or directory in self.options.exclude_dirs:
             return False  # a root listed twice, nested roots, or a symlink loop
+        if os.path.lexists(os.path.join(directory, OWN_MARKER)):
+            return False  # a trash or gallery of some dedupd store
         self.seen_dirs.add(key)
         return True
 
@@ -83,7 +114,7 @@ class _Walker:
             self._error(directory, exc)
             return [], []
         kept = [e for e in entries if not self.ignore.name(e.name)]
-        return [e.path for e in kept if self._is_dir(e)], [e for e in kept if is_image_name(e.name)]
+        return [e.path for e in kept if self._is_dir(e)], [e for e in kept if is_picture(e.path, self.options.sniff)]
 
     def _is_dir(self, entry: os.DirEntry) -> bool:
         try:
@@ -97,8 +128,8 @@ class _Walker:
         except OSError as exc:  # vanished or unreadable mid-scan: skip it, keep walking
             self._error(entry.path, exc)
             return None
-        if not stat.S_ISREG(st.st_mode) or (st.st_dev, st.st_ino) in self.seen_files:
-            return None  # symlinks to files are never indexed: deleting through them is a hazard
+        if (st.st_dev, st.st_ino) in self.seen_files:
+            return None
         self.seen_files.add((st.st_dev, st.st_ino))
         return FileEntry.from_stat(entry.path, root, st)
 

@@ -260,6 +260,7 @@ def render_facts(entry: Tile) -> str:
         ("modified", time_html(info.get("mtime_ns"))),
     ]
     rows += [("preview", esc(f"not available: {entry.thumb.error}"))] if entry.thumb.error else []
+    rows += [("companions", esc(companions_text(info)))] if info.get("companions") else []
     rows += [] if os.path.lexists(entry_path(info)) else [("on disk", "no longer exists")]
     return "".join(f'<dt>{esc(k)}</dt><dd class="{k.replace(" ", "-")}">{v}</dd>' for k, v in rows)
 
@@ -282,6 +283,13 @@ def readable(text: str) -> str:
 
 def display_path(info: Info) -> str:
     return entry_path(info).decode("utf-8", "replace")
+
+
+def companions_text(info: Info) -> str:
+    """What travels with this photo: "xmp IMG_1.xmp, live IMG_1.MOV"."""
+    return ", ".join(
+        f"{c['kind']} {os.path.basename(entry_path(c)).decode('utf-8', 'replace')}" for c in info["companions"]
+    )
 
 
 def human_size(size: object) -> str:

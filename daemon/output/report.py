@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from dedupd.config import Config
+from dedupd.dedup.companions import Companion
 from dedupd.dedup.groups import Group, Member
 from dedupd.dedup.store_groups import store_groups
 from dedupd.errors import UsageError
@@ -59,7 +60,7 @@ def _group(group: Group) -> dict[str, Any]:
         "id": group_id(group),
         "keep": path_text(group.keep.path),
         "duplicates": [path_text(m.file.path) for m in group.duplicates],
-        "keep_info": _info(group.keep),
+        "keep_info": {**_info(group.keep), "companions": _companions(group.keep_companions)},
         "duplicate_details": [_member(m) for m in group.duplicates],
         "similar": [_member(m) for m in group.similar],
         "bytes_reclaimable": group.bytes_reclaimable,
@@ -75,7 +76,7 @@ def group_id(group: Group) -> str:
 
 def _info(record: FileRecord) -> dict[str, Any]:
     info: dict[str, Any] = {
-        "path": path_text(record.path),
+        **_path_fields(record.path),
         "size": record.size,
         "width": record.width,
         "height": record.height,
@@ -84,13 +85,29 @@ def _info(record: FileRecord) -> dict[str, Any]:
         "format": record.format,
         "taken": record.taken,
     }
-    if not _is_utf8(record.path):
-        info["path_b64"] = base64.b64encode(record.path).decode("ascii")
     return info
 
 
+def _path_fields(path: bytes) -> dict[str, str]:
+    fields = {"path": path_text(path)}
+    if not _is_utf8(path):
+        fields["path_b64"] = base64.b64encode(path).decode("ascii")
+    return fields
+
+
+def _companions(companions: Sequence[Companion]) -> list[dict[str, Any]]:
+    """Sidecars, Takeout metadata and Live Photo videos next to a member (the same path rules as a member's)."""
+    out = []
+    for companion in companions:
+        entry = {**_path_fields(companion.path), "kind": companion.kind}
+        if companion.shared:
+            entry["shared"] = True  # another photo of that name claims it too; it stays while one of them does
+        out.append(entry)
+    return out
+
+
 def _member(member: Member) -> dict[str, Any]:
-    out = {**_info(member.file), "cosine": round(member.cosine, 6)}
+    out = {**_info(member.file), "cosine": round(member.cosine, 6), "companions": _companions(member.companions)}
     if member.why:
         out["why"] = member.why
     return out
@@ -144,6 +161,9 @@ def load_report(path: str | os.PathLike) -> dict[str, Any]:
         raise UsageError(f"{path}: not a JSON report: {exc}") from None
     if not isinstance(report, dict) or not isinstance(report.get("groups"), list):
         raise UsageError(f"{path}: not a dedupd report (no 'groups' list)")
+    threshold = report.get("threshold")
+    if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, (int, float))):
+        raise UsageError(f"{path}: 'threshold' must be a number, not {_json_kind(threshold)}")
     for number, group in enumerate(report["groups"], 1):
         _check_group(f"{path}: group {number}", group)
     return report
@@ -171,6 +191,8 @@ def _check_entries(where: str, key: str, entries: list[object]) -> None:
     for entry in entries:
         if not isinstance(entry, dict) or not isinstance(entry.get("path"), str):
             raise UsageError(f"{where}: each of '{key}' must be an object with a 'path'")
+        if not isinstance(entry.get("content", ""), str):
+            raise UsageError(f"{where}: a 'content' in '{key}' must be a content hash string")
 
 
 def _json_kind(value: object) -> str:

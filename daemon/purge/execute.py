@@ -1,6 +1,8 @@
 """Purge: remove (or trash) duplicates, each only after it passes every safety check just before the act.
 
-The order is plan -> verify -> act. A failed check skips that one file with its reason and the run goes on.
+The order is plan -> verify -> act, and `verify` is the one gate every removal passes (purge from a report or from
+the store, the daemon's purge.auto): it proves, from the bytes on disk and the store, that the picture survives in
+the keeper (see evidence.py). A failed check skips that one file with its reason and the run goes on.
 Deletion renames the victim aside first and confirms the renamed inode is the verified one, so a file swapped in
 between the check and the act is put back instead of deleted.
 """
@@ -8,14 +10,18 @@ between the check and the act is put back instead of deleted.
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 import shutil
 import stat
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
+from dedupd.dedup.companions import other_claimants
 from dedupd.dedup.groups import Rules
 from dedupd.ingest.hashing import fd_hash
+from dedupd.paths import inside_any
+from dedupd.purge.evidence import Evidence, KeeperProof, Refused, open_regular
 from dedupd.purge.journal import Entry, Journal
 from dedupd.store import OK, FileRecord
 
@@ -24,6 +30,10 @@ from dedupd.store import OK, FileRecord
 class PurgeItem:
     victim: bytes
     keeper: bytes
+    # The contents the plan was made on (a report's content hashes); "" for an old report without them, which
+    # is then held to the store's current record.
+    victim_content: str = ""
+    keeper_content: str = ""
 
 
 @dataclass
@@ -32,6 +42,16 @@ class Outcome:
     action: str  # "deleted" | "trashed" | "would delete" | "would trash" | "skipped"
     reason: str = ""
     destination: bytes | None = None
+    companions: list[bytes] = field(default_factory=list)  # sidecars, videos... that went (or would go) along
+    left: list[str] = field(default_factory=list)  # a companion that could not follow, with why
+
+
+@dataclass(frozen=True)
+class Along:
+    """A companion going with its photo: as found at the moment of acting, and where it goes."""
+
+    record: FileRecord
+    dest: bytes
 
 
 @dataclass
@@ -47,20 +67,21 @@ class PurgeResult:
         return [o for o in self.outcomes if o.action == "skipped"]
 
 
-class Refused(Exception):
-    """One item fails a safety check; str() is the reason."""
-
-
 @dataclass
 class PurgeContext:
     records: dict[bytes, FileRecord]  # what the store indexed, by path
     roots: Sequence[bytes]  # scanned roots that may be purged (online ones only)
+    evidence: Evidence  # which contents the store pairs under the current model
+    rules: Rules  # decisions, the burst guard, the multi-frame rule: re-checked for stale plans
+    keepers: KeeperProof = field(default_factory=KeeperProof)  # also holds the folders dedupd writes itself
     protect: Sequence[bytes] = ()
     trash_dir: bytes | None = None
     dry_run: bool = True
     journal: Journal | None = None
     already_done: set[bytes] = field(default_factory=set)  # removed by an earlier (perhaps interrupted) purge
-    rules: Rules | None = None  # decisions and the burst guard, re-checked for stale plans
+    # Keepers of what this run removed: removing one of them next would leave that picture only in a chain's far
+    # end (A kept for B, then A removed against C: B and C may not be alike at all).
+    kept: set[bytes] = field(default_factory=set)
 
 
 def run_purge(items: Iterable[PurgeItem], ctx: PurgeContext) -> PurgeResult:
@@ -74,37 +95,72 @@ def _one(item: PurgeItem, ctx: PurgeContext) -> Outcome:
     if item.victim in ctx.already_done and not os.path.lexists(item.victim):
         return Outcome(item, "already done")
     try:
-        victim = verify(item, ctx)
+        victim, along = verify(item, ctx)
     except Refused as exc:
         return Outcome(item, "skipped", str(exc))
     if ctx.dry_run:
-        return Outcome(item, "would trash" if ctx.trash_dir else "would delete")
-    return _act(item, victim, ctx)
+        going = [a.record.path for a in along]
+        outcome = Outcome(item, "would trash" if ctx.trash_dir else "would delete", companions=going)
+    else:
+        outcome = _act(item, victim, along, ctx)
+    if outcome.action != "skipped":
+        ctx.kept.add(item.keeper)
+    return outcome
 
 
-def _act(item: PurgeItem, victim: FileRecord, ctx: PurgeContext) -> Outcome:
-    action = "trash" if ctx.trash_dir else "delete"
+def _act(item: PurgeItem, victim: FileRecord, along: list[Along], ctx: PurgeContext) -> Outcome:
+    """The photo, then its companions, each journaled; every companion's intent is written before the photo moves,
+    so a run killed in between is finished by the next one (recovery moves a companion whose photo went, and puts
+    back one whose photo stayed): a companion is never left without its photo."""
     dest = trash_destination(victim, ctx.trash_dir) if ctx.trash_dir else _aside_name(item.victim)
-    entry = _intent(ctx, action, item, victim, dest)
+    entry = _intent(ctx, item, victim, dest)
+    companion_entries = [_intent(ctx, item, a.record, a.dest, of=entry.id if entry else 0) for a in along]
     try:
         fault_point("after-intent")
-        if ctx.trash_dir:
-            _trash(victim, dest)
-        else:
-            _delete(item.victim, victim, dest)
+        _remove(victim, dest, ctx)
     except (Refused, OSError) as exc:
         reason = str(exc) if isinstance(exc, Refused) else f"{exc.strerror or exc}"
         _finish(ctx, entry, "skipped", reason)
+        for companion_entry in companion_entries:
+            _finish(ctx, companion_entry, "skipped", "its photo stayed")
         return Outcome(item, "skipped", reason)
+    ctx.keepers.forget(item.victim)  # gone from its path: never a keeper later in this run
     fault_point("before-done")
     _finish(ctx, entry, "done")
-    return Outcome(item, "trashed" if ctx.trash_dir else "deleted", destination=dest if ctx.trash_dir else None)
+    outcome = Outcome(item, "trashed" if ctx.trash_dir else "deleted", destination=dest if ctx.trash_dir else None)
+    for companion, companion_entry in zip(along, companion_entries):
+        _move_along(companion, companion_entry, outcome, ctx)
+    return outcome
 
 
-def _intent(ctx: PurgeContext, action: str, item: PurgeItem, victim: FileRecord, dest: bytes) -> Entry | None:
+def _remove(record: FileRecord, dest: bytes, ctx: PurgeContext) -> None:
+    if ctx.trash_dir:
+        _trash(record, dest)
+    else:
+        _delete(record.path, record, dest)
+
+
+def _move_along(along: Along, entry: Entry | None, outcome: Outcome, ctx: PurgeContext) -> None:
+    fault_point("before-companion")
+    try:
+        _remove(along.record, along.dest, ctx)
+    except (Refused, OSError) as exc:
+        reason = str(exc) if isinstance(exc, Refused) else f"{exc.strerror or exc}"
+        _finish(ctx, entry, "skipped", reason)
+        outcome.left.append(f"{os.fsdecode(along.record.path)}: {reason}")
+        return
+    _finish(ctx, entry, "done")
+    outcome.companions.append(along.record.path)
+
+
+def _intent(ctx: PurgeContext, item: PurgeItem, record: FileRecord, dest: bytes, of: int = 0) -> Entry | None:
     if ctx.journal is None:
         return None
-    return ctx.journal.intent(action, item.victim, item.keeper, dest, victim.device, victim.inode, victim.content)
+    action = "trash" if ctx.trash_dir else "delete"
+    keeper = planned(ctx.records[item.keeper], item.keeper_content).content
+    return ctx.journal.intent(
+        action, record.path, item.keeper, dest, record.device, record.inode, record.content, keeper, of
+    )
 
 
 def _finish(ctx: PurgeContext, entry: Entry | None, state: str, reason: str = "") -> None:
@@ -130,25 +186,36 @@ _FAULT_COUNTS: dict[str, int] = {}
 # --- checks ----------------------------------------------------------------------------------------------------
 
 
-def verify(item: PurgeItem, ctx: PurgeContext) -> FileRecord:
-    """Every check that must hold for this victim right now; returns its store record."""
+def verify(item: PurgeItem, ctx: PurgeContext) -> tuple[FileRecord, list[Along]]:
+    """Every check that must hold for this victim right now, the picture's survival first; returns the victim's
+    store record with the content the plan was made on, and the companions that go with it (each checked too)."""
     check_path_shape(item.victim)
-    victim = _indexed(item.victim, ctx)
-    keeper = _indexed(item.keeper, ctx)
+    if item.victim in ctx.kept:
+        raise Refused("it is the keeper of a file this run removed; scan and report again")
+    victim = planned(_indexed(item.victim, ctx), item.victim_content)
+    keeper = planned(_indexed(item.keeper, ctx), item.keeper_content)
     _check_placement(victim, ctx)
     if item.victim == item.keeper or (victim.device, victim.inode) == (keeper.device, keeper.inode):
         raise Refused("the victim is the keeper itself (same path or hard link)")
-    _check_rules(keeper, victim, ctx)
-    _check_keeper(keeper)
+    if keeper.status != OK:
+        raise Refused("the keeper was not decoded successfully")
+    _refuse_if(ctx.evidence.refusal(keeper.content, victim.content))
+    _refuse_if(ctx.rules.held_back(keeper, victim))  # a plan made before a decision must not outlive it
+    live_keeper = ctx.keepers.check(keeper.path, keeper.content)
+    if live_keeper == (victim.device, victim.inode):  # the keeper's path leads to the victim (a swapped folder)
+        raise Refused("the keeper's path now leads to the victim itself")
     _check_victim(victim)
-    return victim
+    return victim, companions_along(victim, ctx)
 
 
-def _check_rules(keeper: FileRecord, victim: FileRecord, ctx: PurgeContext) -> None:
-    """A plan made before a decision (or with the burst guard off) must not outlive it."""
-    why = ctx.rules.held_back(keeper, victim) if ctx.rules is not None else ""
-    if why:
-        raise Refused(why)
+def planned(record: FileRecord, content: str) -> FileRecord:
+    """The record as the plan saw it: the report's content hash where it carries one."""
+    return replace(record, content=content) if content else record
+
+
+def _refuse_if(reason: str) -> None:
+    if reason:
+        raise Refused(reason)
 
 
 def check_path_shape(path: bytes) -> None:
@@ -169,44 +236,55 @@ def _indexed(path: bytes, ctx: PurgeContext) -> FileRecord:
 
 
 def _check_placement(victim: FileRecord, ctx: PurgeContext) -> None:
-    if not any(_inside(victim.path, root) for root in ctx.roots):
+    if not inside_any(victim.path, ctx.roots):
         raise Refused("not inside a scanned root that is online")
-    if any(_inside(victim.path, root) for root in ctx.protect):
+    if inside_any(victim.path, ctx.protect):
         raise Refused("inside a protected root")
-
-
-def _inside(path: bytes, root: bytes) -> bool:
-    return path.startswith(root.rstrip(b"/") + b"/")
-
-
-def _check_keeper(keeper: FileRecord) -> None:
-    if keeper.status != OK:
-        raise Refused("the keeper was not decoded successfully")
-    try:
-        st = os.lstat(keeper.path)
-    except OSError:
-        raise Refused("the keeper no longer exists") from None
-    if not stat.S_ISREG(st.st_mode) or not keeper.same_stat(st.st_size, st.st_mtime_ns, st.st_ino):
-        raise Refused("the keeper changed since it was indexed")
+    if inside_any(victim.path, ctx.keepers.internal):
+        raise Refused("inside a folder dedupd writes itself (trash, gallery or store)")
 
 
 def _check_victim(victim: FileRecord) -> None:
-    try:
-        fd = os.open(victim.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            raise Refused("the victim is a symlink") from None
-        raise Refused(f"cannot open the victim: {exc.strerror}") from None
+    if not victim.content:
+        raise Refused("the victim has no content hash in the store (scan again)")
+    fd = open_regular(victim.path, "victim")
     try:
         st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise Refused("the victim is not a regular file")
         if not victim.same_stat(st.st_size, st.st_mtime_ns, st.st_ino):
             raise Refused("the victim changed since it was indexed")
-        if victim.content and fd_hash(fd) != victim.content:
-            raise Refused("the victim's content changed since it was indexed")
+        if fd_hash(fd) != victim.content:
+            raise Refused("the victim's content changed since the plan was made")
     finally:
         os.close(fd)
+
+
+def companions_along(victim: FileRecord, ctx: PurgeContext) -> list[Along]:
+    """The victim's companions that go with it, each checked now; a companion another photo beside it still claims
+    stays with that photo. Refused when one cannot follow: the photo then stays too. (The gate already held back a
+    victim whose companion kind the keeper lacks, so nothing here carries data the keeper has no counterpart of.)"""
+    out = []
+    for companion in ctx.rules.companions(victim.path):
+        if not os.path.lexists(companion.path) or other_claimants(companion.path, victim.path):
+            continue
+        record = _companion_record(companion.path, victim)
+        dest = trash_destination(record, ctx.trash_dir) if ctx.trash_dir else _aside_name(record.path)
+        if ctx.trash_dir and os.path.lexists(dest):
+            raise Refused(f"its companion's place in the trash is taken: {os.fsdecode(dest)}")
+        out.append(Along(record, dest))
+    return out
+
+
+def _companion_record(path: bytes, photo: FileRecord) -> FileRecord:
+    try:
+        fd = open_regular(path, "companion")
+    except Refused as exc:
+        raise Refused(f"{exc}: {os.fsdecode(path)}") from None
+    try:
+        st = os.fstat(fd)
+        content = fd_hash(fd)
+    finally:
+        os.close(fd)
+    return FileRecord(path, photo.root, st.st_size, st.st_mtime_ns, st.st_dev, st.st_ino, content, status=OK)
 
 
 # --- acts ------------------------------------------------------------------------------------------------------
@@ -226,8 +304,11 @@ ASIDE_PREFIX = b".dedupd-purge-"  # the walk ignores these names: a half-finishe
 
 
 def _aside_name(path: bytes) -> bytes:
+    """A short name beside the victim: a digest of its name, not the name itself, so a victim whose name is close to
+    NAME_MAX (255 bytes) can still be renamed aside (the journal records the aside name; nothing derives it again)."""
     head, tail = os.path.split(path)
-    return os.path.join(head, ASIDE_PREFIX + str(os.getpid()).encode() + b"-" + tail)
+    digest = hashlib.blake2b(tail, digest_size=8).hexdigest().encode()
+    return os.path.join(head, ASIDE_PREFIX + str(os.getpid()).encode() + b"-" + digest)
 
 
 def trash_destination(victim: FileRecord, trash_dir: bytes) -> bytes:

@@ -14,7 +14,7 @@ import logging
 import os
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 log = logging.getLogger("dedupd")
@@ -41,10 +41,16 @@ class Entry:
     content: str = ""
     reason: str = ""
     time: float = field(default_factory=time.time)
+    keeper_content: str = ""  # what the keeper held when the act was proven safe ("" in journals before 2026-12)
+    of: int = 0  # a companion (sidecar, Live Photo video...) moving with its photo: the id of the photo's entry
 
     @property
     def victim_path(self) -> bytes:
         return _unb64(self.victim)
+
+    @property
+    def keeper_path(self) -> bytes:
+        return _unb64(self.keeper)
 
     @property
     def dest_path(self) -> bytes:
@@ -64,30 +70,26 @@ class Journal:
         return cls(folder / name)
 
     def intent(
-        self, action: str, victim: bytes, keeper: bytes, dest: bytes, device: int, inode: int, content: str
+        self,
+        action: str,
+        victim: bytes,
+        keeper: bytes,
+        dest: bytes,
+        device: int,
+        inode: int,
+        content: str,
+        keeper_content: str = "",
+        of: int = 0,
     ) -> Entry:
-        entry = Entry(
-            self._next, "intent", action, _b64(victim), _b64(keeper), _b64(dest) if dest else "", device, inode, content
-        )
+        dest_text = _b64(dest) if dest else ""
+        entry = Entry(self._next, "intent", action, _b64(victim), _b64(keeper), dest_text, device, inode, content)
+        entry.keeper_content, entry.of = keeper_content, of
         self._next += 1
         self.write(entry)
         return entry
 
     def finish(self, entry: Entry, state: str = "done", reason: str = "") -> None:
-        self.write(
-            Entry(
-                entry.id,
-                state,
-                entry.action,
-                entry.victim,
-                entry.keeper,
-                entry.dest,
-                entry.device,
-                entry.inode,
-                entry.content,
-                reason,
-            )
-        )
+        self.write(replace(entry, state=state, reason=reason, time=time.time()))
 
     def write(self, entry: Entry) -> None:
         if self._fd is None:

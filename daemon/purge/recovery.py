@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dedupd.ingest.hashing import content_hash
+from dedupd.own_folders import is_own
+from dedupd.purge.evidence import Refused, current_identity
 from dedupd.purge.journal import Entry, Journal, journals, latest_states, unfinished
 
 log = logging.getLogger("dedupd")
@@ -24,6 +26,7 @@ log = logging.getLogger("dedupd")
 class Tally:
     lines: list[str] = field(default_factory=list)
     failed: int = 0
+    removed: int = 0
 
     def say(self, text: str, failed: bool = False) -> None:
         self.lines.append(text)
@@ -31,11 +34,7 @@ class Tally:
 
 
 def _same_inode(path: bytes, entry: Entry) -> bool:
-    try:
-        st = os.lstat(path)
-    except OSError:
-        return False
-    return (st.st_dev, st.st_ino) == (entry.device, entry.inode)
+    return _same_identity(path, (entry.device, entry.inode))
 
 
 def _has_content(path: bytes, content: str) -> bool:
@@ -48,15 +47,19 @@ def _has_content(path: bytes, content: str) -> bool:
 # --- recover -----------------------------------------------------------------------------------------------------
 
 
-def recover_all(folder: Path) -> Tally:
+def recover_all(folder: Path, own: tuple[bytes, ...] = ()) -> Tally:
+    """Settle every open intent; `own` (dedupd's own folders) is where a keeper never proves anything."""
     tally = Tally()
     for path in journals(folder):
         open_intents = unfinished(path)
         if open_intents:
+            states = {i: last.state for i, (_, last) in latest_states(path).items()}
             journal = Journal(path)
             try:
-                for entry in open_intents:
-                    state, reason = settle(entry)
+                for entry in sorted(open_intents, key=lambda e: e.id):  # a photo before its companions
+                    photo = states.get(entry.of)
+                    state, reason = settle_companion(entry, photo, own) if entry.of else settle(entry, own)
+                    states[entry.id] = state
                     journal.finish(entry, state, reason)
                     tally.say(f"recovered {os.fsdecode(entry.victim_path)}: {state} ({reason})")
             finally:
@@ -64,18 +67,60 @@ def recover_all(folder: Path) -> Tally:
     return tally
 
 
-def settle(entry: Entry) -> tuple[str, str]:
-    """What an interrupted action left behind, brought to a clean end: (state, reason)."""
+def settle_companion(entry: Entry, photo_state: str | None, own: tuple[bytes, ...] = ()) -> tuple[str, str]:
+    """A companion goes where its photo went: finished when the photo's act was done, put back when it was not."""
+    if photo_state == "done":
+        state, reason = settle(entry, own)
+        if state == "skipped" and _same_inode(entry.victim_path, entry):
+            _complete(entry)
+            return "done", "moved with its photo after the interruption"
+        return state, reason
+    return _put_back(entry)
+
+
+def _complete(entry: Entry) -> None:
     victim, dest = entry.victim_path, entry.dest_path
     if entry.action == "delete":
-        return _settle_delete(entry, victim, dest)
-    return _settle_trash(entry, victim, dest)
+        os.unlink(victim)
+        return
+    os.makedirs(os.path.dirname(dest), exist_ok=True)
+    shutil.move(victim, dest)  # across filesystems: copy with metadata, then unlink
 
 
-def _settle_delete(entry: Entry, victim: bytes, aside: bytes) -> tuple[str, str]:
+def _put_back(entry: Entry) -> tuple[str, str]:
+    victim, dest = entry.victim_path, entry.dest_path
+    if _same_inode(victim, entry):
+        partial = entry.action == "trash" and os.path.lexists(dest) and not _same_inode(dest, entry)
+        if partial and _has_content(dest, entry.content):
+            os.unlink(dest)  # a copy of ours the interrupted move left
+        return "skipped", "its photo stayed; the companion is in place"
+    if os.path.lexists(victim):
+        return "skipped", "its photo stayed; another file is at the companion's place now"
+    if _same_inode(dest, entry) or (entry.action == "trash" and _has_content(dest, entry.content)):
+        _move_back(dest, victim)
+        return "skipped", "its photo stayed; the companion was put back"
+    return "skipped", "its photo stayed; the companion is neither in place nor moved: changed by someone else"
+
+
+def settle(entry: Entry, own: tuple[bytes, ...] = ()) -> tuple[str, str]:
+    """What an interrupted action left behind, brought to a clean end: (state, reason). An act is finished only
+    while its keeper still holds the picture: the user may have changed it since the kill."""
+    victim, dest = entry.victim_path, entry.dest_path
+    if entry.action == "delete":
+        return _settle_delete(entry, victim, dest, own)
+    return _settle_trash(entry, victim, dest, own)
+
+
+def _settle_delete(entry: Entry, victim: bytes, aside: bytes, own: tuple[bytes, ...]) -> tuple[str, str]:
     if _same_inode(aside, entry):
-        os.unlink(aside)
-        return "done", "finished the interrupted delete"
+        lost = keeper_lost(entry, own)
+        if not lost:
+            os.unlink(aside)
+            return "done", "finished the interrupted delete"
+        if os.path.lexists(victim):
+            return "skipped", f"{lost}; the file stays at {os.fsdecode(aside)}"
+        os.rename(aside, victim)
+        return "skipped", f"{lost}; put back"
     if os.path.lexists(aside):
         return "skipped", "the aside name holds another file; left alone"
     if _same_inode(victim, entry):
@@ -83,11 +128,15 @@ def _settle_delete(entry: Entry, victim: bytes, aside: bytes) -> tuple[str, str]
     return "done", "the delete had completed"
 
 
-def _settle_trash(entry: Entry, victim: bytes, dest: bytes) -> tuple[str, str]:
+def _settle_trash(entry: Entry, victim: bytes, dest: bytes, own: tuple[bytes, ...]) -> tuple[str, str]:
     in_place = _same_inode(victim, entry)
     if _same_inode(dest, entry):
         return "done", "the move had completed"
     if in_place and _has_content(dest, entry.content):
+        lost = keeper_lost(entry, own)
+        if lost:
+            os.unlink(dest)  # our verified copy; the original stays where it is
+            return "skipped", f"{lost}; the original stays in place"
         os.unlink(victim)  # the cross-device copy had verified; only the unlink was missing
         return "done", "finished the interrupted move"
     if in_place:
@@ -141,8 +190,10 @@ def _move_back(dest: bytes, victim: bytes) -> None:
 # --- empty ---------------------------------------------------------------------------------------------------------
 
 
-def empty_trash(folder: Path, older_than: float, now: float | None = None) -> Tally:
-    """Remove trashed files whose move is older than `older_than` seconds (by the journal's own timestamps)."""
+def empty_trash(folder: Path, older_than: float, now: float | None = None, own: tuple[bytes, ...] = ()) -> Tally:
+    """Remove trashed files whose move is older than `older_than` seconds (by the journal's own timestamps), each
+    only while its keeper still holds the picture outside the folders in `own` (the trash, the gallery, the
+    store); otherwise the trashed file may be the last copy and stays."""
     tally = Tally()
     cutoff = (now or time.time()) - older_than
     for path in journals(folder):
@@ -150,18 +201,56 @@ def empty_trash(folder: Path, older_than: float, now: float | None = None) -> Ta
         try:
             for intent, last in latest_states(path).values():
                 if last.state == "done" and intent.action == "trash" and last.time < cutoff:
-                    _empty_one(intent, journal, tally)
+                    _empty_one(intent, journal, tally, own)
         finally:
             journal.close()
     return tally
 
 
-def _empty_one(entry: Entry, journal: Journal, tally: Tally) -> None:
+def _empty_one(entry: Entry, journal: Journal, tally: Tally, own: tuple[bytes, ...]) -> None:
     dest = entry.dest_path
     if os.path.isfile(dest) and not os.path.islink(dest):
+        why = _not_as_trashed(entry, dest) or keeper_lost(entry, own)
+        if why:
+            tally.say(f"kept {os.fsdecode(dest)}: {why}", failed=True)
+            return
         os.unlink(dest)
         tally.say(f"removed {os.fsdecode(dest)}")
+        tally.removed += 1
     journal.finish(entry, "emptied")
+
+
+def _not_as_trashed(entry: Entry, dest: bytes) -> str:
+    """Only the file the purge put there goes: not another one moved in since, nor one a trash folder swapped
+    for a symlink now leads to."""
+    if os.path.realpath(dest) != dest or not _has_content(dest, entry.content):
+        return "it is no longer the file the purge trashed there"
+    return ""
+
+
+def keeper_lost(entry: Entry, own: tuple[bytes, ...]) -> str:
+    """Why the keeper no longer proves the picture survives ("" when it does). A journal from before keeper
+    hashes were recorded is satisfied only by a byte copy."""
+    keeper = entry.keeper_path
+    if is_own(keeper, own) or is_own(os.path.realpath(keeper), own):  # a folder swapped for a symlink into ours
+        return f"its keeper {os.fsdecode(keeper)} lies in a folder dedupd writes itself"
+    try:
+        found, identity = current_identity(keeper, "keeper")
+    except Refused as exc:
+        return f"{exc} ({os.fsdecode(keeper)}): this may be the last copy"
+    if found != (entry.keeper_content or entry.content):
+        return f"its keeper {os.fsdecode(keeper)} changed since the purge: this may be the last copy"
+    if _same_identity(entry.dest_path, identity):
+        return f"its keeper {os.fsdecode(keeper)} leads to the trashed file itself: this may be the last copy"
+    return ""
+
+
+def _same_identity(path: bytes, identity: tuple[int, int]) -> bool:
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return False
+    return (st.st_dev, st.st_ino) == identity
 
 
 def parse_age(text: str) -> float:

@@ -7,7 +7,9 @@ The library layer under `dedupd scan --inplace`, `dedupd purge` and the daemon's
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +19,9 @@ from dedupd.dedup.store_groups import rules_for, store_groups
 from dedupd.errors import PurgeFailures, UsageError
 from dedupd.ingest.indexer import online_roots
 from dedupd.output.report import entry_path
-from dedupd.paths import normalise_root, path_text, text_path
+from dedupd.own_folders import own_folders, remember
+from dedupd.paths import normalise_root, path_text
+from dedupd.purge.evidence import Evidence, KeeperProof
 from dedupd.purge.execute import PurgeContext, PurgeItem, PurgeResult, run_purge
 from dedupd.purge.journal import Journal, done_victims
 from dedupd.purge.recovery import recover_all
@@ -27,67 +31,88 @@ log = logging.getLogger("dedupd")
 Echo = Callable[[str], None]
 
 
+@dataclass(frozen=True)
+class Plan:
+    """What a purge is asked to do, and on what evidence: the store's pairs under `model` at or above `threshold`
+    (the report's own threshold, or the groups')."""
+
+    items: list[PurgeItem]
+    model: str
+    threshold: float
+
+
 def purge_from_store(store: Store, config: Config, model: str, echo: Echo = print) -> int:
     """The daemon's purge.auto: plan from the store with the configured policy and act per purge.action."""
     groups, _, _ = store_groups(store, config, model)
-    return execute(store, items_from_groups(groups), online_roots(store), config, None, True, echo)
+    return execute(store, plan_from_groups(groups, model, config), online_roots(store), config, None, True, echo)
 
 
-def items_from_groups(groups: Iterable[Group]) -> list[PurgeItem]:
-    return [PurgeItem(m.file.path, g.keep.path) for g in groups for m in g.duplicates]
+def plan_from_groups(groups: Iterable[Group], model: str, config: Config) -> Plan:
+    items = [PurgeItem(m.file.path, g.keep.path, m.file.content, g.keep.content) for g in groups for m in g.duplicates]
+    return Plan(items, model, config.dedup.threshold)
 
 
-def items_from_report(report: dict[str, Any]) -> list[PurgeItem]:
-    """Only `duplicates` are ever purged; `similar` members never are."""
+def plan_from_report(report: dict[str, Any], model: str, config: Config) -> Plan:
+    """Only `duplicates` are ever purged; `similar` members never are. A report's content hashes travel with each
+    item; an old report without them is held to the store's current records."""
     items: list[PurgeItem] = []
     for group in report["groups"]:
-        keeper = entry_path(group["keep_info"]) if "keep_info" in group else text_path(group["keep"])
+        keep_info = group.get("keep_info") or {"path": group["keep"]}
         details = group.get("duplicate_details")
-        victims = (
-            [entry_path(d) for d in details] if details is not None else [text_path(d) for d in group["duplicates"]]
-        )
-        items.extend(PurgeItem(v, keeper) for v in victims)
-    return items
+        victims = details if details is not None else [{"path": d} for d in group["duplicates"]]
+        keeper, keeper_content = entry_path(keep_info), keep_info.get("content", "")
+        items.extend(PurgeItem(entry_path(v), keeper, v.get("content", ""), keeper_content) for v in victims)
+    # A report (perhaps hand-written) may raise the bar for "the same picture", never lower it below the
+    # configured threshold: pairs are stored down to dedup.pair_floor, well below it.
+    threshold = max(config.dedup.threshold, float(report.get("threshold") or 0.0))
+    return Plan(items, model, threshold)
 
 
 def execute(
-    store: Store,
-    items: list[PurgeItem],
-    roots: Sequence[bytes],
-    config: Config,
-    trash: str | None,
-    inplace: bool,
-    echo: Echo,
+    store: Store, plan: Plan, roots: Sequence[bytes], config: Config, trash: str | None, inplace: bool, echo: Echo
 ) -> int:
-    """Act on the items (a dry run unless inplace) under the store's purge lock, journaled; raise PurgeFailures
-    when a safety check skipped any."""
+    """Act on the plan (a dry run unless inplace) under the store's purge lock, journaled; raise PurgeFailures
+    when a safety check skipped any item."""
     trash_dir = trash or (config.purge.trash_dir if config.purge.action == "trash" else None)
     if config.purge.action == "trash" and not trash_dir:
         raise UsageError("purge.action is trash but no purge.trash_dir (or --trash DIR) is set")
-    ctx = PurgeContext(
-        records=store.files(),
-        roots=roots,
-        protect=[normalise_root(p) for p in config.protect],
-        trash_dir=normalise_root(trash_dir) if trash_dir else None,
-        dry_run=not inplace,
-        rules=rules_for(store, config),
-    )
     with FileLock(store.path / "purge.lock", "purge"):
-        for line in recover_all(journal_dir(store)).lines:
+        if trash_dir and inplace:
+            remember(store.path, normalise_root(trash_dir))  # under the purge lock, before anything lands there
+        ctx = _context(store, plan, roots, config, trash_dir, inplace)
+        for line in recover_all(journal_dir(store), tuple(ctx.keepers.internal)).lines:
             echo(line)
         ctx.already_done = done_victims(journal_dir(store))
         ctx.journal = None if ctx.dry_run else Journal.create(journal_dir(store))
         try:
-            result = run_purge(items, ctx)
+            result = run_purge(plan.items, ctx)
         finally:
             if ctx.journal is not None:
                 ctx.journal.close()
                 echo(f"journal: {ctx.journal.path} (undo trashed files with `dedupd purge --undo` on it)")
     _forget(store, result)
     _echo_purge(echo, result, dry_run=not inplace)
+    left = sum(len(o.left) for o in result.outcomes)
+    if left:
+        raise PurgeFailures(f"{left} companions could not follow their photo (see above; the journal has them)")
     if result.skipped:
         raise PurgeFailures(f"{len(result.skipped)} of {len(result.outcomes)} purge items were skipped (see above)")
     return 0
+
+
+def _context(
+    store: Store, plan: Plan, roots: Sequence[bytes], config: Config, trash_dir: str | None, inplace: bool
+) -> PurgeContext:
+    return PurgeContext(
+        records=store.files(),
+        roots=roots,
+        evidence=Evidence.load(store, plan.model, plan.threshold),
+        rules=rules_for(store, config),
+        keepers=KeeperProof(own_folders(store.path, config)),
+        protect=[normalise_root(p) for p in config.protect],
+        trash_dir=normalise_root(trash_dir) if trash_dir else None,
+        dry_run=not inplace,
+    )
 
 
 def journal_dir(store: Store) -> Path:
@@ -116,7 +141,11 @@ def _echo_purge(echo: Echo, result: PurgeResult, dry_run: bool) -> None:
             line += f" -> {path_text(o.destination)}"
         if o.reason:
             line += f": {o.reason}"
+        if o.companions:
+            line += " with " + ", ".join(os.path.basename(path_text(c)) for c in o.companions)
         echo(line + (f" (keeps {path_text(o.item.keeper)})" if not o.reason else ""))
+        for left in o.left:
+            echo(f"  companion left in place: {left}")
     verb = "would act on" if dry_run else "acted on"
     echo(
         f"purge: {verb} {len(result.outcomes) - len(result.skipped)}, skipped {len(result.skipped)}"

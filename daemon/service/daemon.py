@@ -21,7 +21,7 @@ from dedupd.errors import UsageError
 from dedupd.ingest.indexer import Indexer, IndexResult, mark_root, online_roots
 from dedupd.model.loader import LazyEmbedder
 from dedupd.output.report import store_report, write_report
-from dedupd.paths import normalise_root, path_text
+from dedupd.paths import is_companion_name, normalise_root, path_text
 from dedupd.purge.run import purge_from_store
 from dedupd.service import sdnotify
 from dedupd.service.status import write_status
@@ -204,20 +204,17 @@ class Service:
             root = self._root_of(path)
             if root is not None:
                 by_root.setdefault(root, []).append(path)
+        if any(is_companion_name(os.path.basename(p)) for batch in by_root.values() for p in batch):
+            # A sidecar or Live Photo video came or went: nothing to index, but the report lists companions and they
+            # may change which copy is kept.
+            self._report_due = self._report_due or time.monotonic()
         online = set(online_roots(self.store))
         for root, batch in by_root.items():
-            if root not in online or self._mass_vanish(root, batch):
-                self._reconcile(root)  # a returning root, or a mass deletion: let the guarded sweep decide
+            result = self.indexer.refresh_paths(root, batch, guard=True) if root in online else None
+            if result is None or result.offline:
+                self._reconcile(root)  # a returning root, or a mass loss: let the guarded sweep decide
             else:
-                self._after(self.indexer.refresh_paths(root, batch))
-
-    def _mass_vanish(self, root: bytes, batch: list[bytes]) -> bool:
-        missing = [p for p in batch if not os.path.lexists(p)]
-        if not missing:
-            return False
-        known = sum(1 for f in self.indexer.files.values() if f.root == root)
-        lost = len(self.indexer.known_under(missing))
-        return bool(known) and lost / known > self.config.watch.max_vanish_fraction
+                self._after(result)
 
     def _root_of(self, path: bytes) -> bytes | None:
         inside = [r for r in self.roots if path == r or path.startswith(r.rstrip(b"/") + b"/")]

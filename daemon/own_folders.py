@@ -1,0 +1,44 @@
+"""Folders dedupd writes into itself: the store, every trash a purge has used, every HTML gallery written.
+
+Nothing inside them is ever indexed or kept, wherever they lie. A trash inside a photo root would otherwise be
+indexed again, its copy could win the keep policy, and the next purge would remove the original; a gallery inside
+a root would feed its own thumbnails back in forever.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from dedupd.config import Config
+from dedupd.paths import OWN_MARKER, atomic_write, inside_any, normalise_root, path_text, text_path
+
+# In the store folder: every trash a purge used (`--trash DIR` included) and every gallery `report --out DIR` wrote.
+# The name is older than the galleries in it.
+TRASH_FILE = "trash-dirs.json"
+
+
+def own_folders(store_path: Path, config: Config) -> tuple[bytes, ...]:
+    folders = [normalise_root(store_path), *remembered(store_path)]
+    folders += [normalise_root(p) for p in (config.purge.trash_dir, config.report.html_dir) if p]
+    return tuple(dict.fromkeys(folders))
+
+
+def remembered(store_path: Path) -> list[bytes]:
+    try:
+        return [text_path(t) for t in json.loads((store_path / TRASH_FILE).read_bytes())]
+    except FileNotFoundError:
+        return []
+
+
+def remember(store_path: Path, folder: bytes) -> None:
+    """Called before the first file lands in a trash or a gallery, so neither scan nor daemon ever indexes it."""
+    os.makedirs(os.path.join(folder, OWN_MARKER), exist_ok=True)  # an empty folder: the trash holds no extra file
+    known = remembered(store_path)
+    if folder not in known:
+        atomic_write(store_path / TRASH_FILE, json.dumps([path_text(p) for p in [*known, folder]]).encode())
+
+
+def is_own(path: bytes, folders: tuple[bytes, ...]) -> bool:
+    return path in folders or inside_any(path, folders)

@@ -1,0 +1,96 @@
+"""The proof a removal needs: that the picture survives, in a keeper the store knows to be the same picture.
+
+A per-file check (is the victim unchanged?) cannot see a stale plan, a hand-written report or a keeper rewritten
+in place. So every removal asks, at the moment of acting, three things of the bytes on disk and of the store:
+the victim still holds the content the plan was made on, the keeper still holds *its* planned content, and the
+store pairs those two contents under the current model (the same content, or a stored pair at or above the
+threshold). Decisions, the burst guard and the multi-frame rule (groups.Rules) then get their say as well.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from dedupd.ingest.hashing import fd_hash
+from dedupd.paths import inside
+from dedupd.store import Store
+
+
+class Refused(Exception):
+    """One item fails a safety check; str() is the reason."""
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """The pairs the store holds under one model at or above one threshold: which contents are one picture."""
+
+    model: str
+    threshold: float
+    pairs: frozenset[tuple[str, str]]  # (a, b) with a < b
+
+    @classmethod
+    def load(cls, store: Store, model: str, threshold: float) -> Evidence:
+        return cls(model, threshold, frozenset((a, b) for a, b, _ in store.pairs(model, threshold)))
+
+    def refusal(self, keeper: str, victim: str) -> str:
+        """Why these two contents are not proven to be one picture ("" when they are)."""
+        if keeper == victim or (min(keeper, victim), max(keeper, victim)) in self.pairs:
+            return ""
+        return (
+            f"not the same picture: the store holds no pair of the two at or above {self.threshold:g} under "
+            f"model {self.model} (a stale or hand-written report?)"
+        )
+
+
+@dataclass
+class KeeperProof:
+    """Re-hashes each keeper once per run: size, mtime and inode equal is not proof (a file rewritten in place
+    with the same size and mtime keeps all three). A path this run removed is forgotten, so a report naming a
+    victim as a later group's keeper is refused instead of trusted on its remembered hash."""
+
+    internal: Sequence[bytes] = ()  # what dedupd writes itself (store, trash, gallery): never a keeper
+    _seen: dict[bytes, tuple[str, tuple[int, int]]] = field(default_factory=dict)  # path -> (content, (dev, ino))
+
+    def check(self, path: bytes, content: str) -> tuple[int, int]:
+        """The keeper's (device, inode) now, once it proves to hold `content` outside dedupd's own folders."""
+        # realpath too: a folder swapped for a symlink must not lead the keeper into the trash
+        if any(inside(p, folder) for p in (path, os.path.realpath(path)) for folder in self.internal):
+            raise Refused("the keeper lies in a folder dedupd writes itself (trash, gallery or store)")
+        if path not in self._seen:
+            self._seen[path] = current_identity(path, "keeper")
+        found, identity = self._seen[path]
+        if found != content:
+            raise Refused("the keeper's content changed since the plan was made")
+        return identity
+
+    def forget(self, path: bytes) -> None:
+        self._seen.pop(path, None)
+
+
+def current_identity(path: bytes, role: str) -> tuple[str, tuple[int, int]]:
+    """The content hash and (device, inode) of the regular file at path now, read without following a symlink."""
+    fd = open_regular(path, role)
+    try:
+        st = os.fstat(fd)
+        return fd_hash(fd), (st.st_dev, st.st_ino)
+    finally:
+        os.close(fd)
+
+
+def open_regular(path: bytes, role: str) -> int:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise Refused(f"the {role} is a symlink") from None
+        if exc.errno == errno.ENOENT:
+            raise Refused(f"the {role} no longer exists") from None
+        raise Refused(f"cannot open the {role}: {exc.strerror}") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise Refused(f"the {role} is not a regular file")
+    return fd

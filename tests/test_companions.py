@@ -1,0 +1,281 @@
+"""Companions: sidecars, Apple edit recipes, Takeout metadata and Live Photo videos are found beside their photo,
+listed in the report, never indexed, and their photo is preferred as keeper (or held back when it cannot be)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import imagegen
+import pytest
+import rawgen
+from PIL import Image
+from support import PixelEmbedder, purge_lines, scan_report
+
+from dedupd import commands
+from dedupd.config import load_config
+from dedupd.dedup.companions import AAE, LIVE, TAKEOUT, XMP, CompanionFinder, claims
+from dedupd.ingest.livephoto import content_id
+
+CID = "6D8A1F7C-0B55-4C3E-9E0A-1D2B3C4D5E6F"
+_LONG = "PXL_20230704_183512345.NIGHT.a_long_name_here.jpg"
+
+
+@pytest.mark.parametrize(
+    "photo, other, kind",
+    [
+        ("IMG_1.JPG", "IMG_1.xmp", XMP),
+        ("IMG_1.JPG", "IMG_1.XMP", XMP),
+        ("IMG_1.CR2", "IMG_1.CR2.xmp", XMP),
+        ("IMG_1.HEIC", "IMG_1.AAE", AAE),
+        ("IMG_1.HEIC", "IMG_1.MOV", LIVE),
+        ("IMG_1.JPG", "IMG_1.mp4", LIVE),
+        ("IMG_1.JPG", "IMG_1.JPG.json", TAKEOUT),
+        ("IMG_1.JPG", "IMG_1.JPG.supplemental-metadata.json", TAKEOUT),
+        ("IMG_1.JPG", "IMG_1.JPG.supplemental-metad.json", TAKEOUT),  # Takeout cuts long names
+        ("IMG_1.JPG", "IMG_1.JPG.s.json", TAKEOUT),
+        ("IMG_1(1).JPG", "IMG_1.JPG(1).json", TAKEOUT),  # the second file of that name
+        ("IMG_1(1).JPG", "IMG_1.JPG.supplemental-metadata(1).json", TAKEOUT),
+        # a name Takeout cut to 51 characters, ".json" included, eating into the photo's own name
+        (_LONG, "PXL_20230704_183512345.NIGHT.a_long_name_here..json", TAKEOUT),
+        (_LONG, "PXL_20230704_183512345.NIGHT.a_long_name.json", ""),
+        ("IMG_1.JPG", "IMG_12.JPG.json", ""),
+        ("IMG_1.JPG", "IMG_1.JPG(1).json", ""),
+        ("IMG_1.JPG", "IMG_12.xmp", ""),
+        ("IMG_1.JPG", "IMG_1.JPG.txt", ""),
+    ],
+)
+def test_which_names_are_companions(photo: str, other: str, kind: str) -> None:
+    assert claims(photo.encode(), other.encode()) == kind
+
+
+def _names(entries: list[dict]) -> list[str]:
+    return [os.path.basename(e["path"]) for e in entries]
+
+
+def test_the_copy_with_edits_is_kept_and_the_report_lists_companions(tmp_path: Path) -> None:
+    root = tmp_path / "photos"
+    (root / "a_backup").mkdir(parents=True)
+    (root / "z_edited").mkdir()
+    imagegen.photo(1, (320, 240)).save(root / "z_edited" / "IMG_7.JPG", quality=90)
+    (root / "z_edited" / "IMG_7.JPG.xmp").write_text("<x:xmpmeta>crop, exposure +0.3</x:xmpmeta>")
+    (root / "z_edited" / "IMG_7.JPG.supplemental-metadata.json").write_text('{"title": "IMG_7.JPG"}')
+    shutil.copy2(root / "z_edited" / "IMG_7.JPG", root / "a_backup" / "IMG_7.JPG")
+    report, cfg = scan_report(root, tmp_path)  # lexi alone would keep a_backup/IMG_7.JPG
+    [group] = report["groups"]
+    assert group["keep"].endswith("z_edited/IMG_7.JPG")
+    kinds = {os.path.basename(c["path"]): c["kind"] for c in group["keep_info"]["companions"]}
+    assert kinds == {"IMG_7.JPG.xmp": XMP, "IMG_7.JPG.supplemental-metadata.json": TAKEOUT}
+    assert _names(group["duplicate_details"]) == ["IMG_7.JPG"]
+    assert group["duplicate_details"][0]["companions"] == []
+    lines: list[str] = []
+    commands.status(cfg, echo=lines.append, model=PixelEmbedder.model_id)
+    assert "files: 2" in lines  # the sidecar and the JSON are never indexed
+    commands.report(cfg, str(tmp_path / "review"), echo=lambda s: None, model=PixelEmbedder.model_id, fmt="html")
+    page = (tmp_path / "review" / "index.html").read_text()
+    assert "takeout IMG_7.JPG.supplemental-metadata.json, xmp IMG_7.JPG.xmp" in page
+
+
+def test_a_protected_keeper_holds_the_copy_with_edits_back(tmp_path: Path) -> None:
+    root = tmp_path / "photos"
+    (root / "archive").mkdir(parents=True)
+    (root / "phone").mkdir()
+    imagegen.photo(2, (320, 240)).save(root / "archive" / "IMG_8.JPG", quality=90)
+    shutil.copy2(root / "archive" / "IMG_8.JPG", root / "phone" / "IMG_8.JPG")
+    (root / "phone" / "IMG_8.AAE").write_text("<plist>adjustments</plist>")
+    report, _ = scan_report(
+        root, tmp_path, protect=[str(root / "archive")], **{"dedup.keep_policy": ["protected", "lexi"]}
+    )
+    [group] = report["groups"]
+    assert group["keep"].endswith("archive/IMG_8.JPG")
+    assert group["duplicates"] == []
+    [held] = group["similar"]
+    assert held["path"].endswith("phone/IMG_8.JPG")
+    assert held["why"] == "companions: has aae the keeper lacks"
+    assert _names(held["companions"]) == ["IMG_8.AAE"]
+
+
+def test_a_decision_to_keep_holds_the_copy_with_a_live_video_back(tmp_path: Path) -> None:
+    root = tmp_path / "photos"
+    (root / "a").mkdir(parents=True)
+    (root / "b").mkdir()
+    imagegen.photo(3, (320, 240)).save(root / "a" / "IMG_9.JPG", quality=90)
+    imagegen.photo(3, (320, 240)).save(root / "b" / "IMG_9.JPG", quality=80)  # decisions bind contents: not a copy
+    rawgen.write_live_video(root / "b" / "IMG_9.MOV", None)
+    report, cfg = scan_report(root, tmp_path)
+    assert report["groups"][0]["keep"].endswith("b/IMG_9.JPG")  # the photo with its video
+    commands.decide(cfg, "keep", [str(root / "a" / "IMG_9.JPG")], echo=lambda s: None, model=PixelEmbedder.model_id)
+    out = tmp_path / "after.json"
+    commands.report(cfg, str(out), echo=lambda s: None, model=PixelEmbedder.model_id)
+    [group] = json.loads(out.read_bytes())["groups"]
+    assert group["keep"].endswith("a/IMG_9.JPG") and group["duplicates"] == []
+    assert group["similar"][0]["why"] == "companions: has live the keeper lacks"
+
+
+def _heic_or_skip() -> None:
+    import pillow_heif
+
+    if not pillow_heif.libheif_info().get("HEIF"):
+        pytest.skip("libheif in this pillow-heif build has no HEVC encoder, cannot write a HEIC fixture")
+
+
+def test_live_photo_video_belongs_to_its_photo_only_when_the_identifiers_agree(tmp_path: Path) -> None:
+    _heic_or_skip()
+    import pillow_heif
+
+    pillow_heif.register_heif_opener()
+    for name, video_id in (("IMG_1", CID), ("IMG_2", "0000-OTHER"), ("IMG_3", None)):
+        imagegen.photo(4, (64, 48)).save(tmp_path / f"{name}.HEIC", exif=rawgen.apple_exif(CID))
+        rawgen.write_live_video(tmp_path / f"{name}.MOV", video_id)
+    assert content_id(os.fsencode(tmp_path / "IMG_1.HEIC")) == CID
+    assert content_id(os.fsencode(tmp_path / "IMG_1.MOV")) == CID
+    finder = CompanionFinder(content_id)
+    found = {n: [c.kind for c in finder(os.fsencode(tmp_path / f"{n}.HEIC"))] for n in ("IMG_1", "IMG_2", "IMG_3")}
+    assert found == {"IMG_1": [LIVE], "IMG_2": [], "IMG_3": [LIVE]}  # no identifier in the video proves nothing
+
+
+def test_a_sidecar_both_halves_of_a_raw_jpeg_pair_claim_is_shared(tmp_path: Path) -> None:
+    rawgen.write_dng(tmp_path / "DSC_1.NEF", imagegen.photo(5, (96, 64)))
+    imagegen.photo(5, (96, 64)).save(tmp_path / "DSC_1.JPG")
+    (tmp_path / "DSC_1.xmp").write_text("<x:xmpmeta/>")
+    (tmp_path / "DSC_1.NEF.xmp").write_text("<x:xmpmeta/>")
+    finder = CompanionFinder()
+    found = {(os.path.basename(c.path), c.shared) for c in finder(os.fsencode(tmp_path / "DSC_1.NEF"))}
+    assert found == {(b"DSC_1.xmp", True), (b"DSC_1.NEF.xmp", False)}
+
+
+def test_companions_are_never_indexed_even_when_sniffing(tmp_path: Path) -> None:
+    root = tmp_path / "photos"
+    root.mkdir()
+    imagegen.photo(6, (64, 48)).save(root / "IMG_5.JPG", exif=rawgen.apple_exif(CID))
+    rawgen.write_live_video(root / "IMG_5.MOV", CID)
+    (root / "IMG_5.JPG.json").write_text("{}")
+    (root / "IMG_5.xmp").write_text("<x:xmpmeta/>")
+    Image.new("RGB", (8, 8)).save(root / "IMG_5.AAE", "PNG")  # even one that sniffs as a picture is a companion
+    _, cfg = scan_report(root, tmp_path, **{"scan.sniff": True})
+    lines: list[str] = []
+    commands.status(cfg, echo=lines.append, model=PixelEmbedder.model_id)
+    assert "files: 1" in lines
+
+
+# --- purge: companions go with their photo, come back with it, and are never left without it ------------------------
+
+
+def _write_companion(path: Path, kind: str) -> Path:
+    if kind == LIVE:
+        return rawgen.write_live_video(path, None)
+    path.write_text(f"{kind} of {path.name}")
+    return path
+
+
+def _copies_with(root: Path, name: str, companion: str, kind: str) -> tuple[Path, Path]:
+    """a/NAME (keeper by lexi) and b/NAME (its exact copy), each with its own companion of `kind`."""
+    for folder in ("a", "b"):
+        (root / folder).mkdir(parents=True)
+        _write_companion(root / folder / companion, kind)
+    imagegen.photo(9, (320, 240)).save(root / "a" / name, quality=90)
+    shutil.copy2(root / "a" / name, root / "b" / name)
+    return root / "a" / name, root / "b" / name
+
+
+def _journal_line(lines: list[str]) -> str:
+    return next(line.split()[1] for line in lines if line.startswith("journal: "))
+
+
+@pytest.mark.parametrize(
+    "name, companion, kind",
+    [
+        ("IMG_1.JPG", "IMG_1.JPG.xmp", XMP),
+        ("IMG_1.HEIC", "IMG_1.AAE", AAE),
+        ("IMG_1.JPG", "IMG_1.JPG.supplemental-metadata.json", TAKEOUT),
+        ("IMG_1.JPG", "IMG_1.MOV", LIVE),
+    ],
+)
+def test_purge_trashes_a_duplicate_with_its_companion_and_undo_brings_both_back(
+    tmp_path: Path, name: str, companion: str, kind: str
+) -> None:
+    if name.endswith(".HEIC"):
+        _heic_or_skip()
+        import pillow_heif
+
+        pillow_heif.register_heif_opener()
+    root = tmp_path / "photos"
+    keeper, copy = _copies_with(root, name, companion, kind)
+    report, cfg = scan_report(root, tmp_path)
+    [group] = report["groups"]
+    assert group["keep"] == str(keeper)
+    rc, lines = purge_lines(cfg, str(tmp_path / "report.json"), trash=str(tmp_path / "trash"))
+    assert rc == 0, lines
+    trash = tmp_path / "trash"
+    assert not copy.exists() and not (copy.parent / companion).exists()  # nothing left behind
+    assert (trash / "b" / copy.name).exists() and (trash / "b" / companion).exists()
+    assert keeper.exists() and (keeper.parent / companion).exists()
+    assert any(line.endswith(f"with {companion} (keeps {keeper})") for line in lines)
+    commands.undo_purge(cfg, _journal_line(lines), echo=lambda s: None)
+    assert copy.exists() and (copy.parent / companion).exists()
+
+
+def test_a_deleted_duplicate_takes_its_companion_along(tmp_path: Path) -> None:
+    root = tmp_path / "photos"
+    keeper, copy = _copies_with(root, "IMG_2.JPG", "IMG_2.xmp", XMP)
+    scan_report(root, tmp_path)
+    rc, lines = purge_lines(load_config(None, {"store": str(tmp_path / "store")}), str(tmp_path / "report.json"))
+    assert rc == 0, lines
+    assert sorted(p.name for p in (root / "b").iterdir()) == []
+    assert (keeper.parent / "IMG_2.xmp").exists()
+
+
+def test_the_copy_with_edits_survives_a_purge(tmp_path: Path) -> None:
+    root = tmp_path / "photos"
+    (root / "a").mkdir(parents=True)
+    (root / "b").mkdir()
+    imagegen.photo(3, (320, 240)).save(root / "a" / "IMG_3.JPG", quality=90)
+    imagegen.photo(3, (320, 240)).save(root / "b" / "IMG_3.JPG", quality=80)
+    (root / "b" / "IMG_3.JPG.xmp").write_text("<x:xmpmeta>my edits</x:xmpmeta>")
+    _, cfg = scan_report(root, tmp_path)
+    commands.decide(cfg, "keep", [str(root / "a" / "IMG_3.JPG")], echo=lambda s: None, model=PixelEmbedder.model_id)
+    rc, lines = purge_lines(cfg)  # plan from the store: the copy with edits is held back, nothing to do
+    assert rc == 0, lines
+    assert (root / "b" / "IMG_3.JPG").exists() and (root / "b" / "IMG_3.JPG.xmp").exists()
+    # a report made before the decision names it a duplicate: the gate refuses it now
+    stale = {"groups": [{"keep": str(root / "a" / "IMG_3.JPG"), "duplicates": [str(root / "b" / "IMG_3.JPG")]}]}
+    (tmp_path / "stale.json").write_text(json.dumps(stale))
+    rc, lines = purge_lines(cfg, str(tmp_path / "stale.json"))
+    assert rc == 1 and (root / "b" / "IMG_3.JPG.xmp").exists()
+
+
+def test_a_sidecar_another_photo_still_claims_stays(tmp_path: Path) -> None:
+    root = tmp_path / "photos"
+    root.mkdir()
+    picture = imagegen.photo(5, (320, 240))
+    rawgen.write_dng(root / "DSC_1.NEF", picture, sensor=(640, 480))
+    picture.save(root / "DSC_1.JPG", quality=90)
+    (root / "DSC_1.xmp").write_text("<x:xmpmeta>the raw's edits</x:xmpmeta>")
+    report, cfg = scan_report(root, tmp_path, **{"dedup.keep_policy": ["format"], "dedup.raw_jpeg": "dedupe"})
+    assert report["groups"][0]["keep"].endswith("DSC_1.NEF")
+    rc, lines = purge_lines(cfg, str(tmp_path / "report.json"))
+    assert rc == 0, lines
+    assert not (root / "DSC_1.JPG").exists()
+    assert (root / "DSC_1.xmp").exists()  # shared with the NEF, which stays
+
+
+def test_kill_9_between_the_photo_and_its_companion_then_rerun_moves_it(tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    root = tmp_path / "photos"
+    keeper, copy = _copies_with(root, "IMG_4.JPG", "IMG_4.JPG.xmp", XMP)
+    _, cfg = scan_report(root, tmp_path)
+    trash = tmp_path / "trash"
+    argv = [sys.executable, "-m", "dedupd", "purge", "--store", str(cfg.store_path()), "--report"]
+    argv += [str(tmp_path / "report.json"), "--inplace", "--trash", str(trash)]
+    killed = subprocess.run(argv, env={**os.environ, "DEDUPD_FAULT": "before-companion:1"}, timeout=120)
+    assert killed.returncode == -signal.SIGKILL
+    assert not copy.exists() and (copy.parent / "IMG_4.JPG.xmp").exists()  # the moment of death: photo moved
+    rc, lines = purge_lines(cfg, str(tmp_path / "report.json"), trash=str(trash))
+    assert any("IMG_4.JPG.xmp: done (moved with its photo" in line for line in lines), lines
+    assert not (copy.parent / "IMG_4.JPG.xmp").exists() and (trash / "b" / "IMG_4.JPG.xmp").exists()
+    assert keeper.exists() and (keeper.parent / "IMG_4.JPG.xmp").exists()

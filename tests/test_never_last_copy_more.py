@@ -1,0 +1,197 @@
+"""Never the last copy, more holes found by hostile testing after issue 10's gate went in.
+
+Each test names the trick; each runs the real commands on real files with the PixelEmbedder seam.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+
+import imagegen
+import support
+from PIL import ImageDraw
+from support import PixelEmbedder
+from test_never_last_copy import config, empty_trash, photo, purge, scan
+
+from dedupd import commands
+
+
+def hand_report(path, groups, **extra):
+    path.write_text(
+        json.dumps({"groups": [{"keep": str(k), "duplicates": [str(d) for d in ds]} for k, ds in groups], **extra})
+    )
+    return path
+
+
+def test_a_file_removed_earlier_in_the_run_is_not_trusted_as_a_keeper_later(tmp_path):
+    """Y keeps Z, X keeps Y (Y goes), Y keeps X: Y's hash was remembered from the first group, so X went too."""
+    root = tmp_path / "t"
+    x = photo(root / "x.jpg", 31)
+    y, z = root / "y.jpg", root / "z.jpg"
+    shutil.copy2(x, y)
+    shutil.copy2(x, z)
+    picture = x.read_bytes()
+    cfg = config(tmp_path)
+    scan(cfg, root)
+    report = hand_report(tmp_path / "chain.json", [(y, [z]), (x, [y]), (y, [x])])
+    rc, lines = purge(cfg, report=report)
+    assert picture in {p.read_bytes() for p in root.glob("*.jpg")}, lines
+
+
+def test_a_keeper_reached_through_a_folder_swapped_for_a_symlink_is_not_the_victim(tmp_path):
+    """After the scan, folder a/ (the keeper's) is replaced by a symlink to b/ (the victim's): the keeper's path now
+    names the victim itself, whose bytes are of course the planned ones."""
+    root = tmp_path / "t"
+    keep = photo(root / "a" / "x.jpg", 32)
+    victim = root / "b" / "x.jpg"
+    victim.parent.mkdir()
+    shutil.copy2(keep, victim)
+    picture = keep.read_bytes()
+    cfg = config(tmp_path)
+    old = tmp_path / "old.json"
+    assert (str(keep), str(victim)) in support.pairs(scan(cfg, root, report=old))
+    shutil.rmtree(root / "a")
+    os.symlink("b", root / "a")
+    rc, lines = purge(cfg, report=old)
+    assert victim.exists() and victim.read_bytes() == picture, lines
+
+
+def test_trash_expiry_does_not_trust_a_keeper_whose_folder_now_points_into_the_trash(tmp_path):
+    root = tmp_path / "t"
+    keep = photo(root / "a" / "x.jpg", 33)
+    victim = root / "b" / "x.jpg"
+    victim.parent.mkdir()
+    shutil.copy2(keep, victim)
+    picture = keep.read_bytes()
+    cfg = config(tmp_path)
+    trash = tmp_path / "trash"
+    scan(cfg, root)
+    assert purge(cfg, trash=trash)[0] == 0
+    assert (trash / "b" / "x.jpg").read_bytes() == picture
+    shutil.rmtree(root / "a")
+    os.symlink(trash / "b", root / "a")  # a/x.jpg now names the trashed file itself
+    rc, lines = empty_trash(cfg)
+    assert (trash / "b" / "x.jpg").exists(), lines
+
+
+def test_a_report_cannot_lower_the_threshold_below_the_configured_one(tmp_path):
+    """Pairs are stored down to dedup.pair_floor (0.90); the configured threshold (0.985) says a 0.96 pair is two
+    pictures. A hand-written report saying "threshold": 0.9 must not turn it into one."""
+    root = tmp_path / "t"
+    original = photo(root / "a.jpg", 34)
+    edited = imagegen.photo(34, (320, 240))
+    ImageDraw.Draw(edited).rectangle([20, 20, 60, 60], fill=(0, 0, 0))  # cosine ~0.96 under the PixelEmbedder
+    edited.save(root / "b.jpg", quality=92)
+    cfg = config(tmp_path)
+    report = scan(cfg, root)
+    assert not report["groups"] or not support.pairs(report), "the two pictures are not duplicates at 0.985"
+    hand = hand_report(
+        tmp_path / "low.json", [(original, [root / "b.jpg"])], threshold=0.9, model=PixelEmbedder.model_id
+    )
+    rc, lines = purge(cfg, report=hand)
+    assert rc == 1 and (root / "b.jpg").exists(), lines
+
+
+def test_a_gallery_written_with_report_out_inside_a_root_is_never_indexed(tmp_path):
+    """`report --format html --out t/a_review` (not report.html_dir): its thumbnails sort first under lexi."""
+    root = tmp_path / "t"
+    a = photo(root / "photos" / "a.jpg", 35)
+    shutil.copy2(a, root / "photos" / "b.jpg")
+    cfg = config(tmp_path)
+    scan(cfg, root)
+    gallery = root / "a_review"
+    commands.report(cfg, str(gallery), echo=lambda s: None, model=PixelEmbedder.model_id, fmt="html")
+    assert list(gallery.rglob("*.jpg"))
+    scan(cfg, root)
+    rc, lines = purge(cfg)
+    assert a.exists() or (root / "photos" / "b.jpg").exists(), lines
+
+
+def _purge_process(cfg, report, fault):
+    env = {**os.environ, "DEDUPD_FAULT": fault}
+    args = ["purge", "--store", str(cfg.store_path()), "--report", str(report), "--inplace"]
+    return subprocess.run([sys.executable, "-m", "dedupd", *args], capture_output=True, text=True, env=env, timeout=120)
+
+
+def test_recovery_does_not_finish_a_delete_whose_keeper_lost_the_picture_meanwhile(tmp_path):
+    """kill -9 between the rename aside and the unlink; the user then deletes the keeper (the aside copy is still
+    there); the next purge's recovery must not unlink the last copy."""
+    root = tmp_path / "t"
+    keep = photo(root / "a" / "x.jpg", 36)
+    victim = root / "b" / "x.jpg"
+    victim.parent.mkdir()
+    shutil.copy2(keep, victim)
+    picture = keep.read_bytes()
+    cfg = config(tmp_path)
+    old = tmp_path / "old.json"
+    scan(cfg, root, report=old)
+    killed = _purge_process(cfg, old, "after-aside:1")
+    assert killed.returncode == -signal.SIGKILL, killed.stdout + killed.stderr
+    (aside,) = (p for p in (root / "b").iterdir() if p.name.startswith(".dedupd-purge-"))
+    keep.unlink()  # not the last copy: the aside still holds the picture
+    purge(cfg, report=old)
+    left = [p for p in root.rglob("*") if p.is_file()]
+    assert any(p.read_bytes() == picture for p in left), [str(p) for p in left]
+
+
+def test_trash_expiry_removes_only_what_it_trashed_not_what_a_symlinked_trash_folder_now_leads_to(tmp_path):
+    """The trash subfolder b/ is replaced by a symlink to a photo folder holding a unique picture of the same name:
+    `trash empty` followed it and deleted that picture."""
+    root = tmp_path / "t"
+    keep = photo(root / "a" / "x.jpg", 37)
+    (root / "b").mkdir()
+    shutil.copy2(keep, root / "b" / "x.jpg")
+    unique = photo(tmp_path / "elsewhere" / "x.jpg", 38)
+    picture = unique.read_bytes()
+    cfg = config(tmp_path)
+    trash = tmp_path / "trash"
+    scan(cfg, root)
+    assert purge(cfg, trash=trash)[0] == 0
+    shutil.rmtree(trash / "b")
+    os.symlink(unique.parent, trash / "b")
+    rc, lines = empty_trash(cfg)
+    assert unique.exists() and unique.read_bytes() == picture, lines
+
+
+def test_a_trash_inside_a_root_is_not_indexed_by_a_new_store_either(tmp_path):
+    """The store is lost or replaced (`--store` elsewhere, a wiped cache): a new store scans the root, the trash
+    inside it sorts first under lexi ('T' < 'p'), and the original is purged: the picture then lives only in
+    the trash."""
+    root = tmp_path / "t"
+    a = photo(root / "photos" / "a.jpg", 39)
+    shutil.copy2(a, root / "photos" / "b.jpg")
+    picture = a.read_bytes()
+    trash = root / "Trash"
+    first = config(tmp_path)
+    scan(first, root)
+    assert purge(first, trash=trash)[0] == 0
+    second = config(tmp_path / "new")
+    scan(second, root)
+    purge(second)
+    outside = [p for p in root.rglob("*.jpg") if trash not in p.parents]
+    assert any(p.read_bytes() == picture for p in outside), [str(p) for p in root.rglob("*")]
+
+
+def test_a_scan_rehashes_a_file_rewritten_in_place_with_the_same_size_and_mtime(tmp_path):
+    """The store must converge to what a fresh scan says: a rewrite in place keeps size, mtime and inode (the
+    ctime moves). Before, the store kept the old content for good and reported a duplicate that is not one."""
+    root = tmp_path / "t"
+    keep = photo(root / "a.jpg", 40)
+    shutil.copy2(keep, root / "b.jpg")
+    cfg = config(tmp_path)
+    scan(cfg, root)
+    st = os.stat(keep)
+    other = photo(tmp_path / "o.png", 41, (100, 80)).read_bytes()
+    keep.write_bytes(other + b"\0" * (st.st_size - len(other)))
+    os.utime(keep, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert os.stat(keep).st_ino == st.st_ino
+    assert support.pairs(scan(cfg, root)) == []
+    from dedupd.ingest.hashing import content_hash
+    from dedupd.store import Store
+
+    assert Store.open(cfg.store_path()).files()[os.fsencode(keep)].content == content_hash(os.fsencode(keep))
