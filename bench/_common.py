@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from dedupd.model.pixels import PixelEmbedder
+from dedupd.photos import photo
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -28,15 +29,8 @@ class RaisingEmbedder(PixelEmbedder):
 
 def tiny_jpeg(seed: int, size: tuple[int, int] = (32, 24)) -> bytes:
     """A small JPEG whose pixels differ for every seed (so every file is its own content)."""
-    from PIL import Image
-
-    rng = np.random.default_rng(seed)
-    w, h = size
-    y, x = np.mgrid[0:h, 0:w].astype(np.float32)
-    base = rng.uniform(0, 255, 3) + rng.uniform(-4, 4, 3) * x[..., None] + rng.uniform(-4, 4, 3) * y[..., None]
-    pixels = np.clip(base + rng.normal(0, 8, (h, w, 3)), 0, 255).astype(np.uint8)
     buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, "JPEG", quality=85)
+    photo(seed, size).save(buffer, "JPEG", quality=85)
     return buffer.getvalue()
 
 

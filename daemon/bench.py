@@ -38,7 +38,6 @@ Heavy libraries are imported inside the functions: importing this module stays c
 from __future__ import annotations
 
 import logging
-import math
 import os
 import tempfile
 import time
@@ -103,47 +102,6 @@ class _Files:
 # Camera-like pictures
 
 
-def camera_photo(seed: int, size: tuple[int, int] = CAMERA_SIZE):
-    """A deterministic photo-like RGB picture: smooth gradients, soft shapes and sensor-like grain.
-
-    Content is drawn at a quarter of the size and upscaled (soft, like optics), then grain is added at full size, so
-    the JPEG costs about what a camera's 12 MP file costs to decode (a few MB at quality 90)."""
-    from PIL import Image, ImageDraw, ImageFilter
-
-    rng = np.random.default_rng(seed)
-    w, h = size
-    sw, sh = max(8, w // 4), max(8, h // 4)
-    y, x = np.mgrid[0:sh, 0:sw].astype(np.float32)
-    x, y = x / sw, y / sh
-    channels = []
-    for _ in range(3):
-        gx, gy, offset = rng.uniform(-120, 120), rng.uniform(-120, 120), rng.uniform(60, 200)
-        fx, fy, phase = rng.uniform(0.5, 3), rng.uniform(0.5, 3), rng.uniform(0, 2 * math.pi)
-        channels.append(offset + gx * (x - 0.5) + gy * (y - 0.5) + 35 * np.sin(2 * math.pi * (fx * x + fy * y) + phase))
-    base = Image.fromarray(np.clip(np.stack(channels, -1), 0, 255).astype(np.uint8))
-    draw = ImageDraw.Draw(base)
-    for _ in range(int(rng.integers(8, 16))):
-        x0, y0 = rng.uniform(-0.1, 0.9) * sw, rng.uniform(-0.1, 0.9) * sh
-        x1, y1 = x0 + rng.uniform(0.05, 0.5) * sw, y0 + rng.uniform(0.05, 0.5) * sh
-        colour = tuple(int(c) for c in rng.integers(0, 256, 3))
-        shape = int(rng.integers(0, 3))
-        if shape == 0:
-            draw.ellipse((x0, y0, x1, y1), fill=colour)
-        elif shape == 1:
-            draw.rectangle((x0, y0, x1, y1), fill=colour)
-        else:
-            points = [(float(rng.uniform(x0, x1)), float(rng.uniform(y0, y1))) for _ in range(5)]
-            draw.polygon(points, fill=colour)
-    base = base.filter(ImageFilter.GaussianBlur(1.0)).resize((w // 2, h // 2), Image.Resampling.BICUBIC)
-    # fine texture (foliage, fabric) that survives the upscale as detail the JPEG has to code
-    texture = rng.standard_normal((h // 2, w // 2, 1), dtype=np.float32) * 16.0
-    base = Image.fromarray(np.clip(np.asarray(base, np.float32) + texture, 0, 255).astype(np.uint8))
-    base = base.resize((w, h), Image.Resampling.BILINEAR)
-    grain = rng.standard_normal((h, w, 3), dtype=np.float32) * 5.0  # colour sensor noise
-    pixels = np.asarray(base, np.float32) + grain
-    return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
-
-
 def write_camera_jpegs(folder: Path, count: int, seed: int = 0, size: tuple[int, int] = CAMERA_SIZE) -> list[Path]:
     """count JPEGs at quality 90 with camera EXIF; every fourth is stored rotated with Orientation 6, as portrait
     shots from a camera are. Made on every core: one 12 MP picture takes ~1 s of numpy, and a GPU box's benchmark
@@ -164,7 +122,9 @@ def write_camera_jpegs(folder: Path, count: int, seed: int = 0, size: tuple[int,
 def _write_camera_jpeg(folder: Path, i: int, seed: int, size: tuple[int, int]) -> Path:
     from PIL import Image
 
-    image = camera_photo(seed + i, size)
+    from dedupd.photos import photo
+
+    image = photo(seed + i, size, sensor_noise=True)
     exif = Image.Exif()
     exif[0x010F] = "dedupd"  # Make
     exif[0x0110] = "bench camera"  # Model

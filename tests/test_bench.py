@@ -13,7 +13,6 @@ import pytest
 from dedupd.bench import (
     REQUIRED_KEYS,
     BenchSettings,
-    camera_photo,
     cross_cosine,
     format_table,
     measure_search,
@@ -21,6 +20,7 @@ from dedupd.bench import (
     write_camera_jpegs,
 )
 from dedupd.cli import build_parser
+from dedupd.photos import photo
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -69,7 +69,9 @@ def test_bench_defaults():
 
 
 def test_camera_photo_is_deterministic_with_orientation_tags(tmp_path):
-    assert np.array_equal(np.asarray(camera_photo(3, (64, 48))), np.asarray(camera_photo(3, (64, 48))))
+    first, again = photo(3, (64, 48), sensor_noise=True), photo(3, (64, 48), sensor_noise=True)
+    assert np.array_equal(np.asarray(first), np.asarray(again))
+    assert not np.array_equal(np.asarray(first), np.asarray(photo(3, (64, 48))))  # per-pixel noise, not the tile
     from PIL import Image
 
     paths = write_camera_jpegs(tmp_path, 4, size=(80, 60))
