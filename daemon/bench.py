@@ -81,6 +81,7 @@ class BenchSettings:
     k: int = 10
     device: str | None = None  # None: model.device
     gpus: int | None = None  # None: model.gpus
+    gpu_memory_fraction: float | None = None  # None: model.gpu_memory_fraction
     seed: int = 0
     repeat: int = 1  # rounds of model only / end to end / naive; the best of each is reported
     size: tuple[int, int] = CAMERA_SIZE  # generated pictures, width x height
@@ -176,6 +177,7 @@ def embedder_settings(ref: str, settings: BenchSettings, max_patches: int | None
         model=ref,
         batch_size=settings.batch_size,
         gpus=settings.gpus,
+        gpu_memory_fraction=settings.gpu_memory_fraction or EmbedderSettings.gpu_memory_fraction,
         device=settings.device,
         max_patches=max_patches if max_patches is not None else settings.max_patches,
         threads=settings.threads,
@@ -451,9 +453,8 @@ def _model_ref(settings: BenchSettings, tmp: Path) -> str:
     return model
 
 
-def run_bench(settings: BenchSettings, config: Config | None = None) -> dict[str, Any]:
-    """Every measurement; returns the figures (see the module docstring for the keys)."""
-    config = (config or Config()).model_copy(deep=True)
+def resolve_settings(settings: BenchSettings, config: Config) -> BenchSettings:
+    """Every setting the command line left open, from the config (model.*, scan.decode_workers), as a scan has it."""
     if settings.model is None:
         from dedupd.config import DEFAULT_MODEL
 
@@ -464,6 +465,7 @@ def run_bench(settings: BenchSettings, config: Config | None = None) -> dict[str
         batch_size=settings.batch_size or m.batch_size,
         device=settings.device or m.device,
         gpus=settings.gpus if settings.gpus is not None else m.gpus,
+        gpu_memory_fraction=settings.gpu_memory_fraction or m.gpu_memory_fraction,
         max_patches=settings.max_patches if settings.max_patches is not None else m.max_patches,
         workers=settings.workers if settings.workers is not None else config.scan.decode_workers,
         threads=settings.threads or m.threads,
@@ -474,6 +476,13 @@ def run_bench(settings: BenchSettings, config: Config | None = None) -> dict[str
         raise UsageError(
             f"unknown random model '{settings.model}': use one of {', '.join(RANDOM_PREFIX + m for m in RANDOM_MODELS)}"
         )
+    return settings
+
+
+def run_bench(settings: BenchSettings, config: Config | None = None) -> dict[str, Any]:
+    """Every measurement; returns the figures (see the module docstring for the keys)."""
+    config = (config or Config()).model_copy(deep=True)
+    settings = resolve_settings(settings, config)
     import torch
 
     from dedupd.ingest.decode_pool import hash_threads

@@ -112,3 +112,13 @@ def test_bench_without_store_runs_where_lancedb_is_missing(tiny_siglip2):
     # The same command with the store needs lancedb, so the run above really went without it.
     stored = _bench_without_lancedb(*common)
     assert stored.returncode != 0 and "lancedb" in stored.stderr
+
+
+def test_bench_loads_the_model_with_the_configured_gpu_memory_fraction():
+    from dedupd.bench import embedder_settings, resolve_settings
+    from dedupd.config import load_config
+
+    config = load_config(None, {"model.gpu_memory_fraction": 0.5, "model.name": "some/model"})
+    resolved = resolve_settings(BenchSettings(), config)
+    assert resolved.model == "some/model" and embedder_settings("ref", resolved).gpu_memory_fraction == 0.5
+    assert embedder_settings("ref", resolve_settings(BenchSettings(), load_config())).gpu_memory_fraction == 0.9
