@@ -1,4 +1,4 @@
-"""Shared by the scripts in bench/: fake embedders, small distinct JPEGs, machine facts, memory readings.
+"""Shared by the scripts in bench/: an embedder that always fails, small distinct JPEGs, machine facts, memory readings.
 
 The scripts import this as `_common` (a script's own folder is on sys.path when run as `python bench/x.py`).
 """
@@ -14,41 +14,14 @@ from pathlib import Path
 
 import numpy as np
 
+from dedupd.model.pixels import PixelEmbedder
+from dedupd.photos import photo
+
 REPO = Path(__file__).resolve().parent.parent
 
 
-class FakeEmbedder:
-    """Deterministic and cheap: an 8x8 thumbnail of the picture, mean-removed and normalised. Resized or re-encoded
-    copies land close, different pictures far apart; the model is never the bottleneck."""
-
-    model_id = "bench/fake-thumb-v1"
-    dim = 192
-    draft_side = 64
-    devices = ("cpu",)
-    batch_items = None  # model.batch_size decides
-    preprocess_spec = None  # the pipeline hands embed() RGB images
-
-    def __init__(self) -> None:
-        self.images = 0
-
-    def embed(self, images: list) -> np.ndarray:
-        from PIL import Image
-
-        self.images += len(images)
-        rows = [np.asarray(im.convert("RGB").resize((8, 8), Image.Resampling.BOX), np.float32).ravel() for im in images]
-        matrix = np.stack(rows) if rows else np.zeros((0, self.dim), np.float32)
-        matrix -= matrix.mean(axis=1, keepdims=True)
-        return matrix / np.linalg.norm(matrix, axis=1, keepdims=True).clip(1e-6)
-
-    def embed_prepared(self, items: list) -> np.ndarray:
-        raise NotImplementedError("preprocess_spec is None: only embed() is ever called")
-
-    def close(self) -> None:
-        pass
-
-
-class RaisingEmbedder(FakeEmbedder):
-    """Same identity as FakeEmbedder, so a store it filled counts as embedded; any inference is an error."""
+class RaisingEmbedder(PixelEmbedder):
+    """Same identity as PixelEmbedder, so a store it filled counts as embedded; any inference is an error."""
 
     def embed(self, images: list) -> np.ndarray:
         raise AssertionError(f"inference on an unchanged tree ({len(images)} images)")
@@ -56,15 +29,8 @@ class RaisingEmbedder(FakeEmbedder):
 
 def tiny_jpeg(seed: int, size: tuple[int, int] = (32, 24)) -> bytes:
     """A small JPEG whose pixels differ for every seed (so every file is its own content)."""
-    from PIL import Image
-
-    rng = np.random.default_rng(seed)
-    w, h = size
-    y, x = np.mgrid[0:h, 0:w].astype(np.float32)
-    base = rng.uniform(0, 255, 3) + rng.uniform(-4, 4, 3) * x[..., None] + rng.uniform(-4, 4, 3) * y[..., None]
-    pixels = np.clip(base + rng.normal(0, 8, (h, w, 3)), 0, 255).astype(np.uint8)
     buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, "JPEG", quality=85)
+    photo(seed, size).save(buffer, "JPEG", quality=85)
     return buffer.getvalue()
 
 

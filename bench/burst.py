@@ -2,7 +2,7 @@
 it cost in memory?
 
 The daemon is the real service in a subprocess (bench/_fake_daemon.py: `dedupd run` with watchers, decode workers,
-LanceDB store and reports) with a deterministic fake embedder (an 8x8 thumbnail, bench/_common.FakeEmbedder) so
+LanceDB store and reports) with a deterministic fake embedder (an 8x8 thumbnail, dedupd.model.pixels.PixelEmbedder) so
 that the model is not the bottleneck: this measures the watching, settling, indexing and store, not inference.
 
 1. burst: --burst small distinct JPEGs are copied as fast as possible into --burst-dirs new folders under the root;

@@ -2,7 +2,7 @@
 have not changed. Target: >= 10k files/s, zero inference.
 
 The tree is --files small distinct JPEGs in --dirs folders. It is indexed once by the real Indexer with a
-deterministic fake embedder (bench/_common.FakeEmbedder: an 8x8 thumbnail; the model is not the point here), then:
+deterministic embedder (dedupd.model.pixels.PixelEmbedder: an 8x8 thumbnail; the model is not the point here), then:
 
 * fresh: a new Indexer (what `dedupd scan` and a daemon start build: the store's file table and content book are
   loaded) whose embedder raises if called, then reconcile(root): walk + stat + classify + mark the root;
@@ -21,12 +21,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import FakeEmbedder, RaisingEmbedder, emit, tiny_jpeg
+from _common import RaisingEmbedder, emit, tiny_jpeg
 
 from dedupd import commands
 from dedupd.config import load_config
 from dedupd.ingest.indexer import Indexer
 from dedupd.model.loader import LazyEmbedder
+from dedupd.model.pixels import PixelEmbedder
 from dedupd.paths import normalise_root
 from dedupd.store import Store
 
@@ -55,7 +56,7 @@ def main() -> int:
         config = load_config(None, {"store": str(tmp / "store")})
         store = Store.open(config.store_path())
 
-        fake = FakeEmbedder()
+        fake = PixelEmbedder()
         first = Indexer(store, config, LazyEmbedder(config, fake))
         start = time.perf_counter()
         result = first.reconcile(root, guard=False)

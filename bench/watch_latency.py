@@ -34,8 +34,8 @@ from _common import REPO, emit
 sys.path.insert(0, str(REPO / "tests"))
 from model_builders import build_siglip2
 
-from dedupd.bench import camera_photo
 from dedupd.config import ReportConfig
+from dedupd.photos import photo
 
 LIBRARY = 4
 SIZE = (2000, 1500)  # 3 MP library photos: realistic decode, quick to make
@@ -167,7 +167,7 @@ def main() -> int:
         originals = []
         for i in range(LIBRARY):
             path = root / "camera" / f"IMG_{i:04d}.jpg"
-            camera_photo(100 + i, SIZE).save(path, "JPEG", quality=90)
+            photo(100 + i, SIZE, sensor_noise=True).save(path, "JPEG", quality=90)
             originals.append(path)
         (root / "incoming").mkdir()
 

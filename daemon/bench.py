@@ -38,7 +38,6 @@ Heavy libraries are imported inside the functions: importing this module stays c
 from __future__ import annotations
 
 import logging
-import math
 import os
 import tempfile
 import time
@@ -82,6 +81,7 @@ class BenchSettings:
     k: int = 10
     device: str | None = None  # None: model.device
     gpus: int | None = None  # None: model.gpus
+    gpu_memory_fraction: float | None = None  # None: model.gpu_memory_fraction
     seed: int = 0
     repeat: int = 1  # rounds of model only / end to end / naive; the best of each is reported
     size: tuple[int, int] = CAMERA_SIZE  # generated pictures, width x height
@@ -101,47 +101,6 @@ class _Files:
 
 # ------------------------------------------------------------------------------------------------------------------
 # Camera-like pictures
-
-
-def camera_photo(seed: int, size: tuple[int, int] = CAMERA_SIZE):
-    """A deterministic photo-like RGB picture: smooth gradients, soft shapes and sensor-like grain.
-
-    Content is drawn at a quarter of the size and upscaled (soft, like optics), then grain is added at full size, so
-    the JPEG costs about what a camera's 12 MP file costs to decode (a few MB at quality 90)."""
-    from PIL import Image, ImageDraw, ImageFilter
-
-    rng = np.random.default_rng(seed)
-    w, h = size
-    sw, sh = max(8, w // 4), max(8, h // 4)
-    y, x = np.mgrid[0:sh, 0:sw].astype(np.float32)
-    x, y = x / sw, y / sh
-    channels = []
-    for _ in range(3):
-        gx, gy, offset = rng.uniform(-120, 120), rng.uniform(-120, 120), rng.uniform(60, 200)
-        fx, fy, phase = rng.uniform(0.5, 3), rng.uniform(0.5, 3), rng.uniform(0, 2 * math.pi)
-        channels.append(offset + gx * (x - 0.5) + gy * (y - 0.5) + 35 * np.sin(2 * math.pi * (fx * x + fy * y) + phase))
-    base = Image.fromarray(np.clip(np.stack(channels, -1), 0, 255).astype(np.uint8))
-    draw = ImageDraw.Draw(base)
-    for _ in range(int(rng.integers(8, 16))):
-        x0, y0 = rng.uniform(-0.1, 0.9) * sw, rng.uniform(-0.1, 0.9) * sh
-        x1, y1 = x0 + rng.uniform(0.05, 0.5) * sw, y0 + rng.uniform(0.05, 0.5) * sh
-        colour = tuple(int(c) for c in rng.integers(0, 256, 3))
-        shape = int(rng.integers(0, 3))
-        if shape == 0:
-            draw.ellipse((x0, y0, x1, y1), fill=colour)
-        elif shape == 1:
-            draw.rectangle((x0, y0, x1, y1), fill=colour)
-        else:
-            points = [(float(rng.uniform(x0, x1)), float(rng.uniform(y0, y1))) for _ in range(5)]
-            draw.polygon(points, fill=colour)
-    base = base.filter(ImageFilter.GaussianBlur(1.0)).resize((w // 2, h // 2), Image.Resampling.BICUBIC)
-    # fine texture (foliage, fabric) that survives the upscale as detail the JPEG has to code
-    texture = rng.standard_normal((h // 2, w // 2, 1), dtype=np.float32) * 16.0
-    base = Image.fromarray(np.clip(np.asarray(base, np.float32) + texture, 0, 255).astype(np.uint8))
-    base = base.resize((w, h), Image.Resampling.BILINEAR)
-    grain = rng.standard_normal((h, w, 3), dtype=np.float32) * 5.0  # colour sensor noise
-    pixels = np.asarray(base, np.float32) + grain
-    return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
 
 
 def write_camera_jpegs(folder: Path, count: int, seed: int = 0, size: tuple[int, int] = CAMERA_SIZE) -> list[Path]:
@@ -164,7 +123,9 @@ def write_camera_jpegs(folder: Path, count: int, seed: int = 0, size: tuple[int,
 def _write_camera_jpeg(folder: Path, i: int, seed: int, size: tuple[int, int]) -> Path:
     from PIL import Image
 
-    image = camera_photo(seed + i, size)
+    from dedupd.photos import photo
+
+    image = photo(seed + i, size, sensor_noise=True)
     exif = Image.Exif()
     exif[0x010F] = "dedupd"  # Make
     exif[0x0110] = "bench camera"  # Model
@@ -216,6 +177,7 @@ def embedder_settings(ref: str, settings: BenchSettings, max_patches: int | None
         model=ref,
         batch_size=settings.batch_size,
         gpus=settings.gpus,
+        gpu_memory_fraction=settings.gpu_memory_fraction or EmbedderSettings.gpu_memory_fraction,
         device=settings.device,
         max_patches=max_patches if max_patches is not None else settings.max_patches,
         threads=settings.threads,
@@ -309,7 +271,8 @@ def _warm() -> None:
 
 def decode_all(paths: Sequence[bytes], pool, draft_side, max_pixels: int, spec) -> tuple[list, float]:
     """(decoded pixels in order, seconds) through the pool, or inline without one."""
-    from dedupd.ingest.decode_pool import Decoded, decode_for_model
+    from dedupd.ingest.decode import Decoded
+    from dedupd.ingest.decode_pool import decode_for_model
 
     start = time.perf_counter()
     if pool is None:
@@ -320,7 +283,7 @@ def decode_all(paths: Sequence[bytes], pool, draft_side, max_pixels: int, spec) 
     bad = [r for r in results if not isinstance(r, Decoded)]
     if bad:
         raise UsageError(f"{len(bad)} of {len(paths)} images could not be decoded (first: {bad[0].reason})")
-    return [r.pixels for r in results], elapsed
+    return [r.image for r in results], elapsed
 
 
 def embed_fn(embedder, spec) -> Callable[[list], np.ndarray]:
@@ -490,9 +453,8 @@ def _model_ref(settings: BenchSettings, tmp: Path) -> str:
     return model
 
 
-def run_bench(settings: BenchSettings, config: Config | None = None) -> dict[str, Any]:
-    """Every measurement; returns the figures (see the module docstring for the keys)."""
-    config = (config or Config()).model_copy(deep=True)
+def resolve_settings(settings: BenchSettings, config: Config) -> BenchSettings:
+    """Every setting the command line left open, from the config (model.*, scan.decode_workers), as a scan has it."""
     if settings.model is None:
         from dedupd.config import DEFAULT_MODEL
 
@@ -503,6 +465,7 @@ def run_bench(settings: BenchSettings, config: Config | None = None) -> dict[str
         batch_size=settings.batch_size or m.batch_size,
         device=settings.device or m.device,
         gpus=settings.gpus if settings.gpus is not None else m.gpus,
+        gpu_memory_fraction=settings.gpu_memory_fraction or m.gpu_memory_fraction,
         max_patches=settings.max_patches if settings.max_patches is not None else m.max_patches,
         workers=settings.workers if settings.workers is not None else config.scan.decode_workers,
         threads=settings.threads or m.threads,
@@ -513,6 +476,13 @@ def run_bench(settings: BenchSettings, config: Config | None = None) -> dict[str
         raise UsageError(
             f"unknown random model '{settings.model}': use one of {', '.join(RANDOM_PREFIX + m for m in RANDOM_MODELS)}"
         )
+    return settings
+
+
+def run_bench(settings: BenchSettings, config: Config | None = None) -> dict[str, Any]:
+    """Every measurement; returns the figures (see the module docstring for the keys)."""
+    config = (config or Config()).model_copy(deep=True)
+    settings = resolve_settings(settings, config)
     import torch
 
     from dedupd.ingest.decode_pool import hash_threads

@@ -6,10 +6,12 @@ another stage.
 
 from __future__ import annotations
 
+import fnmatch
 import os
 import secrets
 import stat
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 # Camera RAW files, decoded from their embedded preview through LibRaw (ingest/raw.py); the format recorded for one
@@ -73,6 +75,28 @@ def normalise_root(root: str | bytes | os.PathLike) -> bytes:
 
 def is_image_name(name: bytes) -> bool:
     return name.lower().endswith(_EXTENSIONS)
+
+
+@dataclass(frozen=True)
+class Ignore:
+    """Glob patterns (NAS metadata, scan.ignore) matched against single file and folder names: the one matcher the
+    walk, the watchers and the indexer share, so what one skips the others skip too."""
+
+    patterns: tuple[bytes, ...] = ()
+
+    @classmethod
+    def of(cls, patterns: Iterable[str | bytes]) -> Ignore:
+        return cls(tuple(os.fsencode(p) for p in patterns))
+
+    def name(self, name: bytes) -> bool:
+        return any(fnmatch.fnmatchcase(name, p) for p in self.patterns)
+
+    def below(self, path: bytes, root: bytes) -> bool:
+        """Whether any name on the way from root down to path matches (the root's own name does not count)."""
+        prefix = root.rstrip(b"/") + b"/"
+        if not self.patterns or not path.startswith(prefix):
+            return False
+        return any(self.name(part) for part in path[len(prefix) :].split(b"/") if part)
 
 
 def is_companion_name(name: bytes) -> bool:

@@ -16,6 +16,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import time
 from collections.abc import Iterable, Iterator
 from datetime import timedelta
@@ -65,7 +66,7 @@ class Store:
     def __init__(self, path: Path, db: Any):  # a lancedb connection (lancedb's types are not exported)
         self.path = path
         self._db = db
-        self._tables: dict[str, Any] = {name: _open_table(db, path, name) for name in TABLES}
+        self._tables: dict[str, Any] = {name: _Guarded(_open_table(db, path, name), name, path) for name in TABLES}
         self.writer_lock = FileLock(path / "writer.lock", "store writer")
 
     # --- opening ---------------------------------------------------------------------------------------------
@@ -175,8 +176,8 @@ class Store:
             return
         named = wanted.to_pylist() if wanted is not None and len(wanted) <= PUSHDOWN_MAX else None
         query = self._vector_query(model, ["content", "vector"], named)
-        with query.to_batches(batch_rows) as reader:  # a plain (non-vector) query has no implicit row limit
-            for batch in reader:
+        with query.to_batches(batch_rows) as reader, _damage_named("vectors", self.path):
+            for batch in reader:  # a plain (non-vector) query has no implicit row limit
                 if wanted is not None and named is None:
                     batch = batch.filter(pc.is_in(batch.column("content"), wanted))
                 if batch.num_rows:
@@ -399,6 +400,52 @@ def _quote(text: str) -> str:
 
 def _sql_list(values: list[str]) -> str:
     return ", ".join(f"'{_quote(v)}'" for v in values)
+
+
+# --- a damaged data file -------------------------------------------------------------------------------------------
+
+
+class _Guarded:
+    """A lancedb table (or a query builder made from it) whose calls turn Lance's read errors into one StoreError line
+    naming the table: a truncated or garbled data file otherwise surfaces as a RuntimeError quoting Rust sources."""
+
+    def __init__(self, target: Any, table: str, store_path: Path) -> None:
+        self._target, self._table, self._store_path = target, table, store_path
+
+    def __getattr__(self, attr: str) -> Any:
+        value = getattr(self._target, attr)
+        if not callable(value):
+            return value
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            with _damage_named(self._table, self._store_path):
+                result = value(*args, **kwargs)
+            # Builders (search().where().select()...) stay guarded; results (Arrow tables, counts) are plain data.
+            return _Guarded(result, self._table, self._store_path) if _is_lance(result) else result
+
+        return call
+
+
+def _is_lance(value: object) -> bool:
+    return type(value).__module__.split(".")[0] == "lancedb"
+
+
+@contextlib.contextmanager
+def _damage_named(table: str, store_path: Path) -> Iterator[None]:
+    try:
+        yield
+    except _OPEN_ERRORS as exc:
+        if "lance error" not in str(exc).lower():
+            raise
+        raise StoreError(
+            f"the store at {store_path}: table {table} is damaged ({_lance_reason(exc)}); "
+            f"move {store_path} aside and run `dedupd scan` again to rebuild it"
+        ) from exc
+
+
+def _lance_reason(exc: BaseException) -> str:
+    # Lance appends the Rust source location of the error ("..., /rustc/<hash>/library/.../function.rs:250:5").
+    return re.sub(r",?\s*\S+\.rs:\d+:\d+", "", _first_line(exc)).strip()
 
 
 def _first_line(exc: BaseException) -> str:

@@ -1,4 +1,4 @@
-"""Test seams we own: a deterministic embedder (where the model is not the point) and a planted photo library."""
+"""Test seams we own: a planted photo library, waits; the deterministic embedder is dedupd.model.pixels."""
 
 from __future__ import annotations
 
@@ -10,40 +10,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import imagegen
-import numpy as np
 from PIL import Image
 
-
-class PixelEmbedder:
-    """A tiny-thumbnail embedder: resized and re-encoded copies land very close, different pictures far apart."""
-
-    model_id = "test/pixels-v1"
-    dim = 192
-    draft_side = 64
-    devices = ["cpu"]
-    batch_items = None  # model.batch_size decides
-    preprocess_spec = None  # the pipeline hands embed() RGB images
-
-    def __init__(self) -> None:
-        self.calls = 0
-        self.images = 0
-
-    def embed(self, images: list[Image.Image]) -> np.ndarray:
-        self.calls += 1
-        self.images += len(images)
-        rows = [
-            np.asarray(im.convert("RGB").resize((8, 8), Image.Resampling.BOX), dtype=np.float32).ravel()
-            for im in images
-        ]
-        matrix = np.stack(rows) if rows else np.zeros((0, self.dim), np.float32)
-        matrix -= matrix.mean(axis=1, keepdims=True)
-        return matrix / np.linalg.norm(matrix, axis=1, keepdims=True).clip(1e-6)
-
-    def embed_prepared(self, items: list) -> np.ndarray:
-        raise NotImplementedError("preprocess_spec is None: only embed() is ever called")
-
-    def close(self) -> None:
-        pass
+from dedupd.model.pixels import PixelEmbedder  # noqa: F401 - the tests import it from here
 
 
 @dataclass

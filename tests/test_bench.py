@@ -13,7 +13,6 @@ import pytest
 from dedupd.bench import (
     REQUIRED_KEYS,
     BenchSettings,
-    camera_photo,
     cross_cosine,
     format_table,
     measure_search,
@@ -21,6 +20,7 @@ from dedupd.bench import (
     write_camera_jpegs,
 )
 from dedupd.cli import build_parser
+from dedupd.photos import photo
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -69,7 +69,9 @@ def test_bench_defaults():
 
 
 def test_camera_photo_is_deterministic_with_orientation_tags(tmp_path):
-    assert np.array_equal(np.asarray(camera_photo(3, (64, 48))), np.asarray(camera_photo(3, (64, 48))))
+    first, again = photo(3, (64, 48), sensor_noise=True), photo(3, (64, 48), sensor_noise=True)
+    assert np.array_equal(np.asarray(first), np.asarray(again))
+    assert not np.array_equal(np.asarray(first), np.asarray(photo(3, (64, 48))))  # per-pixel noise, not the tile
     from PIL import Image
 
     paths = write_camera_jpegs(tmp_path, 4, size=(80, 60))
@@ -110,3 +112,13 @@ def test_bench_without_store_runs_where_lancedb_is_missing(tiny_siglip2):
     # The same command with the store needs lancedb, so the run above really went without it.
     stored = _bench_without_lancedb(*common)
     assert stored.returncode != 0 and "lancedb" in stored.stderr
+
+
+def test_bench_loads_the_model_with_the_configured_gpu_memory_fraction():
+    from dedupd.bench import embedder_settings, resolve_settings
+    from dedupd.config import load_config
+
+    config = load_config(None, {"model.gpu_memory_fraction": 0.5, "model.name": "some/model"})
+    resolved = resolve_settings(BenchSettings(), config)
+    assert resolved.model == "some/model" and embedder_settings("ref", resolved).gpu_memory_fraction == 0.5
+    assert embedder_settings("ref", resolve_settings(BenchSettings(), load_config())).gpu_memory_fraction == 0.9

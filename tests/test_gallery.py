@@ -273,7 +273,7 @@ def test_groups_with_only_similar_members_still_get_a_card(tmp_path):
     group = {"keep": info["path"], "keep_info": info, "duplicates": [], "similar": [similar], "bytes_reclaimable": 0}
     report = {"groups": [], "similar_groups": [group]}
     page = gallery.write_gallery(report, tmp_path / "out", tmp_path / "cache", SIDE).read_text(encoding="utf-8")
-    assert "/nowhere/burst2.jpg" in page
+    assert "/nowhere/burst2.jpg" in page and '<dd class="held-back">burst guard</dd>' in page
 
 
 def test_empty_report(tmp_path):

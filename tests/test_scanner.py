@@ -5,6 +5,7 @@ import os
 from support import b
 
 from dedupd.ingest.walk import NAS_IGNORE, ScanOptions, scan
+from dedupd.paths import Ignore
 
 
 def touch(path, data=b"x"):
@@ -129,6 +130,15 @@ def test_unreadable_directory_reported_and_scan_goes_on(tmp_path):
     opts = ScanOptions(on_error=lambda p, e: errors.append(p))
     entries = list(scan([b(tmp_path / "missing"), b(tmp_path)], opts))
     assert len(entries) == 1 and errors == [b(tmp_path / "missing")]
+
+
+def test_one_ignore_matcher_for_names_and_paths_below_a_root():
+    ignore = Ignore.of(NAS_IGNORE)
+    assert ignore.name(b"@eaDir") and ignore.name(b"._IMG_1.jpg") and not ignore.name(b"IMG_1.jpg")
+    assert ignore.below(b"/photos/2024/@eaDir/IMG_1.jpg/SYNOPHOTO_THUMB_XL.jpg", b"/photos")
+    assert not ignore.below(b"/photos/2024/IMG_1.jpg", b"/photos")
+    assert not ignore.below(b"/volume1/#recycle/photos/a.jpg", b"/volume1/#recycle/photos")  # the root's own path
+    assert not Ignore().below(b"/photos/@eaDir/a.jpg", b"/photos")
 
 
 def _jpeg_bytes(seed: int = 0) -> bytes:

@@ -122,3 +122,22 @@ def test_writer_lock_excludes_a_second_writer(tmp_path):
     with a.writer_lock, pytest.raises(LockBusy, match="held by another dedupd process"):
         b.writer_lock.acquire()
     b.writer_lock.acquire().release()
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbled"])
+def test_a_damaged_data_file_is_one_line_naming_the_table_with_exit_2(tmp_path, capsys, damage):
+    from dedupd import cli
+
+    store = Store.open(tmp_path / "store")
+    store.upsert_files([rec(b"/r/a.jpg"), rec(b"/r/b.jpg", content="d" * 32)])
+    (data,) = (tmp_path / "store" / "files.lance" / "data").glob("*.lance")
+    raw = bytearray(data.read_bytes())
+    if damage == "truncated":
+        raw = raw[: len(raw) // 2]
+    else:
+        raw[len(raw) // 4 : len(raw) // 2] = np.random.default_rng(1).bytes(len(raw) // 2 - len(raw) // 4)
+    data.write_bytes(bytes(raw))
+    assert cli.main(["status", "--store", str(tmp_path / "store")]) == 2
+    err = capsys.readouterr().err
+    assert "table files is damaged" in err and "move" in err and "dedupd scan" in err
+    assert err.count("\n") == 1 and "unexpected" not in err and ".rs:" not in err

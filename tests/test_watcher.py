@@ -22,6 +22,7 @@ from watchdog.events import (
 )
 from watchdog.observers.inotify import InotifyObserver
 
+from dedupd.paths import Ignore
 from dedupd.service.dirty import DirtyPaths
 from dedupd.service.mounts import Backend, choose_backend, mount_fstype, parse_mountinfo
 from dedupd.service.observers import RootHandler, StoppableThread, inotify_probe, make_observer
@@ -362,7 +363,7 @@ def test_overflowed_pops_roots():
 def test_marking_10k_events_coalesces():
     dirty = DirtyPaths()
     distinct = [f"/photos/d{i % 20}/img{i}.jpg" for i in range(500)]
-    handler = RootHandler(b"/photos", dirty, tuple(p.encode() for p in NAS_IGNORE), max_backlog=0)
+    handler = RootHandler(b"/photos", dirty, Ignore.of(NAS_IGNORE), max_backlog=0)
 
     def storm(offset: int) -> None:
         for i in range(2_500):
@@ -380,7 +381,7 @@ def test_marking_10k_events_coalesces():
 
 def test_handler_filters_event_kinds():
     dirty = DirtyPaths()
-    h = RootHandler(b"/r", dirty, (b"@eaDir",), max_backlog=0)
+    h = RootHandler(b"/r", dirty, Ignore.of(["@eaDir"]), max_backlog=0)
     h.dispatch(FileOpenedEvent("/r/a.jpg"))
     h.dispatch(FileClosedNoWriteEvent("/r/a.jpg"))  # our own reads must not feed back
     h.dispatch(DirModifiedEvent("/r/album"))  # parent folder noise
@@ -394,7 +395,7 @@ def test_handler_filters_event_kinds():
 
 def test_backlog_limit_turns_into_overflow():
     dirty = DirtyPaths()
-    h = RootHandler(b"/r", dirty, (), max_backlog=10)
+    h = RootHandler(b"/r", dirty, Ignore(), max_backlog=10)
     for i in range(50):
         h.dispatch(FileCreatedEvent(f"/r/{i}.jpg"))
     assert len(dirty.pending()) == 10

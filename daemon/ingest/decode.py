@@ -13,7 +13,7 @@ import re
 import struct
 import threading
 from dataclasses import dataclass, replace
-from typing import IO
+from typing import IO, Generic, TypeVar
 
 import numpy as np
 from PIL import ExifTags, Image, ImageFile, ImageOps, PngImagePlugin, TiffImagePlugin, UnidentifiedImageError, features
@@ -59,9 +59,14 @@ class DecodeError(Exception):
         self.reason = reason
 
 
+Pixels = TypeVar("Pixels")
+
+
 @dataclass(frozen=True)
-class Decoded:
-    image: Image.Image  # mode "RGB", upright, possibly reduced by draft
+class Decoded(Generic[Pixels]):
+    # decode(): an RGB PIL image, upright, possibly reduced by draft; decode_pool.decode_for_model with the model's
+    # preprocessing: that image already preprocessed (a preprocess.Prepared).
+    image: Pixels
     width: int  # full resolution as displayed (after orientation), never the draft size
     height: int
     format: str  # Pillow's format name: "JPEG", "PNG", "HEIF", ...
@@ -97,7 +102,7 @@ def _register_pillow_heif() -> None:
 
 def decode(
     path: str | bytes | os.PathLike, draft_side: int | None = None, max_pixels: int = DEFAULT_MAX_PIXELS
-) -> Decoded:
+) -> Decoded[Image.Image]:
     """Decode the first frame of ``path`` into an upright RGB image.
 
     With ``draft_side`` a JPEG is decoded at the smallest DCT scale (1/2, 1/4, 1/8) whose
@@ -162,7 +167,7 @@ def _raw_capture(own: Capture, from_preview: Capture, libraw_taken: str) -> Capt
     return base if base.taken else replace(base, taken=from_preview.taken or libraw_taken)
 
 
-def _decode_file(fp: IO[bytes], draft_side: int | None, max_pixels: int) -> Decoded:
+def _decode_file(fp: IO[bytes], draft_side: int | None, max_pixels: int) -> Decoded[Image.Image]:
     with _identify(fp) as im:
         _check_pixels(im.size, max_pixels)
         header_size = _header_size(im)

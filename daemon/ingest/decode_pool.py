@@ -19,19 +19,10 @@ from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from dedupd.ingest.decode import DecodeError, decode
-
-
-@dataclass
-class Decoded:
-    pixels: Any  # a PIL image, or a preprocess.Prepared when the model's preprocessing ran in the worker
-    width: int
-    height: int
-    format: str = ""
-    capture: dict = field(default_factory=dict)  # record facts: capture.Capture as a dict, and frames
+from dedupd.ingest.decode import Decoded, DecodeError, decode
 
 
 @dataclass
@@ -45,13 +36,12 @@ def decode_for_model(path: bytes, draft_side: int | None, max_pixels: int, spec:
         decoded = decode(path, draft_side=draft_side, max_pixels=max_pixels)
     except DecodeError as exc:
         return Failed(exc.reason)
-    pixels = decoded.image
-    if spec is not None:
-        from dedupd.ingest.preprocess import preprocess
+    if spec is None:
+        return decoded
+    from dedupd.ingest.preprocess import preprocess
 
-        pixels = preprocess(pixels, spec)
-    facts = {**decoded.capture.to_dict(), "frames": decoded.frames}
-    return Decoded(pixels, decoded.width, decoded.height, decoded.format, facts)
+    prepared = preprocess(decoded.image, spec)
+    return Decoded(prepared, decoded.width, decoded.height, decoded.format, decoded.capture, decoded.frames)
 
 
 def cpu_cores() -> int:

@@ -20,7 +20,7 @@ from dedupd.ingest.walk import INTERNAL_IGNORE, NAS_IGNORE, FileEntry, ScanOptio
 from dedupd.ingest.walk import scan as walk
 from dedupd.model.loader import LazyEmbedder
 from dedupd.own_folders import is_own, own_folders
-from dedupd.paths import inside, path_text, text_path
+from dedupd.paths import Ignore, inside, path_text, text_path
 from dedupd.store import FileRecord, Store
 
 
@@ -109,19 +109,12 @@ class Indexer:
         return self.index(entries, gone)
 
     def _entries_at(self, root: bytes, path: bytes) -> list[FileEntry]:
-        if self._ignored(path, root) or self._own(path):
+        if Ignore.of(self.options.ignore).below(path, root) or self._own(path):
             return []  # a folder inside @eaDir, #recycle...: the walk below would not skip the folder it starts in
         if os.path.isdir(path) and not os.path.islink(path):
             return [replace(e, root=root) for e in walk([path], self.options) if inside(e.path, root)]
         entry = _file_entry(root, path, self.options.sniff)
         return [entry] if entry else []
-
-    def _ignored(self, path: bytes, root: bytes) -> bool:
-        import fnmatch
-
-        parts = os.path.relpath(path, root).split(b"/")
-        patterns = [p.encode() for p in self.options.ignore]
-        return any(fnmatch.fnmatchcase(part, pat) for part in parts for pat in patterns)
 
     def _own(self, path: bytes) -> bool:
         return is_own(path, self.options.exclude_dirs)

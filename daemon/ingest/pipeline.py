@@ -23,7 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from dedupd.ingest.decode_pool import Decoded, DecodePool, Failed, decode_for_model
+from dedupd.ingest.decode import Decoded
+from dedupd.ingest.decode_pool import DecodePool, Failed, decode_for_model
 from dedupd.ingest.hashing import content_hash
 from dedupd.ingest.walk import FileEntry
 from dedupd.store import OK, PENDING, UNREADABLE, FileRecord, Store
@@ -381,9 +382,9 @@ def _store_decoded(work: Work, result: Decoded | Failed, counters: Counters) -> 
         record.status, record.error = UNREADABLE, result.reason
         counters.unreadable += 1
         return
-    work.image, record.width, record.height = result.pixels, result.width, result.height
-    record.format = result.format
-    for name, value in result.capture.items():
+    work.image, record.width, record.height = result.image, result.width, result.height
+    record.format, record.frames = result.format, result.frames
+    for name, value in result.capture.to_dict().items():
         setattr(record, name, value)
     counters.decoded += 1
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import fnmatch
 import logging
 import os
 import stat
@@ -11,6 +10,7 @@ from dataclasses import dataclass
 
 from dedupd.paths import (
     OWN_MARKER,
+    Ignore,
     is_companion_name,
     is_image_name,
     looks_like_image,
@@ -79,7 +79,7 @@ def scan(roots: Iterable[bytes], options: ScanOptions | None = None) -> Iterator
 class _Walker:
     def __init__(self, options: ScanOptions):
         self.options = options
-        self.patterns = tuple(p.encode() for p in options.ignore)
+        self.ignore = Ignore.of(options.ignore)
         self.seen_files: set[tuple[int, int]] = set()
         self.seen_dirs: set[tuple[int, int]] = set()
 
@@ -113,11 +113,8 @@ class _Walker:
         except OSError as exc:
             self._error(directory, exc)
             return [], []
-        kept = [e for e in entries if not self._ignored(e.name)]
+        kept = [e for e in entries if not self.ignore.name(e.name)]
         return [e.path for e in kept if self._is_dir(e)], [e for e in kept if is_picture(e.path, self.options.sniff)]
-
-    def _ignored(self, name: bytes) -> bool:
-        return any(fnmatch.fnmatchcase(name, p) for p in self.patterns)
 
     def _is_dir(self, entry: os.DirEntry) -> bool:
         try:

@@ -259,6 +259,7 @@ def render_facts(entry: Tile) -> str:
         ("resolution", esc(resolution(info))),
         ("modified", time_html(info.get("mtime_ns"))),
     ]
+    rows += [("held back", esc(str(info["why"])))] if info.get("why") else []  # burst guard, a decision...
     rows += [("preview", esc(f"not available: {entry.thumb.error}"))] if entry.thumb.error else []
     rows += [("companions", esc(companions_text(info)))] if info.get("companions") else []
     rows += [] if os.path.lexists(entry_path(info)) else [("on disk", "no longer exists")]

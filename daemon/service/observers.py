@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
-import fnmatch
 import logging
 import os
 import threading
@@ -17,6 +16,7 @@ from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserverVFS
 
+from dedupd.paths import Ignore
 from dedupd.service.dirty import DirtyPaths
 
 log = logging.getLogger("dedupd")
@@ -90,10 +90,6 @@ ObserverFactory = Callable[[str], BaseObserver]
 """(kind "inotify" | "poll") -> an unstarted watchdog observer. The seam tests use to make inotify fail."""
 
 
-def _ignored_name(name: bytes, patterns: tuple[bytes, ...]) -> bool:
-    return any(fnmatch.fnmatchcase(name, p) for p in patterns)
-
-
 def make_observer(kind: str, *, poll_interval: float = 30.0, ignore: Sequence[str | bytes] = ()) -> BaseObserver:
     """A fresh watchdog observer. Polling uses lstat (symlinks are not followed, so no loops) and never lists
     folders whose name matches ``ignore`` (Synology @eaDir holds several thumbnails per photo)."""
@@ -103,11 +99,11 @@ def make_observer(kind: str, *, poll_interval: float = 30.0, ignore: Sequence[st
         return InotifyObserver()
     if kind != "poll":
         raise ValueError(f"unknown observer kind {kind!r}")
-    patterns = tuple(os.fsencode(p) for p in ignore)
+    skip = Ignore.of(ignore)
 
     def listdir(path):
         with os.scandir(path) as it:
-            return iter([e for e in it if not _ignored_name(os.fsencode(e.name), patterns)])
+            return iter([e for e in it if not skip.name(os.fsencode(e.name))])
 
     return PollingObserverVFS(os.lstat, listdir, polling_interval=poll_interval)
 
@@ -118,11 +114,11 @@ _MARKED = frozenset({"created", "modified", "closed", "deleted", "moved", "attri
 class RootHandler(FileSystemEventHandler):
     """Runs on watchdog's dispatcher thread: filters and enqueues, no I/O, never raises."""
 
-    def __init__(self, root: bytes, dirty: DirtyPaths, patterns: tuple[bytes, ...], max_backlog: int) -> None:
+    def __init__(self, root: bytes, dirty: DirtyPaths, ignore: Ignore, max_backlog: int) -> None:
         self.root = root
         self.prefix = root.rstrip(b"/") + b"/"
         self.dirty = dirty
-        self.patterns = patterns
+        self.ignore = ignore
         self.max_backlog = max_backlog
 
     def dispatch(self, event: FileSystemEvent) -> None:
@@ -150,8 +146,7 @@ class RootHandler(FileSystemEventHandler):
         if path == self.root or path + b"/" == self.prefix:
             self.dirty.mark_overflow(self.root)  # the root itself deleted or moved: reconcile (it handles offline)
             return
-        rel = path[len(self.prefix) :] if path.startswith(self.prefix) else path
-        if self.patterns and any(_ignored_name(part, self.patterns) for part in rel.split(b"/")):
+        if self.ignore.below(path, self.root):
             return
         if self.max_backlog and len(self.dirty) >= self.max_backlog:
             self.dirty.mark_overflow(self.root)  # event storm: one full reconcile instead of unbounded memory

@@ -38,6 +38,7 @@ from dataclasses import dataclass
 
 from watchdog.observers.api import BaseObserver
 
+from dedupd.paths import Ignore
 from dedupd.service.dirty import DirtyPaths
 from dedupd.service.mounts import Backend, choose_backend
 from dedupd.service.observers import (
@@ -161,7 +162,7 @@ class Watchers:
         self.mode = mode
         self.poll_interval = poll_interval
         self.ignore = tuple(ignore)
-        self._patterns = tuple(os.fsencode(p) for p in self.ignore)
+        self._skip = Ignore.of(self.ignore)
         self._factory = observer_factory or (
             lambda kind: make_observer(kind, poll_interval=self.poll_interval, ignore=self.ignore)
         )
@@ -291,7 +292,7 @@ class Watchers:
         observer = self._factory(kind)
         try:
             observer.schedule(
-                RootHandler(root, self.dirty, self._patterns, self.max_backlog), os.fsdecode(root), recursive=True
+                RootHandler(root, self.dirty, self._skip, self.max_backlog), os.fsdecode(root), recursive=True
             )
             observer.start()
         except BaseException:
