@@ -110,3 +110,23 @@ def test_bench_without_store_runs_where_lancedb_is_missing(tiny_siglip2):
     # The same command with the store needs lancedb, so the run above really went without it.
     stored = _bench_without_lancedb(*common)
     assert stored.returncode != 0 and "lancedb" in stored.stderr
+
+
+def test_bench_accepts_the_fast_preset(tiny_siglip2):
+    out = dedupd(
+        "bench", "--images", 2, "--no-naive", "--vectors", 0, "--json", "--preset", "fast", "--size", "400x300",
+        "--model", tiny_siglip2,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert result["preset"] == "fast" and "+fast+patches64" in result["model_id"] and result["max_patches"] == 64
+    assert result["end_to_end_img_s"] > 0 and result["model_img_s"] > 0
+
+
+@pytest.mark.parametrize("command", [["scan", "/photos"], ["run"], ["bench"]])
+def test_preset_flag_sets_model_preset(command):
+    from dedupd.cli import _config
+
+    args = build_parser().parse_args([*command, "--preset", "fast"])
+    assert _config(args).model.preset == "fast"
+    assert _config(build_parser().parse_args(command)).model.preset == "default"

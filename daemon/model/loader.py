@@ -11,7 +11,7 @@ import numpy as np
 
 from dedupd.config import Config, ModelConfig
 from dedupd.ingest.decode_pool import split_cores
-from dedupd.model.settings import CPU_BATCH, EmbedderSettings, resolve_source, vector_model_id
+from dedupd.model.settings import CPU_BATCH, EmbedderSettings, apply_preset, resolve_source, vector_model_id
 
 if TYPE_CHECKING:
     from dedupd.ingest.preprocess import Prepared, PreprocessSpec
@@ -46,7 +46,8 @@ class EmbedderLike(Protocol):
 
 
 def embedder_settings(model: ModelConfig) -> EmbedderSettings:
-    return EmbedderSettings(
+    """What the configured model asks for, its preset already applied."""
+    settings = EmbedderSettings(
         model=model.name,
         batch_size=model.batch_size,
         gpus=model.gpus,
@@ -55,12 +56,16 @@ def embedder_settings(model: ModelConfig) -> EmbedderSettings:
         max_patches=model.max_patches,
         threads=model.threads,
         precision=model.precision,
+        preset=model.preset,
     )
+    return apply_preset(settings)
 
 
 def model_identity(model: ModelConfig) -> str:
     """The key the configured model's vectors are stored under, without loading the model."""
-    return vector_model_id(resolve_source(model.name).model_id, model.max_patches, model.precision)
+    settings = embedder_settings(model)
+    source = resolve_source(model.name).model_id
+    return vector_model_id(source, settings.max_patches, settings.precision, settings.preset)
 
 
 class LazyEmbedder:
