@@ -311,19 +311,8 @@ def start_pool(workers: int):
     if workers <= 0:
         return None
     pool = DecodePool(workers)
-    executor = pool._executor()
-    futures = [executor.submit(_warm) for _ in range(workers * 2)]
-    for future in futures:
-        future.result()
+    pool.warm(wait=True)
     return pool
-
-
-def _warm() -> None:
-    import PIL.Image  # noqa: F401
-
-    from dedupd.ingest import decode, preprocess  # noqa: F401
-
-    decode.register_plugins()
 
 
 def decode_all(paths: Sequence[bytes], pool, draft_side, max_pixels: int, spec) -> tuple[list, float]:
