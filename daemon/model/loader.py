@@ -118,9 +118,14 @@ class LazyEmbedder:
 
     def get(self) -> EmbedderLike:
         if self._embedder is None:
-            self.start()
-            assert self._loading is not None
-            self._loading.join()
+            with self._lock:
+                loading = self._loading
+                if loading is None and self._embedder is None:
+                    # Nobody started it: load on this thread. torch's thread count is per OpenMP thread once that
+                    # thread has run torch, so the thread that will embed is the one that must set it.
+                    self._load()
+            if loading is not None:
+                loading.join()
             if self._error is not None:
                 raise self._error
             assert self._embedder is not None
