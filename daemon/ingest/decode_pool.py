@@ -166,7 +166,10 @@ class DecodePool:
 
     def warm(self, wait: bool = False) -> None:
         """Start every worker and import the decoders there now (a fresh worker costs ~0.5 s of imports), without
-        waiting unless asked: the first files then find them ready."""
+        waiting unless asked: the first files then find them ready. A pool already running is left alone (the
+        daemon keeps its workers between event batches)."""
+        if self._pool is not None:
+            return
         executor = self._executor()
         futures = [executor.submit(_warm) for _ in range(self.workers * 2)]
         if wait:
