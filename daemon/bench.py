@@ -60,7 +60,13 @@ DEFAULT_IMAGES = 32
 DEFAULT_VECTORS = 20_000
 CAMERA_SIZE = (4000, 3000)
 REQUIRED_KEYS = ("decode_img_s", "model_img_s", "end_to_end_img_s", "hash_mb_s", "search_s", "images", "device")
-KNOBS = (("max_patches=128", 128, "auto"), ("max_patches=64", 64, "auto"), ("int8", None, "int8"))
+# (name, max_patches, precision, preset) of each speed knob --knobs measures against the default
+KNOBS = (
+    ("max_patches=128", 128, "auto", "default"),
+    ("max_patches=64", 64, "auto", "default"),
+    ("int8", None, "int8", "default"),
+    ("preset=fast", None, "auto", "fast"),
+)
 
 
 @dataclass
@@ -75,6 +81,7 @@ class BenchSettings:
     threads: int | None = None  # torch CPU threads; None: model.threads, else model_threads()
     max_patches: int | None = None  # None: model.max_patches, else the checkpoint's
     precision: str | None = None  # auto | int8; None: model.precision
+    preset: str | None = None  # default | fast; None: model.preset
     naive: bool = True
     store: bool = True  # False: end to end stops after the model (no LanceDB commit, no pairs)
     knobs: bool = False
@@ -170,10 +177,16 @@ def build_random_model(name: str, folder: Path, seed: int = 0) -> Path:
 # Loading
 
 
-def embedder_settings(ref: str, settings: BenchSettings, max_patches: int | None = None, precision: str | None = None):
-    from dedupd.model.settings import EmbedderSettings
+def embedder_settings(
+    ref: str,
+    settings: BenchSettings,
+    max_patches: int | None = None,
+    precision: str | None = None,
+    preset: str | None = None,
+):
+    from dedupd.model.settings import EmbedderSettings, apply_preset
 
-    return EmbedderSettings(
+    chosen = EmbedderSettings(
         model=ref,
         batch_size=settings.batch_size,
         gpus=settings.gpus,
@@ -182,16 +195,22 @@ def embedder_settings(ref: str, settings: BenchSettings, max_patches: int | None
         max_patches=max_patches if max_patches is not None else settings.max_patches,
         threads=settings.threads,
         precision=precision or settings.precision or "auto",
+        preset=preset or settings.preset or "default",
     )
+    return apply_preset(chosen)
 
 
 def load_bench_embedder(
-    ref: str, settings: BenchSettings, max_patches: int | None = None, precision: str | None = None
+    ref: str,
+    settings: BenchSettings,
+    max_patches: int | None = None,
+    precision: str | None = None,
+    preset: str | None = None,
 ):
     """The embedder exactly as the scan and the daemon load it (settings.threads already applied)."""
     from dedupd.model.runtime import build_embedder, pick_devices
 
-    chosen = embedder_settings(ref, settings, max_patches, precision)
+    chosen = embedder_settings(ref, settings, max_patches, precision, preset)
     return build_embedder(chosen, pick_devices(chosen))
 
 
@@ -254,19 +273,8 @@ def start_pool(workers: int):
     if workers <= 0:
         return None
     pool = DecodePool(workers)
-    executor = pool._executor()
-    futures = [executor.submit(_warm) for _ in range(workers * 2)]
-    for future in futures:
-        future.result()
+    pool.warm(wait=True)
     return pool
-
-
-def _warm() -> None:
-    import PIL.Image  # noqa: F401
-
-    from dedupd.ingest import decode, preprocess  # noqa: F401
-
-    decode.register_plugins()
 
 
 def decode_all(paths: Sequence[bytes], pool, draft_side, max_pixels: int, spec) -> tuple[list, float]:
@@ -470,6 +478,7 @@ def resolve_settings(settings: BenchSettings, config: Config) -> BenchSettings:
         workers=settings.workers if settings.workers is not None else config.scan.decode_workers,
         threads=settings.threads or m.threads,
         precision=settings.precision or m.precision,
+        preset=settings.preset or m.preset,
     )
     model = settings.model or ""
     if is_random_model(model) and model.removeprefix(RANDOM_PREFIX) not in RANDOM_MODELS:
@@ -516,7 +525,8 @@ def run_bench(settings: BenchSettings, config: Config | None = None) -> dict[str
             "model_id": embedder.model_id,
             "family": embedder.family,
             "dim": embedder.dim,
-            "precision": settings.precision,
+            "precision": embedder_settings(ref, settings).precision,  # what the preset resolved to
+            "preset": settings.preset,
             "max_patches": _max_patches(embedder),
             "batch_size": embedder.batch_size,
             "workers": workers,
@@ -617,10 +627,10 @@ def measure_knobs(
 ) -> list[dict[str, Any]]:
     """Model-only speed and agreement (cosine with the default's vector of the same picture) of each speed knob."""
     rows = [{"knob": "default", "model_img_s": base["model_img_s"], "cosine_mean": 1.0, "cosine_min": 1.0}]
-    for name, patches, precision in KNOBS:
+    for name, patches, precision, preset in KNOBS:
         log.info("knob %s", name)
         try:
-            embedder = load_bench_embedder(ref, settings, max_patches=patches, precision=precision)
+            embedder = load_bench_embedder(ref, settings, max_patches=patches, precision=precision, preset=preset)
         except ModelLoadError as exc:
             rows.append({"knob": name, "error": str(exc)})
             continue
@@ -728,6 +738,7 @@ def settings_from_args(args) -> BenchSettings:
         threads=args.threads,
         max_patches=args.max_patches,
         precision=args.precision,
+        preset=args.preset,
         naive=args.naive,
         knobs=args.knobs,
         size=parse_size(args.size),

@@ -39,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     trash = _common(sub.add_parser("trash", help="manage the trash of earlier purges"))
     trash.add_argument("action", choices=["empty"], help="empty: remove trashed files for good")
     trash.add_argument("--older-than", default="30d", metavar="AGE", help="only files trashed before AGE (30d, 12h)")
-    _common(sub.add_parser("run", help="the watching service (systemd: Type=notify)"))
+    _preset(_common(sub.add_parser("run", help="the watching service (systemd: Type=notify)")))
     _bench_parser(sub)
     check = sub.add_parser("check-config", help="validate a config file")
     check.add_argument("file", nargs="?", help="YAML config (default: built-in defaults)")
@@ -52,6 +52,15 @@ def _common(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--model", help="hub id or local folder of the embedding model")
     p.add_argument("-v", "--verbose", action="store_true", help="log debug detail")
     return p
+
+
+def _preset(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--preset",
+        choices=("default", "fast"),
+        help="fast: max_patches 64 plus int8 (or bf16 where the CPU or GPU has it), vectors under their own key "
+        "(default: model.preset)",
+    )
 
 
 def _grouping(p: argparse.ArgumentParser) -> None:
@@ -67,6 +76,7 @@ def _scan_parser(sub) -> None:
     p = _common(sub.add_parser("scan", help="index FOLDER, group duplicates, write the report (one shot)"))
     p.add_argument("folder", help="the photo folder to scan")
     _grouping(p)
+    _preset(p)
     p.add_argument("--k", type=int, help="neighbours searched per image (default 10)")
     p.add_argument("--batch-size", type=int, help=BATCH_HELP)
     p.add_argument("--gpus", type=int, help="number of GPUs to use (default: all; 0 = CPU)")
@@ -144,6 +154,7 @@ def _bench_parser(sub) -> None:
         choices=("auto", "int8"),
         help="int8: dynamic int8 quantisation of the Linear layers, CPU only (default: model.precision)",
     )
+    _preset(p)
     p.add_argument("--no-naive", dest="naive", action="store_false", help="skip the naive-loop baseline")
     p.add_argument(
         "--no-store",
@@ -158,7 +169,9 @@ def _bench_parser(sub) -> None:
         metavar="R",
         help="rounds of model only, end to end and naive, taken in turns; the best of each is shown",
     )
-    p.add_argument("--knobs", action="store_true", help="also measure max_patches 128/64 and int8 with agreement")
+    p.add_argument(
+        "--knobs", action="store_true", help="also measure max_patches 128/64, int8 and the fast preset with agreement"
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     p.add_argument("--config", metavar="FILE", help="YAML config file (scan and dedup settings)")
     p.add_argument("-v", "--verbose", action="store_true", help="log debug detail")
@@ -173,6 +186,7 @@ _OVERRIDES = {
     "batch_size": "model.batch_size",
     "gpus": "model.gpus",
     "gpu_memory_fraction": "model.gpu_memory_fraction",
+    "preset": "model.preset",
 }
 
 

@@ -38,6 +38,7 @@ class ModelConfig(_Section):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     max_patches: int | None = Field(None, gt=0)
     precision: Literal["auto", "int8"] = "auto"
+    preset: Literal["default", "fast"] = "default"
     threads: int | None = Field(None, gt=0)
 
 

@@ -122,3 +122,23 @@ def test_bench_loads_the_model_with_the_configured_gpu_memory_fraction():
     resolved = resolve_settings(BenchSettings(), config)
     assert resolved.model == "some/model" and embedder_settings("ref", resolved).gpu_memory_fraction == 0.5
     assert embedder_settings("ref", resolve_settings(BenchSettings(), load_config())).gpu_memory_fraction == 0.9
+
+
+def test_bench_accepts_the_fast_preset(tiny_siglip2):
+    out = dedupd(
+        "bench", "--images", 2, "--no-naive", "--vectors", 0, "--json", "--preset", "fast", "--size", "400x300",
+        "--model", tiny_siglip2,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert result["preset"] == "fast" and "+fast+patches64" in result["model_id"] and result["max_patches"] == 64
+    assert result["end_to_end_img_s"] > 0 and result["model_img_s"] > 0
+
+
+@pytest.mark.parametrize("command", [["scan", "/photos"], ["run"], ["bench"]])
+def test_preset_flag_sets_model_preset(command):
+    from dedupd.cli import _config
+
+    args = build_parser().parse_args([*command, "--preset", "fast"])
+    assert _config(args).model.preset == "fast"
+    assert _config(build_parser().parse_args(command)).model.preset == "default"

@@ -518,6 +518,40 @@ def test_vector_key_names_every_knob_that_changes_vectors(tiny_siglip2: Path) ->
     lazy.get().close()
 
 
+def test_fast_preset_resolves_to_its_knobs_and_files_vectors_under_its_own_key(tiny_siglip2: Path) -> None:
+    from dedupd.config import Config, ModelConfig
+    from dedupd.model.loader import LazyEmbedder, model_identity
+
+    plain = model_identity(ModelConfig(name=str(tiny_siglip2)))
+    compute = "" if cpu_supports_bf16() else "+int8"  # native bf16 where the CPU has it, else int8
+    fast = model_identity(ModelConfig(name=str(tiny_siglip2), device="cpu", preset="fast"))
+    assert fast == f"{plain}+fast+patches64{compute}"
+    # the same knobs set by hand are another key: the preset's vectors never mix with them
+    assert fast != model_identity(ModelConfig(name=str(tiny_siglip2), device="cpu", max_patches=64, precision="int8"))
+    config = Config(model={"name": str(tiny_siglip2), "device": "cpu", "preset": "fast"})
+    lazy = LazyEmbedder(config)
+    embedder = lazy.get()
+    try:
+        assert lazy.model_id == embedder.model_id == fast
+        assert embedder.preprocess_spec is not None and embedder.preprocess_spec.max_num_patches == 64
+        assert (_quantised_linears(embedder.runners[0].model) > 0) == (compute == "+int8")
+    finally:
+        embedder.close()
+
+
+def test_apply_preset_keeps_a_smaller_budget_and_uses_native_half_off_the_cpu() -> None:
+    from dedupd.model.settings import apply_preset
+
+    assert apply_preset(EmbedderSettings(max_patches=300)) == EmbedderSettings(max_patches=300)  # default: as is
+    cpu = apply_preset(EmbedderSettings(preset="fast", device="cpu", max_patches=32))
+    assert cpu.max_patches == 32 and cpu.precision == ("auto" if cpu_supports_bf16() else "int8")
+    assert apply_preset(cpu) == cpu
+    gpu = apply_preset(EmbedderSettings(preset="fast", device="cuda"))
+    assert gpu.max_patches == 64 and gpu.precision == "auto"  # int8 has no GPU kernels: bf16/fp16 there
+    with pytest.raises(ModelLoadError, match="unknown preset 'turbo'"):
+        apply_preset(EmbedderSettings(preset="turbo"))
+
+
 def test_batch_size_defaults_per_device_and_batch_items_feed_every_device(tiny_siglip2: Path) -> None:
     from dedupd.model.settings import CPU_BATCH, default_batch_size
 

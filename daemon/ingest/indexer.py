@@ -171,6 +171,14 @@ class Indexer:
             self.pool = DecodePool(workers)
         return self.pool
 
+    def _prepare(self) -> None:
+        """Something needs embedding: load the model and start the decode workers now, both in the background,
+        while the walk, the hashing and the exact-copy pass go on."""
+        self.embedder.start()
+        pool = self._pool()
+        if pool is not None:
+            pool.warm()
+
     def close(self) -> None:
         if self.pool is not None:
             self.pool.close()
@@ -186,6 +194,7 @@ class Indexer:
                 self.embedder,
                 hash_threads() if self.threaded else 1,
                 self.stop,
+                self._prepare,
             ),
             pipeline.commit(
                 self.store,

@@ -312,16 +312,22 @@ def _settled(item: Work, future: Future | None) -> tuple[Work, bool | None]:
     return item, None if future is None else future.result()
 
 
-def plan(book: ContentBook) -> Stage:
-    """Decide per fresh file: reuse a known content, wait for an in-flight twin, or carry the content's embed."""
+def plan(book: ContentBook, first_carrier: Callable[[], None] = lambda: None) -> Stage:
+    """Decide per fresh file: reuse a known content, wait for an in-flight twin, or carry the content's embed.
+    first_carrier is called once, as soon as one content needs embedding (the model starts loading then, while the
+    rest is still being hashed and planned; a run that embeds nothing never calls it)."""
 
     def plan(items: Iterable[Work]) -> Iterator[Work]:
+        announced = False
         for work in items:
             if not work.fresh or work.record.status == UNREADABLE:
                 yield work
                 continue
             resolved = book.claim(work.record)
             if resolved is None:
+                if not announced:
+                    first_carrier()
+                    announced = True
                 work.carrier = True
                 yield work
             elif resolved.status != PENDING:
@@ -441,13 +447,14 @@ def stages_to_model(
     model: Any,
     hash_threads: int = 1,
     stop: threading.Event | None = None,
+    first_carrier: Callable[[], None] | None = None,
 ) -> list[Stage]:
-    """Every stage up to and including the model, in order; a run appends commit(). `model` gives embed(items)
-    and batch_items() (the indexer's LazyEmbedder)."""
+    """Every stage up to and including the model, in order; a run appends commit(). `model` gives embed(items),
+    batch_items() and start() (the indexer's LazyEmbedder); first_carrier defaults to model.start."""
     return [
         classify(known, book, counters),
         hash_files(counters, hash_threads),
-        plan(book),
+        plan(book, first_carrier or model.start),
         decode_images(decode, counters),
         embed_images(model.embed, model.batch_items, counters, stop),
     ]

@@ -21,7 +21,6 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -31,6 +30,7 @@ from dedupd.model.settings import (
     PRECISIONS,
     EmbedderSettings,
     Source,
+    cpu_supports_bf16,
     default_batch_size,
     load_error,
     resolve_source,
@@ -82,20 +82,6 @@ _MODEL_TYPES = {
 
 # --------------------------------------------------------------------------------------------------------------------
 # Capabilities
-
-
-def cpu_supports_bf16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
-    """True when the CPU computes bf16 natively; elsewhere torch emulates it and bf16 is slower than fp32."""
-    try:
-        text = cpuinfo.read_text(errors="replace")
-    except OSError:
-        return False
-    flags: set[str] = set()
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() == "flags":
-            flags.update(value.split())
-    return bool(flags & {"avx512_bf16", "amx_bf16"})
 
 
 def dtype_candidates(device: str, cpu_bf16: bool | None = None) -> list[torch.dtype]:
@@ -714,7 +700,7 @@ def build_embedder(
     if not runners:
         raise ModelLoadError(f"cannot load model '{settings.model}': {short_reason(problems[-1])}")
     return Embedder(
-        model_id=vector_model_id(loaded.source.model_id, settings.max_patches, settings.precision),
+        model_id=vector_model_id(loaded.source.model_id, settings.max_patches, settings.precision, settings.preset),
         family=loaded.family.name,
         dim=runners[0].dim,
         draft_side=draft_side(loaded.processor, loaded.family),

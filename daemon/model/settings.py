@@ -6,7 +6,8 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from dedupd.errors import ModelLoadError
@@ -30,9 +31,13 @@ class EmbedderSettings:
     max_patches: int | None = None  # naflex only: override processor max_num_patches
     threads: int | None = None  # torch CPU threads; None = leave default
     precision: str = "auto"  # auto (fastest float dtype per device) | int8 (dynamic quantisation, CPU only)
+    preset: str = "default"  # default | fast: see apply_preset
 
 
 PRECISIONS = ("auto", "int8")
+PRESETS = ("default", "fast")
+# The fast preset's patch budget: a quarter of SigLIP2-base's 256, ~4x less compute per image (BENCHMARKS.md).
+FAST_PATCHES = 64
 # Per device: a GPU needs large batches to be busy; on the CPU 16 is as fast per image as 128 (measured, BENCHMARKS.md)
 # and lets decoding overlap the model sooner.
 GPU_BATCH, CPU_BATCH = 128, 16
@@ -42,12 +47,60 @@ def default_batch_size(device: str) -> int:
     return GPU_BATCH if device.startswith("cuda") else CPU_BATCH
 
 
-def vector_model_id(source_id: str, max_patches: int | None = None, precision: str = "auto") -> str:
+def vector_model_id(
+    source_id: str, max_patches: int | None = None, precision: str = "auto", preset: str = "default"
+) -> str:
     """The key stored vectors are filed under. Knobs that change the vectors are part of it, so a store never mixes
-    vectors from two settings (an int8 vector of a photo is not the fp32 one): changing one re-embeds."""
-    parts = [f"patches{max_patches}"] if max_patches is not None else []
+    vectors from two settings (an int8 vector of a photo is not the fp32 one): changing one re-embeds. A preset
+    names itself too, so its vectors never mix with those of the same knobs set by hand or of another preset."""
+    parts = [preset] if preset != "default" else []
+    parts += [f"patches{max_patches}"] if max_patches is not None else []
     parts += [precision] if precision != "auto" else []
     return "+".join([source_id, *parts])
+
+
+def apply_preset(settings: EmbedderSettings) -> EmbedderSettings:
+    """settings with the preset's knobs filled in (idempotent). fast: at most FAST_PATCHES patches, and int8 where
+    the model will run on a CPU without native bf16; elsewhere (a GPU, or a CPU with AVX512-BF16/AMX) precision
+    stays auto, which picks bf16 there (int8 has CPU kernels only, and native bf16 beats them). Decided without
+    torch, so the key is known before the model loads."""
+    if settings.preset not in PRESETS:
+        raise ModelLoadError(f"unknown preset '{settings.preset}': use {' or '.join(PRESETS)}")
+    if settings.preset == "default":
+        return settings
+    patches = min(settings.max_patches or FAST_PATCHES, FAST_PATCHES)
+    native_half = not runs_on_cpu(settings) or cpu_supports_bf16()
+    precision = settings.precision if native_half else "int8"
+    return replace(settings, max_patches=patches, precision=precision)
+
+
+def runs_on_cpu(settings: EmbedderSettings) -> bool:
+    """Whether the model will run on the CPU, told without importing torch: asked for, or no NVIDIA GPU visible
+    (the driver lists none, or CUDA_VISIBLE_DEVICES hides them all)."""
+    if settings.device == "cpu" or settings.gpus == 0 or settings.precision == "int8":
+        return True
+    if settings.device == "cuda":
+        return False  # asked for; pick_devices refuses to start when none is there
+    if os.environ.get("CUDA_VISIBLE_DEVICES", "unset").strip() in ("", "-1"):
+        return True
+    try:
+        return not os.listdir("/proc/driver/nvidia/gpus")
+    except OSError:
+        return True
+
+
+def cpu_supports_bf16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
+    """True when the CPU computes bf16 natively; elsewhere torch emulates it and bf16 is slower than fp32."""
+    try:
+        text = cpuinfo.read_text(errors="replace")
+    except OSError:
+        return False
+    flags: set[str] = set()
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "flags":
+            flags.update(value.split())
+    return bool(flags & {"avx512_bf16", "amx_bf16"})
 
 
 # --------------------------------------------------------------------------------------------------------------------
