@@ -74,6 +74,11 @@ def _scan_parser(sub) -> None:
     p.add_argument("--inplace", action="store_true", help="delete the duplicates (default: report only)")
     p.add_argument("--trash", metavar="DIR", help="with --inplace: move duplicates under DIR instead of deleting")
     p.add_argument("--report", metavar="PATH", help="report path (default FOLDER/dedup_report.json)")
+    p.add_argument(
+        "--ray",
+        metavar="ADDRESS",
+        help="embed on a Ray cluster: local, auto or HOST:PORT (default: cluster.ray_address; needs the ray extra)",
+    )
 
 
 def _report_parser(sub) -> None:
@@ -173,6 +178,7 @@ _OVERRIDES = {
     "batch_size": "model.batch_size",
     "gpus": "model.gpus",
     "gpu_memory_fraction": "model.gpu_memory_fraction",
+    "ray": "cluster.ray_address",
 }
 
 

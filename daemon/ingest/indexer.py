@@ -54,6 +54,8 @@ class Indexer:
         self.pool: DecodePool | None = None
         self.on_item: Callable[[pipeline.Counters], None] | None = None
         self.on_tick: Callable[[], None] | None = None
+        # Replaces the decode and embed stages, e.g. dedupd.cluster's Ray stage for a bulk run; None: local.
+        self.to_model: Callable[[pipeline.Counters], pipeline.Stage] | None = None
 
     # --- whole roots ---------------------------------------------------------------------------------------------
 
@@ -155,18 +157,14 @@ class Indexer:
             self.pool = None
 
     def _stages(self, counters: pipeline.Counters) -> list:
-        return [
-            *pipeline.stages_to_model(
-                self.files,
-                self.book,
-                counters,
-                self._decode_settings(),
-                self.embedder,
-                hash_threads() if self.threaded else 1,
-                self.stop,
-            ),
-            pipeline.commit(self.store, self.model, self.book, self.config.scan.commit_every, counters),
-        ]
+        threads = hash_threads() if self.threaded else 1
+        if self.to_model is not None:
+            to_model = [*pipeline.stages_to_plan(self.files, self.book, counters, threads), self.to_model(counters)]
+        else:
+            to_model = pipeline.stages_to_model(
+                self.files, self.book, counters, self._decode_settings(), self.embedder, threads, self.stop
+            )
+        return [*to_model, pipeline.commit(self.store, self.model, self.book, self.config.scan.commit_every, counters)]
 
 
 def _file_entry(root: bytes, path: bytes) -> FileEntry | None:
