@@ -35,8 +35,8 @@ os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
 import ray  # noqa: E402 - after the environment switch above, which Ray reads at import
 import ray.data  # noqa: E402
 
-from dedupd.cluster.session import ClusterError
 from dedupd.config import Config
+from dedupd.errors import ClusterError
 from dedupd.ingest import pipeline
 from dedupd.ingest.decode_pool import Decoded, Failed, decode_for_model
 from dedupd.ingest.indexer import Indexer
@@ -93,17 +93,26 @@ def _connect(address: str) -> bool:
     if address not in ("local", "auto"):
         _reachable(address)  # ray.init retries an unreachable address for ever
     try:
-        ray.init(
-            address=address,
-            logging_level=logging.WARNING,
-            log_to_driver=False,
-            include_dashboard=False,
-            configure_logging=False,
-        )
+        start_ray(address)
     except Exception as exc:  # noqa: BLE001 - Ray raises plain Exception too (a local runtime that did not start)
         raise ClusterError(f"cluster.ray_address {address}: cannot join the Ray cluster: {_first_line(exc)}") from None
     _quiet_ray_data()
     return True
+
+
+def start_ray(address: str, **options: Any) -> None:
+    """ray.init; a local runtime is tried twice: Ray gives its raylet 30 s to register, which a loaded machine can
+    miss (seen at load 13 on 2 cores)."""
+    settings = {"logging_level": logging.WARNING, "log_to_driver": False, "include_dashboard": False, **options}
+    for attempt in (1, 2):
+        try:
+            ray.init(address=address, configure_logging=False, **settings)
+            return
+        except Exception:
+            if address != "local" or attempt == 2:
+                raise
+            log.warning("the local Ray runtime did not start in time; trying once more")
+            ray.shutdown()
 
 
 def _reachable(address: str, timeout: float = 5.0) -> None:

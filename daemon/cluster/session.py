@@ -6,14 +6,10 @@ from contextlib import AbstractContextManager, nullcontext
 from typing import TYPE_CHECKING
 
 from dedupd.config import Config
-from dedupd.errors import UsageError
+from dedupd.errors import ClusterError
 
 if TYPE_CHECKING:
     from dedupd.cluster.ray_embed import RayCluster
-
-
-class ClusterError(UsageError):
-    """The Ray cluster cannot be used: unreachable, not a Ray cluster, or Ray not installed (exit code 2)."""
 
 
 def join(config: Config) -> AbstractContextManager[RayCluster | None]:
