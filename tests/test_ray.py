@@ -236,7 +236,7 @@ def kill_a_busy_worker(killed: list[str], timeout: float = 240) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and not killed:
         for pid, title in ray_workers():
-            if "ModelReplica" in title or "decode_batch" in title:
+            if "ModelReplica).submit" in title or "decode_batch" in title:
                 os.kill(pid, signal.SIGKILL)
                 killed.append(title)
                 return

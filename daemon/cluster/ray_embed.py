@@ -157,10 +157,12 @@ class ModelReplica:
     def __call__(self, batch: dict[str, np.ndarray]) -> dict:
         results = list(batch["result"])
         ok = [i for i, r in enumerate(results) if isinstance(r, Decoded)]
-        vectors: list[np.ndarray | None] = [None] * len(results)
+        # Raw float32 bytes, b"" for a file that did not decode: one column type whatever the batch holds (Ray Data
+        # refuses a column that mixes tensors and objects).
+        vectors = [b""] * len(results)
         if ok:
             for i, vector in zip(ok, self.model.embed([results[i].pixels for i in ok])):
-                vectors[i] = vector
+                vectors[i] = np.asarray(vector, dtype=np.float32).tobytes()
         # Pixels are not sent back: the driver needs the facts (size, format, capture), not megabytes of patches.
         facts = [_without_pixels(r) for r in results]
         return {"path": batch["path"], "vector": _objects(vectors), "result": _objects(facts)}
@@ -272,11 +274,11 @@ def _actor_config(config: Config, resources: Resources, per_replica: int) -> Con
 
 
 def _settled(
-    work: pipeline.Work, vector: np.ndarray | None, result: Decoded | Failed, counters: pipeline.Counters
+    work: pipeline.Work, vector: bytes, result: Decoded | Failed, counters: pipeline.Counters
 ) -> pipeline.Work:
     pipeline.store_decoded(work, result, counters)
-    if isinstance(result, Decoded) and vector is not None:
-        work.image, work.vector = None, vector
+    if isinstance(result, Decoded) and vector:
+        work.image, work.vector = None, np.frombuffer(vector, dtype=np.float32)
         work.record.status = pipeline.OK
         counters.embedded += 1
     return work
