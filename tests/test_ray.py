@@ -19,6 +19,7 @@ import threading
 import time
 from pathlib import Path
 
+import imagegen
 import numpy as np
 import pytest
 from support import b, make_library, wait_for
@@ -105,13 +106,10 @@ def test_two_ray_nodes_on_this_machine_give_the_local_groups(reference, tiny_sig
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     temp = tmp_path / "ray"  # its own session folder: nothing of another Ray on this machine is touched
-    nodes = [
-        start_node("--head", f"--port={port}", f"--temp-dir={temp}", "--include-dashboard=false"),
-        None,
-    ]
+    head = ("--head", f"--port={port}", f"--temp-dir={temp}", "--include-dashboard=false")
+    nodes = [started(lambda: tcp_open(port) and alive_nodes(port) == 1, *head)]
     try:
-        wait_for(lambda: tcp_open(port), timeout=120, what="the head node")
-        nodes[1] = start_node(f"--address=127.0.0.1:{port}")
+        nodes.append(started(lambda: alive_nodes(port) == 2, f"--address=127.0.0.1:{port}"))
         report = tmp_path / "report.json"
         args = ["scan", lib.root, "--model", tiny_siglip2, "--store", tmp_path / "store", "--report", report]
         rc, _, err = finished(dedupd(*args, "--batch-size", "2", "--ray", f"127.0.0.1:{port}", "-v"))
@@ -121,6 +119,34 @@ def test_two_ray_nodes_on_this_machine_give_the_local_groups(reference, tiny_sig
     finally:
         for node in nodes:
             stop(node)
+
+
+def started(ready, *args: str, tries: int = 2) -> subprocess.Popen:
+    """`ray start` a node and wait until ready(); Ray gives a raylet 30 s to register, which a loaded 2-core machine
+    can miss: then its `ray start` exits, and it is started once more."""
+    for attempt in range(1, tries + 1):
+        node = start_node(*args)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and node.poll() is None:
+            if ready():
+                return node
+            time.sleep(0.5)
+        stop(node)
+        if attempt == tries:
+            raise AssertionError(f"ray start {' '.join(args)} did not come up")
+    raise AssertionError("unreachable")
+
+
+def alive_nodes(port: int) -> int:
+    code = (
+        f"import ray; ray.init(address='127.0.0.1:{port}', log_to_driver=False); "
+        "print(sum(1 for n in ray.nodes() if n['Alive']))"
+    )
+    try:
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=ENV, timeout=60)
+    except subprocess.TimeoutExpired:
+        return 0
+    return int(out.stdout.strip() or 0)
 
 
 def start_node(*args: str) -> subprocess.Popen:
@@ -277,3 +303,32 @@ def test_ray_not_installed_is_one_line_exit_2(tmp_path, capsys, monkeypatch):
     assert rc == 2 and "uv sync --extra ray" in capsys.readouterr().err
     assert not (tmp_path / "store").exists()
     shutil.rmtree(tmp_path / "photos")
+
+
+def test_the_daemon_embeds_its_first_reconcile_on_ray_and_later_changes_here(
+    ray_runtime, reference, tiny_siglip2, tmp_path, caplog
+):
+    from dedupd.service.daemon import Service
+
+    lib, _, local_vectors, model = reference
+    photos = tmp_path / "photos"
+    shutil.copytree(lib.root, photos)
+    cfg = config_for(tmp_path / "store", tiny_siglip2, "local", roots=[str(photos)], **{"watch.settle_seconds": 0.3})
+    service = Service(cfg)
+    exit_codes: list[int] = []
+    thread = threading.Thread(target=lambda: exit_codes.append(service.run()), daemon=True)
+    with caplog.at_level("INFO", logger="dedupd"):
+        thread.start()
+        try:
+            wait_for(lambda: getattr(service, "health", None) and service.health.phase == "watching", timeout=240)
+            assert vectors_of(tmp_path / "store", model).keys() == local_vectors.keys()
+            late = photos / "camera" / "late.jpg"
+            imagegen.photo(99, (320, 240)).save(late, quality=92)  # a new content, after the bulk phase
+            wait_for(lambda: len(vectors_of(tmp_path / "store", model)) == len(local_vectors) + 1, timeout=120)
+        finally:
+            service.stop.set()
+            thread.join(60)
+    assert exit_codes == [0]
+    on_ray = [r.getMessage() for r in caplog.records if "on the Ray cluster" in r.getMessage()]
+    carriers = len(local_vectors) + len(lib.unreadable)  # the truncated file too: the cluster found it unreadable
+    assert len(on_ray) == 1 and on_ray[0].startswith(f"embedding {carriers} images")  # the late one: embedded here
