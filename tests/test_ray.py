@@ -332,3 +332,24 @@ def test_the_daemon_embeds_its_first_reconcile_on_ray_and_later_changes_here(
     on_ray = [r.getMessage() for r in caplog.records if "on the Ray cluster" in r.getMessage()]
     carriers = len(local_vectors) + len(lib.unreadable)  # the truncated file too: the cluster found it unreadable
     assert len(on_ray) == 1 and on_ray[0].startswith(f"embedding {carriers} images")  # the late one: embedded here
+
+
+@pytest.mark.parametrize(
+    ("gpus", "cpus", "overrides", "expected"),
+    [
+        (8, 64, {}, (8, 1, 8)),  # one replica per GPU
+        (8, 64, {"model.gpus": 2}, (2, 1, 2)),  # --gpus 2
+        (8, 64, {"model.gpus": 0}, (15, 4, 0)),  # --gpus 0: CPU actors of 4 cores, as locally the CPU
+        (0, 2, {}, (1, 1, 0)),  # the tests' runtime: one 1-core replica, one core left for decoding
+        (0, 16, {"model.threads": 8}, (1, 8, 0)),
+    ],
+)
+def test_model_replicas_follow_the_gpus_and_the_model_settings(gpus, cpus, overrides, expected):
+    from dedupd.cluster.ray_embed import Resources, _actor_config, _replicas, usable
+
+    cfg = load_config(None, overrides)
+    resources = usable(Resources(gpus=gpus, cpus=cpus, nodes=1), cfg)
+    replicas, per_replica = _replicas(resources, cfg)
+    assert (replicas, per_replica, resources.gpus) == expected
+    actor = _actor_config(cfg, resources, per_replica).model
+    assert (actor.gpus, actor.threads) == ((None, None) if resources.gpus else (0, per_replica))

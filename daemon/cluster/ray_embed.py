@@ -23,7 +23,7 @@ import socket
 import threading
 import warnings
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -226,7 +226,7 @@ class RayEmbed:
     def _dataset(self, paths: list[bytes]) -> ray.data.Dataset:
         settings = embedder_settings(self.config.model)
         draft_side, spec = load_processing(settings)
-        resources = self.cluster.resources()
+        resources = usable(self.cluster.resources(), self.config)
         replicas, per_replica = _replicas(resources, self.config)
         log.info(
             "embedding %d images on the Ray cluster (%d nodes, %d GPUs, %d CPUs): %d model replicas",
@@ -257,19 +257,27 @@ class RayEmbed:
             )
 
 
+def usable(resources: Resources, config: Config) -> Resources:
+    """The cluster as the model settings let dedupd use it: --gpus N caps the GPUs, and --gpus 0 or model.device cpu
+    keep the model on CPU actors, as they keep it on the CPU locally."""
+    if config.model.gpus == 0 or config.model.device == "cpu":
+        return replace(resources, gpus=0)
+    return replace(resources, gpus=min(resources.gpus, config.model.gpus or resources.gpus))
+
+
 def _replicas(resources: Resources, config: Config) -> tuple[int, int]:
     """(model replicas, CPUs each). One replica per GPU; without GPUs, CPU replicas of model.threads cores (default
     4, fewer on a small cluster), leaving at least one core for the decode tasks."""
     if resources.gpus:
-        wanted = config.model.gpus if config.model.gpus else resources.gpus
-        return max(1, min(wanted, resources.gpus)), 1
+        return resources.gpus, 1
     per_replica = max(1, min(config.model.threads or 4, resources.cpus - 1))
     return max(1, (resources.cpus - 1) // per_replica), per_replica
 
 
 def _actor_config(config: Config, resources: Resources, per_replica: int) -> Config:
     """The config a replica loads with: its own GPU (Ray hides the others) or exactly its CPUs as torch threads."""
-    model = config.model.model_copy(update={"gpus": None, "threads": None if resources.gpus else per_replica})
+    update = {"gpus": None, "threads": None} if resources.gpus else {"gpus": 0, "threads": per_replica}
+    model = config.model.model_copy(update=update)
     return config.model_copy(update={"model": model})
 
 
