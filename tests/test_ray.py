@@ -15,6 +15,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -105,7 +106,9 @@ def test_two_ray_nodes_on_this_machine_give_the_local_groups(reference, tiny_sig
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    temp = tmp_path / "ray"  # its own session folder: nothing of another Ray on this machine is touched
+    # Its own session folder, so nothing of another Ray on this machine is touched; short, because Ray's sockets live
+    # below it and a Unix socket path has at most 107 bytes (tmp_path is too deep: the head then never starts).
+    temp = Path(tempfile.mkdtemp(prefix="ray-", dir="/tmp"))
     head = ("--head", f"--port={port}", f"--temp-dir={temp}", "--include-dashboard=false")
     nodes = [started(lambda: tcp_open(port) and alive_nodes(port) == 1, *head)]
     try:
@@ -119,6 +122,7 @@ def test_two_ray_nodes_on_this_machine_give_the_local_groups(reference, tiny_sig
     finally:
         for node in nodes:
             stop(node)
+        shutil.rmtree(temp, ignore_errors=True)
 
 
 def started(ready, *args: str, tries: int = 2) -> subprocess.Popen:
