@@ -84,6 +84,11 @@ def _scan_parser(sub) -> None:
     p.add_argument("--inplace", action="store_true", help="delete the duplicates (default: report only)")
     p.add_argument("--trash", metavar="DIR", help="with --inplace: move duplicates under DIR instead of deleting")
     p.add_argument("--report", metavar="PATH", help="report path (default FOLDER/dedup_report.json)")
+    p.add_argument(
+        "--ray",
+        metavar="ADDRESS",
+        help="embed on a Ray cluster: local, auto or HOST:PORT (default: cluster.ray_address; needs the ray extra)",
+    )
 
 
 def _report_parser(sub) -> None:
@@ -187,6 +192,7 @@ _OVERRIDES = {
     "gpus": "model.gpus",
     "gpu_memory_fraction": "model.gpu_memory_fraction",
     "preset": "model.preset",
+    "ray": "cluster.ray_address",
 }
 
 

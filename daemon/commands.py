@@ -11,7 +11,9 @@ import time
 from collections import Counter as Tally
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from dedupd.cluster.session import join as join_cluster
 from dedupd.config import Config
 from dedupd.dedup import pairs
 from dedupd.dedup.store_groups import rules_for, store_groups
@@ -28,6 +30,9 @@ from dedupd.purge.recovery import parse_age, undo
 from dedupd.purge.run import execute, journal_dir, plan_from_groups, plan_from_report
 from dedupd.service.status import read_status
 from dedupd.store import PENDING, UNREADABLE, FileLock, FileRecord, LockBusy, Store
+
+if TYPE_CHECKING:
+    from dedupd.cluster.ray_embed import RayCluster
 
 log = logging.getLogger("dedupd")
 Echo = Callable[[str], None]
@@ -80,26 +85,37 @@ def scan(
     root = normalise_root(folder)
     embedder = embedder or LazyEmbedder(config)
     model = embedder.model_id
-    store = open_store(config)
-    with writer_lock(store):
-        indexer = Indexer(store, config, embedder, threaded=threaded)
-        try:
-            with bar("indexing", unit="file") as progress:
-                indexer.on_item = lambda c: _progress(progress, c)
-                result = indexer.reconcile(root, guard=False)
-        finally:
-            indexer.close()
-        files = list(store.files(root).values())
-        groups = pairs.load_groups(
-            store, model, files, config.dedup.threshold, config.dedup.keep_policy, rules_for(store, config)
-        )
-        report = build_report(groups, len(files), config.dedup.keep_policy, config.dedup.threshold, model, roots=[root])
-        out = report_path or os.path.join(os.fsdecode(root), "dedup_report.json")
-        write_report(report, out)
-        _echo_scan(echo, result, report, out)
-        if inplace or trash:
-            return execute(store, plan_from_groups(groups, model, config), [root], config, trash, inplace, echo)
-    return 0
+    with join_cluster(config) as ray_cluster:  # first: a cluster that cannot be reached leaves the store as it was
+        store = open_store(config)
+        with writer_lock(store):
+            result = _index_root(store, root, config, embedder, ray_cluster, threaded)
+            files = list(store.files(root).values())
+            groups = pairs.load_groups(
+                store, model, files, config.dedup.threshold, config.dedup.keep_policy, rules_for(store, config)
+            )
+            report = build_report(
+                groups, len(files), config.dedup.keep_policy, config.dedup.threshold, model, roots=[root]
+            )
+            out = report_path or os.path.join(os.fsdecode(root), "dedup_report.json")
+            write_report(report, out)
+            _echo_scan(echo, result, report, out)
+            if inplace or trash:
+                return execute(store, plan_from_groups(groups, model, config), [root], config, trash, inplace, echo)
+        return 0
+
+
+def _index_root(
+    store: Store, root: bytes, config: Config, embedder: LazyEmbedder, ray_cluster: RayCluster | None, threaded: bool
+) -> IndexResult:
+    indexer = Indexer(store, config, embedder, threaded=threaded)
+    if ray_cluster is not None:
+        indexer.to_model = ray_cluster.embed_stage(indexer)
+    try:
+        with bar("indexing", unit="file") as progress:
+            indexer.on_item = lambda c: _progress(progress, c)
+            return indexer.reconcile(root, guard=False)
+    finally:
+        indexer.close()
 
 
 def _progress(progress, counters) -> None:

@@ -105,6 +105,21 @@ class WatchConfig(_Section):
     max_vanish_fraction: float = Field(0.5, gt=0, le=1)
 
 
+class ClusterConfig(_Section):
+    # None: everything runs here. local | auto | HOST:PORT: the bulk embed runs on that Ray cluster (dedupd.cluster).
+    ray_address: str | None = None
+
+    @field_validator("ray_address")
+    @classmethod
+    def _address(cls, value: str | None) -> str | None:
+        if value is None or value in ("local", "auto"):
+            return value
+        host, sep, port = value.rpartition(":")
+        if not (sep and host and port.isdigit() and 0 < int(port) < 65536):
+            raise ValueError(f"must be local, auto or HOST:PORT (got {value!r})")
+        return value
+
+
 class Config(_Section):
     store: str | None = None
     roots: list[str] = Field(default_factory=list)
@@ -116,6 +131,7 @@ class Config(_Section):
     report: ReportConfig = Field(default_factory=ReportConfig)
     purge: PurgeConfig = Field(default_factory=PurgeConfig)
     watch: WatchConfig = Field(default_factory=WatchConfig)
+    cluster: ClusterConfig = Field(default_factory=ClusterConfig)
 
     @field_validator("roots", "protect")
     @classmethod

@@ -24,6 +24,12 @@ class ModelLoadError(DedupdError):
     exit_code = 2
 
 
+class ClusterError(DedupdError):
+    """The Ray cluster of cluster.ray_address cannot be used: unreachable, not a Ray cluster, Ray not installed."""
+
+    exit_code = 2
+
+
 class PurgeFailures(DedupdError):
     """Some purge items failed; the rest were carried out."""
 

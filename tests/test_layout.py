@@ -157,3 +157,14 @@ def test_light_imports_load_neither_torch_nor_transformers() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
     assert out.stdout.strip() == "[]"
+
+
+def test_only_the_cluster_package_imports_ray() -> None:
+    """Ray is an optional extra: a NAS install has none, so no module outside dedupd.cluster may import it, and in
+    dedupd.cluster only ray_embed (which session.py imports only when cluster.ray_address is set)."""
+    importers = sorted(
+        name
+        for name, path in module_files().items()
+        if any(i == "ray" or i.startswith("ray.") for i in imported_names(name, path))
+    )
+    assert importers == ["dedupd.cluster.ray_embed"]

@@ -54,6 +54,8 @@ class Indexer:
         self.pool: DecodePool | None = None
         self.on_item: Callable[[pipeline.Counters], None] | None = None
         self.on_tick: Callable[[], None] | None = None
+        # Replaces the decode and embed stages, e.g. dedupd.cluster's Ray stage for a bulk run; None: local.
+        self.to_model: Callable[[pipeline.Counters], pipeline.Stage] | None = None
 
     # --- whole roots ---------------------------------------------------------------------------------------------
 
@@ -185,26 +187,16 @@ class Indexer:
             self.pool = None
 
     def _stages(self, counters: pipeline.Counters) -> list:
-        return [
-            *pipeline.stages_to_model(
-                self.files,
-                self.book,
-                counters,
-                self._decode_settings(),
-                self.embedder,
-                hash_threads() if self.threaded else 1,
-                self.stop,
-                self._prepare,
-            ),
-            pipeline.commit(
-                self.store,
-                self.model,
-                self.book,
-                self.config.scan.commit_every,
-                counters,
-                self.pairs.vectors_coming,
-            ),
-        ]
+        threads = hash_threads() if self.threaded else 1
+        commit = pipeline.commit(
+            self.store, self.model, self.book, self.config.scan.commit_every, counters, self.pairs.vectors_coming
+        )
+        if self.to_model is not None:  # a bulk run on a cluster decodes and embeds there
+            return [*pipeline.stages_to_plan(self.files, self.book, counters, threads), self.to_model(counters), commit]
+        to_model = pipeline.stages_to_model(
+            self.files, self.book, counters, self._decode_settings(), self.embedder, threads, self.stop, self._prepare
+        )
+        return [*to_model, commit]
 
 
 def _file_entry(root: bytes, path: bytes, sniff: bool) -> FileEntry | None:

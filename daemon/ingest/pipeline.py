@@ -349,7 +349,7 @@ def decode_images(settings: DecodeSettings, counters: Counters) -> Stage:
     def decode_images(items: Iterable[Work]) -> Iterator[Work]:
         items = iter(items)
         for work in items:
-            if _needs_decode(work):
+            if needs_decode(work):
                 yield from _decode_from(itertools.chain([work], items), settings, counters)
                 return
             yield work  # nothing decoded yet: no model loaded, no worker started
@@ -362,18 +362,18 @@ def _decode_from(items: Iterator[Work], settings: DecodeSettings, counters: Coun
     pool = settings.pool()
     if pool is None:
         for work in items:
-            if _needs_decode(work):
-                _store_decoded(work, decode_for_model(work.record.path, *_args(settings)), counters)
+            if needs_decode(work):
+                store_decoded(work, decode_for_model(work.record.path, *_args(settings)), counters)
             yield work
         return
-    jobs = ((w, (w.record.path, *_args(settings)) if _needs_decode(w) else None) for w in items)
+    jobs = ((w, (w.record.path, *_args(settings)) if needs_decode(w) else None) for w in items)
     for work, result in pool.map(jobs):
         if result is not None:
-            _store_decoded(work, result, counters)
+            store_decoded(work, result, counters)
         yield work
 
 
-def _needs_decode(work: Work) -> bool:
+def needs_decode(work: Work) -> bool:
     return work.carrier and work.record.status != UNREADABLE
 
 
@@ -381,7 +381,7 @@ def _args(settings: DecodeSettings) -> tuple:
     return settings.draft_side(), settings.max_pixels, settings.spec()
 
 
-def _store_decoded(work: Work, result: Decoded | Failed, counters: Counters) -> None:
+def store_decoded(work: Work, result: Decoded | Failed, counters: Counters) -> None:
     record = work.record
     if isinstance(result, Failed):
         log.warning("unreadable image %s: %s", os.fsdecode(record.path), result.reason)
@@ -452,12 +452,22 @@ def stages_to_model(
     """Every stage up to and including the model, in order; a run appends commit(). `model` gives embed(items),
     batch_items() and start() (the indexer's LazyEmbedder); first_carrier defaults to model.start."""
     return [
-        classify(known, book, counters),
-        hash_files(counters, hash_threads),
-        plan(book, first_carrier or model.start),
+        *stages_to_plan(known, book, counters, hash_threads, first_carrier or model.start),
         decode_images(decode, counters),
         embed_images(model.embed, model.batch_items, counters, stop),
     ]
+
+
+def stages_to_plan(
+    known: dict[bytes, FileRecord],
+    book: ContentBook,
+    counters: Counters,
+    hash_threads: int = 1,
+    first_carrier: Callable[[], None] = lambda: None,
+) -> list[Stage]:
+    """The stages before any decode: which files changed, their hashes, and which of them carry a new content.
+    A bulk run on a cluster (dedupd.cluster) follows them with its own decode-and-embed stage."""
+    return [classify(known, book, counters), hash_files(counters, hash_threads), plan(book, first_carrier)]
 
 
 def commit(

@@ -614,15 +614,27 @@ class Checkpoint:
 
 
 def load_checkpoint(settings: EmbedderSettings) -> Checkpoint:
+    source, family, processor = _load_processor(settings)
+    with quiet_transformers(), _load_errors_mapped(settings.model):
+        master = load_vision_tower(source.ref, family, settings.model)
+    return Checkpoint(source, family, processor, master)
+
+
+def _load_processor(settings: EmbedderSettings) -> tuple[Source, Family, Any]:
     source = resolve_source(settings.model)
     with quiet_transformers(), _load_errors_mapped(settings.model):
         from transformers import AutoConfig
 
         config = AutoConfig.from_pretrained(source.ref)
         family = FAMILIES[detect_family(config, settings.model)]
-        processor = load_processor(source.ref, family, settings.max_patches)
-        master = load_vision_tower(source.ref, family, settings.model)
-    return Checkpoint(source, family, processor, master)
+        return source, family, load_processor(source.ref, family, settings.max_patches)
+
+
+def load_processing(settings: EmbedderSettings) -> tuple[int, PreprocessSpec | None]:
+    """(draft side, preprocessing spec) of the checkpoint, without its weights: what decode workers elsewhere (Ray
+    tasks) need from a model whose replicas run in other processes."""
+    _, family, processor = _load_processor(settings)
+    return draft_side(processor, family), preprocess_spec(processor, family)
 
 
 def _limit_memory(device: str, fraction: float) -> None:

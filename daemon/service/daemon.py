@@ -102,7 +102,7 @@ class Service:
         sdnotify.ready("watching; reconciling roots")
         log.info("ready: store %s, %d roots, model %s", self.store.path, len(self.roots), embedder.model_id)
         try:
-            self._reconcile_all()
+            self._first_reconcile()
             self._report_due = time.monotonic()  # a restart with nothing new still leaves a current report
             self._loop()
         finally:
@@ -179,6 +179,19 @@ class Service:
             backend = self.watchers.add_root(root)
             log.info("watching %s with %s (%s)", path_text(root), backend.kind, backend.reason)
         self.roots = roots
+
+    def _first_reconcile(self) -> None:
+        """The bulk phase: with cluster.ray_address set, the first reconcile of every root (a new library's whole
+        backlog) is embedded on that Ray cluster; every later change is embedded here."""
+        from dedupd.cluster.session import join
+
+        with join(self.config) as ray_cluster:
+            if ray_cluster is not None:
+                self.indexer.to_model = ray_cluster.embed_stage(self.indexer)
+            try:
+                self._reconcile_all()
+            finally:
+                self.indexer.to_model = None
 
     def _reconcile_all(self) -> None:
         for root in self.roots:

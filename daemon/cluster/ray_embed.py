@@ -1,0 +1,297 @@
+"""The bulk embed on a Ray cluster: decode + preprocess as Ray Data CPU tasks, the model as an actor pool.
+
+The driver (the `dedupd scan` or `dedupd run` process) still walks, hashes, plans and commits: this module only
+replaces the pipeline's decode and embed stages with one stage that streams the carriers of new contents through
+Ray Data and hands the results back, batch by batch as they arrive, to the pipeline's own commit stage. So vectors
+land in the same store under the same (content, model) keys, committed every scan.commit_every items through the
+Store (the one writer, under the writer lock); a killed driver loses at most what was in flight, and a rerun finds
+the committed contents in the store and embeds only the rest.
+
+The workers run the same code as the local path: ingest.decode_pool.decode_for_model (decode, then the model's
+preprocessing) in the tasks, model.loader.LazyEmbedder in the actors. They must read the photos at the same paths
+(a shared filesystem mounted alike on every node) and have dedupd installed.
+
+Only this package imports ray; nothing reaches it unless a Ray address is configured.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import socket
+import threading
+import warnings
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+
+# Run under `uv run`, Ray would start every worker through `uv run` with this directory uploaded as its working dir
+# (slow, and wrong on a cluster): dedupd's workers use the environment installed on each node.
+os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
+
+import ray  # noqa: E402 - after the environment switch above, which Ray reads at import
+import ray.data  # noqa: E402
+
+from dedupd.config import Config
+from dedupd.errors import ClusterError
+from dedupd.ingest import pipeline
+from dedupd.ingest.decode_pool import Decoded, Failed, decode_for_model
+from dedupd.ingest.indexer import Indexer
+from dedupd.model.loader import LazyEmbedder, embedder_settings
+from dedupd.model.runtime import load_processing
+
+log = logging.getLogger("dedupd")
+
+DECODE_BATCH = 8  # files per decode task call: small, so a file that kills its worker costs few retries
+DECODE_RETRIES = 3  # a worker killed under a decode task: retried; a file that kills it every time: left pending
+GPU_BATCH = 128  # per model replica, as the local path's default per GPU
+CPU_BATCH = 16
+
+
+@dataclass(frozen=True)
+class Resources:
+    gpus: int
+    cpus: int
+    nodes: int
+
+
+class RayCluster:
+    """A connection to the Ray runtime named by cluster.ray_address, for the duration of a bulk phase.
+
+    Connecting happens first, before the store is touched, so an unreachable cluster changes nothing."""
+
+    def __init__(self, address: str):
+        self.address = address
+        self.started = _connect(address)  # False when this process was already connected (tests share one)
+
+    def embed_stage(self, indexer: Indexer) -> Callable[[pipeline.Counters], pipeline.Stage]:
+        """What Indexer.to_model takes: the Ray stage in place of the local decode and embed stages."""
+        return RayEmbed(self, indexer.config, indexer.model, indexer.stop).stage
+
+    def resources(self) -> Resources:
+        total = ray.cluster_resources()
+        nodes = sum(1 for n in ray.nodes() if n.get("Alive"))
+        return Resources(int(total.get("GPU", 0)), int(total.get("CPU", 0)), nodes)
+
+    def close(self) -> None:
+        if self.started and ray.is_initialized():
+            ray.shutdown()
+
+    def __enter__(self) -> RayCluster:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _connect(address: str) -> bool:
+    if ray.is_initialized():
+        return False
+    if address not in ("local", "auto"):
+        _reachable(address)  # ray.init retries an unreachable address for ever
+    try:
+        start_ray(address)
+    except Exception as exc:  # noqa: BLE001 - Ray raises plain Exception too (a local runtime that did not start)
+        raise ClusterError(f"cluster.ray_address {address}: cannot join the Ray cluster: {_first_line(exc)}") from None
+    _quiet_ray_data()
+    return True
+
+
+def start_ray(address: str, **options: Any) -> None:
+    """ray.init; a local runtime is tried twice: Ray gives its raylet 30 s to register, which a loaded machine can
+    miss (seen at load 13 on 2 cores)."""
+    settings = {"logging_level": logging.WARNING, "log_to_driver": False, "include_dashboard": False, **options}
+    for attempt in (1, 2):
+        try:
+            ray.init(address=address, configure_logging=False, **settings)
+            return
+        except Exception:
+            if address != "local" or attempt == 2:
+                raise
+            log.warning("the local Ray runtime did not start in time; trying once more")
+            ray.shutdown()
+
+
+def _reachable(address: str, timeout: float = 5.0) -> None:
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout):
+            pass
+    except (OSError, ValueError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        raise ClusterError(f"cluster.ray_address {address}: cannot reach the Ray cluster: {reason}") from None
+
+
+def _quiet_ray_data() -> None:
+    """dedupd draws its own bar and log lines from the stream; Ray Data's bars and INFO lines would interleave."""
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = False
+    context.max_errored_blocks = -1  # a batch that failed DECODE_RETRIES times: its files stay pending (see below)
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
+
+
+# --- the work on the cluster --------------------------------------------------------------------------------------
+
+
+def decode_batch(batch: dict[str, np.ndarray], draft_side: int | None, max_pixels: int, spec: Any) -> dict:
+    """A Ray Data task: the local path's decode_for_model for each file of the batch."""
+    results = [decode_for_model(bytes(path), draft_side, max_pixels, spec) for path in batch["path"]]
+    return {"path": batch["path"], "result": _objects(results)}
+
+
+class ModelReplica:
+    """A Ray Data actor: one model replica (one GPU, or CPU threads), loaded once, restarted by Ray if killed."""
+
+    def __init__(self, config: Config, model_id: str):
+        self.model = LazyEmbedder(config)
+        loaded = self.model.get()  # on the actor's GPU (Ray sets CUDA_VISIBLE_DEVICES), else the CPU
+        if loaded.model_id != model_id:
+            raise RuntimeError(
+                f"model on {socket.gethostname()} is {loaded.model_id}, the driver's is {model_id}: "
+                "install the same checkpoint at the same path on every node"
+            )
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict:
+        results = list(batch["result"])
+        ok = [i for i, r in enumerate(results) if isinstance(r, Decoded)]
+        # Raw float32 bytes, b"" for a file that did not decode: one column type whatever the batch holds (Ray Data
+        # refuses a column that mixes tensors and objects).
+        vectors = [b""] * len(results)
+        if ok:
+            for i, vector in zip(ok, self.model.embed([results[i].pixels for i in ok])):
+                vectors[i] = np.asarray(vector, dtype=np.float32).tobytes()
+        # Pixels are not sent back: the driver needs the facts (size, format, capture), not megabytes of patches.
+        facts = [_without_pixels(r) for r in results]
+        return {"path": batch["path"], "vector": _objects(vectors), "result": _objects(facts)}
+
+
+def _without_pixels(result: Decoded | Failed) -> Decoded | Failed:
+    return (
+        Decoded(None, result.width, result.height, result.format, result.capture)
+        if isinstance(result, Decoded)
+        else result
+    )
+
+
+def _objects(values: list) -> np.ndarray:
+    array = np.empty(len(values), dtype=object)
+    array[:] = values
+    return array
+
+
+# --- the stage on the driver --------------------------------------------------------------------------------------
+
+
+class RayEmbed:
+    """The pipeline stage that replaces decode_images + embed_images for a bulk run on the cluster."""
+
+    def __init__(self, cluster: RayCluster, config: Config, model_id: str, stop: threading.Event | None = None):
+        self.cluster, self.config, self.model_id, self.stop = cluster, config, model_id, stop
+
+    def stage(self, counters: pipeline.Counters) -> pipeline.Stage:
+        def ray_embed(items: Iterable[pipeline.Work]) -> Iterator[pipeline.Work]:
+            carriers: dict[bytes, pipeline.Work] = {}
+            for work in items:
+                if pipeline.needs_decode(work):
+                    carriers[work.record.path] = work
+                else:
+                    yield work  # unchanged, reused or unreadable: committed at once, no cluster work
+            if carriers:
+                yield from self._embed(carriers, counters)
+
+        return ray_embed
+
+    def _embed(self, carriers: dict[bytes, pipeline.Work], counters: pipeline.Counters) -> Iterator[pipeline.Work]:
+        dataset = self._dataset(list(carriers))
+        for batch in dataset.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=1):
+            for path, vector, result in zip(batch["path"], batch["vector"], batch["result"]):
+                work = carriers.pop(bytes(path), None)
+                if work is None:
+                    continue  # a retried task's second answer for a file already handed on
+                yield _settled(work, vector, result, counters)
+            if self.stop is not None and self.stop.is_set():
+                break
+        if carriers:
+            log.warning(
+                "%d files got no answer from the cluster (a worker died on them %d times, or the run was "
+                "stopped); they stay pending for the next run",
+                len(carriers),
+                DECODE_RETRIES + 1,
+            )
+        yield from carriers.values()  # pending: committed as such, carried again next run
+
+    def _dataset(self, paths: list[bytes]) -> ray.data.Dataset:
+        settings = embedder_settings(self.config.model)
+        draft_side, spec = load_processing(settings)
+        resources = usable(self.cluster.resources(), self.config)
+        replicas, per_replica = _replicas(resources, self.config)
+        log.info(
+            "embedding %d images on the Ray cluster (%d nodes, %d GPUs, %d CPUs): %d model replicas",
+            len(paths),
+            resources.nodes,
+            resources.gpus,
+            resources.cpus,
+            replicas,
+        )
+        actor_config = _actor_config(self.config, resources, per_replica)
+        batch = self.config.model.batch_size or (GPU_BATCH if resources.gpus else CPU_BATCH)
+        blocks = max(1, min(len(paths) // DECODE_BATCH, 10_000))
+        with warnings.catch_warnings():
+            # max_retries is not yet a named map_batches parameter in Ray 2.60; ray_remote_args still carry it.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            dataset: ray.data.Dataset = ray.data.from_items([{"path": p} for p in paths], override_num_blocks=blocks)
+            decode = functools.partial(
+                decode_batch, draft_side=draft_side, max_pixels=self.config.scan.max_pixels, spec=spec
+            )
+            dataset = dataset.map_batches(decode, batch_size=DECODE_BATCH, num_cpus=1, max_retries=DECODE_RETRIES)
+            return dataset.map_batches(
+                ModelReplica,
+                batch_size=batch,
+                compute=ray.data.ActorPoolStrategy(min_size=1, max_size=replicas),
+                num_gpus=1 if resources.gpus else 0,
+                num_cpus=1 if resources.gpus else per_replica,
+                fn_constructor_kwargs={"config": actor_config, "model_id": self.model_id},
+            )
+
+
+def usable(resources: Resources, config: Config) -> Resources:
+    """The cluster as the model settings let dedupd use it: --gpus N caps the GPUs, and --gpus 0 or model.device cpu
+    keep the model on CPU actors, as they keep it on the CPU locally."""
+    if config.model.gpus == 0 or config.model.device == "cpu":
+        return replace(resources, gpus=0)
+    return replace(resources, gpus=min(resources.gpus, config.model.gpus or resources.gpus))
+
+
+def _replicas(resources: Resources, config: Config) -> tuple[int, int]:
+    """(model replicas, CPUs each). One replica per GPU; without GPUs, CPU replicas of model.threads cores (default
+    4, fewer on a small cluster), leaving at least one core for the decode tasks."""
+    if resources.gpus:
+        return resources.gpus, 1
+    per_replica = max(1, min(config.model.threads or 4, resources.cpus - 1))
+    return max(1, (resources.cpus - 1) // per_replica), per_replica
+
+
+def _actor_config(config: Config, resources: Resources, per_replica: int) -> Config:
+    """The config a replica loads with: its own GPU (Ray hides the others) or exactly its CPUs as torch threads."""
+    update = {"gpus": None, "threads": None} if resources.gpus else {"gpus": 0, "threads": per_replica}
+    model = config.model.model_copy(update=update)
+    return config.model_copy(update={"model": model})
+
+
+def _settled(
+    work: pipeline.Work, vector: bytes, result: Decoded | Failed, counters: pipeline.Counters
+) -> pipeline.Work:
+    pipeline.store_decoded(work, result, counters)
+    if isinstance(result, Decoded) and vector:
+        work.image, work.vector = None, np.frombuffer(vector, dtype=np.float32)
+        work.record.status = pipeline.OK
+        counters.embedded += 1
+    return work
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__

@@ -1,0 +1,361 @@
+"""The bulk embed on a real Ray runtime (issue 14) with the tiny real SigLIP2 checkpoint: the same groups, cosines and
+vectors as the local path; a worker killed mid-run; the driver killed mid-run, then a rerun; two Ray nodes started
+with `ray start` on this machine; an unreachable cluster.
+
+Ray starts slowly on 2 cores: the in-process tests share one runtime (a session fixture started by the first of
+them, after the subprocess tests, so two runtimes never compete for the cores).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import imagegen
+import numpy as np
+import pytest
+from support import b, make_library, wait_for
+
+from dedupd import cli, commands
+from dedupd.config import load_config
+from dedupd.store import UNREADABLE, Store
+
+pytestmark = pytest.mark.ray
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
+
+
+def config_for(store: Path, model: Path, ray: str | None = None, **more):
+    overrides = {"store": str(store), "model.name": str(model), "model.batch_size": 2, "scan.commit_every": 2}
+    return load_config(None, {**overrides, "cluster.ray_address": ray, **more})
+
+
+def groups_of(report: dict, root: Path) -> list:
+    """Each group as (keeper, [(duplicate, cosine to 3 places)...]), paths relative to the root."""
+
+    def rel(path: str) -> str:
+        return os.path.relpath(path, root)
+
+    return sorted(
+        (rel(g["keep"]), sorted((rel(d["path"]), round(d["cosine"], 3)) for d in g["duplicate_details"]))
+        for g in report["groups"]
+    )
+
+
+def vectors_of(store: Path, model: str) -> dict[str, np.ndarray]:
+    contents, matrix = Store.open(store, create=False).vectors(model)
+    return dict(zip(contents, matrix))
+
+
+def dedupd(*args, **popen) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "dedupd", *map(str, args)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=ENV,
+        start_new_session=True,  # its own process group: the driver and the Ray runtime it starts
+        **popen,
+    )
+
+
+def finished(proc: subprocess.Popen, timeout: float = 240) -> tuple[int, str, str]:
+    out, err = proc.communicate(timeout=timeout)
+    return proc.returncode, out, err
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, tiny_siglip2):
+    """A planted library (24 distinct photos, copies, near copies, a truncated file) scanned the local way."""
+    base = tmp_path_factory.mktemp("ray")
+    lib = make_library(base / "photos", distinct=24)
+    cfg = config_for(base / "local-store", tiny_siglip2)
+    report = base / "local.json"
+    assert commands.scan(str(lib.root), cfg, str(report), False, None, echo=lambda s: None) == 0
+    model = commands.model_identity(cfg.model)
+    return lib, groups_of(json.loads(report.read_text()), lib.root), vectors_of(base / "local-store", model), model
+
+
+def test_unreachable_cluster_is_one_line_and_exit_2_and_leaves_no_store(tmp_path, capsys):
+    (tmp_path / "photos").mkdir()
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    rc = cli.main(["scan", str(tmp_path / "photos"), "--store", str(tmp_path / "store"), "--ray", f"127.0.0.1:{port}"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2
+    assert err.count("\n") == 0 and "cluster.ray_address" in err and "cannot reach" in err
+    assert not (tmp_path / "store").exists()
+
+
+def test_a_bad_address_names_the_key(tmp_path, capsys):
+    assert cli.main(["scan", str(tmp_path), "--ray", "nowhere"]) == 2
+    assert "cluster.ray_address" in capsys.readouterr().err
+
+
+def test_two_ray_nodes_on_this_machine_give_the_local_groups(reference, tiny_siglip2, tmp_path):
+    lib, groups, _, _ = reference
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    # Its own session folder, so nothing of another Ray on this machine is touched; short, because Ray's sockets live
+    # below it and a Unix socket path has at most 107 bytes (tmp_path is too deep: the head then never starts).
+    temp = Path(tempfile.mkdtemp(prefix="ray-", dir="/tmp"))
+    head = ("--head", f"--port={port}", f"--temp-dir={temp}", "--include-dashboard=false")
+    nodes = [started(lambda: tcp_open(port) and alive_nodes(port) == 1, *head)]
+    try:
+        nodes.append(started(lambda: alive_nodes(port) == 2, f"--address=127.0.0.1:{port}"))
+        report = tmp_path / "report.json"
+        args = ["scan", lib.root, "--model", tiny_siglip2, "--store", tmp_path / "store", "--report", report]
+        rc, _, err = finished(dedupd(*args, "--batch-size", "2", "--ray", f"127.0.0.1:{port}", "-v"))
+        assert rc == 0, err
+        assert "(2 nodes" in err  # the driver saw both nodes before it started the job
+        assert groups_of(json.loads(report.read_text()), lib.root) == groups
+    finally:
+        for node in nodes:
+            stop(node)
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def started(ready, *args: str, tries: int = 2) -> subprocess.Popen:
+    """`ray start` a node and wait until ready(); Ray gives a raylet 30 s to register, which a loaded 2-core machine
+    can miss: then its `ray start` exits, and it is started once more."""
+    for attempt in range(1, tries + 1):
+        node = start_node(*args)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and node.poll() is None:
+            if ready():
+                return node
+            time.sleep(0.5)
+        stop(node)
+        if attempt == tries:
+            raise AssertionError(f"ray start {' '.join(args)} did not come up")
+    raise AssertionError("unreachable")
+
+
+def alive_nodes(port: int) -> int:
+    code = (
+        f"import ray; ray.init(address='127.0.0.1:{port}', log_to_driver=False); "
+        "print(sum(1 for n in ray.nodes() if n['Alive']))"
+    )
+    try:
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=ENV, timeout=60)
+    except subprocess.TimeoutExpired:
+        return 0
+    return int(out.stdout.strip() or 0)
+
+
+def start_node(*args: str) -> subprocess.Popen:
+    ray = Path(sys.executable).with_name("ray")
+    return subprocess.Popen(
+        [str(ray), "start", "--block", "--num-cpus=1", "--disable-usage-stats", *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=ENV,
+        start_new_session=True,
+    )
+
+
+def stop(node: subprocess.Popen | None) -> None:
+    """The node's whole process group (its raylet, GCS and workers), by its id: never a `ray stop` of the machine."""
+    if node is None:
+        return
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(node.pid, sig)
+            node.wait(timeout=15)
+            return
+        except ProcessLookupError:
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def tcp_open(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def test_driver_killed_mid_run_then_rerun_resumes(reference, tiny_siglip2, tmp_path):
+    lib, groups, _, _ = reference
+    store, report = tmp_path / "store", tmp_path / "report.json"
+    config = tmp_path / "c.yaml"
+    config.write_text("scan:\n  commit_every: 2\n")
+    args = ["scan", lib.root, "--model", tiny_siglip2, "--store", store, "--report", report, "--config", config]
+    first = dedupd(*args, "--batch-size", "2", "--ray", "local")
+    try:
+        wait_for(lambda: versions(store / "vectors.lance") >= 3, timeout=240, what="a first committed chunk")
+    finally:
+        os.killpg(first.pid, signal.SIGKILL)  # the driver and the local Ray runtime it started, at once
+    rc, _, _ = finished(first)
+    assert rc == -signal.SIGKILL and not report.exists()  # killed mid-run, before the report
+
+    rc, out, err = finished(dedupd(*args, "--ray", "local"))
+    assert rc == 0, err
+    assert groups_of(json.loads(report.read_text()), lib.root) == groups
+    rc, out, _ = finished(dedupd("status", "--store", store, "--model", tiny_siglip2))
+    status = dict(line.split(": ", 1) for line in out.splitlines() if ": " in line)
+    # every content embedded but the truncated file's, which is recorded unreadable, as by a local scan
+    assert int(status["embedded"]) == int(status["unique contents"]) - len(lib.unreadable)
+    assert status["pending"] == "0" and status["unreadable"] == "1 (1 truncated)"
+
+
+def versions(table: Path) -> int:
+    return len(list((table / "_versions").glob("*.manifest"))) if table.exists() else 0
+
+
+# --- one shared in-process runtime ----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def ray_runtime():
+    from dedupd.cluster import ray_embed  # sets Ray's environment switches before ray is imported
+
+    ray_embed.start_ray("local", num_cpus=2)
+    yield ray_embed.ray
+    ray_embed.ray.shutdown()
+
+
+def test_ray_scan_gives_the_local_groups_cosines_and_vectors(ray_runtime, reference, tiny_siglip2, tmp_path):
+    lib, groups, local_vectors, model = reference
+    cfg = config_for(tmp_path / "store", tiny_siglip2, "local")
+    lines: list[str] = []
+    report = tmp_path / "report.json"
+    assert commands.scan(str(lib.root), cfg, str(report), False, None, echo=lines.append) == 0
+    assert groups_of(json.loads(report.read_text()), lib.root) == groups
+    remote = vectors_of(tmp_path / "store", model)
+    assert remote.keys() == local_vectors.keys()
+    assert min(float(np.dot(remote[c], local_vectors[c])) for c in remote) >= 0.9999
+    broken = Store.open(tmp_path / "store", create=False).files()[b(lib.unreadable[0])]
+    assert (broken.status, broken.error) == (UNREADABLE, "truncated")  # as locally: recorded with the reason
+
+    lines.clear()  # a rerun embeds only what is missing: here nothing, and no job reaches the cluster
+    assert commands.scan(str(lib.root), cfg, str(report), False, None, echo=lines.append) == 0
+    assert " 0 embedded" in lines[0]
+
+
+def test_a_busy_ray_worker_killed_mid_run_changes_nothing(ray_runtime, reference, tiny_siglip2, tmp_path):
+    lib, groups, _, _ = reference
+    cfg = config_for(tmp_path / "store", tiny_siglip2, "local")
+    report = tmp_path / "report.json"
+    killed: list[str] = []
+    killer = threading.Thread(target=kill_a_busy_worker, args=(killed,), daemon=True)
+    killer.start()
+    assert commands.scan(str(lib.root), cfg, str(report), False, None, echo=lambda s: None) == 0
+    killer.join(timeout=1)
+    assert killed, "no busy ray:: worker was seen to kill"
+    assert groups_of(json.loads(report.read_text()), lib.root) == groups
+    store = Store.open(tmp_path / "store", create=False)
+    contents = {f.content for f in store.files().values() if f.status != UNREADABLE}
+    assert store.vector_contents(commands.model_identity(cfg.model)) == contents  # nothing lost...
+    assert store.row_counts()["vectors"] == len(contents)  # ...nor stored twice
+
+
+def kill_a_busy_worker(killed: list[str], timeout: float = 240) -> None:
+    """SIGKILL the first ray:: worker of this session seen running one of dedupd's batches (its process title names
+    the task while it runs, and reads IDLE between tasks)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and not killed:
+        for pid, title in ray_workers():
+            if "ModelReplica).submit" in title or "decode_batch" in title:
+                os.kill(pid, signal.SIGKILL)
+                killed.append(title)
+                return
+        time.sleep(0.05)
+
+
+def ray_workers() -> list[tuple[int, str]]:
+    """(pid, process title) of the ray:: workers that are this process's descendants (its raylet's workers)."""
+    out = subprocess.run(["ps", "-eo", "pid=,ppid=,args="], capture_output=True, text=True, check=True).stdout
+    parents, titles = {}, {}
+    for line in out.splitlines():
+        pid, ppid, args = line.strip().split(None, 2) + [""] * (3 - len(line.strip().split(None, 2)))
+        parents[int(pid)], titles[int(pid)] = int(ppid), args
+    ours = []
+    for pid, title in titles.items():
+        walker = pid
+        while walker in parents and walker not in (0, 1, os.getpid()):
+            walker = parents[walker]
+        if walker == os.getpid() and title.startswith("ray::"):
+            ours.append((pid, title))
+    return ours
+
+
+def test_nothing_imports_ray_without_an_address():
+    code = (
+        "import sys, dedupd.cli, dedupd.commands, dedupd.service.daemon, dedupd.cluster.session\n"
+        "print('ray' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_ray_not_installed_is_one_line_exit_2(tmp_path, capsys, monkeypatch):
+    (tmp_path / "photos").mkdir()
+    monkeypatch.setitem(sys.modules, "ray", None)  # as on a NAS install without the ray extra
+    monkeypatch.delitem(sys.modules, "dedupd.cluster.ray_embed", raising=False)
+    rc = cli.main(["scan", str(tmp_path / "photos"), "--store", str(tmp_path / "store"), "--ray", "local"])
+    assert rc == 2 and "uv sync --extra ray" in capsys.readouterr().err
+    assert not (tmp_path / "store").exists()
+    shutil.rmtree(tmp_path / "photos")
+
+
+def test_the_daemon_embeds_its_first_reconcile_on_ray_and_later_changes_here(
+    ray_runtime, reference, tiny_siglip2, tmp_path, caplog
+):
+    from dedupd.service.daemon import Service
+
+    lib, _, local_vectors, model = reference
+    photos = tmp_path / "photos"
+    shutil.copytree(lib.root, photos)
+    cfg = config_for(tmp_path / "store", tiny_siglip2, "local", roots=[str(photos)], **{"watch.settle_seconds": 0.3})
+    service = Service(cfg)
+    exit_codes: list[int] = []
+    thread = threading.Thread(target=lambda: exit_codes.append(service.run()), daemon=True)
+    with caplog.at_level("INFO", logger="dedupd"):
+        thread.start()
+        try:
+            wait_for(lambda: getattr(service, "health", None) and service.health.phase == "watching", timeout=240)
+            assert vectors_of(tmp_path / "store", model).keys() == local_vectors.keys()
+            late = photos / "camera" / "late.jpg"
+            imagegen.photo(99, (320, 240)).save(late, quality=92)  # a new content, after the bulk phase
+            wait_for(lambda: len(vectors_of(tmp_path / "store", model)) == len(local_vectors) + 1, timeout=120)
+        finally:
+            service.stop.set()
+            thread.join(60)
+    assert exit_codes == [0]
+    on_ray = [r.getMessage() for r in caplog.records if "on the Ray cluster" in r.getMessage()]
+    carriers = len(local_vectors) + len(lib.unreadable)  # the truncated file too: the cluster found it unreadable
+    assert len(on_ray) == 1 and on_ray[0].startswith(f"embedding {carriers} images")  # the late one: embedded here
+
+
+@pytest.mark.parametrize(
+    ("gpus", "cpus", "overrides", "expected"),
+    [
+        (8, 64, {}, (8, 1, 8)),  # one replica per GPU
+        (8, 64, {"model.gpus": 2}, (2, 1, 2)),  # --gpus 2
+        (8, 64, {"model.gpus": 0}, (15, 4, 0)),  # --gpus 0: CPU actors of 4 cores, as locally the CPU
+        (0, 2, {}, (1, 1, 0)),  # the tests' runtime: one 1-core replica, one core left for decoding
+        (0, 16, {"model.threads": 8}, (1, 8, 0)),
+    ],
+)
+def test_model_replicas_follow_the_gpus_and_the_model_settings(gpus, cpus, overrides, expected):
+    from dedupd.cluster.ray_embed import Resources, _actor_config, _replicas, usable
+
+    cfg = load_config(None, overrides)
+    resources = usable(Resources(gpus=gpus, cpus=cpus, nodes=1), cfg)
+    replicas, per_replica = _replicas(resources, cfg)
+    assert (replicas, per_replica, resources.gpus) == expected
+    actor = _actor_config(cfg, resources, per_replica).model
+    assert (actor.gpus, actor.threads) == ((None, None) if resources.gpus else (0, per_replica))
