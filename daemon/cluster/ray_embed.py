@@ -161,7 +161,7 @@ class ModelReplica:
         # refuses a column that mixes tensors and objects).
         vectors = [b""] * len(results)
         if ok:
-            for i, vector in zip(ok, self.model.embed([results[i].pixels for i in ok])):
+            for i, vector in zip(ok, self.model.embed([results[i].image for i in ok])):
                 vectors[i] = np.asarray(vector, dtype=np.float32).tobytes()
         # Pixels are not sent back: the driver needs the facts (size, format, capture), not megabytes of patches.
         facts = [_without_pixels(r) for r in results]
@@ -170,7 +170,7 @@ class ModelReplica:
 
 def _without_pixels(result: Decoded | Failed) -> Decoded | Failed:
     return (
-        Decoded(None, result.width, result.height, result.format, result.capture)
+        Decoded(None, result.width, result.height, result.format, result.capture, result.frames)
         if isinstance(result, Decoded)
         else result
     )
