@@ -88,7 +88,7 @@ def test_a_protected_keeper_holds_the_copy_with_edits_back(tmp_path: Path) -> No
     report, _ = scan_report(
         root, tmp_path, protect=[str(root / "archive")], **{"dedup.keep_policy": ["protected", "lexi"]}
     )
-    [group] = report["groups"]
+    [group] = report["similar_groups"]  # no duplicates: listed apart from the groups
     assert group["keep"].endswith("archive/IMG_8.JPG")
     assert group["duplicates"] == []
     [held] = group["similar"]
@@ -109,7 +109,7 @@ def test_a_decision_to_keep_holds_the_copy_with_a_live_video_back(tmp_path: Path
     commands.decide(cfg, "keep", [str(root / "a" / "IMG_9.JPG")], echo=lambda s: None, model=PixelEmbedder.model_id)
     out = tmp_path / "after.json"
     commands.report(cfg, str(out), echo=lambda s: None, model=PixelEmbedder.model_id)
-    [group] = json.loads(out.read_bytes())["groups"]
+    [group] = json.loads(out.read_bytes())["similar_groups"]  # no duplicates left
     assert group["keep"].endswith("a/IMG_9.JPG") and group["duplicates"] == []
     assert group["similar"][0]["why"] == "companions: has live the keeper lacks"
 

@@ -22,7 +22,8 @@ from dedupd.ingest.decode import DecodeError, decode
 
 
 def _members(report: dict, kind: str) -> dict[str, dict]:
-    return {os.path.basename(m["path"]): m for g in report["groups"] for m in g[kind]}
+    groups = report["groups"] + report["similar_groups"]
+    return {os.path.basename(m["path"]): m for g in groups for m in g[kind]}
 
 
 def test_dng_decodes_from_its_preview_upright_with_the_sensor_size(tmp_path: Path) -> None:
@@ -110,7 +111,7 @@ def _raw_plus_jpeg(root: Path, jpeg_taken: str = "2024:05:06 07:08:09") -> None:
 def test_raw_and_jpeg_of_one_shot_are_kept_as_a_pair(tmp_path: Path) -> None:
     _raw_plus_jpeg(tmp_path / "photos")
     report, _ = scan_report(tmp_path / "photos", tmp_path, **{"dedup.keep_policy": ["format"]})
-    [group] = report["groups"]
+    [group] = report["similar_groups"]  # no duplicates: listed apart from the groups
     assert group["keep"].endswith("IMG_0042.CR2")
     assert group["duplicates"] == []
     assert _members(report, "similar")["IMG_0042.JPG"]["why"].startswith("raw+jpeg")
