@@ -44,6 +44,7 @@ from dedupd.model.loader import LazyEmbedder, embedder_settings
 from dedupd.model.runtime import load_processing
 
 log = logging.getLogger("dedupd")
+RAY_DATA_LOGGER = "ray.data"
 
 DECODE_BATCH = 8  # files per decode task call: small, so a file that kills its worker costs few retries
 DECODE_RETRIES = 3  # a worker killed under a decode task: retried; a file that kills it every time: left pending
@@ -130,7 +131,7 @@ def _quiet_ray_data() -> None:
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False
     context.max_errored_blocks = -1  # a batch that failed DECODE_RETRIES times: its files stay pending (see below)
-    logging.getLogger("ray.data").setLevel(logging.WARNING)
+    logging.getLogger(RAY_DATA_LOGGER).setLevel(logging.WARNING)  # Ray's own logger, not ours
 
 
 # --- the work on the cluster --------------------------------------------------------------------------------------
