@@ -1,7 +1,7 @@
 """dedupd.store: the on-disk LanceDB store. Imports nothing from the rest of dedupd."""
 
 from .lock import FileLock, LockBusy
-from .schema import OK, PENDING, SCHEMA_VERSION, UNREADABLE, Decision, FileRecord, path_key
+from .schema import OK, PENDING, SCHEMA_VERSION, UNREADABLE, Decision, FileRecord, FileStat, path_key
 from .store import Store, StoreError
 
 __all__ = [
@@ -12,6 +12,7 @@ __all__ = [
     "UNREADABLE",
     "FileLock",
     "FileRecord",
+    "FileStat",
     "LockBusy",
     "Store",
     "StoreError",

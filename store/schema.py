@@ -7,7 +7,9 @@ string key of a file row is a digest of those bytes because LanceDB's merge keys
 from __future__ import annotations
 
 import hashlib
-from dataclasses import asdict, dataclass, fields
+import os
+from dataclasses import KW_ONLY, asdict, dataclass, fields
+from typing import Any, TypeVar
 
 import pyarrow as pa
 
@@ -85,9 +87,12 @@ def path_key(path: bytes) -> str:
     return hashlib.blake2b(path, digest_size=16).hexdigest()
 
 
+_Stat = TypeVar("_Stat", bound="FileStat")
+
+
 @dataclass
-class FileRecord:
-    """One file as the store last saw it."""
+class FileStat:
+    """Where a file is and what lstat said of it: what the walk yields, and the identity half of a FileRecord."""
 
     path: bytes
     root: bytes
@@ -95,6 +100,22 @@ class FileRecord:
     mtime_ns: int
     device: int
     inode: int
+    _: KW_ONLY
+    # A rewrite in place can keep size, mtime (os.utime) and inode, never the ctime. 0 in rows from before
+    # schema 3: unknown, so the next scan hashes the file once more.
+    ctime_ns: int = 0
+    special: str = ""  # the walk's mark for a FIFO, socket or device (never opened); never stored
+
+    @classmethod
+    def of(cls: type[_Stat], path: bytes, root: bytes, st: os.stat_result, **rest: Any) -> _Stat:
+        """From an lstat or fstat; a subclass takes its own fields as keywords (FileRecord.of(..., content=c))."""
+        return cls(path, root, st.st_size, st.st_mtime_ns, st.st_dev, st.st_ino, ctime_ns=st.st_ctime_ns, **rest)
+
+
+@dataclass
+class FileRecord(FileStat):
+    """One file as the store last saw it."""
+
     content: str = ""
     width: int = 0
     height: int = 0
@@ -106,9 +127,11 @@ class FileRecord:
     burst: str = ""  # burst / sequence id
     exif_tags: int = 0
     frames: int = 1  # pages or animation frames (rows from before schema 2 read as 1)
-    # A rewrite in place can keep size, mtime (os.utime) and inode, never the ctime. 0 in rows from before
-    # schema 3: unknown, so the next scan hashes the file once more.
-    ctime_ns: int = 0
+
+    @classmethod
+    def at(cls, where: FileStat, **facts: Any) -> FileRecord:
+        """The record for a walked file: its stat, and whatever else is known yet."""
+        return cls(**{name: getattr(where, name) for name in STAT_FIELDS}, **facts)
 
     @property
     def key(self) -> str:
@@ -120,7 +143,8 @@ class FileRecord:
         return same and (ctime_ns is None or self.ctime_ns == ctime_ns)
 
 
-FILE_FIELDS = [f.name for f in fields(FileRecord)]
+STAT_FIELDS = [f.name for f in fields(FileStat) if f.name != "special"]
+FILE_FIELDS = [f.name for f in fields(FileRecord) if f.name in FILES.names]
 # Facts that belong to the bytes, not the path: every copy of a content shares them.
 CONTENT_FACTS = ("width", "height", "format", "taken", "camera", "burst", "exif_tags", "frames")
 

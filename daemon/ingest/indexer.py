@@ -16,12 +16,12 @@ from dedupd.config import Config
 from dedupd.dedup.pairs import PairFinder
 from dedupd.ingest import pipeline
 from dedupd.ingest.decode_pool import DecodePool, hash_threads
-from dedupd.ingest.walk import INTERNAL_IGNORE, NAS_IGNORE, FileEntry, ScanOptions, is_picture
+from dedupd.ingest.walk import INTERNAL_IGNORE, NAS_IGNORE, ScanOptions, entry_for, is_picture
 from dedupd.ingest.walk import scan as walk
 from dedupd.model.loader import LazyEmbedder
 from dedupd.own_folders import is_own, own_folders
 from dedupd.paths import Ignore, inside, path_text, text_path
-from dedupd.store import FileRecord, Store
+from dedupd.store import FileRecord, FileStat, Store
 
 
 @dataclass
@@ -76,14 +76,14 @@ class Indexer:
         mark_root(self.store, root, state="online", reason="", last_scan=time.time())
         return result
 
-    def _vanished(self, root: bytes, known: int, entries: list[FileEntry], gone: list[bytes]) -> str:
+    def _vanished(self, root: bytes, known: int, entries: list[FileStat], gone: list[bytes]) -> str:
         if not os.path.isdir(root):
             return "root is missing or unmounted"
         if known and not entries:
             return "root is suddenly empty"
         return self._too_many_lost(known, entries, gone)
 
-    def _too_many_lost(self, known: int, entries: list[FileEntry], gone: list[bytes]) -> str:
+    def _too_many_lost(self, known: int, entries: list[FileStat], gone: list[bytes]) -> str:
         """Why `gone` looks like an unmounted share, or "". A file whose inode shows up again among `entries` was
         renamed or moved (a folder renamed inside the root keeps every inode), not lost."""
         present = {(e.device, e.inode) for e in entries}
@@ -110,7 +110,7 @@ class Indexer:
                 return IndexResult(pipeline.Counters(), offline=reason)
         return self.index(entries, gone)
 
-    def _entries_at(self, root: bytes, path: bytes) -> list[FileEntry]:
+    def _entries_at(self, root: bytes, path: bytes) -> list[FileStat]:
         if Ignore.of(self.options.ignore).below(path, root) or self._own(path):
             return []  # a folder inside @eaDir, #recycle...: the walk below would not skip the folder it starts in
         if os.path.isdir(path) and not os.path.islink(path):
@@ -129,7 +129,7 @@ class Indexer:
 
     # --- the pipeline run ----------------------------------------------------------------------------------------
 
-    def index(self, entries: Iterable[FileEntry], gone: Iterable[bytes] = ()) -> IndexResult:
+    def index(self, entries: Iterable[FileStat], gone: Iterable[bytes] = ()) -> IndexResult:
         # Contents committed by a run that raised before its search stay in this list, so the next run's search
         # covers them (a daemon goes on after a failed batch; a new process learns it from the store instead).
         counters = pipeline.Counters(new_contents=self.unsearched)
@@ -151,7 +151,7 @@ class Indexer:
         self.store.maybe_compact()
         return IndexResult(counters, removed=len(gone), pairs=pairs)
 
-    def _source(self, entries: Iterable[FileEntry]) -> Iterator[FileEntry]:
+    def _source(self, entries: Iterable[FileStat]) -> Iterator[FileStat]:
         for entry in entries:
             if self.stop.is_set():
                 return
@@ -199,14 +199,14 @@ class Indexer:
         return [*to_model, commit]
 
 
-def _file_entry(root: bytes, path: bytes, sniff: bool) -> FileEntry | None:
+def _file_entry(root: bytes, path: bytes, sniff: bool) -> FileStat | None:
     if not inside(path, root) or not is_picture(path, sniff):
         return None
     try:
         st = os.lstat(path)
     except OSError:
         return None
-    return FileEntry.from_stat(path, root, st)
+    return entry_for(path, root, st)
 
 
 def _has_ancestor_in(path: bytes, candidates: set[bytes]) -> bool:

@@ -26,8 +26,7 @@ import numpy as np
 from dedupd.ingest.decode import Decoded
 from dedupd.ingest.decode_pool import DecodePool, Failed, decode_for_model
 from dedupd.ingest.hashing import content_hash
-from dedupd.ingest.walk import FileEntry
-from dedupd.store import OK, PENDING, UNREADABLE, FileRecord, Store
+from dedupd.store import OK, PENDING, UNREADABLE, FileRecord, FileStat, Store
 from dedupd.store.schema import CONTENT_FACTS
 
 log = logging.getLogger("dedupd")
@@ -223,7 +222,7 @@ def classify(known: dict[bytes, FileRecord], book: ContentBook, counters: Counte
     """Unchanged size, mtime_ns, inode and ctime_ns: not even re-hashed; and skipped outright when its content is
     resolved for this model (a model change re-embeds unchanged files without re-hashing them)."""
 
-    def classify(entries: Iterable[FileEntry]) -> Iterator[Work]:
+    def classify(entries: Iterable[FileStat]) -> Iterator[Work]:
         for entry in entries:
             counters.seen += 1
             old = known.get(entry.path)
@@ -232,13 +231,12 @@ def classify(known: dict[bytes, FileRecord], book: ContentBook, counters: Counte
             elif old and old.content and old.same_stat(entry.size, entry.mtime_ns, entry.inode, entry.ctime_ns):
                 yield _unchanged(old, entry, book, counters)
             else:
-                fields = (entry.path, entry.root, entry.size, entry.mtime_ns, entry.device, entry.inode)
-                yield Work(FileRecord(*fields, ctime_ns=entry.ctime_ns))
+                yield Work(FileRecord.at(entry))
 
     return classify
 
 
-def _unchanged(old: FileRecord, entry: FileEntry, book: ContentBook, counters: Counters) -> Work:
+def _unchanged(old: FileRecord, entry: FileStat, book: ContentBook, counters: Counters) -> Work:
     record = replace(old, root=entry.root, device=entry.device)
     if old.status != PENDING and old.content in book.known:
         counters.unchanged += 1
@@ -246,7 +244,7 @@ def _unchanged(old: FileRecord, entry: FileEntry, book: ContentBook, counters: C
     return Work(replace(record, status=PENDING, error=""))
 
 
-def _not_regular(old: FileRecord | None, entry: FileEntry, counters: Counters) -> Work:
+def _not_regular(old: FileRecord | None, entry: FileStat, counters: Counters) -> Work:
     """A FIFO, socket or device with an image name: recorded unreadable with why, never opened (reading a FIFO blocks
     for ever), and not written again while its stat is unchanged."""
     error = f"not a regular file ({entry.special})"
@@ -254,8 +252,7 @@ def _not_regular(old: FileRecord | None, entry: FileEntry, counters: Counters) -
         counters.unchanged += 1
         return Work(old, fresh=False)
     counters.unreadable += 1
-    stat_facts = (entry.size, entry.mtime_ns, entry.device, entry.inode)
-    return Work(FileRecord(entry.path, entry.root, *stat_facts, status=UNREADABLE, error=error))
+    return Work(FileRecord.at(entry, status=UNREADABLE, error=error))
 
 
 def hash_files(counters: Counters, threads: int = 1) -> Stage:

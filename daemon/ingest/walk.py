@@ -17,6 +17,7 @@ from dedupd.paths import (
     normalise_root,
     read_head,
 )
+from dedupd.store import FileStat
 
 log = logging.getLogger("dedupd")
 
@@ -26,25 +27,13 @@ NAS_IGNORE = ("@eaDir", "#recycle", "#snapshot", ".@__thumb", ".Trash-*", "._*",
 INTERNAL_IGNORE = (".dedupd-purge-*",)
 
 
-@dataclass(frozen=True)
-class FileEntry:
-    path: bytes
-    root: bytes
-    size: int
-    mtime_ns: int
-    device: int
-    inode: int
-    special: str = ""  # "" for a regular file; else what it is (FIFO, socket, device), never opened
-    ctime_ns: int = 0
-
-    @classmethod
-    def from_stat(cls, path: bytes, root: bytes, st: os.stat_result) -> FileEntry | None:
-        """The entry for what lstat found at an image name; None for a symlink or a folder. A FIFO, socket or device
-        is listed (status names it, with why it is skipped) but marked, so nothing ever opens it."""
-        special = _special_kind(st.st_mode)
-        if not stat.S_ISREG(st.st_mode) and not special:
-            return None  # symlinks to files are never indexed: deleting through them is a hazard
-        return cls(path, root, st.st_size, st.st_mtime_ns, st.st_dev, st.st_ino, special, st.st_ctime_ns)
+def entry_for(path: bytes, root: bytes, st: os.stat_result) -> FileStat | None:
+    """The walk's entry for what lstat found at an image name; None for a symlink or a folder. A FIFO, socket or
+    device is listed (status names it, with why it is skipped) but marked, so nothing ever opens it."""
+    special = _special_kind(st.st_mode)
+    if not stat.S_ISREG(st.st_mode) and not special:
+        return None  # symlinks to files are never indexed: deleting through them is a hazard
+    return FileStat.of(path, root, st, special=special)
 
 
 def _special_kind(mode: int) -> str:
@@ -69,7 +58,7 @@ def is_picture(path: bytes, sniff: bool = False) -> bool:
     return sniff and not is_companion_name(name) and looks_like_image(read_head(path))
 
 
-def scan(roots: Iterable[bytes], options: ScanOptions | None = None) -> Iterator[FileEntry]:
+def scan(roots: Iterable[bytes], options: ScanOptions | None = None) -> Iterator[FileStat]:
     """Yield image files under the roots, sorted per directory, each (device, inode) once."""
     walker = _Walker(options or ScanOptions())
     for root in roots:
@@ -83,7 +72,7 @@ class _Walker:
         self.seen_files: set[tuple[int, int]] = set()
         self.seen_dirs: set[tuple[int, int]] = set()
 
-    def walk(self, root: bytes) -> Iterator[FileEntry]:
+    def walk(self, root: bytes) -> Iterator[FileStat]:
         stack = [root]
         while stack:
             directory = stack.pop()
@@ -122,7 +111,7 @@ class _Walker:
         except OSError:
             return False
 
-    def _file(self, root: bytes, entry: os.DirEntry) -> FileEntry | None:
+    def _file(self, root: bytes, entry: os.DirEntry) -> FileStat | None:
         try:
             st = entry.stat(follow_symlinks=False)
         except OSError as exc:  # vanished or unreadable mid-scan: skip it, keep walking
@@ -131,7 +120,7 @@ class _Walker:
         if (st.st_dev, st.st_ino) in self.seen_files:
             return None
         self.seen_files.add((st.st_dev, st.st_ino))
-        return FileEntry.from_stat(entry.path, root, st)
+        return entry_for(entry.path, root, st)
 
     def _error(self, path: bytes, exc: OSError) -> None:
         if self.options.on_error is not None:

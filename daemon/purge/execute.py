@@ -284,7 +284,7 @@ def _companion_record(path: bytes, photo: FileRecord) -> FileRecord:
         content = fd_hash(fd)
     finally:
         os.close(fd)
-    return FileRecord(path, photo.root, st.st_size, st.st_mtime_ns, st.st_dev, st.st_ino, content, status=OK)
+    return FileRecord.of(path, photo.root, st, content=content, status=OK)
 
 
 # --- acts ------------------------------------------------------------------------------------------------------
