@@ -14,12 +14,12 @@ Row -> the tests that cover it (`tests/` omitted; "here" = this file):
      test_groups.py::test_hard_link_of_keeper_is_not_a_duplicate
      here: test_row4_hard_link_of_the_keeper_named_as_victim_is_refused
  5 a root listed twice, or reached again through a symlinked directory -> each inode indexed once
-     test_scanner.py::test_root_listed_twice_or_nested_indexes_each_inode_once
-     test_scanner.py::test_directory_symlinks_not_followed_by_default_and_loops_end
+     test_walk.py::test_root_listed_twice_or_nested_indexes_each_inode_once
+     test_walk.py::test_directory_symlinks_not_followed_by_default_and_loops_end
      here: test_row5_row6_symlinked_directory_and_loop_index_each_inode_once
      here: test_row5_daemon_with_a_root_listed_twice_and_through_a_symlink
  6 a symlink loop -> the scan ends
-     test_scanner.py::test_directory_symlinks_not_followed_by_default_and_loops_end
+     test_walk.py::test_directory_symlinks_not_followed_by_default_and_loops_end
      here: test_row5_row6_symlinked_directory_and_loop_index_each_inode_once
  7 plan entries with '..', outside absolute paths, NUL bytes, symlinked parents -> refused, outside files intact
      test_purge.py::test_malformed_plan_paths_are_refused ('..', relative, NUL)
@@ -65,7 +65,7 @@ Row -> the tests that cover it (`tests/` omitted; "here" = this file):
      test_service.py::test_create_modify_move_delete_converge[inotify|poll]
      test_scan.py::test_exact_copies_moves_and_renames_are_never_embedded_again
 20 NAS metadata folders -> never indexed, never removed
-     test_scanner.py::test_nas_metadata_never_indexed
+     test_walk.py::test_nas_metadata_never_indexed
      test_watcher.py::test_inotify_ignores_nas_folders, ::test_polling_ignores_nas_folders_and_keeps_bytes
      here: test_row20_nas_metadata_copies_are_never_indexed_nor_removed
 21 decompression bombs -> unreadable, the daemon stays up, memory stays bounded
@@ -89,13 +89,13 @@ Row -> the tests that cover it (`tests/` omitted; "here" = this file):
      test_decode.py::test_heic, ::test_heic_orientation_is_applied_once
      here: test_row23_format_and_orientation_twins_group_with_their_originals
 24 non-UTF-8 names, NFC vs NFD -> distinct files, valid JSON, purge hits the right file
-     test_scanner.py::test_non_utf8_and_nfc_nfd_names_are_distinct
+     test_walk.py::test_non_utf8_and_nfc_nfd_names_are_distinct
      test_report.py::test_non_utf8_paths_are_valid_utf8_json_and_round_trip
      test_report.py::test_purge_hits_the_right_non_utf8_file
      test_watcher.py::test_inotify_non_utf8_names_exact_bytes
      here: test_row24_nfc_and_nfd_twins_are_distinct_and_purge_hits_the_named_one
 25 a file vanishing or unreadable mid-scan -> the scan goes on
-     test_scanner.py::test_unreadable_directory_reported_and_scan_goes_on
+     test_walk.py::test_unreadable_directory_reported_and_scan_goes_on
      here: test_row25_file_vanished_or_turned_fifo_between_walk_and_hash
      here: test_row25_file_turned_fifo_between_hash_and_decode
 26 the CLI reading while the daemon writes -> a consistent view
@@ -960,14 +960,19 @@ def test_row24_nfc_and_nfd_twins_are_distinct_and_purge_hits_the_named_one(tmp_p
 # --- row 25 ----------------------------------------------------------------------------------------------------------
 
 
-def test_row25_file_vanished_or_turned_fifo_between_walk_and_hash(tmp_path):
+def _photos_and_indexer(tmp_path, count):
+    """(root with `count` small photos, its store, an unthreaded Indexer over it)."""
     root = tmp_path / "photos"
     root.mkdir()
-    for i in range(4):
+    for i in range(count):
         imagegen.photo(i, (96, 72)).save(root / f"{i}.jpg", quality=90)
     cfg = config(tmp_path)
     store = Store.open(cfg.store_path())
-    indexer = Indexer(store, cfg, LazyEmbedder(cfg, PixelEmbedder()), threaded=False)
+    return root, store, Indexer(store, cfg, LazyEmbedder(cfg, PixelEmbedder()), threaded=False)
+
+
+def test_row25_file_vanished_or_turned_fifo_between_walk_and_hash(tmp_path):
+    root, store, indexer = _photos_and_indexer(tmp_path, 4)
     entries = list(walk([b(root)], indexer.options))
     assert len(entries) == 4
     os.unlink(root / "1.jpg")  # gone between the walk and the read

@@ -92,10 +92,10 @@ def test_first_update_stores_exactly_the_pairs_above_the_floor(library):
 
 
 def test_pairs_stored_batch_by_batch_are_the_same_and_counted_once(library, monkeypatch):
-    import dedupd.dedup.pairs as catalog
+    import dedupd.dedup.pairs as pairs_module
 
     store, contents, matrix = library
-    monkeypatch.setattr(catalog, "QUERY_BATCH", 7)  # a copy and its original are searched in different batches
+    monkeypatch.setattr(pairs_module, "QUERY_BATCH", 7)  # a copy and its original are searched in different batches
     assert _finder(store, 0.90).update(contents) == 40
     assert set(_stored(store)) == set(_exact_pairs(contents, matrix, 0.90))
 

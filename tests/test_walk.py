@@ -1,3 +1,5 @@
+"""The walk: which files are image files, what is skipped (NAS metadata, symlinks, own folders) and why."""
+
 from __future__ import annotations
 
 import os
