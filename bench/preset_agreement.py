@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dedupd.bench import BenchSettings, decode_all, embed_fn, load_bench_embedder, start_pool, with_core_split
+from dedupd.bench import BenchSettings, decode_all, embed_fn, load_bench_embedder, warm_pool, with_core_split
 
 
 def _files(folder: str) -> list[Path]:
@@ -28,12 +28,9 @@ def _files(folder: str) -> list[Path]:
 def _vectors(paths: list[Path], model: str, preset: str) -> np.ndarray:
     settings = with_core_split(BenchSettings(model=model, preset=preset, device="auto", naive=False, vectors=0))
     embedder = load_bench_embedder(model, settings)
-    pool = start_pool(settings.workers or 1)
-    try:
-        spec = embedder.preprocess_spec
+    spec = embedder.preprocess_spec
+    with warm_pool(settings.workers or 1) as pool:
         items, _ = decode_all([os.fsencode(p) for p in paths], pool, embedder.draft_side, 150_000_000, spec)
-    finally:
-        pool.close()
     embed = embed_fn(embedder, spec)
     out = np.concatenate([embed(items[i : i + 16]) for i in range(0, len(items), 16)])
     embedder.close()

@@ -41,7 +41,8 @@ import logging
 import os
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, closing, contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import SimpleNamespace
@@ -266,15 +267,21 @@ def _drop_cache(path: bytes) -> None:
         os.close(fd)
 
 
-def start_pool(workers: int):
-    """A DecodePool with every worker process started and warm (modules imported)."""
+@contextmanager
+def warm_pool(workers: int) -> Iterator[Any]:
+    """A DecodePool with every worker process started and warm (modules imported), closed on the way out; None
+    (decode inline) for 0 workers."""
     from dedupd.ingest.decode_pool import DecodePool
 
     if workers <= 0:
-        return None
+        yield None
+        return
     pool = DecodePool(workers)
-    pool.warm(wait=True)
-    return pool
+    try:
+        pool.warm(wait=True)
+        yield pool
+    finally:
+        pool.close()
 
 
 def decode_all(paths: Sequence[bytes], pool, draft_side, max_pixels: int, spec) -> tuple[list, float]:
@@ -362,14 +369,13 @@ def end_to_end(files: _Files, embedder, config: Config, store_dir: Path, workers
     store = Store.open(store_dir)
     lazy = LazyEmbedder(config, loaded=embedder)
     indexer = Indexer(store, config, lazy, threaded=True)
-    indexer.pool = start_pool(workers)
     try:
-        start = time.perf_counter()
-        result = indexer.index(files.entries)
-        elapsed = time.perf_counter() - start
+        with warm_pool(workers) as indexer.pool:
+            start = time.perf_counter()
+            result = indexer.index(files.entries)
+            return result, time.perf_counter() - start
     finally:
         indexer.close()
-    return result, elapsed
 
 
 def end_to_end_without_store(files: _Files, embedder, config: Config, workers: int) -> tuple[Any, float]:
@@ -380,17 +386,13 @@ def end_to_end_without_store(files: _Files, embedder, config: Config, workers: i
     from dedupd.model.loader import LazyEmbedder
 
     lazy, counters = LazyEmbedder(config, loaded=embedder), pipeline.Counters()
-    pool = start_pool(workers)
-    decode = pipeline.DecodeSettings(lazy.draft_side, config.scan.max_pixels, lazy.preprocess_spec, lambda: pool)
-    stages = pipeline.stages_to_model({}, pipeline.ContentBook({}), counters, decode, lazy, hash_threads())
-    try:
+    with warm_pool(workers) as pool:
+        decode = pipeline.DecodeSettings(lazy.draft_side, config.scan.max_pixels, lazy.preprocess_spec, lambda: pool)
+        stages = pipeline.stages_to_model({}, pipeline.ContentBook({}), counters, decode, lazy, hash_threads())
         start = time.perf_counter()
         for _ in pipeline.run_stages(files.entries, stages):
             pass
         return SimpleNamespace(counters=counters), time.perf_counter() - start
-    finally:
-        if pool is not None:
-            pool.close()
 
 
 def measure_search(count: int, dim: int, k: int, floor: float, seed: int = 0) -> tuple[float, str]:
@@ -491,124 +493,167 @@ def resolve_settings(settings: BenchSettings, config: Config) -> BenchSettings:
 def run_bench(settings: BenchSettings, config: Config | None = None) -> dict[str, Any]:
     """Every measurement; returns the figures (see the module docstring for the keys)."""
     config = (config or Config()).model_copy(deep=True)
-    settings = resolve_settings(settings, config)
-    import torch
-
-    from dedupd.ingest.decode_pool import hash_threads
-
+    # The threads are applied when the embedder loads, as in a scan; with_core_split chooses the workers too.
+    settings = with_core_split(resolve_settings(settings, config))
     load_start = os.getloadavg()[0]
-    settings = with_core_split(settings)  # the threads are applied when the embedder loads, as in a scan
-    workers = settings.workers or 0  # with_core_split has chosen it
-    with tempfile.TemporaryDirectory(prefix="dedupd-bench-") as tmp_name:
-        tmp = Path(tmp_name)
-        files = _files(settings, tmp)
-        note = ""
-        try:
-            ref = _model_ref(settings, tmp)
-            embedder = load_bench_embedder(ref, settings)
-        except ModelLoadError as exc:
-            if not settings.fallback_random:
-                raise ModelLoadError(
-                    f"{exc} (offline, `--model {RANDOM_PREFIX}siglip2-base` benchmarks the "
-                    "SigLIP2-base architecture with random weights)"
-                ) from exc
-            note = f"{settings.model} could not be loaded; the same architecture with random weights was measured"
-            log.warning("%s: %s", note, exc)
-            settings = replace(settings, model=f"{RANDOM_PREFIX}siglip2-base")
-            ref = _model_ref(settings, tmp)
-            embedder = load_bench_embedder(ref, settings)
+    with tempfile.TemporaryDirectory(prefix="dedupd-bench-") as tmp_name, ExitStack() as stack:
+        files = _files(settings, Path(tmp_name))
+        settings, ref, embedder, note = _load_embedder(settings, Path(tmp_name))
+        stack.callback(embedder.close)
+        run = _BenchRun(settings, config, files, ref, embedder, Path(tmp_name), stack)
+        out = run.describe(note) | run.hash_figures()
+        items = run.decode_figures(out)
+        vectors = run.speed_rounds(items, out)
+        if settings.knobs:
+            out["knobs"] = measure_knobs(
+                ref, settings, files.paths, out["workers"], config.scan.max_pixels, vectors, out
+            )
+        stack.close()  # free the model before the search allocates its vectors
+        out |= _search_figures(settings, out["dim"], config)
+    out["load_avg"] = [round(load_start, 2), round(os.getloadavg()[0], 2)]
+    return out
+
+
+def _load_embedder(settings: BenchSettings, tmp: Path) -> tuple[BenchSettings, str, Any, str]:
+    """(settings, checkpoint folder or id, embedder, note): the default model falls back to random weights of the
+    same architecture when it cannot be loaded (offline), with a note saying so."""
+    try:
+        ref = _model_ref(settings, tmp)
+        return settings, ref, load_bench_embedder(ref, settings), ""
+    except ModelLoadError as exc:
+        if not settings.fallback_random:
+            raise ModelLoadError(
+                f"{exc} (offline, `--model {RANDOM_PREFIX}siglip2-base` benchmarks the "
+                "SigLIP2-base architecture with random weights)"
+            ) from exc
+        note = f"{settings.model} could not be loaded; the same architecture with random weights was measured"
+        log.warning("%s: %s", note, exc)
+    settings = replace(settings, model=f"{RANDOM_PREFIX}siglip2-base")
+    ref = _model_ref(settings, tmp)
+    return settings, ref, load_bench_embedder(ref, settings), note
+
+
+@dataclass
+class _BenchRun:
+    """One bench run's phases, sharing the loaded model, the files and what is closed at the end (`stack`)."""
+
+    settings: BenchSettings
+    config: Config
+    files: _Files
+    ref: str
+    embedder: Any
+    tmp: Path
+    stack: ExitStack
+
+    def describe(self, note: str) -> dict[str, Any]:
+        import torch
+
+        settings, embedder = self.settings, self.embedder
         out: dict[str, Any] = {
-            "images": len(files.paths),
+            "images": len(self.files.paths),
             "device": device_names(embedder),
-            "source": files.source,
+            "source": self.files.source,
             "model": settings.model,
             "model_id": embedder.model_id,
             "family": embedder.family,
             "dim": embedder.dim,
-            "precision": embedder_settings(ref, settings).precision,  # what the preset resolved to
+            "precision": embedder_settings(self.ref, settings).precision,  # what the preset resolved to
             "preset": settings.preset,
             "max_patches": _max_patches(embedder),
             "batch_size": embedder.batch_size,
-            "workers": workers,
+            "workers": settings.workers or 0,
             "threads": torch.get_num_threads(),
             "cpu_cores": len(os.sched_getaffinity(0)),
             "store": settings.store,
         }
-        if note:
-            out["model_note"] = note
-        n, batch = len(files.paths), embedder.batch_items
-        log.info("hashing")
-        out["hash_threads"] = hash_threads()
-        out["hash_mb_s"] = measure_hash(files.paths, threads=out["hash_threads"])
-        out["hash_mb_s_1_thread"] = measure_hash(files.paths)
-        out["hash_cold_mb_s"] = measure_hash(files.paths, cold=True, threads=out["hash_threads"])
-        out["bytes"] = files.total_bytes
+        return out | ({"model_note": note} if note else {})
 
-        spec = embedder.preprocess_spec
-        pool = start_pool(workers)
-        decode_s = []
-        try:
-            for _ in range(settings.repeat):
+    def hash_figures(self) -> dict[str, Any]:
+        from dedupd.ingest.decode_pool import hash_threads
+
+        log.info("hashing")
+        paths, threads = self.files.paths, hash_threads()
+        return {
+            "hash_threads": threads,
+            "hash_mb_s": measure_hash(paths, threads=threads),
+            "hash_mb_s_1_thread": measure_hash(paths),
+            "hash_cold_mb_s": measure_hash(paths, cold=True, threads=threads),
+            "bytes": self.files.total_bytes,
+        }
+
+    def decode_figures(self, out: dict[str, Any]) -> list:
+        """Decodes the files `repeat` times through warm workers; records the best rate, returns the model inputs."""
+        spec, workers, decode_s = self.embedder.preprocess_spec, out["workers"], []
+        with warm_pool(workers) as pool:
+            for _ in range(self.settings.repeat):
                 log.info("decoding with %d workers", workers)
-                items, seconds = decode_all(files.paths, pool, embedder.draft_side, config.scan.max_pixels, spec)
+                draft, max_pixels = self.embedder.draft_side, self.config.scan.max_pixels
+                items, seconds = decode_all(self.files.paths, pool, draft, max_pixels, spec)
                 decode_s.append(seconds)
-        finally:
-            if pool is not None:
-                pool.close()
-        out["decode_img_s"] = n / min(decode_s)
+        out["decode_img_s"] = len(self.files.paths) / min(decode_s)
         out["decode_img_s_per_worker"] = out["decode_img_s"] / max(1, workers)
         out["preprocess_in_workers"] = spec is not None
+        return items
 
-        # model only, end to end and the naive loop in turns, so that load from elsewhere on the machine during
-        # one round touches all three; each figure is the best round.
-        config.scan.decode_workers = workers
-        config.model.batch_size = embedder.batch_size
-        device = embedder.devices[0] if embedder.devices else "cpu"
-        naive = NaiveLoop(ref, batch, device) if settings.naive else None
+    def speed_rounds(self, items: list, out: dict[str, Any]) -> np.ndarray:
+        """Model only, end to end and the naive loop in turns, so that load from elsewhere on the machine during one
+        round touches all three; each figure is the best round. Returns the model-only vectors."""
+        embedder, repeat = self.embedder, self.settings.repeat
+        self.config.scan.decode_workers = out["workers"]
+        self.config.model.batch_size = embedder.batch_size
+        naive = self._naive_loop()
         rounds: dict[str, list[float]] = {"model_s": [], "end_to_end_s": [], "naive_s": []}
-        for i in range(settings.repeat):
-            log.info("model only (round %d of %d)", i + 1, settings.repeat)
-            vectors, seconds = time_model(embed_fn(embedder, spec), items, batch)
+        for i in range(repeat):
+            log.info("model only (round %d of %d)", i + 1, repeat)
+            vectors, seconds = time_model(embed_fn(embedder, embedder.preprocess_spec), items, embedder.batch_items)
             rounds["model_s"].append(seconds)
-            log.info("end to end (round %d of %d)", i + 1, settings.repeat)
-            if settings.store:
-                result, seconds = end_to_end(files, embedder, config, tmp / f"store{i}", workers)
-            else:
-                result, seconds = end_to_end_without_store(files, embedder, config, workers)
-            if result.counters.seen != n:
-                raise RuntimeError(f"end to end indexed {result.counters.seen} of {n} files")
-            rounds["end_to_end_s"].append(seconds)
-            out["end_to_end_embedded"] = result.counters.embedded
+            log.info("end to end (round %d of %d)", i + 1, repeat)
+            rounds["end_to_end_s"].append(self._end_to_end_round(out, i))
             if naive is not None:
-                log.info("naive loop (round %d of %d)", i + 1, settings.repeat)
-                rounds["naive_s"].append(naive.run(files.paths)[1])
-        if naive is not None:
-            naive.close()
-        del items
-        out["model_img_s"] = n / min(rounds["model_s"])
-        out["end_to_end_img_s"] = n / min(rounds["end_to_end_s"])
-        out["end_to_end_vs_model"] = out["end_to_end_img_s"] / out["model_img_s"]
+                log.info("naive loop (round %d of %d)", i + 1, repeat)
+                rounds["naive_s"].append(naive.run(self.files.paths)[1])
+        out |= _rates(len(self.files.paths), rounds, repeat)
         out["cross_image_cosine"] = cross_cosine(vectors)
-        if naive is not None:
-            out["naive_img_s"] = n / min(rounds["naive_s"])
-            out["speedup_vs_naive"] = out["end_to_end_img_s"] / out["naive_img_s"]
-        out["repeat"] = settings.repeat
-        out["rounds_s"] = {k: [round(v, 3) for v in vs] for k, vs in rounds.items() if vs}
+        return vectors
 
-        if settings.knobs:
-            out["knobs"] = measure_knobs(ref, settings, files.paths, workers, config.scan.max_pixels, vectors, out)
-        embedder.close()
+    def _naive_loop(self) -> NaiveLoop | None:
+        if not self.settings.naive:
+            return None
+        device = self.embedder.devices[0] if self.embedder.devices else "cpu"
+        return self.stack.enter_context(closing(NaiveLoop(self.ref, self.embedder.batch_items, device)))
 
-        if settings.vectors:
-            log.info("search over %d vectors", settings.vectors)
-            out["vectors"] = settings.vectors
-            out["search_s"], out["search_backend"] = measure_search(
-                settings.vectors, out["dim"], config.dedup.k, config.dedup.floor, settings.seed
-            )
+    def _end_to_end_round(self, out: dict[str, Any], i: int) -> float:
+        files, workers = self.files, out["workers"]
+        if self.settings.store:
+            result, seconds = end_to_end(files, self.embedder, self.config, self.tmp / f"store{i}", workers)
         else:
-            out["search_s"] = None
-    out["load_avg"] = [round(load_start, 2), round(os.getloadavg()[0], 2)]
-    return out
+            result, seconds = end_to_end_without_store(files, self.embedder, self.config, workers)
+        if result.counters.seen != len(files.paths):
+            raise RuntimeError(f"end to end indexed {result.counters.seen} of {len(files.paths)} files")
+        out["end_to_end_embedded"] = result.counters.embedded
+        return seconds
+
+
+def _rates(n: int, rounds: dict[str, list[float]], repeat: int) -> dict[str, Any]:
+    rates: dict[str, Any] = {
+        "model_img_s": n / min(rounds["model_s"]),
+        "end_to_end_img_s": n / min(rounds["end_to_end_s"]),
+    }
+    rates["end_to_end_vs_model"] = rates["end_to_end_img_s"] / rates["model_img_s"]
+    if rounds["naive_s"]:
+        rates["naive_img_s"] = n / min(rounds["naive_s"])
+        rates["speedup_vs_naive"] = rates["end_to_end_img_s"] / rates["naive_img_s"]
+    rates["repeat"] = repeat
+    rates["rounds_s"] = {k: [round(v, 3) for v in vs] for k, vs in rounds.items() if vs}
+    return rates
+
+
+def _search_figures(settings: BenchSettings, dim: int, config: Config) -> dict[str, Any]:
+    if not settings.vectors:
+        return {"search_s": None}
+    log.info("search over %d vectors", settings.vectors)
+    search_s, backend = measure_search(settings.vectors, dim, config.dedup.k, config.dedup.floor, settings.seed)
+    return {"vectors": settings.vectors, "search_s": search_s, "search_backend": backend}
 
 
 def _max_patches(embedder) -> int | None:
@@ -634,19 +679,14 @@ def measure_knobs(
         except ModelLoadError as exc:
             rows.append({"knob": name, "error": str(exc)})
             continue
-        if patches is not None and embedder.family != "siglip2-naflex":
-            embedder.close()
-            continue
-        pool = start_pool(workers)
-        try:
-            items, _ = decode_all(paths, pool, embedder.draft_side, max_pixels, embedder.preprocess_spec)
-        finally:
-            if pool is not None:
-                pool.close()
-        embed = embed_fn(embedder, embedder.preprocess_spec)
-        timed = [time_model(embed, items, embedder.batch_items) for _ in range(settings.repeat)]
+        with closing(embedder):
+            if patches is not None and embedder.family != "siglip2-naflex":
+                continue
+            with warm_pool(workers) as pool:
+                items, _ = decode_all(paths, pool, embedder.draft_side, max_pixels, embedder.preprocess_spec)
+            embed = embed_fn(embedder, embedder.preprocess_spec)
+            timed = [time_model(embed, items, embedder.batch_items) for _ in range(settings.repeat)]
         vectors, seconds = timed[0][0], min(t for _, t in timed)
-        embedder.close()
         agreement = cosine_agreement(reference, vectors)
         rows.append(
             {
