@@ -992,13 +992,7 @@ def test_row25_file_vanished_or_turned_fifo_between_walk_and_hash(tmp_path):
 
 
 def test_row25_file_turned_fifo_between_hash_and_decode(tmp_path):
-    root = tmp_path / "photos"
-    root.mkdir()
-    for i in range(3):
-        imagegen.photo(i, (96, 72)).save(root / f"{i}.jpg", quality=90)
-    cfg = config(tmp_path)
-    store = Store.open(cfg.store_path())
-    indexer = Indexer(store, cfg, LazyEmbedder(cfg, PixelEmbedder()), threaded=False)
+    root, store, indexer = _photos_and_indexer(tmp_path, 3)
     target = root / "1.jpg"
     indexer.book = CarrierSwapped(indexer.book.known, b(target), lambda p: make_fifo(Path(os.fsdecode(p))))
     run_with_deadline(lambda: indexer.reconcile(normalise_root(root), guard=False), fifo=target)

@@ -54,6 +54,15 @@ def photo(path, seed, size=(320, 240)):
     return path
 
 
+def copies(root, seed, keep="a/x.jpg", dup="b/x.jpg"):
+    """(keeper, copy): a photo and a byte copy of it in another folder, so either can be named the keeper."""
+    kept = photo(root / keep, seed)
+    copy = root / dup
+    copy.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(kept, copy)
+    return kept, copy
+
+
 def pictures_outside(root, trash) -> set[bytes]:
     """The distinct contents (bytes) of every image under root, not counting the trash."""
     images = (p for p in root.rglob("*") if p.suffix in (".jpg", ".png", ".tif") and p.is_file())
@@ -95,10 +104,7 @@ def test_hole1_trash_inside_a_root_never_loses_the_picture(tmp_path):
 @pytest.fixture
 def pair(tmp_path):
     root = tmp_path / "t"
-    keep = photo(root / "a" / "k.jpg", 2)
-    dup = root / "b" / "d.jpg"
-    dup.parent.mkdir()
-    shutil.copy2(keep, dup)
+    keep, dup = copies(root, 2, "a/k.jpg", "b/d.jpg")
     cfg = config(tmp_path)
     old = tmp_path / "old.json"
     report = scan(cfg, root, report=old)

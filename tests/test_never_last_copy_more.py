@@ -16,7 +16,7 @@ import imagegen
 import support
 from PIL import ImageDraw
 from support import PixelEmbedder
-from test_never_last_copy import config, empty_trash, photo, purge, scan
+from test_never_last_copy import config, copies, empty_trash, photo, purge, scan
 
 from dedupd import commands
 
@@ -47,10 +47,7 @@ def test_a_keeper_reached_through_a_folder_swapped_for_a_symlink_is_not_the_vict
     """After the scan, folder a/ (the keeper's) is replaced by a symlink to b/ (the victim's): the keeper's path now
     names the victim itself, whose bytes are of course the planned ones."""
     root = tmp_path / "t"
-    keep = photo(root / "a" / "x.jpg", 32)
-    victim = root / "b" / "x.jpg"
-    victim.parent.mkdir()
-    shutil.copy2(keep, victim)
+    keep, victim = copies(root, 32)
     picture = keep.read_bytes()
     cfg = config(tmp_path)
     old = tmp_path / "old.json"
@@ -63,10 +60,7 @@ def test_a_keeper_reached_through_a_folder_swapped_for_a_symlink_is_not_the_vict
 
 def test_trash_expiry_does_not_trust_a_keeper_whose_folder_now_points_into_the_trash(tmp_path):
     root = tmp_path / "t"
-    keep = photo(root / "a" / "x.jpg", 33)
-    victim = root / "b" / "x.jpg"
-    victim.parent.mkdir()
-    shutil.copy2(keep, victim)
+    keep, victim = copies(root, 33)
     picture = keep.read_bytes()
     cfg = config(tmp_path)
     trash = tmp_path / "trash"
@@ -122,10 +116,7 @@ def test_recovery_does_not_finish_a_delete_whose_keeper_lost_the_picture_meanwhi
     """kill -9 between the rename aside and the unlink; the user then deletes the keeper (the aside copy is still
     there); the next purge's recovery must not unlink the last copy."""
     root = tmp_path / "t"
-    keep = photo(root / "a" / "x.jpg", 36)
-    victim = root / "b" / "x.jpg"
-    victim.parent.mkdir()
-    shutil.copy2(keep, victim)
+    keep, victim = copies(root, 36)
     picture = keep.read_bytes()
     cfg = config(tmp_path)
     old = tmp_path / "old.json"

@@ -47,6 +47,13 @@ def _jpeg(image: Image.Image, quality: int) -> bytes:
     return out.getvalue()
 
 
+def _shrunk(data: bytes, divisor: int, quality: int) -> bytes:
+    """A smaller re-encode of the JPEG `data`: the same picture, other bytes."""
+    with Image.open(io.BytesIO(data)) as im:
+        small = im.convert("RGB").resize((im.width // divisor, im.height // divisor), Image.Resampling.LANCZOS)
+    return _jpeg(small, quality)
+
+
 @dataclass
 class World:
     """The tree, what each content is a copy of, and the reports kept from earlier steps."""
@@ -128,9 +135,9 @@ def copy_file(w: World) -> str:
 
 def resized_copy(w: World) -> str:
     src = w.rng.choice(w.user_files())
-    picture = w.picture_of.get(src.read_bytes())
-    with Image.open(src) as im:
-        data = _jpeg(im.convert("RGB").resize((im.width // 2, im.height // 2), Image.Resampling.LANCZOS), 85)
+    original = src.read_bytes()
+    picture = w.picture_of.get(original)
+    data = _shrunk(original, 2, 85)
     if picture is not None:
         w.picture_of[data] = picture
     dst = w.rng.choice(w.dirs()) / w.fresh_name()
@@ -147,8 +154,7 @@ def overwrite_in_place(w: World) -> str:
     old = w.picture_of.get(target.read_bytes())
     picture = w.rng.choice([i for i in range(PICTURES) if i != old])
     original = next(data for data, i in w.picture_of.items() if i == picture)
-    with Image.open(io.BytesIO(original)) as im:
-        small = _jpeg(im.convert("RGB").resize((im.width // 4, im.height // 4), Image.Resampling.LANCZOS), 80)
+    small = _shrunk(original, 4, 80)
     st = target.stat()
     if len(small) >= st.st_size:
         return f"overwrite: {target} too small"
