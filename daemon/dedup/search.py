@@ -2,17 +2,21 @@
 
 Ids are derived from the content hash, so they are stable across runs and processes without a mapping table.
 
-The index keeps the one authoritative copy of the vectors, as float16 in fixed-size blocks (1M x 768 = 1.5 GB), and
-every backend searches that copy. Below `flat_max` vectors the search is exact (blocks widened to float32 and
-multiplied with BLAS); above it an inverted file (IVF) is used: FAISS k-means centroids split the vectors into lists,
-each query scans the lists of its `nprobe` nearest centroids, and the scan is again a BLAS product per list (all the
-queries probing a list against its members at once). FAISS only trains the centroids: its own indexes were measured
-against this one on the same vectors and lists (bench/search_engines.py, faiss-cpu 1.15.1 AVX2, BENCHMARKS.md
-section 5). IVF-SQfp16 (the same 2 bytes per value) scans each query's lists one vector at a time: at 100k vectors
-1.30x our CPU time (23.7 vs 18.2 CPU-s; wall 1.11-2.06x on the loaded 2 cores), and at 1M its peak RSS passed 2 GB
-(2404 MiB, reached while adding, where ours stays under 1.9 GB). IVF-Flat and IndexFlatIP hold float32 (2.9 GiB at
-1M); IVF-Flat was as slow as IVF-SQfp16; IndexFlatIP matched our flat scan (20k: 49 vs 53 s, one loaded run);
-range_search was no faster than k-NN. Removal marks rows dead (filtered from every scan) and compacts lazily.
+Who does what. FAISS does the search arithmetic: every scan is `faiss.knn` (exact inner products by BLAS, then a
+k-best heap per query) of a batch of queries against a tile of vectors. FAISS' k-means trains the IVF centroids.
+This module keeps the vectors and decides which tiles a query meets. It holds the one authoritative copy as float16
+in fixed-size blocks (1M x 768 = 1.5 GB). Below `flat_max` vectors a query meets every tile (exact search). Above
+it, an inverted file (IVF) splits the vectors into lists by nearest centroid, and a query meets the lists of its
+`nprobe` nearest centroids. All the queries probing a list are searched against it in one call, so a list is
+widened to float32 once per batch of queries, not once per query.
+
+Why not a FAISS index object (measured with bench/search_engines.py on faiss-cpu 1.15.1 AVX2; BENCHMARKS.md section
+5): IndexFlatIP and IVF-Flat hold float32, 2.9 GiB at 1M x 768, over the 2 GB target. IVF-SQfp16 holds what this one
+holds, but its `add` peaked at 2404 MiB at 1M (ours stays under 1.9 GB), and it took 1.30x our CPU time at 100k. The
+scan through `faiss.knn` against our own BLAS product with argpartition (2026-12-03, quiet 2 cores): 20k exact
+4.1-4.2 s against 4.7-4.8 s, peak 132 MiB against 251 MiB (no products matrix); 100k IVF, interleaved runs, 4.0-4.8
+s against 4.7-5.6 s. range_search was no faster than k-NN. Removal marks rows dead (filtered from every scan) and
+compacts lazily.
 """
 
 from __future__ import annotations
@@ -202,7 +206,7 @@ class VectorIndex:
             live = self._alive.data[rows]
             tile, rows = (tile, rows) if live.all() else (tile[live], rows[live])
             for batch in _batches(queries.n, QUERY_ROWS):
-                top.push(batch, queries.take(batch) @ tile.T, rows)
+                top.push(batch, *_best(queries.take(batch), tile, rows, top.k))
 
     def _ivf_scan(self, ivf: _Ivf, lists: tuple[np.ndarray, np.ndarray], queries: _Queries, top: _TopK) -> None:
         """List by list: the queries probing a list are multiplied with its members in one BLAS call, so a list is
@@ -216,7 +220,7 @@ class VectorIndex:
             probing = by_list[query_bounds[lst] : query_bounds[lst + 1]] // probes.shape[1]
             tile = self._vectors.take(rows)
             for part in _chunks(probing, max(1, PRODUCT_CELLS // len(rows))):  # a huge list must not OOM
-                top.push(part, queries.take(part) @ tile.T, rows)
+                top.push(part, *_best(queries.take(part), tile, rows, top.k))
 
     def _query_probes(self, ivf: _Ivf, queries: _Queries) -> np.ndarray:
         """Indexed queries reuse the lists probed when their vector was assigned: all-vs-all then costs no second
@@ -339,19 +343,19 @@ class _TopK:
         self.sims = np.full((n, k), start, dtype=np.float32)
         self.rows = np.full((n, k), -1, dtype=np.int32)  # row numbers: 44 MB, not 88, for 1M queries x 11
 
+    @property
+    def k(self) -> int:
+        return self.sims.shape[1]
+
     def push(self, queries: np.ndarray, sims: np.ndarray, rows: np.ndarray) -> None:
-        k = self.sims.shape[1]
+        """Merge each query's candidates (sims[i], rows[i]: at most k of them, from _best) into its k best."""
+        k = self.k
         better = (sims > self.sims[queries].min(axis=1, keepdims=True)).any(axis=1)
         if not better.any():
             return
-        queries, sims = queries[better], sims[better]
-        if sims.shape[1] > k:
-            best = np.argpartition(sims, sims.shape[1] - k, axis=1)[:, -k:]
-            sims, new_rows = np.take_along_axis(sims, best, 1), rows[best]
-        else:
-            new_rows = np.broadcast_to(rows, sims.shape)
+        queries, sims, rows = queries[better], sims[better], rows[better]
         all_sims = np.concatenate([self.sims[queries], sims], axis=1)
-        all_rows = np.concatenate([self.rows[queries], new_rows], axis=1)
+        all_rows = np.concatenate([self.rows[queries], rows], axis=1)
         keep = np.argpartition(all_sims, all_sims.shape[1] - k, axis=1)[:, -k:]
         self.sims[queries] = np.take_along_axis(all_sims, keep, 1)
         self.rows[queries] = np.take_along_axis(all_rows, keep, 1)
@@ -476,6 +480,15 @@ class _Lookup:
 def _bounds(sorted_keys: np.ndarray, n: int) -> np.ndarray:
     """Start of each key 0..n-1 in a sorted key array, plus the end."""
     return np.searchsorted(sorted_keys, np.arange(n + 1))
+
+
+def _best(queries: np.ndarray, tile: np.ndarray, rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each query's k best (cosine, row) in the tile, by FAISS' exact inner-product search (BLAS products and a
+    heap per query); a tile with fewer than k members gives them all."""
+    import faiss
+
+    sims, found = faiss.knn(queries, tile, min(k, len(tile)), metric=faiss.METRIC_INNER_PRODUCT)
+    return sims, rows[found].astype(np.int32, copy=False)
 
 
 def _batches(stop: int, size: int, start: int = 0) -> Iterator[np.ndarray]:
