@@ -46,6 +46,12 @@ def test_bench_json_has_every_figure(tiny_siglip2):
     assert set(REQUIRED_KEYS) <= result.keys()
     assert result["images"] == 2 and result["device"] == "cpu"
     assert result["naive_img_s"] > 0 and result["speedup_vs_naive"] > 0
+    costs = result["cpu_s_per_img"]
+    assert set(costs) == {"model", "decode", "hash"} and all(v > 0 for v in costs.values()), costs
+    # The ceiling is what the cores allow when model, decode and hash share them: never above model only.
+    allowed = result["cpu_cores"] / sum(costs.values())
+    assert result["ceiling_img_s"] == pytest.approx(min(result["model_img_s"], allowed), rel=0.01)
+    assert result["end_to_end_vs_ceiling"] == pytest.approx(result["end_to_end_img_s"] / result["ceiling_img_s"])
 
 
 def test_bench_table_on_a_folder(tiny_siglip2, tmp_path):
