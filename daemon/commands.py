@@ -18,6 +18,7 @@ from dedupd.config import Config
 from dedupd.dedup import pairs
 from dedupd.dedup.store_groups import rules_for, store_groups
 from dedupd.errors import PurgeFailures, UsageError
+from dedupd.ingest.decode_pool import DecodeFn, decode_for_model
 from dedupd.ingest.indexer import Indexer, IndexResult, online_roots, roots_state
 from dedupd.model.loader import LazyEmbedder, model_identity
 from dedupd.output.report import build_report, group_id, human_bytes, load_report, store_report, write_report
@@ -78,8 +79,10 @@ def scan(
     echo: Echo = print,
     threaded: bool = True,
     embedder: LazyEmbedder | None = None,
+    decode: DecodeFn = decode_for_model,
 ) -> int:
-    """The old one-shot tool: index FOLDER, group, write the report, and delete only with inplace."""
+    """The old one-shot tool: index FOLDER, group, write the report, and delete only with inplace. `embedder` and
+    `decode` (what runs per file in the decode workers) are the tests' seams."""
     if not os.path.isdir(folder):
         raise UsageError(f"{folder}: not a directory")
     root = normalise_root(folder)
@@ -88,7 +91,7 @@ def scan(
     with join_cluster(config) as ray_cluster:  # first: a cluster that cannot be reached leaves the store as it was
         store = open_store(config)
         with writer_lock(store):
-            result = _index_root(store, root, config, embedder, ray_cluster, threaded)
+            result = _index_root(store, root, config, embedder, ray_cluster, threaded, decode)
             files = list(store.files(root).values())
             groups = pairs.load_groups(
                 store, model, files, config.dedup.threshold, config.dedup.keep_policy, rules_for(store, config)
@@ -105,9 +108,15 @@ def scan(
 
 
 def _index_root(
-    store: Store, root: bytes, config: Config, embedder: LazyEmbedder, ray_cluster: RayCluster | None, threaded: bool
+    store: Store,
+    root: bytes,
+    config: Config,
+    embedder: LazyEmbedder,
+    ray_cluster: RayCluster | None,
+    threaded: bool,
+    decode: DecodeFn,
 ) -> IndexResult:
-    indexer = Indexer(store, config, embedder, threaded=threaded)
+    indexer = Indexer(store, config, embedder, threaded=threaded, decode=decode)
     if ray_cluster is not None:
         indexer.to_model = ray_cluster.embed_stage(indexer)
     try:

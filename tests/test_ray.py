@@ -1,6 +1,6 @@
 """The bulk embed on a real Ray runtime (issue 14) with the tiny real SigLIP2 checkpoint: the same groups, cosines and
-vectors as the local path; a worker killed mid-run; the driver killed mid-run, then a rerun; two Ray nodes started
-with `ray start` on this machine; an unreachable cluster.
+vectors as the local path; a worker killed mid-run; a file that kills its decode worker every time; the driver killed
+mid-run, then a rerun; two Ray nodes started with `ray start` on this machine; an unreachable cluster.
 
 Ray starts slowly on 2 cores: the in-process tests share one runtime (a session fixture started by the first of
 them, after the subprocess tests, so two runtimes never compete for the cores).
@@ -20,6 +20,7 @@ import threading
 import time
 from pathlib import Path
 
+import crashing
 import imagegen
 import numpy as np
 import pytest
@@ -27,7 +28,7 @@ from support import b, make_library, wait_for
 
 from dedupd import cli, commands
 from dedupd.config import load_config
-from dedupd.store import UNREADABLE, Store
+from dedupd.store import PENDING, UNREADABLE, Store
 
 pytestmark = pytest.mark.ray
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
@@ -260,6 +261,40 @@ def test_a_busy_ray_worker_killed_mid_run_changes_nothing(ray_runtime, reference
     contents = {f.content for f in store.files().values() if f.status != UNREADABLE}
     assert store.vector_contents(commands.model_identity(cfg.model)) == contents  # nothing lost...
     assert store.row_counts()["vectors"] == len(contents)  # ...nor stored twice
+
+
+def test_a_file_that_kills_its_decode_worker_is_the_only_one_blamed(
+    ray_runtime, reference, tiny_siglip2, tmp_path, caplog
+):
+    from ray import cloudpickle
+
+    from dedupd.cluster.ray_embed import DECODE_BATCH, DIED_ON_CLUSTER
+
+    lib, groups, local_vectors, model = reference
+    photos = tmp_path / "photos"
+    shutil.copytree(lib.root, photos)
+    crash = photos / "camera" / "crash_50.jpg"  # decoded in one task with other, innocent files
+    imagegen.photo(50, (320, 240)).save(crash, quality=92)
+    assert len(local_vectors) > DECODE_BATCH
+    cfg = config_for(tmp_path / "store", tiny_siglip2, "local")
+    report = tmp_path / "report.json"
+    cloudpickle.register_pickle_by_value(crashing)  # Ray's workers cannot import the tests' modules by name
+    try:
+        with caplog.at_level("INFO", logger="dedupd"):
+            rc = commands.scan(
+                str(photos), cfg, str(report), False, None, echo=lambda s: None, decode=crashing.decode_or_die
+            )
+    finally:
+        cloudpickle.unregister_pickle_by_value(crashing)
+    assert rc == 0
+    # The crash failed its whole task, innocent files with it, and those were decoded again one per task.
+    left = [int(r.getMessage().split()[0]) for r in caplog.records if "decoding each alone" in r.getMessage()]
+    assert len(left) == 1 and left[0] > 1
+    files = Store.open(tmp_path / "store", create=False).files()
+    assert (files[b(crash)].status, files[b(crash)].error) == (UNREADABLE, DIED_ON_CLUSTER)
+    assert not [f.path for f in files.values() if f.status == PENDING]
+    assert vectors_of(tmp_path / "store", model).keys() == local_vectors.keys()  # every other content: embedded
+    assert groups_of(json.loads(report.read_text()), photos) == groups
 
 
 def kill_a_busy_worker(killed: list[str], timeout: float = 240) -> None:

@@ -11,6 +11,14 @@ The workers run the same code as the local path: ingest.decode_pool.decode_for_m
 preprocessing) in the tasks, model.loader.LazyEmbedder in the actors. They must read the photos at the same paths
 (a shared filesystem mounted alike on every node) and have dedupd installed.
 
+A file that kills its decode worker (a hostile file crashing a C decoder) fails its whole task on every retry, and
+with it every file of that task's block (about DECODE_BATCH files). Locally the decode pool blames the one file;
+here, after the streaming pass, the files left without an answer are decoded once more, one file per task and
+without the model, and only a file whose own task still died on every retry is recorded unreadable. The rest are
+embedded in a second pass. Blame rests on a decode task alone, never on a model replica's death. When Ray itself
+fails nobody is blamed: a pass that raises ends the run, as before, and a failed one-file pass leaves those files
+pending for the next run, as a stopped run leaves what it did not reach.
+
 Only this package imports ray; nothing reaches it unless a Ray address is configured.
 """
 
@@ -38,7 +46,7 @@ import ray.data  # noqa: E402
 from dedupd.config import Config
 from dedupd.errors import ClusterError
 from dedupd.ingest import pipeline
-from dedupd.ingest.decode_pool import Decoded, Failed, decode_for_model
+from dedupd.ingest.decode_pool import Decoded, DecodeFn, Failed, decode_for_model
 from dedupd.ingest.indexer import Indexer
 from dedupd.model.loader import LazyEmbedder, embedder_settings
 from dedupd.model.runtime import load_processing
@@ -47,7 +55,8 @@ log = logging.getLogger("dedupd")
 RAY_DATA_LOGGER = "ray.data"
 
 DECODE_BATCH = 8  # files per decode task call: small, so a file that kills its worker costs few retries
-DECODE_RETRIES = 3  # a worker killed under a decode task: retried; a file that kills it every time: left pending
+DECODE_RETRIES = 3  # a worker killed under a decode task: retried; one file that kills it every time: blamed
+DIED_ON_CLUSTER = "decoder process died on the cluster (corrupt or hostile file)"
 GPU_BATCH = 128  # per model replica, as the local path's default per GPU
 CPU_BATCH = 16
 
@@ -67,10 +76,11 @@ class RayCluster:
     def __init__(self, address: str):
         self.address = address
         self.started = _connect(address)  # False when this process was already connected (tests share one)
+        _quiet_ray_data()  # on either path: the datasets this process builds rely on its settings
 
     def embed_stage(self, indexer: Indexer) -> Callable[[pipeline.Counters], pipeline.Stage]:
         """What Indexer.to_model takes: the Ray stage in place of the local decode and embed stages."""
-        return RayEmbed(self, indexer.config, indexer.model, indexer.stop).stage
+        return RayEmbed(self, indexer.config, indexer.model, indexer.stop, indexer.decode).stage
 
     def resources(self) -> Resources:
         total = ray.cluster_resources()
@@ -97,7 +107,6 @@ def _connect(address: str) -> bool:
         start_ray(address)
     except Exception as exc:  # noqa: BLE001 - Ray raises plain Exception too (a local runtime that did not start)
         raise ClusterError(f"cluster.ray_address {address}: cannot join the Ray cluster: {_first_line(exc)}") from None
-    _quiet_ray_data()
     return True
 
 
@@ -130,17 +139,28 @@ def _quiet_ray_data() -> None:
     """dedupd draws its own bar and log lines from the stream; Ray Data's bars and INFO lines would interleave."""
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False
-    context.max_errored_blocks = -1  # a batch that failed DECODE_RETRIES times: its files stay pending (see below)
+    context.max_errored_blocks = -1  # a batch that failed every retry: skipped, its files decoded again one by one
     logging.getLogger(RAY_DATA_LOGGER).setLevel(logging.WARNING)  # Ray's own logger, not ours
 
 
 # --- the work on the cluster --------------------------------------------------------------------------------------
 
 
-def decode_batch(batch: dict[str, np.ndarray], draft_side: int | None, max_pixels: int, spec: Any) -> dict:
-    """A Ray Data task: the local path's decode_for_model for each file of the batch."""
-    results = [decode_for_model(bytes(path), draft_side, max_pixels, spec) for path in batch["path"]]
+def decode_batch(
+    batch: dict[str, np.ndarray], decode: DecodeFn, draft_side: int | None, max_pixels: int, spec: Any
+) -> dict:
+    """A Ray Data task: the local path's decode function (decode_for_model) for each file of the batch."""
+    results = [decode(bytes(path), draft_side, max_pixels, spec) for path in batch["path"]]
     return {"path": batch["path"], "result": _objects(results)}
+
+
+def decode_probe(path: bytes, decode: DecodeFn, draft_side: int | None, max_pixels: int, spec: Any) -> bool:
+    """A Ray task: decode one file and drop the pixels. Only whether its worker survives matters (see _guilty)."""
+    decode(path, draft_side, max_pixels, spec)
+    return True
+
+
+_probe = ray.remote(num_cpus=1, max_retries=DECODE_RETRIES)(decode_probe)
 
 
 class ModelReplica:
@@ -189,8 +209,15 @@ def _objects(values: list) -> np.ndarray:
 class RayEmbed:
     """The pipeline stage that replaces decode_images + embed_images for a bulk run on the cluster."""
 
-    def __init__(self, cluster: RayCluster, config: Config, model_id: str, stop: threading.Event | None = None):
-        self.cluster, self.config, self.model_id, self.stop = cluster, config, model_id, stop
+    def __init__(
+        self,
+        cluster: RayCluster,
+        config: Config,
+        model_id: str,
+        stop: threading.Event | None = None,
+        decode: DecodeFn = decode_for_model,
+    ):
+        self.cluster, self.config, self.model_id, self.stop, self.decode = cluster, config, model_id, stop, decode
 
     def stage(self, counters: pipeline.Counters) -> pipeline.Stage:
         def ray_embed(items: Iterable[pipeline.Work]) -> Iterator[pipeline.Work]:
@@ -206,6 +233,24 @@ class RayEmbed:
         return ray_embed
 
     def _embed(self, carriers: dict[bytes, pipeline.Work], counters: pipeline.Counters) -> Iterator[pipeline.Work]:
+        yield from self._stream(carriers, counters)
+        if carriers and not self._stopped():
+            guilty = self._guilty(list(carriers))
+            if guilty is not None:
+                yield from (_settled(carriers.pop(p), b"", Failed(DIED_ON_CLUSTER), counters) for p in guilty)
+                yield from self._stream(carriers, counters)  # the innocent leftovers: embedded after all
+        if carriers:
+            log.warning(
+                "%d files got no answer from the cluster (the run was stopped, or their tasks failed for a reason "
+                "no one file explains); they stay pending for the next run",
+                len(carriers),
+            )
+        yield from carriers.values()  # pending: committed as such, carried again next run
+
+    def _stream(self, carriers: dict[bytes, pipeline.Work], counters: pipeline.Counters) -> Iterator[pipeline.Work]:
+        """One pass of the carriers through decode tasks and model replicas; each file answered leaves `carriers`."""
+        if not carriers or self._stopped():
+            return
         dataset = self._dataset(list(carriers))
         for batch in dataset.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=1):
             for path, vector, result in zip(batch["path"], batch["vector"], batch["result"]):
@@ -213,16 +258,29 @@ class RayEmbed:
                 if work is None:
                     continue  # a retried task's second answer for a file already handed on
                 yield _settled(work, vector, result, counters)
-            if self.stop is not None and self.stop.is_set():
+            if self._stopped():
                 break
-        if carriers:
+
+    def _guilty(self, paths: list[bytes]) -> list[bytes] | None:
+        """The files whose own decode task, one file per task and no model involved, died on every retry: a worker
+        lost to a file, told apart from one lost to a model replica's death in the same pipeline. None when Ray
+        itself failed and cannot tell."""
+        log.info(
+            "%d files got no answer from the cluster: decoding each alone to find any that kills its worker", len(paths)
+        )
+        draft_side, spec = load_processing(embedder_settings(self.config.model))
+        refs = [(p, _probe.remote(p, self.decode, draft_side, self.config.scan.max_pixels, spec)) for p in paths]
+        try:
+            return [path for path, ref in refs if _died(ref)]
+        except ray.exceptions.RayError as exc:
             log.warning(
-                "%d files got no answer from the cluster (a worker died on them %d times, or the run was "
-                "stopped); they stay pending for the next run",
-                len(carriers),
-                DECODE_RETRIES + 1,
+                "the cluster failed while finding the files that kill their decoder (%s): none is blamed",
+                _first_line(exc),
             )
-        yield from carriers.values()  # pending: committed as such, carried again next run
+            return None
+
+    def _stopped(self) -> bool:
+        return self.stop is not None and self.stop.is_set()
 
     def _dataset(self, paths: list[bytes]) -> ray.data.Dataset:
         settings = embedder_settings(self.config.model)
@@ -245,7 +303,11 @@ class RayEmbed:
             warnings.simplefilter("ignore", DeprecationWarning)
             dataset: ray.data.Dataset = ray.data.from_items([{"path": p} for p in paths], override_num_blocks=blocks)
             decode = functools.partial(
-                decode_batch, draft_side=draft_side, max_pixels=self.config.scan.max_pixels, spec=spec
+                decode_batch,
+                decode=self.decode,
+                draft_side=draft_side,
+                max_pixels=self.config.scan.max_pixels,
+                spec=spec,
             )
             dataset = dataset.map_batches(decode, batch_size=DECODE_BATCH, num_cpus=1, max_retries=DECODE_RETRIES)
             return dataset.map_batches(
@@ -291,6 +353,18 @@ def _settled(
         work.record.status = pipeline.OK
         counters.embedded += 1
     return work
+
+
+def _died(ref: ray.ObjectRef) -> bool:
+    """Whether the probe's worker died under it on every retry. A probe that raised (RayTaskError: the decode
+    function has a bug, the file is not to blame) did not die; any other Ray error is the cluster's, and raises."""
+    try:
+        ray.get(ref)
+    except ray.exceptions.WorkerCrashedError:
+        return True
+    except ray.exceptions.RayTaskError:
+        pass  # it raised, so its worker lived; the file goes back to the embed pass, which fails it alike
+    return False
 
 
 def _first_line(exc: BaseException) -> str:

@@ -16,7 +16,7 @@ import select
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -42,6 +42,12 @@ def decode_for_model(path: bytes, draft_side: int | None, max_pixels: int, spec:
 
     prepared = preprocess(decoded.image, spec)
     return Decoded(prepared, decoded.width, decoded.height, decoded.format, decoded.capture, decoded.frames)
+
+
+# What a decode worker runs per file: decode_for_model, or a stand-in with its signature. A seam, because no real
+# file reliably kills a decoder process, and the retry and blame paths for one that does (here and on a Ray cluster)
+# must still be tested. It is pickled by reference (forkserver workers import it) or, on Ray, as cloudpickle does.
+DecodeFn = Callable[[bytes, int | None, int, Any], Decoded | Failed]
 
 
 def cpu_cores() -> int:
@@ -115,9 +121,10 @@ def _warm() -> None:
 class DecodePool:
     """Ordered, bounded parallel decoding; a worker that dies costs only the file it was decoding."""
 
-    def __init__(self, workers: int, window: int | None = None):
+    def __init__(self, workers: int, window: int | None = None, decode: DecodeFn = decode_for_model):
         self.workers = workers
         self.window = window or workers * 8
+        self.decode = decode
         self._pool: ProcessPoolExecutor | None = None
 
     def _executor(self) -> ProcessPoolExecutor:
@@ -129,10 +136,10 @@ class DecodePool:
         return self._pool
 
     def map(self, jobs: Iterable[tuple[Any, tuple | None]]) -> Iterator[tuple[Any, Decoded | Failed | None]]:
-        """jobs: (tag, args for decode_for_model, or None to pass the tag through); yields (tag, result) in order."""
+        """jobs: (tag, args for the decode function, or None to pass the tag through); yields (tag, result) in order."""
         pending: deque[tuple[Any, Future | None, tuple | None]] = deque()
         for tag, args in jobs:
-            future = self._executor().submit(decode_for_model, *args) if args is not None else None
+            future = self._executor().submit(self.decode, *args) if args is not None else None
             pending.append((tag, future, args))
             while len(pending) > self.window:
                 yield self._result(*pending.popleft())
@@ -150,7 +157,7 @@ class DecodePool:
             self.close()
             assert args is not None  # a job with a future always has its args
             try:
-                return tag, self._executor().submit(decode_for_model, *args).result()
+                return tag, self._executor().submit(self.decode, *args).result()
             except BrokenProcessPool:
                 self.close()
                 return tag, Failed("decoder process died (corrupt or hostile file)")

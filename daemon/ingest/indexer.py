@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 from dedupd.config import Config
 from dedupd.dedup.pairs import PairFinder
 from dedupd.ingest import pipeline
-from dedupd.ingest.decode_pool import DecodePool, hash_threads
+from dedupd.ingest.decode_pool import DecodeFn, DecodePool, decode_for_model, hash_threads
 from dedupd.ingest.walk import INTERNAL_IGNORE, NAS_IGNORE, ScanOptions, entry_for, is_picture
 from dedupd.ingest.walk import scan as walk
 from dedupd.model.loader import LazyEmbedder
@@ -42,8 +42,16 @@ def scan_options(config: Config, store: Store) -> ScanOptions:
 
 
 class Indexer:
-    def __init__(self, store: Store, config: Config, embedder: LazyEmbedder, threaded: bool = True):
+    def __init__(
+        self,
+        store: Store,
+        config: Config,
+        embedder: LazyEmbedder,
+        threaded: bool = True,
+        decode: DecodeFn = decode_for_model,
+    ):
         self.store, self.config, self.embedder, self.threaded = store, config, embedder, threaded
+        self.decode = decode  # per file, in the decode workers here or on the cluster (a test seam: DecodeFn)
         self.model = embedder.model_id
         self.book = pipeline.ContentBook.from_store(store, self.model)
         self.pairs = PairFinder(store, self.model, config.dedup)
@@ -159,8 +167,9 @@ class Indexer:
                 yield entry
 
     def _decode_settings(self) -> pipeline.DecodeSettings:
+        embedder = self.embedder
         return pipeline.DecodeSettings(
-            self.embedder.draft_side, self.config.scan.max_pixels, self.embedder.preprocess_spec, self._pool
+            embedder.draft_side, self.config.scan.max_pixels, embedder.preprocess_spec, self._pool, self.decode
         )
 
     def _pool(self) -> DecodePool | None:
@@ -170,7 +179,7 @@ class Indexer:
             return None
         workers = self.embedder.decode_workers()
         if workers and self.pool is None:
-            self.pool = DecodePool(workers)
+            self.pool = DecodePool(workers, decode=self.decode)
         return self.pool
 
     def _prepare(self) -> None:

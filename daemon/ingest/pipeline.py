@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from dedupd.ingest.decode import Decoded
-from dedupd.ingest.decode_pool import DecodePool, Failed, decode_for_model
+from dedupd.ingest.decode_pool import DecodeFn, DecodePool, Failed, decode_for_model
 from dedupd.ingest.hashing import content_hash
 from dedupd.store import OK, PENDING, UNREADABLE, FileRecord, FileStat, Store
 from dedupd.store.schema import CONTENT_FACTS
@@ -340,6 +340,7 @@ class DecodeSettings:
     spec: Callable[[], object | None] = lambda: None  # the model's preprocessing, run in the workers when known
     # Asked once the model is loaded (its device decides how many workers to start); None: decode inline.
     pool: Callable[[], DecodePool | None] = lambda: None
+    decode: DecodeFn = decode_for_model  # what decodes inline, without a pool (the pool has its own)
 
 
 def decode_images(settings: DecodeSettings, counters: Counters) -> Stage:
@@ -360,7 +361,7 @@ def _decode_from(items: Iterator[Work], settings: DecodeSettings, counters: Coun
     if pool is None:
         for work in items:
             if needs_decode(work):
-                store_decoded(work, decode_for_model(work.record.path, *_args(settings)), counters)
+                store_decoded(work, settings.decode(work.record.path, *_args(settings)), counters)
             yield work
         return
     jobs = ((w, (w.record.path, *_args(settings)) if needs_decode(w) else None) for w in items)
