@@ -56,6 +56,7 @@ RAY_DATA_LOGGER = "ray.data"
 
 DECODE_BATCH = 8  # files per decode task call: small, so a file that kills its worker costs few retries
 DECODE_RETRIES = 3  # a worker killed under a decode task: retried; one file that kills it every time: blamed
+PROBE_WINDOW = 256  # one-file decode probes in flight at once while finding a file that kills its worker
 DIED_ON_CLUSTER = "decoder process died on the cluster (corrupt or hostile file)"
 GPU_BATCH = 128  # per model replica, as the local path's default per GPU
 CPU_BATCH = 16
@@ -269,9 +270,9 @@ class RayEmbed:
             "%d files got no answer from the cluster: decoding each alone to find any that kills its worker", len(paths)
         )
         draft_side, spec = load_processing(embedder_settings(self.config.model))
-        refs = [(p, _probe.remote(p, self.decode, draft_side, self.config.scan.max_pixels, spec)) for p in paths]
+        args = (self.decode, draft_side, self.config.scan.max_pixels, spec)
         try:
-            return [path for path, ref in refs if _died(ref)]
+            return [path for window in _windows(paths, PROBE_WINDOW) for path in _probe_window(window, args)]
         except ray.exceptions.RayError as exc:
             log.warning(
                 "the cluster failed while finding the files that kill their decoder (%s): none is blamed",
@@ -353,6 +354,18 @@ def _settled(
         work.record.status = pipeline.OK
         counters.embedded += 1
     return work
+
+
+def _windows(paths: list[bytes], size: int) -> Iterator[list[bytes]]:
+    for start in range(0, len(paths), size):
+        yield paths[start : start + size]
+
+
+def _probe_window(paths: list[bytes], args: tuple) -> list[bytes]:
+    """The files of one window whose probe died: a window at a time, so a run that left many files (a node lost)
+    never puts a task per file in flight at once."""
+    refs = [(path, _probe.remote(path, *args)) for path in paths]
+    return [path for path, ref in refs if _died(ref)]
 
 
 def _died(ref: ray.ObjectRef) -> bool:
