@@ -27,7 +27,7 @@ from dedupd.model.runtime import (
     dtype_candidates,
     load_embedder,
 )
-from dedupd.model.settings import EmbedderSettings, local_model_id, resolve_source
+from dedupd.model.settings import EmbedderSettings, cpu_has_amx, local_model_id, resolve_source
 
 
 def make_images(count: int, seed: int = 0) -> list[Image.Image]:
@@ -452,6 +452,11 @@ def test_cpu_bf16_detection_matches_cpuinfo(tmp_path: Path) -> None:
     fake.write_text("processor\t: 0\nflags\t\t: fpu sse avx2\n")
     assert cpu_supports_bf16(fake) is False
     assert cpu_supports_bf16(tmp_path / "missing") is False
+    assert cpu_has_amx() == ("amx_bf16" in flags)
+    fake.write_text("processor\t: 0\nflags\t\t: fpu avx512_bf16 amx_bf16 amx_tile\n")
+    assert cpu_has_amx(fake) is True and cpu_supports_bf16(fake) is True
+    fake.write_text("processor\t: 0\nflags\t\t: fpu avx512f avx512_bf16\n")
+    assert cpu_has_amx(fake) is False  # native bf16 but no tiles: the fast preset takes int8 there
 
 
 def test_dtype_candidates_on_cpu() -> None:
@@ -523,7 +528,7 @@ def test_fast_preset_resolves_to_its_knobs_and_files_vectors_under_its_own_key(t
     from dedupd.model.loader import LazyEmbedder, model_identity
 
     plain = model_identity(ModelConfig(name=str(tiny_siglip2)))
-    compute = "" if cpu_supports_bf16() else "+int8"  # native bf16 where the CPU has it, else int8
+    compute = "" if cpu_has_amx() else "+int8"  # bf16 on AMX, else int8 (faster even with AVX512-BF16)
     fast = model_identity(ModelConfig(name=str(tiny_siglip2), device="cpu", preset="fast"))
     assert fast == f"{plain}+fast+patches64{compute}"
     # the same knobs set by hand are another key: the preset's vectors never mix with them
@@ -544,7 +549,7 @@ def test_apply_preset_keeps_a_smaller_budget_and_uses_native_half_off_the_cpu() 
 
     assert apply_preset(EmbedderSettings(max_patches=300)) == EmbedderSettings(max_patches=300)  # default: as is
     cpu = apply_preset(EmbedderSettings(preset="fast", device="cpu", max_patches=32))
-    assert cpu.max_patches == 32 and cpu.precision == ("auto" if cpu_supports_bf16() else "int8")
+    assert cpu.max_patches == 32 and cpu.precision == ("auto" if cpu_has_amx() else "int8")
     assert apply_preset(cpu) == cpu
     gpu = apply_preset(EmbedderSettings(preset="fast", device="cuda"))
     assert gpu.max_patches == 64 and gpu.precision == "auto"  # int8 has no GPU kernels: bf16/fp16 there

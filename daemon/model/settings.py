@@ -61,16 +61,17 @@ def vector_model_id(
 
 def apply_preset(settings: EmbedderSettings) -> EmbedderSettings:
     """settings with the preset's knobs filled in (idempotent). fast: at most FAST_PATCHES patches, and int8 where
-    the model will run on a CPU without native bf16; elsewhere (a GPU, or a CPU with AVX512-BF16/AMX) precision
-    stays auto, which picks bf16 there (int8 has CPU kernels only, and native bf16 beats them). Decided without
-    torch, so the key is known before the model loads."""
+    the model will run on a CPU without AMX; on a GPU or an AMX CPU precision stays auto, which picks bf16 there (int8
+    has CPU kernels only). Measured at 64 patches, 2 threads (BENCHMARKS.md section 9): on an AVX512-BF16 CPU without
+    AMX int8 ran 32-33 img/s against bf16's 27-28 (fp32 14.5), and on AVX2 bf16 is emulated. Decided without torch,
+    so the key is known before the model loads."""
     if settings.preset not in PRESETS:
         raise ModelLoadError(f"unknown preset '{settings.preset}': use {' or '.join(PRESETS)}")
     if settings.preset == "default":
         return settings
     patches = min(settings.max_patches or FAST_PATCHES, FAST_PATCHES)
-    native_half = not runs_on_cpu(settings) or cpu_supports_bf16()
-    precision = settings.precision if native_half else "int8"
+    bf16_beats_int8 = not runs_on_cpu(settings) or cpu_has_amx()
+    precision = settings.precision if bf16_beats_int8 else "int8"
     return replace(settings, max_patches=patches, precision=precision)
 
 
@@ -91,16 +92,25 @@ def runs_on_cpu(settings: EmbedderSettings) -> bool:
 
 def cpu_supports_bf16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
     """True when the CPU computes bf16 natively; elsewhere torch emulates it and bf16 is slower than fp32."""
+    return bool(_cpu_flags(cpuinfo) & {"avx512_bf16", "amx_bf16"})
+
+
+def cpu_has_amx(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
+    """True when the CPU has AMX tiles for bf16, where bf16 matrix products outrun int8's dynamic quantisation."""
+    return "amx_bf16" in _cpu_flags(cpuinfo)
+
+
+def _cpu_flags(cpuinfo: Path) -> set[str]:
     try:
         text = cpuinfo.read_text(errors="replace")
     except OSError:
-        return False
+        return set()
     flags: set[str] = set()
     for line in text.splitlines():
         key, _, value = line.partition(":")
         if key.strip() == "flags":
             flags.update(value.split())
-    return bool(flags & {"avx512_bf16", "amx_bf16"})
+    return flags
 
 
 # --------------------------------------------------------------------------------------------------------------------
