@@ -140,13 +140,14 @@ def _bench_parser(sub) -> None:
         "--workers",
         type=int,
         metavar="W",
-        help="decode worker processes (default: scan.decode_workers, else cores - 1)",
+        help="decode worker processes (default: scan.decode_workers, else half the cores, at least 2, with the model "
+        "on the CPU; cores - 1 with it on a GPU)",
     )
     p.add_argument(
         "--threads",
         type=int,
         metavar="T",
-        help="torch CPU threads (default: model.threads, else the cores not decoding, plus one)",
+        help="torch CPU threads (default: model.threads, else every core)",
     )
     p.add_argument(
         "--max-patches",

@@ -56,10 +56,15 @@ def cpu_cores() -> int:
 
 def default_workers(cores: int | None = None, model_on_cpu: bool = False) -> int:
     """Decode processes. With the model on a GPU, decoding is the bottleneck: every core but one (kept for hashing,
-    feeding the GPU and the store). With the model on the CPU, the model is the bottleneck (a drafted 12 MP JPEG
-    costs ~5% of the model's core time, a PNG ~20%), so a quarter of the cores decode and the rest run the model."""
+    feeding the GPU and the store). With the model on the CPU, half the cores and at least two (one on a single
+    core): real photos can cost more to decode than a fast model takes to embed them (a 16 MP WebP ~0.48 core-s, a
+    PNG ~0.1, a drafted 12 MP JPEG 0.035, against 0.05-0.08 for the fast preset), and a worker takes a core only
+    while it is ahead of the model. On 2 cores, 2 workers beside 2 torch threads ran real wallpapers 1.5x faster than
+    1 worker did, and camera JPEGs within 3% of it (BENCHMARKS.md section 9)."""
     cores = cores or cpu_cores()
-    return max(1, cores // 4) if model_on_cpu else max(1, cores - 1)
+    if not model_on_cpu:
+        return max(1, cores - 1)
+    return 1 if cores < 2 else max(2, cores // 2)
 
 
 def hash_threads(cores: int | None = None) -> int:
@@ -74,15 +79,14 @@ def split_cores(
     """(decode workers, torch threads) for a run: the configured values where set, else the defaults above; threads
     None leaves torch's own choice (a model on a GPU barely uses them)."""
     workers = default_workers(cores, model_on_cpu) if workers is None else workers
-    return workers, threads or (model_threads(cores, workers) if model_on_cpu else None)
+    return workers, threads or (model_threads(cores) if model_on_cpu else None)
 
 
-def model_threads(cores: int | None = None, workers: int = 0) -> int:
-    """torch threads for a model on the CPU: the cores not decoding, plus one that the decode workers share with
-    the model. They sit idle much of the time, and on a small machine a whole core each would starve the model
-    (2 cores: 1 thread halves the model's rate, measured)."""
-    cores = cores or cpu_cores()
-    return max(1, min(cores, cores - workers + 1))
+def model_threads(cores: int | None = None) -> int:
+    """torch threads for a model on the CPU: every core. The decode workers share them, but only while they are
+    ahead of the model; fewer threads starve the model whenever decoding is cheap (on 2 cores 1 thread halves the
+    model's rate, and 2 workers + 1 thread ran camera JPEGs 9% slower than 1 worker + 2 threads: measured)."""
+    return cores or cpu_cores()
 
 
 def _exit_with(owner: int) -> None:
