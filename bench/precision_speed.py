@@ -9,6 +9,7 @@ measurement: bf16 is forced on even where `auto` would not pick it, so the three
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from _common import emit
@@ -45,7 +46,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
-    paths = sorted(str(p).encode() for p in args.folder.glob("*.jpg"))
+    # Any case: cameras name their files IMG_0001.JPG.
+    paths = sorted(os.fsencode(p) for p in args.folder.iterdir() if p.suffix.lower() in (".jpg", ".jpeg"))
+    if not paths:
+        parser.error(f"no JPEG files in {args.folder}")
     result = {str(p): rates(paths, args.model, p, args.threads, args.rounds) for p in args.patches}
     emit("precision_speed", {"images": len(paths), "threads": args.threads, "img_s": result})
 

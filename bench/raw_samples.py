@@ -25,12 +25,16 @@ from dedupd.ingest.decode import DecodeError, decode
 from dedupd.paths import RAW_EXTENSIONS
 
 
-def sensor_size(path: Path) -> tuple[int, int]:
-    """LibRaw's visible sensor area as displayed (turned when the camera was held upright)."""
+def sensor_size(path: Path) -> tuple[int, int] | None:
+    """LibRaw's visible sensor area as displayed (turned when the camera was held upright); None for a file LibRaw
+    cannot open (its row then says what decode() made of it)."""
     import rawpy
 
-    with rawpy.imread(str(path)) as raw:
-        sizes = raw.sizes
+    try:
+        with rawpy.imread(str(path)) as raw:
+            sizes = raw.sizes
+    except (rawpy.LibRawError, OSError):
+        return None
     return (sizes.height, sizes.width) if sizes.flip in (5, 6) else (sizes.width, sizes.height)
 
 

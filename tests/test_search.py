@@ -190,3 +190,18 @@ def test_empty_and_tiny_indexes():
     sims, ids = index.search(vectors, 10)
     assert ids.shape == (3, 3) and ids[:, 0].tolist() == [content_id(c) for c in contents]
     assert index.kind == "ivf" and index.nlist == 1
+
+
+def test_a_vector_faiss_cannot_rank_never_lends_its_slot_to_another_row():
+    """faiss.knn leaves a slot it could not fill (a NaN cosine) labelled -1; that label must stay 'none', not turn
+    into the tile's last row, which then came back twice, once with a cosine of -3.4e38."""
+    contents = _contents(3)
+    index = VectorIndex(4)
+    index.add(contents, np.array([[np.nan, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0]], np.float32))
+
+    sims, ids = index.search(np.array([[0, 0, 1, 0]], np.float32), 3, exact=True)
+
+    found = ids[0][ids[0] != -1].tolist()
+    assert len(found) == len(set(found)), ids
+    assert found[:2] == [content_id(contents[2]), content_id(contents[1])]
+    assert np.all((ids[0] != -1) | (sims[0] == -np.inf)), (sims, ids)

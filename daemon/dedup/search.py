@@ -488,7 +488,8 @@ def _best(queries: np.ndarray, tile: np.ndarray, rows: np.ndarray, k: int) -> tu
     import faiss
 
     sims, found = faiss.knn(queries, tile, min(k, len(tile)), metric=faiss.METRIC_INNER_PRODUCT)
-    return sims, rows[found].astype(np.int32, copy=False)
+    # -1: a slot FAISS could not fill (a NaN cosine); rows[-1] would name the tile's last row instead.
+    return sims, np.where(found >= 0, rows[found], -1).astype(np.int32, copy=False)
 
 
 def _batches(stop: int, size: int, start: int = 0) -> Iterator[np.ndarray]:

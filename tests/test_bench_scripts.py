@@ -1,0 +1,53 @@
+"""The bench/ scripts on their documented usage (`uv run python bench/x.py FOLDER ...`), in fresh interpreters, on
+folders as a user has them: camera JPEGs named *.JPG, a RAW folder holding one file LibRaw cannot open."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import imagegen
+import pytest
+
+pytestmark = pytest.mark.timeout(600)
+
+REPO = Path(__file__).resolve().parent.parent
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+
+
+def run_script(name: str, *args: str) -> subprocess.CompletedProcess:
+    command = [sys.executable, str(REPO / "bench" / name), *args]
+    return subprocess.run(command, capture_output=True, text=True, env=ENV, cwd=REPO, check=False, timeout=540)
+
+
+def test_precision_speed_measures_camera_jpegs_named_upper_case(tiny_siglip2, tmp_path):
+    for i in range(3):  # what a camera writes: IMG_0001.JPG
+        imagegen.photo(i, (320, 240)).save(tmp_path / f"IMG_{i:04d}.JPG", quality=90)
+
+    done = run_script("precision_speed.py", str(tmp_path), "--model", str(tiny_siglip2), "--patches", "64")
+
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["images"] == 3
+    assert set(result["img_s"]["64"]) == {"fp32", "bf16", "int8"}
+
+
+def test_precision_speed_on_a_folder_without_jpegs_says_so_in_one_line(tiny_siglip2, tmp_path):
+    done = run_script("precision_speed.py", str(tmp_path), "--model", str(tiny_siglip2))
+
+    assert done.returncode != 0
+    assert "Traceback" not in done.stderr and "no JPEG" in done.stderr, done.stderr
+
+
+def test_raw_samples_reports_a_raw_file_libraw_cannot_open_in_its_row(tmp_path):
+    (tmp_path / "broken.ARW").write_bytes(os.urandom(5000))  # a truncated copy, a renamed file...
+
+    done = run_script("raw_samples.py", str(tmp_path), "--repeat", "1")
+
+    assert done.returncode == 0, done.stderr
+    [row] = json.loads(done.stdout)["files"]
+    assert row["file"] == "broken.ARW" and row["decoded"] is False and row["ok"] is False
+    assert row["sensor"] is None and row["reason"]
