@@ -619,7 +619,7 @@ class _BenchRun:
                 log.info("naive loop (round %d of %d)", i + 1, repeat)
                 rounds["naive_s"].append(naive.run(self.files.paths)[1])
         out |= _rates(len(self.files.paths), rounds, repeat)
-        out |= core_budget(out)
+        out |= core_budget(out, min(rounds["model_cpu_s"]))  # unrounded: rounds_s keeps milliseconds only
         out["cross_image_cosine"] = cross_cosine(vectors)
         return vectors
 
@@ -655,7 +655,7 @@ def _rates(n: int, rounds: dict[str, list[float]], repeat: int) -> dict[str, Any
     return rates
 
 
-def core_budget(out: dict[str, Any]) -> dict[str, Any]:
+def core_budget(out: dict[str, Any], model_cpu_s: float) -> dict[str, Any]:
     """What one image costs the machine's cores in each stage, and the best rate any pipeline could reach with them.
 
     On the CPU the model, the decode workers and the hash share the same cores, so end to end can never reach model
@@ -664,7 +664,7 @@ def core_budget(out: dict[str, Any]) -> dict[str, Any]:
     of what the cores allow the pipeline delivers. On a GPU the model's CPU cost is only the feeding thread's."""
     n, cores = out["images"], out["cpu_cores"]
     cost = {
-        "model": min(out["rounds_s"]["model_cpu_s"]) / n,
+        "model": model_cpu_s / n,  # the model-only round's CPU seconds, every torch thread counted
         "decode": min(max(1, out["workers"]), cores) / out["decode_img_s"],  # each busy worker holds one core
         "hash": out["bytes"] / n / (out["hash_mb_s_1_thread"] * 1e6),
     }
