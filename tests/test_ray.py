@@ -394,3 +394,11 @@ def test_model_replicas_follow_the_gpus_and_the_model_settings(gpus, cpus, overr
     assert (replicas, per_replica, resources.gpus) == expected
     actor = _actor_config(cfg, resources, per_replica).model
     assert (actor.gpus, actor.threads) == ((None, None) if resources.gpus else (0, per_replica))
+
+
+def test_a_replica_that_resolves_the_preset_otherwise_says_what_to_set():
+    from dedupd.cluster.ray_embed import model_mismatch
+
+    other = model_mismatch("gpu1", "ckpt@abc+fast+patches64", "ckpt@abc+fast+patches64+int8")
+    assert "model.max_patches: 64 instead of model.preset: fast" in other and "gpu1" in other
+    assert "same checkpoint at the same path" in model_mismatch("gpu1", "other@def", "ckpt@abc")

@@ -171,10 +171,7 @@ class ModelReplica:
         self.model = LazyEmbedder(config)
         loaded = self.model.get()  # on the actor's GPU (Ray sets CUDA_VISIBLE_DEVICES), else the CPU
         if loaded.model_id != model_id:
-            raise RuntimeError(
-                f"model on {socket.gethostname()} is {loaded.model_id}, the driver's is {model_id}: "
-                "install the same checkpoint at the same path on every node"
-            )
+            raise RuntimeError(model_mismatch(socket.gethostname(), loaded.model_id, model_id))
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict:
         results = list(batch["result"])
@@ -188,6 +185,19 @@ class ModelReplica:
         # Pixels are not sent back: the driver needs the facts (size, format, capture), not megabytes of patches.
         facts = [_without_pixels(r) for r in results]
         return {"path": batch["path"], "vector": _objects(vectors), "result": _objects(facts)}
+
+
+def model_mismatch(host: str, theirs: str, ours: str) -> str:
+    """Why a replica refuses to embed: another checkpoint, or the same one resolved to other settings (the fast
+    preset decides int8 or bf16 by the machine: a driver without a GPU or AMX and GPU workers disagree)."""
+    if theirs.split("+")[0] != ours.split("+")[0]:
+        where = "install the same checkpoint at the same path on every node"
+        return f"model on {host} is {theirs}, the driver's is {ours}: {where}"
+    return (
+        f"model on {host} resolves to {theirs}, the driver's to {ours}: the fast preset takes int8 on a CPU without "
+        "AMX and bf16 on a GPU; where the driver and the workers differ, set model.max_patches: 64 instead of "
+        "model.preset: fast"
+    )
 
 
 def _without_pixels(result: Decoded | Failed) -> Decoded | Failed:
