@@ -20,47 +20,17 @@ def paths(entries):
     return sorted(e.path for e in entries)
 
 
+IMAGE_NAMES = ("a.JPG", "b.jpeg", "c.png", "d.BMP", "e.webp", "f.tif", "g.TIFF", "h.heic", "i.HEIF", "j.avif", "k.gif")
+RAW_NAMES = ("raw.cr2", "l.NEF")
+# Not pictures: text, no extension, and the companions (sidecar, Live Photo video, Takeout JSON) of a.JPG.
+OTHER_NAMES = ("notes.txt", "noext", "a.JPG.xmp", "a.MOV", "a.JPG.json")
+
+
 def test_extensions_any_case_and_non_images_skipped(tmp_path):
-    for name in (
-        "a.JPG",
-        "b.jpeg",
-        "c.png",
-        "d.BMP",
-        "e.webp",
-        "f.tif",
-        "g.TIFF",
-        "h.heic",
-        "i.HEIF",
-        "j.avif",
-        "k.gif",
-        "notes.txt",
-        "raw.cr2",
-        "l.NEF",
-        "noext",
-        "a.JPG.xmp",
-        "a.MOV",
-        "a.JPG.json",
-    ):
+    for name in IMAGE_NAMES + RAW_NAMES + OTHER_NAMES:
         touch(tmp_path / name)
     found = {os.path.basename(p) for p in paths(scan([b(tmp_path)]))}
-    assert found == {
-        n.encode()
-        for n in (
-            "a.JPG",
-            "b.jpeg",
-            "c.png",
-            "d.BMP",
-            "e.webp",
-            "f.tif",
-            "g.TIFF",
-            "h.heic",
-            "i.HEIF",
-            "j.avif",
-            "k.gif",
-            "raw.cr2",
-            "l.NEF",
-        )
-    }
+    assert found == {n.encode() for n in IMAGE_NAMES + RAW_NAMES}
 
 
 def test_nas_metadata_never_indexed(tmp_path):
