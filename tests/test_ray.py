@@ -246,6 +246,61 @@ def test_ray_scan_gives_the_local_groups_cosines_and_vectors(ray_runtime, refere
     assert " 0 embedded" in lines[0]
 
 
+def test_the_cluster_embeds_while_hashing_goes_on_and_the_driver_holds_a_bounded_number(
+    ray_runtime, tiny_siglip2, tmp_path
+):
+    from dedupd.cluster.ray_embed import RayCluster, RayEmbed
+    from dedupd.ingest.pipeline import Counters, Work
+    from dedupd.store import FileRecord
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    paths = [photos / f"p{i:02}.jpg" for i in range(48)]
+    for i, path in enumerate(paths):
+        imagegen.photo(i, (96, 72)).save(path, quality=90)
+    cfg = config_for(tmp_path / "store", tiny_siglip2, "local")
+    handed = 0
+
+    def hashed():  # the plan stage's carriers, one at a time as hashing yields them
+        nonlocal handed
+        for i, path in enumerate(paths):
+            handed += 1
+            yield Work(FileRecord.of(b(path), b(photos), path.stat(), content=f"c{i}"), carrier=True)
+
+    embed = RayEmbed(RayCluster("local"), cfg, commands.model_identity(cfg.model), in_flight=20)
+    assert embed.bound() == 20  # two decode blocks (8) and two model batches (2) fit: not raised
+    counters = Counters()
+    answered, first, most = 0, 0, 0
+    for work in embed.stage(counters)(hashed()):
+        assert work.vector is not None and work.record.width == 96
+        answered += 1
+        first = first or handed
+        most = max(most, handed - answered)
+    assert answered == counters.embedded == len(paths)
+    assert first <= 21 < len(paths)  # the first vector came back while hashing had files left to yield
+    assert most <= 21  # the bound, plus the one file the feeder holds while it waits for room
+
+
+def test_the_bound_on_files_in_flight_waits_for_answers_and_doubles_when_none_come():
+    from dedupd.cluster.ray_embed import _InFlight
+    from dedupd.ingest.pipeline import Work
+    from dedupd.store import FileRecord
+
+    def work(i: int) -> Work:
+        return Work(FileRecord(f"/p/{i}".encode(), b"/p", 1, 1, 1, i), carrier=True)
+
+    held = _InFlight(2, stall_s=0.3)
+    assert held.admit(work(0), lambda: False) and held.admit(work(1), lambda: False) and held.full()
+    threading.Timer(0.1, held.answer, args=(b"/p/0",)).start()
+    began = time.monotonic()
+    assert held.admit(work(2), lambda: False)  # waited for the answer, not for the stall
+    assert time.monotonic() - began < 0.3 and held.bound == 2
+    began = time.monotonic()
+    assert held.admit(work(3), lambda: False)  # nothing answered (say, a block lost): after the stall, room doubles
+    assert time.monotonic() - began >= 0.3 and held.bound == 4
+    assert not held.admit(work(4), lambda: True) and b"/p/4" not in held.works  # given up: not held
+
+
 def test_a_busy_ray_worker_killed_mid_run_changes_nothing(ray_runtime, reference, tiny_siglip2, tmp_path):
     lib, groups, _, _ = reference
     cfg = config_for(tmp_path / "store", tiny_siglip2, "local")
@@ -371,8 +426,7 @@ def test_the_daemon_embeds_its_first_reconcile_on_ray_and_later_changes_here(
             thread.join(60)
     assert exit_codes == [0]
     on_ray = [r.getMessage() for r in caplog.records if "on the Ray cluster" in r.getMessage()]
-    carriers = len(local_vectors) + len(lib.unreadable)  # the truncated file too: the cluster found it unreadable
-    assert len(on_ray) == 1 and on_ray[0].startswith(f"embedding {carriers} images")  # the late one: embedded here
+    assert len(on_ray) == 1 and on_ray[0].startswith("embedding new images")  # one pass; the late one: embedded here
 
 
 @pytest.mark.parametrize(

@@ -7,6 +7,11 @@ land in the same store under the same (content, model) keys, committed every sca
 Store (the one writer, under the writer lock); a killed driver loses at most what was in flight, and a rerun finds
 the committed contents in the store and embeds only the rest.
 
+The cluster starts on the first carrier hashing yields, not after the whole tree is hashed: the stage hands each
+carrier's path to a FeedQueue actor as it arrives, and the dataset's one read task (FeedSource) takes them from
+there, so hashing on the driver and embedding on the cluster overlap and one dataset (one model load) serves the
+whole pass. The driver holds at most a bounded number of carriers waiting for their answer (_InFlight).
+
 The workers run the same code as the local path: ingest.decode_pool.decode_for_model (decode, then the model's
 preprocessing) in the tasks, model.loader.LazyEmbedder in the actors. They must read the photos at the same paths
 (a shared filesystem mounted alike on every node) and have dedupd installed.
@@ -24,12 +29,16 @@ Only this package imports ray; nothing reaches it unless a Ray address is config
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import functools
 import logging
 import os
+import queue
 import socket
 import threading
 import warnings
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from typing import Any
@@ -40,8 +49,11 @@ import numpy as np
 # (slow, and wrong on a cluster): dedupd's workers use the environment installed on each node.
 os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
 
+import pyarrow as pa  # noqa: E402
 import ray  # noqa: E402 - after the environment switch above, which Ray reads at import
 import ray.data  # noqa: E402
+from ray.data.block import BlockMetadata  # noqa: E402
+from ray.data.datasource import Datasource, ReadTask  # noqa: E402
 
 from dedupd.config import Config
 from dedupd.errors import ClusterError
@@ -60,6 +72,13 @@ PROBE_WINDOW = 256  # one-file decode probes in flight at once while finding a f
 DIED_ON_CLUSTER = "decoder process died on the cluster (corrupt or hostile file)"
 GPU_BATCH = 128  # per model replica, as the local path's default per GPU
 CPU_BATCH = 16
+FEED_WAIT_S = 1.0  # how long the read task waits on an empty feed before it asks again
+CLOSE_AGAIN_S = 2.0  # a feed actor restarted after its close forgot it: the driver closes it again this often
+STALL_S = 120.0  # nothing answered for this long while the driver holds its most: the bound doubles (_InFlight)
+OUT_QUEUE = 64  # items waiting for the stage's consumer (the commit stage), from the feeder and the stream
+# Every block leaves its task as soon as it is made. Ray Data otherwise gathers a task's blocks up to 128 MiB, and
+# the feed's read task, which runs for the whole pass, would hand on nothing until hashing ended.
+BLOCK_BYTES = 1
 
 
 @dataclass(frozen=True)
@@ -164,6 +183,69 @@ def decode_probe(path: bytes, decode: DecodeFn, draft_side: int | None, max_pixe
 _probe = ray.remote(num_cpus=1, max_retries=DECODE_RETRIES)(decode_probe)
 
 
+class FeedQueue:
+    """A Ray actor: the carriers' paths the driver has handed on, waiting for the dataset's read task.
+
+    An async actor may run calls out of their submission order, so `close` says how many paths were put in all and
+    the feed ends only once that many have arrived. Restarted after its process was killed, it starts empty and can
+    no longer count: the paths it held get no answer and are decoded again after the pass (RayEmbed._leftovers), its
+    next close is final, and the driver repeats `close` until its stream ends."""
+
+    def __init__(self) -> None:
+        self.paths: deque[bytes] = deque()
+        self.received = 0
+        self.total: int | None = None  # how many the driver put in all, once it has closed the feed
+        self.restarted = ray.get_runtime_context().was_current_actor_reconstructed
+        self.ready = asyncio.Event()
+
+    async def put(self, paths: list[bytes]) -> None:
+        self.paths.extend(paths)
+        self.received += len(paths)
+        self.ready.set()
+
+    async def close(self, total: int) -> None:
+        self.total = total
+        self.ready.set()
+
+    async def take(self, count: int, wait: float) -> list[bytes] | None:
+        """Up to `count` paths; [] when none came within `wait` seconds; None once closed and drained."""
+        if not self.paths and not self._closed():
+            self.ready.clear()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self.ready.wait(), wait)
+        if not self.paths:
+            return None if self._closed() else []
+        return [self.paths.popleft() for _ in range(min(count, len(self.paths)))]
+
+    def _closed(self) -> bool:
+        return self.total is not None and (self.restarted or self.received >= self.total)
+
+
+# num_cpus=0: it only moves paths. Restarted and its calls retried if its process dies (see the class).
+_FeedActor = ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)(FeedQueue)
+
+
+def read_feed(feed: Any) -> Iterator[pa.Table]:
+    """The dataset's one read task: the feed's paths as they come, a block of at most DECODE_BATCH, until it closes."""
+    while (paths := ray.get(feed.take.remote(DECODE_BATCH, FEED_WAIT_S))) is not None:
+        if paths:
+            yield pa.table({"path": pa.array(paths, pa.binary())})
+
+
+class FeedSource(Datasource):
+    """A Ray Data source that reads a FeedQueue: a dataset whose rows are not known when it starts."""
+
+    def __init__(self, feed: Any):
+        self.feed = feed
+
+    def estimate_inmemory_data_size(self) -> None:
+        return None
+
+    def get_read_tasks(self, parallelism: int, per_task_row_limit: int | None = None, data_context: Any = None) -> list:
+        feed, unknown = self.feed, BlockMetadata(num_rows=None, size_bytes=None, input_files=None, exec_stats=None)
+        return [ReadTask(lambda: read_feed(feed), unknown)]
+
+
 class ModelReplica:
     """A Ray Data actor: one model replica (one GPU, or CPU threads), loaded once, restarted by Ray if killed."""
 
@@ -227,25 +309,30 @@ class RayEmbed:
         model_id: str,
         stop: threading.Event | None = None,
         decode: DecodeFn = decode_for_model,
+        in_flight: int | None = None,
     ):
         self.cluster, self.config, self.model_id, self.stop, self.decode = cluster, config, model_id, stop, decode
+        self.in_flight = in_flight  # the most carriers held waiting for an answer; None: sized to the cluster
 
     def stage(self, counters: pipeline.Counters) -> pipeline.Stage:
         def ray_embed(items: Iterable[pipeline.Work]) -> Iterator[pipeline.Work]:
-            carriers: dict[bytes, pipeline.Work] = {}
-            for work in items:
-                if pipeline.needs_decode(work):
-                    carriers[work.record.path] = work
-                else:
-                    yield work  # unchanged, reused or unreadable: committed at once, no cluster work
-            if carriers:
-                yield from self._embed(carriers, counters)
+            flow = _Flow(self)
+            for kind, payload in flow.run(items):
+                if kind == _PASS:
+                    yield payload  # unchanged, reused, unreadable, or not handed on: committed at once
+                    continue
+                for path, vector, result in payload:
+                    work = flow.waiting.answer(bytes(path))
+                    if work is not None:  # None: a retried task's second answer for a file already handed on
+                        yield _settled(work, vector, result, counters)
+            yield from self._leftovers(flow.waiting.works, counters)
 
         return ray_embed
 
-    def _embed(self, carriers: dict[bytes, pipeline.Work], counters: pipeline.Counters) -> Iterator[pipeline.Work]:
-        yield from self._stream(carriers, counters)
-        if carriers and not self._stopped():
+    def _leftovers(self, carriers: dict[bytes, pipeline.Work], counters: pipeline.Counters) -> Iterator[pipeline.Work]:
+        """The carriers the pass left without an answer: a file that kills its decoder is blamed, the others get a
+        second pass; what is still left stays pending."""
+        if carriers and not self.stopped():
             guilty = self._guilty(list(carriers))
             if guilty is not None:
                 yield from (_settled(carriers.pop(p), b"", Failed(DIED_ON_CLUSTER), counters) for p in guilty)
@@ -259,17 +346,18 @@ class RayEmbed:
         yield from carriers.values()  # pending: committed as such, carried again next run
 
     def _stream(self, carriers: dict[bytes, pipeline.Work], counters: pipeline.Counters) -> Iterator[pipeline.Work]:
-        """One pass of the carriers through decode tasks and model replicas; each file answered leaves `carriers`."""
-        if not carriers or self._stopped():
+        """A pass over carriers known in advance; each file answered leaves `carriers`."""
+        if not carriers or self.stopped():
             return
-        dataset = self._dataset(list(carriers))
-        for batch in dataset.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=1):
+        paths = list(carriers)
+        blocks = max(1, min(len(paths) // DECODE_BATCH, 10_000))
+        listed = ray.data.from_items([{"path": p} for p in paths], override_num_blocks=blocks)
+        for batch in self.embedding(listed, f"{len(paths)} images").iter_batches(**ITERATION):
             for path, vector, result in zip(batch["path"], batch["vector"], batch["result"]):
                 work = carriers.pop(bytes(path), None)
-                if work is None:
-                    continue  # a retried task's second answer for a file already handed on
-                yield _settled(work, vector, result, counters)
-            if self._stopped():
+                if work is not None:
+                    yield _settled(work, vector, result, counters)
+            if self.stopped():
                 break
 
     def _guilty(self, paths: list[bytes]) -> list[bytes] | None:
@@ -290,45 +378,216 @@ class RayEmbed:
             )
             return None
 
-    def _stopped(self) -> bool:
+    def stopped(self) -> bool:
         return self.stop is not None and self.stop.is_set()
 
-    def _dataset(self, paths: list[bytes]) -> ray.data.Dataset:
+    def fed(self, feed: Any) -> ray.data.Dataset:
+        """The dataset of one pass whose paths arrive through `feed` while it runs (see FeedSource)."""
+        # num_cpus=0: the read task only moves paths, and differing resources keep Ray Data from fusing it with the
+        # decode tasks, which would decode everything in this one long task.
+        source = ray.data.read_datasource(FeedSource(feed), override_num_blocks=1, num_cpus=0)
+        return self.embedding(source, "new images as hashing finds them")
+
+    def embedding(self, source: ray.data.Dataset, what: str) -> ray.data.Dataset:
+        """`source` (rows of paths) through the decode tasks and the model replicas: rows of path, vector, facts."""
         settings = embedder_settings(self.config.model)
         draft_side, spec = load_processing(settings)
         resources = usable(self.cluster.resources(), self.config)
         replicas, per_replica = _replicas(resources, self.config)
         log.info(
-            "embedding %d images on the Ray cluster (%d nodes, %d GPUs, %d CPUs): %d model replicas",
-            len(paths),
+            "embedding %s on the Ray cluster (%d nodes, %d GPUs, %d CPUs): %d model replicas",
+            what,
             resources.nodes,
             resources.gpus,
             resources.cpus,
             replicas,
         )
+        source.context.target_max_block_size = BLOCK_BYTES
         actor_config = _actor_config(self.config, resources, per_replica)
-        batch = self.config.model.batch_size or (GPU_BATCH if resources.gpus else CPU_BATCH)
-        blocks = max(1, min(len(paths) // DECODE_BATCH, 10_000))
+        decode = functools.partial(
+            decode_batch,
+            decode=self.decode,
+            draft_side=draft_side,
+            max_pixels=self.config.scan.max_pixels,
+            spec=spec,
+        )
         with warnings.catch_warnings():
             # max_retries is not yet a named map_batches parameter in Ray 2.60; ray_remote_args still carry it.
             warnings.simplefilter("ignore", DeprecationWarning)
-            dataset: ray.data.Dataset = ray.data.from_items([{"path": p} for p in paths], override_num_blocks=blocks)
-            decode = functools.partial(
-                decode_batch,
-                decode=self.decode,
-                draft_side=draft_side,
-                max_pixels=self.config.scan.max_pixels,
-                spec=spec,
-            )
-            dataset = dataset.map_batches(decode, batch_size=DECODE_BATCH, num_cpus=1, max_retries=DECODE_RETRIES)
-            return dataset.map_batches(
-                ModelReplica,
-                batch_size=batch,
-                compute=ray.data.ActorPoolStrategy(min_size=1, max_size=replicas),
-                num_gpus=1 if resources.gpus else 0,
-                num_cpus=1 if resources.gpus else per_replica,
-                fn_constructor_kwargs={"config": actor_config, "model_id": self.model_id},
-            )
+            decoded = source.map_batches(decode, batch_size=DECODE_BATCH, num_cpus=1, max_retries=DECODE_RETRIES)
+        return decoded.map_batches(
+            ModelReplica,
+            batch_size=self.batch_size(resources),
+            compute=ray.data.ActorPoolStrategy(min_size=1, max_size=replicas),
+            num_gpus=1 if resources.gpus else 0,
+            num_cpus=1 if resources.gpus else per_replica,
+            fn_constructor_kwargs={"config": actor_config, "model_id": self.model_id},
+        )
+
+    def batch_size(self, resources: Resources) -> int:
+        return self.config.model.batch_size or (GPU_BATCH if resources.gpus else CPU_BATCH)
+
+    def bound(self) -> int:
+        """The most carriers the driver holds waiting for an answer: four times what the cluster can hold in its
+        decode tasks and model batches, at least 1024; never fewer than two of each stage's batches, or a batch
+        could wait for files the driver does not hand on."""
+        resources = usable(self.cluster.resources(), self.config)
+        replicas, _ = _replicas(resources, self.config)
+        batch = self.batch_size(resources)
+        floor = 2 * (DECODE_BATCH + batch)
+        if self.in_flight is not None:
+            return max(floor, self.in_flight)
+        return max(floor, 1024, 4 * (resources.cpus * DECODE_BATCH + replicas * batch))
+
+
+ITERATION: dict[str, Any] = {"batch_size": None, "batch_format": "numpy", "prefetch_batches": 1}
+_PASS, _ANSWERS, _ERROR, _FED, _STREAMED = "pass", "answers", "error", "fed", "streamed"
+
+
+class _InFlight:
+    """The carriers handed to the cluster and not yet answered, by path: at most `bound` at once, so the driver
+    holds a bounded number however far hashing runs ahead of the cluster. A carrier whose block failed every retry
+    keeps its place until the pass ends (the answers never say which were lost), so when nothing at all is answered
+    for `stall_s` while the driver waits, the bound doubles rather than waiting for ever (a model still loading
+    answers nothing for a while too: it costs only memory)."""
+
+    def __init__(self, bound: int, stall_s: float = STALL_S) -> None:
+        self.works: dict[bytes, pipeline.Work] = {}
+        self.bound, self.stall_s = bound, stall_s
+        self.answers = 0
+        self.changed = threading.Condition()
+
+    def full(self) -> bool:
+        return len(self.works) >= self.bound
+
+    def admit(self, work: pipeline.Work, give_up: Callable[[], bool]) -> bool:
+        """Wait for room, then hold `work`; False, holding nothing, once give_up() says so."""
+        with self.changed:
+            seen = self.answers
+            while self.full() and not give_up():
+                if not self.changed.wait(self.stall_s) and self.answers == seen:
+                    self.bound *= 2
+                    log.debug("nothing answered for %.0f s: holding up to %d files", self.stall_s, self.bound)
+                seen = self.answers
+            if give_up():
+                return False
+            self.works[work.record.path] = work
+            return True
+
+    def answer(self, path: bytes) -> pipeline.Work | None:
+        with self.changed:
+            self.answers += 1
+            self.changed.notify_all()
+            return self.works.pop(path, None)
+
+
+class _Flow:
+    """One streaming pass on the driver, in three threads. A feeder takes the pipeline's items as hashing yields
+    them: carriers go to the cluster through a FeedQueue, the rest straight on. A streamer iterates the dataset.
+    The stage's own thread (run) hands both on in arrival order. Nothing reaches the cluster until the first carrier
+    does, so a run with nothing to embed starts no dataset."""
+
+    def __init__(self, embed: RayEmbed):
+        self.embed = embed
+        self.waiting = _InFlight(0)  # sized when the stream starts
+        self.out: queue.Queue = queue.Queue(OUT_QUEUE)
+        self.abort = threading.Event()  # the stage's consumer has gone: the threads drop what they hold and end
+        self.streamed = threading.Event()
+        self.feed: Any = None
+        self.batch: list[bytes] = []  # paths held until a block's worth is ready, or the feeder would wait
+        self.shipped = 0
+        self.closing = False  # the feeder has handed on all it will
+
+    def run(self, items: Iterable[pipeline.Work]) -> Iterator[tuple[str, Any]]:
+        feeder = threading.Thread(target=self._feed, args=(items,), daemon=True, name="ray-feed")
+        feeder.start()
+        try:
+            yield from self._events()
+        finally:
+            self.abort.set()
+            feeder.join(timeout=5)
+            if self.feed is not None:
+                ray.kill(self.feed)
+
+    def _events(self) -> Iterator[tuple[str, Any]]:
+        fed = streamed = False
+        while not (fed and (streamed or self.feed is None)):  # the feeder starts any stream before it says "fed"
+            kind, payload = self.out.get()
+            if kind == _ERROR:
+                raise payload
+            fed, streamed = fed or kind == _FED, streamed or kind == _STREAMED
+            if kind in (_PASS, _ANSWERS):
+                yield kind, payload
+
+    def _feed(self, items: Iterable[pipeline.Work]) -> None:
+        try:
+            for work in items:
+                if self.abort.is_set():
+                    return
+                if not (pipeline.needs_decode(work) and self._hand_on(work)):
+                    self._put(_PASS, work)
+            self._ship()
+        except BaseException as exc:  # noqa: BLE001 - handed to the stage's thread, which raises it
+            self._put(_ERROR, exc)
+        finally:
+            self._close()
+            self._put(_FED, None)
+
+    def _hand_on(self, work: pipeline.Work) -> bool:
+        if self.feed is None:
+            self._start()
+        if self.waiting.full():
+            self._ship()  # what is held could be what the cluster waits for
+        if not self.waiting.admit(work, self._ended):
+            return False  # left pending for the next run
+        self.batch.append(work.record.path)
+        if len(self.batch) >= DECODE_BATCH:
+            self._ship()
+        return True
+
+    def _ended(self) -> bool:
+        """Stopped, the consumer gone, or the stream over before the feed closed (its read task failed): files
+        handed on now would get no answer."""
+        return self.abort.is_set() or self.embed.stopped() or self.streamed.is_set()
+
+    def _start(self) -> None:
+        self.waiting.bound = self.embed.bound()
+        self.feed = _FeedActor.remote()
+        threading.Thread(target=self._stream, daemon=True, name="ray-stream").start()
+
+    def _ship(self) -> None:
+        if self.batch:
+            self.feed.put.remote(self.batch)  # not waited for: `close` counts what arrived (see FeedQueue)
+            self.shipped += len(self.batch)
+            self.batch = []
+
+    def _close(self) -> None:
+        """Close the feed, again every CLOSE_AGAIN_S until the stream ends (a restarted feed forgot it)."""
+        self.closing = True
+        while self.feed is not None and not self.abort.is_set():
+            self.feed.close.remote(self.shipped)
+            if self.streamed.wait(CLOSE_AGAIN_S):
+                return
+
+    def _stream(self) -> None:
+        try:
+            for batch in self.embed.fed(self.feed).iter_batches(**ITERATION):
+                rows = list(zip(batch["path"], batch["vector"], batch["result"]))
+                if not self._put(_ANSWERS, rows) or self.embed.stopped():
+                    return
+            if not self.closing:
+                log.warning(
+                    "the dataset on the cluster ended before hashing did (its read task failed): the files "
+                    "not yet handed on stay pending for the next run"
+                )
+        except BaseException as exc:  # noqa: BLE001 - handed to the stage's thread, which raises it
+            self._put(_ERROR, exc)
+        finally:
+            self.streamed.set()
+            self._put(_STREAMED, None)
+
+    def _put(self, kind: str, payload: object) -> bool:
+        return pipeline.put_unless_stopped(self.out, (kind, payload), self.abort)
 
 
 def usable(resources: Resources, config: Config) -> Resources:

@@ -101,16 +101,18 @@ def _threaded(source: Iterable, stages: Sequence[Stage], maxsize: int, tick: Cal
 def _feed(items: Iterable, out: queue.Queue, errors: list[BaseException], stop: threading.Event) -> None:
     try:
         for item in items:
-            if not _put(out, item, stop):
+            if not put_unless_stopped(out, item, stop):
                 return
     except BaseException as exc:  # noqa: BLE001 - handed to the consumer thread, which re-raises it
         errors.append(exc)
         stop.set()
     finally:
-        _put(out, _END, stop)
+        put_unless_stopped(out, _END, stop)
 
 
-def _put(out: queue.Queue, item: object, stop: threading.Event) -> bool:
+def put_unless_stopped(out: queue.Queue, item: object, stop: threading.Event) -> bool:
+    """Put into a bounded queue, waiting while it is full; False (nothing put) once `stop` is set, so a thread
+    feeding a consumer that has gone never blocks for ever."""
     while not stop.is_set():
         try:
             out.put(item, timeout=0.2)
