@@ -65,6 +65,7 @@ from dedupd.model.runtime import load_processing
 
 log = logging.getLogger("dedupd")
 RAY_DATA_LOGGER = "ray.data"
+RAY_DATA_PROGRESS_LOGGER = "ray.data._internal.progress"  # warns, once a process, that the bars we turn off are off
 
 DECODE_BATCH = 8  # files per decode task call: small, so a file that kills its worker costs few retries
 DECODE_RETRIES = 3  # a worker killed under a decode task: retried; one file that kills it every time: blamed
@@ -160,7 +161,8 @@ def _quiet_ray_data() -> None:
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False
     context.max_errored_blocks = -1  # a batch that failed every retry: skipped, its files decoded again one by one
-    logging.getLogger(RAY_DATA_LOGGER).setLevel(logging.WARNING)  # Ray's own logger, not ours
+    logging.getLogger(RAY_DATA_LOGGER).setLevel(logging.WARNING)  # Ray's own loggers, not ours
+    logging.getLogger(RAY_DATA_PROGRESS_LOGGER).setLevel(logging.ERROR)
 
 
 # --- the work on the cluster --------------------------------------------------------------------------------------
