@@ -353,6 +353,25 @@ def test_a_file_that_kills_its_decode_worker_is_the_only_one_blamed(
     assert groups_of(json.loads(report.read_text()), photos) == groups
 
 
+def test_a_stop_ends_the_search_for_files_that_kill_their_decoder(ray_runtime, tiny_siglip2, tmp_path):
+    from ray import cloudpickle
+
+    from dedupd.cluster.ray_embed import PROBE_WINDOW, RayCluster, RayEmbed
+
+    crashes = [b(tmp_path / f"crash_{i}.jpg") for i in range(PROBE_WINDOW + 1)]  # two windows; never opened
+    cfg = config_for(tmp_path / "store", tiny_siglip2, "local")
+    stop = threading.Event()
+    embed = RayEmbed(RayCluster("local"), cfg, commands.model_identity(cfg.model), stop, crashing.decode_or_die)
+    cloudpickle.register_pickle_by_value(crashing)
+    try:
+        stop.set()
+        assert embed._guilty(crashes) == []  # stopped before the first window: nothing probed, nobody blamed
+        stop.clear()
+        assert embed._guilty(crashes[-1:]) == crashes[-1:]  # the same probe, not stopped: the file is found
+    finally:
+        cloudpickle.unregister_pickle_by_value(crashing)
+
+
 def kill_a_busy_worker(killed: list[str], timeout: float = 240) -> None:
     """SIGKILL the first ray:: worker of this session seen running one of dedupd's batches (its process title names
     the task while it runs, and reads IDLE between tasks)."""

@@ -365,20 +365,26 @@ class RayEmbed:
     def _guilty(self, paths: list[bytes]) -> list[bytes] | None:
         """The files whose own decode task, one file per task and no model involved, died on every retry: a worker
         lost to a file, told apart from one lost to a model replica's death in the same pipeline. None when Ray
-        itself failed and cannot tell."""
+        itself failed and cannot tell. A stop ends the search between windows: those found so far are blamed, and
+        the files not probed stay pending."""
         log.info(
             "%d files got no answer from the cluster: decoding each alone to find any that kills its worker", len(paths)
         )
         draft_side, spec = load_processing(embedder_settings(self.config.model))
         args = (self.decode, draft_side, self.config.scan.max_pixels, spec)
+        guilty: list[bytes] = []
         try:
-            return [path for window in _windows(paths, PROBE_WINDOW) for path in _probe_window(window, args)]
+            for window in _windows(paths, PROBE_WINDOW):
+                if self.stopped():
+                    break
+                guilty += _probe_window(window, args)
         except ray.exceptions.RayError as exc:
             log.warning(
                 "the cluster failed while finding the files that kill their decoder (%s): none is blamed",
                 _first_line(exc),
             )
             return None
+        return guilty
 
     def stopped(self) -> bool:
         return self.stop is not None and self.stop.is_set()
