@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from dedupd.faults import fault_point
 from dedupd.ingest.decode import Decoded
 from dedupd.ingest.decode_pool import DecodeFn, DecodePool, Failed, decode_for_model
 from dedupd.ingest.hashing import content_hash
@@ -512,6 +513,7 @@ def _flush(
             np.stack([vector for _, vector in embedded]),
             [facts_of(w.record) for w, _ in embedded],
         )
+        fault_point("after-vectors")  # vectors stored, their file rows and the pair search not yet
         counters.new_contents.extend(w.record.content for w, _ in embedded)
     followers = [f for w in carriers for f in book.resolve(w.record)]
     records = [w.record for w in pending if w.fresh] + followers

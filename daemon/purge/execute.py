@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, replace
 
 from dedupd.dedup.companions import other_claimants
 from dedupd.dedup.groups import Rules
+from dedupd.faults import fault_point
 from dedupd.ingest.hashing import fd_hash
 from dedupd.paths import inside_any
 from dedupd.purge.evidence import Evidence, KeeperProof, Refused, open_regular
@@ -166,21 +167,6 @@ def _intent(ctx: PurgeContext, item: PurgeItem, record: FileRecord, dest: bytes,
 def _finish(ctx: PurgeContext, entry: Entry | None, state: str, reason: str = "") -> None:
     if ctx.journal is not None and entry is not None:
         ctx.journal.finish(entry, state, reason)
-
-
-def fault_point(name: str) -> None:
-    """Fault injection for the crash tests: DEDUPD_FAULT=NAME:N kills this process with SIGKILL at the Nth pass."""
-    spec = os.environ.get("DEDUPD_FAULT", "")
-    if not spec.startswith(name + ":"):
-        return
-    _FAULT_COUNTS[name] = _FAULT_COUNTS.get(name, 0) + 1
-    if _FAULT_COUNTS[name] >= int(spec.split(":")[1]):
-        import signal
-
-        os.kill(os.getpid(), signal.SIGKILL)
-
-
-_FAULT_COUNTS: dict[str, int] = {}
 
 
 # --- checks ----------------------------------------------------------------------------------------------------
