@@ -152,18 +152,12 @@ def test_kill_9_during_bulk_embed_then_restart_gives_the_same_store(tmp_path, ti
     assert stop(ref)[0] == 0
     # The interrupted one.
     cfg = write_config(tmp_path / "c.yaml", tmp_path / "store", [root], tiny_siglip2)
-    proc = start(cfg)
+    # Killed at its first commit of vectors (a step, not a moment polled from here, which a fast machine outruns).
+    proc = start(cfg, {"DEDUPD_FAULT": "after-vectors:1"})
     try:
-        wait_for(
-            lambda: (
-                (tmp_path / "store" / "vectors.lance").exists()
-                and Store.open(tmp_path / "store").row_counts()["vectors"] > 0
-            ),
-            what="a first commit",
-        )
-        proc.kill()
-        proc.wait(30)
-        assert Store.open(tmp_path / "store").row_counts()["vectors"] < 40, "killed too late to test a resume"
+        proc.communicate(timeout=240)
+        assert proc.returncode == -signal.SIGKILL
+        assert 0 < Store.open(tmp_path / "store").row_counts()["vectors"] < 40
         proc = start(cfg)
         wait_for(lambda: (tmp_path / "store" / "report.json").exists(), what="the resumed run")
         assert stop(proc)[0] == 0
