@@ -251,22 +251,17 @@ def test_the_cluster_embeds_while_hashing_goes_on_and_the_driver_holds_a_bounded
     ray_runtime, tiny_siglip2, tmp_path
 ):
     from dedupd.cluster.ray_embed import RayCluster, RayEmbed
-    from dedupd.ingest.pipeline import Counters, Work
-    from dedupd.store import FileRecord
+    from dedupd.ingest.pipeline import Counters
 
-    photos = tmp_path / "photos"
-    photos.mkdir()
-    paths = [photos / f"p{i:02}.jpg" for i in range(48)]
-    for i, path in enumerate(paths):
-        imagegen.photo(i, (96, 72)).save(path, quality=90)
+    paths = carriers(tmp_path / "photos", 48)
     cfg = config_for(tmp_path / "store", tiny_siglip2, "local")
     handed = 0
 
-    def hashed():  # the plan stage's carriers, one at a time as hashing yields them
+    def hashed():
         nonlocal handed
-        for i, path in enumerate(paths):
+        for work in hashing(paths):
             handed += 1
-            yield Work(FileRecord.of(b(path), b(photos), path.stat(), content=f"c{i}"), carrier=True)
+            yield work
 
     embed = RayEmbed(RayCluster("local"), cfg, commands.model_identity(cfg.model), in_flight=20)
     assert embed.bound() == 20  # two decode blocks (8) and two model batches (2) fit: not raised
@@ -280,6 +275,79 @@ def test_the_cluster_embeds_while_hashing_goes_on_and_the_driver_holds_a_bounded
     assert answered == counters.embedded == len(paths)
     assert first <= 21 < len(paths)  # the first vector came back while hashing had files left to yield
     assert most <= 21  # the bound, plus the one file the feeder holds while it waits for room
+
+
+def carriers(photos: Path, count: int) -> list[Path]:
+    """`count` small photos in `photos`, as the plan stage's carriers would name them."""
+    photos.mkdir()
+    paths = [photos / f"p{i:02}.jpg" for i in range(count)]
+    for i, path in enumerate(paths):
+        imagegen.photo(i, (96, 72)).save(path, quality=90)
+    return paths
+
+
+def hashing(paths: list[Path]):
+    """The plan stage's carriers, one at a time as hashing yields them."""
+    from dedupd.ingest.pipeline import Work
+    from dedupd.store import FileRecord
+
+    for i, path in enumerate(paths):
+        yield Work(FileRecord.of(b(path), b(path.parent), path.stat(), content=f"c{i}"), carrier=True)
+
+
+def test_the_read_task_killed_mid_run_is_retried_without_losing_a_file(ray_runtime, tiny_siglip2, tmp_path, caplog):
+    from dedupd.cluster.ray_embed import RayCluster, RayEmbed
+    from dedupd.ingest.pipeline import Counters
+
+    paths = carriers(tmp_path / "photos", 40)
+    cfg = config_for(tmp_path / "store", tiny_siglip2, "local")
+    embed = RayEmbed(RayCluster("local"), cfg, commands.model_identity(cfg.model))
+    counters, killed = Counters(), list[int]()
+
+    def hashed_then_kill():
+        for i, work in enumerate(hashing(paths)):
+            if i == 24:  # 24 rows read, most answered, more to come: the read task waits for them, and is killed
+                wait_for(lambda: counters.embedded >= 16, 120, "the first rows' answers")
+                killed.extend(p for p, title in ray_workers() if "ReadFeedSource" in title)
+                os.kill(killed[0], signal.SIGKILL)
+            yield work
+
+    with caplog.at_level("INFO", logger="dedupd"):
+        answered = list(embed.stage(counters)(hashed_then_kill()))
+    assert len(killed) == 1, "no read task was running to kill"
+    assert len(answered) == counters.embedded == len(paths) and all(w.vector is not None for w in answered)
+    # Ray Data retried the read task and it read the same rows again: no file waited for an answer that never came.
+    assert not [r for r in caplog.records if "got no answer" in r.getMessage()]
+
+
+def test_closing_the_stage_while_the_feeder_waits_for_room_ends_its_threads(ray_runtime, tiny_siglip2, tmp_path):
+    from dedupd.cluster.ray_embed import RayCluster, RayEmbed
+    from dedupd.ingest.pipeline import Counters
+
+    paths = carriers(tmp_path / "photos", 40)
+    cfg = config_for(tmp_path / "store", tiny_siglip2, "local")
+    embed = RayEmbed(RayCluster("local"), cfg, commands.model_identity(cfg.model), in_flight=20)
+    handed: list[object] = []
+    stage = embed.stage(Counters())(handed.append(w) or w for w in hashing(paths))
+    next(stage)  # the consumer takes one answer, then no more: 20 held, one answered, one more held, one waiting
+    wait_for(lambda: len(handed) >= 22 and "ray-feed" in waiting_threads(), timeout=60, what="the feeder to wait")
+    stage.close()  # the consumer goes away (say, the run failed further down the pipeline)
+    wait_for(lambda: not {"ray-feed", "ray-stream"} & set(waiting_threads(True)), 10, "the threads to end")
+
+
+def waiting_threads(all_of_them: bool = False) -> list[str]:
+    """The names of the stage's live threads; only those blocked in _InFlight.admit unless `all_of_them`."""
+    frames = sys._current_frames()
+    names = []
+    for thread in threading.enumerate():
+        frame = frames.get(thread.ident or -1)
+        stack = []
+        while frame is not None:
+            stack.append(frame.f_code.co_name)
+            frame = frame.f_back
+        if all_of_them or "admit" in stack:
+            names.append(thread.name)
+    return names
 
 
 def test_the_bound_on_files_in_flight_waits_for_answers_and_doubles_when_none_come():

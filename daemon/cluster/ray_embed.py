@@ -16,6 +16,10 @@ The workers run the same code as the local path: ingest.decode_pool.decode_for_m
 preprocessing) in the tasks, model.loader.LazyEmbedder in the actors. They must read the photos at the same paths
 (a shared filesystem mounted alike on every node) and have dedupd installed.
 
+The read task numbers the rows it reads, and the feed hands out rows by number without forgetting them at once, so
+a read task whose worker died and that Ray Data retries reads the same rows again: Ray drops a retried streaming
+task's outputs up to the count it already has, and the rows after those are the ones the dead task never reported.
+
 A file that kills its decode worker (a hostile file crashing a C decoder) fails its whole task on every retry, and
 with it every file of that task's block (about DECODE_BATCH files). Locally the decode pool blames the one file;
 here, after the streaming pass, the files left without an answer are decoded once more, one file per task and
@@ -32,11 +36,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import itertools
 import logging
 import os
 import queue
 import socket
 import threading
+import time
 import warnings
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -76,6 +82,8 @@ CPU_BATCH = 16
 FEED_WAIT_S = 1.0  # how long the read task waits on an empty feed before it asks again
 CLOSE_AGAIN_S = 2.0  # a feed actor restarted after its close forgot it: the driver closes it again this often
 STALL_S = 120.0  # nothing answered for this long while the driver holds its most: the bound doubles (_InFlight)
+LOOK_S = 0.5  # how often a feeder waiting for room looks whether the run was stopped (a stop event notifies no one)
+KEEP_ROWS = 1024  # rows the feed keeps behind its read task, to hand the same rows again to a retried read task
 OUT_QUEUE = 64  # items waiting for the stage's consumer (the commit stage), from the feeder and the stream
 # Every block leaves its task as soon as it is made. Ray Data otherwise gathers a task's blocks up to 128 MiB, and
 # the feed's read task, which runs for the whole pass, would hand on nothing until hashing ended.
@@ -168,11 +176,14 @@ def _quiet_ray_data() -> None:
 # --- the work on the cluster --------------------------------------------------------------------------------------
 
 
+_FORGOTTEN = Failed("a row the feed had forgotten, read again by a retried task")  # its answer matches no carrier
+
+
 def decode_batch(
     batch: dict[str, np.ndarray], decode: DecodeFn, draft_side: int | None, max_pixels: int, spec: Any
 ) -> dict:
     """A Ray Data task: the local path's decode function (decode_for_model) for each file of the batch."""
-    results = [decode(bytes(path), draft_side, max_pixels, spec) for path in batch["path"]]
+    results = [decode(bytes(path), draft_side, max_pixels, spec) if path else _FORGOTTEN for path in batch["path"]]
     return {"path": batch["path"], "result": _objects(results)}
 
 
@@ -186,22 +197,26 @@ _probe = ray.remote(num_cpus=1, max_retries=DECODE_RETRIES)(decode_probe)
 
 
 class FeedQueue:
-    """A Ray actor: the carriers' paths the driver has handed on, waiting for the dataset's read task.
+    """A Ray actor: the carriers' paths the driver has handed on, as numbered rows for the dataset's read task.
 
     An async actor may run calls out of their submission order, so `close` says how many paths were put in all and
-    the feed ends only once that many have arrived. Restarted after its process was killed, it starts empty and can
-    no longer count: the paths it held get no answer and are decoded again after the pass (RayEmbed._leftovers), its
-    next close is final, and the driver repeats `close` until its stream ends."""
+    the feed ends only once that many have arrived. Rows are handed out by number and kept for KEEP_ROWS after the
+    read task has moved past them, so a retried read task gets the same rows again (see the module's docstring).
+    Restarted after its process was killed, it starts empty and can no longer count: the paths it held get no
+    answer and are decoded again after the pass (RayEmbed._leftovers), its rows go on from the number the read task
+    next asks for, its next close is final, and the driver repeats `close` until its stream ends."""
 
     def __init__(self) -> None:
-        self.paths: deque[bytes] = deque()
+        self.rows: deque[bytes] = deque()
+        restarted = ray.get_runtime_context().was_current_actor_reconstructed
+        self.first: int | None = None if restarted else 0  # the number of rows[0]; a restarted feed learns it
         self.received = 0
         self.total: int | None = None  # how many the driver put in all, once it has closed the feed
-        self.restarted = ray.get_runtime_context().was_current_actor_reconstructed
+        self.restarted = restarted
         self.ready = asyncio.Event()
 
     async def put(self, paths: list[bytes]) -> None:
-        self.paths.extend(paths)
+        self.rows.extend(paths)
         self.received += len(paths)
         self.ready.set()
 
@@ -209,15 +224,31 @@ class FeedQueue:
         self.total = total
         self.ready.set()
 
-    async def take(self, count: int, wait: float) -> list[bytes] | None:
-        """Up to `count` paths; [] when none came within `wait` seconds; None once closed and drained."""
-        if not self.paths and not self._closed():
+    async def take(self, start: int, count: int, wait: float) -> list[bytes] | None:
+        """Up to `count` rows from number `start`; [] when none came within `wait` seconds; None once closed and
+        read to the end."""
+        first = self._first(start)
+        if start < first:  # forgotten rows, asked again by a retried read task
+            return [b""] * min(count, first - start)
+        if start >= self._end() and not self._closed():
             self.ready.clear()
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self.ready.wait(), wait)
-        if not self.paths:
+        if start >= self._end():
             return None if self._closed() else []
-        return [self.paths.popleft() for _ in range(min(count, len(self.paths)))]
+        return list(itertools.islice(self.rows, start - first, start - first + count))
+
+    def _first(self, start: int) -> int:
+        """The number of the oldest row kept, after forgetting those KEEP_ROWS behind the read task."""
+        if self.first is None:
+            self.first = start
+        while self.rows and self.first < start - KEEP_ROWS:
+            self.rows.popleft()
+            self.first += 1
+        return self.first
+
+    def _end(self) -> int:
+        return (self.first or 0) + len(self.rows)
 
     def _closed(self) -> bool:
         return self.total is not None and (self.restarted or self.received >= self.total)
@@ -228,9 +259,12 @@ _FeedActor = ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)(FeedQu
 
 
 def read_feed(feed: Any) -> Iterator[pa.Table]:
-    """The dataset's one read task: the feed's paths as they come, a block of at most DECODE_BATCH, until it closes."""
-    while (paths := ray.get(feed.take.remote(DECODE_BATCH, FEED_WAIT_S))) is not None:
+    """The dataset's one read task: the feed's rows in order as they come, until it closes. Retried, it starts again
+    from row 0 and yields the same rows (each becomes one block, as BLOCK_BYTES asks)."""
+    row = 0
+    while (paths := ray.get(feed.take.remote(row, DECODE_BATCH, FEED_WAIT_S))) is not None:
         if paths:
+            row += len(paths)
             yield pa.table({"path": pa.array(paths, pa.binary())})
 
 
@@ -471,16 +505,24 @@ class _InFlight:
     def admit(self, work: pipeline.Work, give_up: Callable[[], bool]) -> bool:
         """Wait for room, then hold `work`; False, holding nothing, once give_up() says so."""
         with self.changed:
-            seen = self.answers
+            seen, since = self.answers, time.monotonic()
             while self.full() and not give_up():
-                if not self.changed.wait(self.stall_s) and self.answers == seen:
+                self.changed.wait(LOOK_S)
+                if self.answers != seen:
+                    seen, since = self.answers, time.monotonic()
+                elif time.monotonic() - since >= self.stall_s:
                     self.bound *= 2
+                    since = time.monotonic()
                     log.debug("nothing answered for %.0f s: holding up to %d files", self.stall_s, self.bound)
-                seen = self.answers
             if give_up():
                 return False
             self.works[work.record.path] = work
             return True
+
+    def wake(self) -> None:
+        """Have a waiting admit look at give_up() now (the pass ended, or its consumer left)."""
+        with self.changed:
+            self.changed.notify_all()
 
     def answer(self, path: bytes) -> pipeline.Work | None:
         with self.changed:
@@ -513,6 +555,7 @@ class _Flow:
             yield from self._events()
         finally:
             self.abort.set()
+            self.waiting.wake()
             feeder.join(timeout=5)
             if self.feed is not None:
                 ray.kill(self.feed)
@@ -592,6 +635,7 @@ class _Flow:
             self._put(_ERROR, exc)
         finally:
             self.streamed.set()
+            self.waiting.wake()
             self._put(_STREAMED, None)
 
     def _put(self, kind: str, payload: object) -> bool:
