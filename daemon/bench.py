@@ -670,7 +670,9 @@ def core_budget(out: dict[str, Any], model_cpu_s: float) -> dict[str, Any]:
     }
     ceiling = min(out["model_img_s"], cores / sum(cost.values()))
     return {
-        "cpu_s_per_img": {stage: round(seconds, 4) for stage, seconds in cost.items()},
+        # Four significant figures, not four places: a tiny model's costs are thousandths of a second, and the ceiling
+        # must follow from the figures printed beside it.
+        "cpu_s_per_img": {stage: float(f"{seconds:.4g}") for stage, seconds in cost.items()},
         "ceiling_img_s": ceiling,
         "end_to_end_vs_ceiling": out["end_to_end_img_s"] / ceiling,
     }
