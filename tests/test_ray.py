@@ -308,7 +308,7 @@ def test_the_read_task_killed_mid_run_is_retried_without_losing_a_file(ray_runti
         for i, work in enumerate(hashing(paths)):
             if i == 24:  # 24 rows read, most answered, more to come: the read task waits for them, and is killed
                 wait_for(lambda: counters.embedded >= 16, 120, "the first rows' answers")
-                killed.extend(p for p, title in ray_workers() if "ReadFeedSource" in title)
+                killed.extend(wait_for(lambda: titled("ReadFeedSource"), 60, "the read task"))
                 os.kill(killed[0], signal.SIGKILL)
             yield work
 
@@ -317,7 +317,101 @@ def test_the_read_task_killed_mid_run_is_retried_without_losing_a_file(ray_runti
     assert len(killed) == 1, "no read task was running to kill"
     assert len(answered) == counters.embedded == len(paths) and all(w.vector is not None for w in answered)
     # Ray Data retried the read task and it read the same rows again: no file waited for an answer that never came.
-    assert not [r for r in caplog.records if "got no answer" in r.getMessage()]
+    assert not no_answer_logs(caplog)
+
+
+def test_the_same_path_handed_twice_comes_back_twice(ray_runtime, tiny_siglip2, tmp_path):
+    """Two carriers naming one file: both come out with its vector, as the local stages hand back both."""
+    from dedupd.ingest.pipeline import Counters, Work
+    from dedupd.store import FileRecord
+
+    paths = carriers(tmp_path / "photos", 16)
+    handed = list(hashing(paths))
+    handed.append(Work(FileRecord.of(b(paths[3]), b(paths[3].parent), paths[3].stat(), content="c3"), carrier=True))
+    out = list(ray_embed_for(tiny_siglip2, tmp_path).stage(Counters())(iter(handed)))
+    assert sorted(map(id, out)) == sorted(map(id, handed)), f"{len(out)} Works out for {len(handed)} in"
+    assert all(w.vector is not None for w in out)
+
+
+def test_files_handed_on_after_the_feed_and_its_read_task_died_together_are_answered_in_the_pass(
+    ray_runtime, tiny_siglip2, tmp_path, caplog
+):
+    """The feed actor and the read task killed together (both num_cpus=0, they may share a node that dies): the
+    driver sees the restarted feed and hands on again what it held, and the retried read task's first rows, which
+    Ray drops as outputs it already has, are only placeholders. Every file is answered in the pass itself."""
+    from dedupd.ingest.pipeline import Counters
+
+    paths = carriers(tmp_path / "photos", 48)
+    counters, killed, handed = Counters(), list[int](), list[object]()
+
+    def hashed_then_kill():
+        for i, work in enumerate(hashing(paths)):
+            if i == 24:
+                wait_for(lambda: counters.embedded >= 16, 120, "the first answers")
+                killed.extend(pid for pid, title in ray_workers() if "ReadFeedSource" in title or "FeedQueue" in title)
+                for pid in killed:
+                    os.kill(pid, signal.SIGKILL)
+            handed.append(work)
+            yield work
+
+    with caplog.at_level("INFO", logger="dedupd"):
+        out = list(ray_embed_for(tiny_siglip2, tmp_path).stage(counters)(hashed_then_kill()))
+    assert len(killed) == 2, "the read task and the feed were not both running"
+    assert sorted(map(id, out)) == sorted(map(id, handed)) and all(w.vector is not None for w in out)
+    assert not no_answer_logs(caplog)  # none left for the one-file probes and a second pass
+
+
+def test_the_feed_killed_with_a_bound_of_unread_rows_does_not_stall_the_pass(ray_runtime, tiny_siglip2, tmp_path):
+    """The feed restarted while it held a whole bound of rows its read task had not taken (a busy cluster holds the
+    read task back the same way): the driver's bound is full of files the new feed never got. The driver must hand
+    them on again, not wait STALL_S for the bound to double."""
+    from dedupd.cluster.ray_embed import FEED_WAIT_S, STALL_S
+    from dedupd.ingest.pipeline import Counters
+
+    paths = carriers(tmp_path / "photos", 40)
+    held: list[int] = []
+
+    def hashed_then_hold():
+        for i, work in enumerate(hashing(paths)):
+            if i == 1:  # the pass has started: hold its read task still before any row reaches it
+                held.extend(wait_for(lambda: titled("ReadFeedSource"), 120, "the read task"))
+                os.kill(held[0], signal.SIGSTOP)
+                time.sleep(FEED_WAIT_S + 0.5)  # its take in flight comes back empty
+            yield work
+
+    stage = ray_embed_for(tiny_siglip2, tmp_path, in_flight=20).stage(Counters())(hashed_then_hold())
+    out: list = []
+    consumer = threading.Thread(target=lambda: out.extend(stage), daemon=True)
+    consumer.start()
+    try:
+        wait_for(lambda: "ray-feed" in waiting_threads(), 120, "the feeder to wait for room")
+        feed = wait_for(lambda: titled("FeedQueue"), 60, "the feed's process")
+        time.sleep(1)  # the puts queued for it land
+        os.kill(feed[0], signal.SIGKILL)
+        wait_for(lambda: [p for p in titled("FeedQueue") if p not in feed], 60, "the restarted feed")
+    finally:
+        os.kill(held[0], signal.SIGCONT)
+    resumed = time.monotonic()
+    consumer.join(STALL_S * 2)
+    took = time.monotonic() - resumed
+    assert len(out) == len(paths) and all(w.vector is not None for w in out)
+    assert took < STALL_S / 2, f"the pass took {took:.0f} s after the feed's restart (STALL_S is {STALL_S:.0f} s)"
+
+
+def ray_embed_for(tiny_siglip2: Path, tmp_path: Path, **options):
+    from dedupd.cluster.ray_embed import RayCluster, RayEmbed
+
+    cfg = config_for(tmp_path / "store", tiny_siglip2, "local")
+    return RayEmbed(RayCluster("local"), cfg, commands.model_identity(cfg.model), **options)
+
+
+def titled(part: str) -> list[int]:
+    """The pids of this session's ray:: workers whose title names `part` (an actor class, a task)."""
+    return [pid for pid, title in ray_workers() if part in title]
+
+
+def no_answer_logs(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if "got no answer" in r.getMessage()]
 
 
 def test_closing_the_stage_while_the_feeder_waits_for_room_ends_its_threads(ray_runtime, tiny_siglip2, tmp_path):

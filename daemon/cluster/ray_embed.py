@@ -16,9 +16,11 @@ The workers run the same code as the local path: ingest.decode_pool.decode_for_m
 preprocessing) in the tasks, model.loader.LazyEmbedder in the actors. They must read the photos at the same paths
 (a shared filesystem mounted alike on every node) and have dedupd installed.
 
-The read task numbers the rows it reads, and the feed hands out rows by number without forgetting them at once, so
-a read task whose worker died and that Ray Data retries reads the same rows again: Ray drops a retried streaming
-task's outputs up to the count it already has, and the rows after those are the ones the dead task never reported.
+The driver numbers the blocks of paths it ships, and the read task yields one output per block, asking for them by
+number; the feed does not forget a block at once. So a read task whose worker died and that Ray Data retries yields
+the same outputs again: Ray drops a retried streaming task's outputs up to the count it already has, and the blocks
+after those are the ones the dead task never reported. A feed actor restarted after its process died has lost the
+blocks it held; the driver sees the restart and ships every file still waiting for an answer again.
 
 A file that kills its decode worker (a hostile file crashing a C decoder) fails its whole task on every retry, and
 with it every file of that task's block (about DECODE_BATCH files). Locally the decode pool blames the one file;
@@ -43,8 +45,8 @@ import queue
 import socket
 import threading
 import time
+import uuid
 import warnings
-from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from typing import Any
@@ -83,7 +85,8 @@ FEED_WAIT_S = 1.0  # how long the read task waits on an empty feed before it ask
 CLOSE_AGAIN_S = 2.0  # a feed actor restarted after its close forgot it: the driver closes it again this often
 STALL_S = 120.0  # nothing answered for this long while the driver holds its most: the bound doubles (_InFlight)
 LOOK_S = 0.5  # how often a feeder waiting for room looks whether the run was stopped (a stop event notifies no one)
-KEEP_ROWS = 1024  # rows the feed keeps behind its read task, to hand the same rows again to a retried read task
+KEEP_BLOCKS = 128  # blocks the feed keeps behind its read task, to hand the same blocks again to a retried read task
+WATCH_S = 1.0  # how often the driver asks whether its feed actor was restarted (and lost the blocks it held)
 OUT_QUEUE = 64  # items waiting for the stage's consumer (the commit stage), from the feeder and the stream
 # Every block leaves its task as soon as it is made. Ray Data otherwise gathers a task's blocks up to 128 MiB, and
 # the feed's read task, which runs for the whole pass, would hand on nothing until hashing ended.
@@ -176,7 +179,7 @@ def _quiet_ray_data() -> None:
 # --- the work on the cluster --------------------------------------------------------------------------------------
 
 
-_FORGOTTEN = Failed("a row the feed had forgotten, read again by a retried task")  # its answer matches no carrier
+_FORGOTTEN = Failed("a placeholder for a block the feed had forgotten or lost")  # its answer matches no carrier
 
 
 def decode_batch(
@@ -197,61 +200,76 @@ _probe = ray.remote(num_cpus=1, max_retries=DECODE_RETRIES)(decode_probe)
 
 
 class FeedQueue:
-    """A Ray actor: the carriers' paths the driver has handed on, as numbered rows for the dataset's read task.
+    """A Ray actor: the carriers' paths the driver has handed on, in blocks the driver numbers, for the read task.
 
-    An async actor may run calls out of their submission order, so `close` says how many paths were put in all and
-    the feed ends only once that many have arrived. Rows are handed out by number and kept for KEEP_ROWS after the
-    read task has moved past them, so a retried read task gets the same rows again (see the module's docstring).
-    Restarted after its process was killed, it starts empty and can no longer count: the paths it held get no
-    answer and are decoded again after the pass (RayEmbed._leftovers), its rows go on from the number the read task
-    next asks for, its next close is final, and the driver repeats `close` until its stream ends."""
+    The read task asks for the blocks in order. A block is kept for KEEP_BLOCKS after the read task has moved past
+    it, so a retried read task gets the same blocks again, and a block forgotten since is answered by DECODE_BATCH
+    empty paths, as many rows as any block holds: Ray drops a retried task's outputs (rows, as BLOCK_BYTES splits
+    them) up to the count it already has, and so drops at most what it had, never a row that follows. An async
+    actor may run calls out of their submission order, so blocks are kept by number and `close` says how many the
+    driver shipped in all.
+
+    A feed restarted after its process died starts empty. It hands out nothing until the driver, which asks every
+    WATCH_S who the feed is (`incarnation`), has seen the restart and said where it `resume`s: every file still
+    without an answer is shipped again from that block on, and the blocks below it are gone with the dead feed."""
 
     def __init__(self) -> None:
-        self.rows: deque[bytes] = deque()
-        restarted = ray.get_runtime_context().was_current_actor_reconstructed
-        self.first: int | None = None if restarted else 0  # the number of rows[0]; a restarted feed learns it
-        self.received = 0
-        self.total: int | None = None  # how many the driver put in all, once it has closed the feed
-        self.restarted = restarted
+        self.blocks: dict[int, list[bytes]] = {}
+        self.incarnation_id = uuid.uuid4().hex
+        self.restarted = ray.get_runtime_context().was_current_actor_reconstructed
+        self.base: int | None = None if self.restarted else 0  # the first block of this feed; None until resumed
+        self.forgotten = 0  # the blocks below this number were dropped
+        self.received = 0  # blocks from `base` on
+        self.least_total = 0  # a close for fewer blocks is a stale one, retried from before a restart
+        self.total: int | None = None  # how many blocks the driver shipped in all, once it has closed the feed
         self.ready = asyncio.Event()
 
-    async def put(self, paths: list[bytes]) -> None:
-        self.rows.extend(paths)
-        self.received += len(paths)
+    async def incarnation(self) -> tuple[str, bool]:
+        return self.incarnation_id, self.restarted
+
+    async def put(self, number: int, paths: list[bytes]) -> None:
+        if number >= self.forgotten and number not in self.blocks:
+            self.blocks[number] = paths
+            self.received += 1
+            self.ready.set()
+
+    async def resume(self, first: int, end: int) -> None:
+        """The driver has seen this feed restarted: it ships what still waits for an answer as blocks first..end."""
+        for number in [n for n in self.blocks if n < first]:
+            del self.blocks[number]
+        self.base = self.forgotten = first
+        self.received, self.least_total = len(self.blocks), end
+        if self.total is not None and self.total < end:
+            self.total = None  # a close from before the restart
         self.ready.set()
 
     async def close(self, total: int) -> None:
-        self.total = total
-        self.ready.set()
+        if total >= self.least_total:
+            self.total = total
+            self.ready.set()
 
-    async def take(self, start: int, count: int, wait: float) -> list[bytes] | None:
-        """Up to `count` rows from number `start`; [] when none came within `wait` seconds; None once closed and
-        read to the end."""
-        first = self._first(start)
-        if start < first:  # forgotten rows, asked again by a retried read task
-            return [b""] * min(count, first - start)
-        if start >= self._end() and not self._closed():
+    async def take(self, number: int, wait: float) -> list[bytes] | None:
+        """Block `number`; empty paths for a block forgotten; [] when it did not come within `wait` seconds; None once
+        closed and read to the end."""
+        if self.base is not None:
+            self._forget(number - KEEP_BLOCKS)
+            if number < self.forgotten:
+                return [b""] * DECODE_BATCH  # at least the rows it stands for: none of the next is dropped
+        if number not in self.blocks and not self._closed():
             self.ready.clear()
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self.ready.wait(), wait)
-        if start >= self._end():
-            return None if self._closed() else []
-        return list(itertools.islice(self.rows, start - first, start - first + count))
+        if number in self.blocks:
+            return self.blocks[number]
+        return None if self._closed() else []
 
-    def _first(self, start: int) -> int:
-        """The number of the oldest row kept, after forgetting those KEEP_ROWS behind the read task."""
-        if self.first is None:
-            self.first = start
-        while self.rows and self.first < start - KEEP_ROWS:
-            self.rows.popleft()
-            self.first += 1
-        return self.first
-
-    def _end(self) -> int:
-        return (self.first or 0) + len(self.rows)
+    def _forget(self, below: int) -> None:
+        for number in range(self.forgotten, below):
+            self.blocks.pop(number, None)
+        self.forgotten = max(self.forgotten, below)
 
     def _closed(self) -> bool:
-        return self.total is not None and (self.restarted or self.received >= self.total)
+        return self.total is not None and self.base is not None and self.base + self.received >= self.total
 
 
 # num_cpus=0: it only moves paths. Restarted and its calls retried if its process dies (see the class).
@@ -259,12 +277,12 @@ _FeedActor = ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)(FeedQu
 
 
 def read_feed(feed: Any) -> Iterator[pa.Table]:
-    """The dataset's one read task: the feed's rows in order as they come, until it closes. Retried, it starts again
-    from row 0 and yields the same rows (each becomes one block, as BLOCK_BYTES asks)."""
-    row = 0
-    while (paths := ray.get(feed.take.remote(row, DECODE_BATCH, FEED_WAIT_S))) is not None:
+    """The dataset's one read task: the feed's blocks in order as they come, until it closes. Retried, it starts
+    again from block 0 and yields the same blocks (each becomes one output block of its own, as BLOCK_BYTES asks)."""
+    number = 0
+    while (paths := ray.get(feed.take.remote(number, FEED_WAIT_S))) is not None:
         if paths:
-            row += len(paths)
+            number += 1
             yield pa.table({"path": pa.array(paths, pa.binary())})
 
 
@@ -332,6 +350,9 @@ def _objects(values: list) -> np.ndarray:
     return array
 
 
+Carriers = dict[bytes, list[pipeline.Work]]  # the carriers waiting for an answer, by path (see _InFlight)
+
+
 # --- the stage on the driver --------------------------------------------------------------------------------------
 
 
@@ -358,20 +379,20 @@ class RayEmbed:
                     yield payload  # unchanged, reused, unreadable, or not handed on: committed at once
                     continue
                 for path, vector, result in payload:
-                    work = flow.waiting.answer(bytes(path))
-                    if work is not None:  # None: a retried task's second answer for a file already handed on
+                    for work in flow.waiting.answer(bytes(path)):
                         yield _settled(work, vector, result, counters)
             yield from self._leftovers(flow.waiting.works, counters)
 
         return ray_embed
 
-    def _leftovers(self, carriers: dict[bytes, pipeline.Work], counters: pipeline.Counters) -> Iterator[pipeline.Work]:
+    def _leftovers(self, carriers: Carriers, counters: pipeline.Counters) -> Iterator[pipeline.Work]:
         """The carriers the pass left without an answer: a file that kills its decoder is blamed, the others get a
         second pass; what is still left stays pending."""
         if carriers and not self.stopped():
             guilty = self._guilty(list(carriers))
             if guilty is not None:
-                yield from (_settled(carriers.pop(p), b"", Failed(DIED_ON_CLUSTER), counters) for p in guilty)
+                died = Failed(DIED_ON_CLUSTER)
+                yield from (_settled(work, b"", died, counters) for p in guilty for work in carriers.pop(p))
                 yield from self._stream(carriers, counters)  # the innocent leftovers: embedded after all
         if carriers:
             log.warning(
@@ -379,9 +400,9 @@ class RayEmbed:
                 "no one file explains); they stay pending for the next run",
                 len(carriers),
             )
-        yield from carriers.values()  # pending: committed as such, carried again next run
+        yield from itertools.chain.from_iterable(carriers.values())  # pending: committed as such, carried again
 
-    def _stream(self, carriers: dict[bytes, pipeline.Work], counters: pipeline.Counters) -> Iterator[pipeline.Work]:
+    def _stream(self, carriers: Carriers, counters: pipeline.Counters) -> Iterator[pipeline.Work]:
         """A pass over carriers known in advance; each file answered leaves `carriers`."""
         if not carriers or self.stopped():
             return
@@ -390,8 +411,7 @@ class RayEmbed:
         listed = ray.data.from_items([{"path": p} for p in paths], override_num_blocks=blocks)
         for batch in self.embedding(listed, f"{len(paths)} images").iter_batches(**ITERATION):
             for path, vector, result in zip(batch["path"], batch["vector"], batch["result"]):
-                work = carriers.pop(bytes(path), None)
-                if work is not None:
+                for work in carriers.pop(bytes(path), []):
                     yield _settled(work, vector, result, counters)
             if self.stopped():
                 break
@@ -488,19 +508,21 @@ _PASS, _ANSWERS, _ERROR, _FED, _STREAMED = "pass", "answers", "error", "fed", "s
 
 class _InFlight:
     """The carriers handed to the cluster and not yet answered, by path: at most `bound` at once, so the driver
-    holds a bounded number however far hashing runs ahead of the cluster. A carrier whose block failed every retry
+    holds a bounded number however far hashing runs ahead of the cluster. A path handed twice (two carriers naming
+    one file) is asked once and both carriers settle with its answer. A carrier whose block failed every retry
     keeps its place until the pass ends (the answers never say which were lost), so when nothing at all is answered
     for `stall_s` while the driver waits, the bound doubles rather than waiting for ever (a model still loading
     answers nothing for a while too: it costs only memory)."""
 
     def __init__(self, bound: int, stall_s: float = STALL_S) -> None:
-        self.works: dict[bytes, pipeline.Work] = {}
+        self.works: dict[bytes, list[pipeline.Work]] = {}
+        self.held = 0
         self.bound, self.stall_s = bound, stall_s
         self.answers = 0
         self.changed = threading.Condition()
 
     def full(self) -> bool:
-        return len(self.works) >= self.bound
+        return self.held >= self.bound
 
     def admit(self, work: pipeline.Work, give_up: Callable[[], bool]) -> bool:
         """Wait for room, then hold `work`; False, holding nothing, once give_up() says so."""
@@ -516,19 +538,27 @@ class _InFlight:
                     log.debug("nothing answered for %.0f s: holding up to %d files", self.stall_s, self.bound)
             if give_up():
                 return False
-            self.works[work.record.path] = work
+            self.works.setdefault(work.record.path, []).append(work)
+            self.held += 1
             return True
+
+    def paths(self) -> list[bytes]:
+        with self.changed:
+            return list(self.works)
 
     def wake(self) -> None:
         """Have a waiting admit look at give_up() now (the pass ended, or its consumer left)."""
         with self.changed:
             self.changed.notify_all()
 
-    def answer(self, path: bytes) -> pipeline.Work | None:
+    def answer(self, path: bytes) -> list[pipeline.Work]:
+        """The carriers waiting for `path`'s answer; none for a second answer (a retried task's) or a placeholder."""
         with self.changed:
+            works = self.works.pop(path, [])
+            self.held -= len(works)
             self.answers += 1
             self.changed.notify_all()
-            return self.works.pop(path, None)
+            return works
 
 
 class _Flow:
@@ -545,7 +575,8 @@ class _Flow:
         self.streamed = threading.Event()
         self.feed: Any = None
         self.batch: list[bytes] = []  # paths held until a block's worth is ready, or the feeder would wait
-        self.shipped = 0
+        self.blocks = 0  # how many blocks were shipped: the number of the next
+        self.shipping = threading.Lock()  # the feeder ships as hashing goes, the watcher again after a restart
         self.closing = False  # the feeder has handed on all it will
 
     def run(self, items: Iterable[pipeline.Work]) -> Iterator[tuple[str, Any]]:
@@ -558,7 +589,7 @@ class _Flow:
             self.waiting.wake()
             feeder.join(timeout=5)
             if self.feed is not None:
-                ray.kill(self.feed)
+                ray.kill(self.feed)  # a watcher asking it is answered at once, with an error
 
     def _events(self) -> Iterator[tuple[str, Any]]:
         fed = streamed = False
@@ -605,20 +636,48 @@ class _Flow:
         self.waiting.bound = self.embed.bound()
         self.feed = _FeedActor.remote()
         threading.Thread(target=self._stream, daemon=True, name="ray-stream").start()
+        threading.Thread(target=self._watch, daemon=True, name="ray-feed-watch").start()
 
     def _ship(self) -> None:
-        if self.batch:
-            self.feed.put.remote(self.batch)  # not waited for: `close` counts what arrived (see FeedQueue)
-            self.shipped += len(self.batch)
-            self.batch = []
+        with self.shipping:
+            if self.batch:
+                self._put_block(self.batch)
+                self.batch = []
+
+    def _put_block(self, paths: list[bytes]) -> None:
+        self.feed.put.remote(self.blocks, paths)  # not waited for: `close` says how many (see FeedQueue)
+        self.blocks += 1
 
     def _close(self) -> None:
         """Close the feed, again every CLOSE_AGAIN_S until the stream ends (a restarted feed forgot it)."""
         self.closing = True
         while self.feed is not None and not self.abort.is_set():
-            self.feed.close.remote(self.shipped)
+            self.feed.close.remote(self.blocks)
             if self.streamed.wait(CLOSE_AGAIN_S):
                 return
+
+    def _watch(self) -> None:
+        """Ask the feed every WATCH_S who it is. A feed restarted since holds none of the blocks shipped to the one
+        before, and nothing else would tell: their files would wait for an answer until the pass ends."""
+        known = None
+        while not self.streamed.wait(WATCH_S) and not self.abort.is_set():
+            try:
+                incarnation, restarted = ray.get(self.feed.incarnation.remote(), timeout=CLOSE_AGAIN_S)
+            except ray.exceptions.RayError:  # restarting still (GetTimeoutError is one), or killed at the end
+                continue
+            if incarnation != known and (known is not None or restarted):
+                self._reship()
+            known = incarnation
+
+    def _reship(self) -> None:
+        """Ship every file still waiting for an answer to the restarted feed, as blocks from the next number on."""
+        with self.shipping:
+            first, paths = self.blocks, self.waiting.paths()  # the paths held in `batch` are among them
+            self.batch = []
+            for block in _windows(paths, DECODE_BATCH):
+                self._put_block(block)
+            self.feed.resume.remote(first, self.blocks)
+        log.info("the feed actor was restarted: %d files waiting for an answer handed on again", len(paths))
 
     def _stream(self) -> None:
         try:
