@@ -16,8 +16,8 @@ The workers run the same code as the local path: ingest.decode_pool.decode_for_m
 preprocessing) in the tasks, model.loader.LazyEmbedder in the actors. They must read the photos at the same paths
 (a shared filesystem mounted alike on every node) and have dedupd installed.
 
-The driver numbers the blocks of paths it ships, and the read task yields one output per block, asking for them by
-number; the feed does not forget a block at once. So a read task whose worker died and that Ray Data retries yields
+The driver numbers the blocks of paths it ships, and the read task asks for them by number and yields each as it
+comes; the feed does not forget a block at once. So a read task whose worker died and that Ray Data retries yields
 the same outputs again: Ray drops a retried streaming task's outputs up to the count it already has, and the blocks
 after those are the ones the dead task never reported. A feed actor restarted after its process died has lost the
 blocks it held; the driver sees the restart and ships every file still waiting for an answer again.
@@ -204,10 +204,10 @@ class FeedQueue:
 
     The read task asks for the blocks in order. A block is kept for KEEP_BLOCKS after the read task has moved past
     it, so a retried read task gets the same blocks again, and a block forgotten since is answered by DECODE_BATCH
-    empty paths, as many rows as any block holds: Ray drops a retried task's outputs (rows, as BLOCK_BYTES splits
-    them) up to the count it already has, and so drops at most what it had, never a row that follows. An async
-    actor may run calls out of their submission order, so blocks are kept by number and `close` says how many the
-    driver shipped in all.
+    empty paths, as many rows as any block holds: Ray drops a retried task's outputs up to the count it already has,
+    and an output can be as small as one row (BLOCK_BYTES; one empty path per block was seen to let real rows be
+    dropped), so it drops at most what it had, never a row that follows. An async actor may run calls out of their
+    submission order, so blocks are kept by number and `close` says how many the driver shipped in all.
 
     A feed restarted after its process died starts empty. It hands out nothing until the driver, which asks every
     WATCH_S who the feed is (`incarnation`), has seen the restart and said where it `resume`s: every file still
@@ -278,7 +278,7 @@ _FeedActor = ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)(FeedQu
 
 def read_feed(feed: Any) -> Iterator[pa.Table]:
     """The dataset's one read task: the feed's blocks in order as they come, until it closes. Retried, it starts
-    again from block 0 and yields the same blocks (each becomes one output block of its own, as BLOCK_BYTES asks)."""
+    again from block 0 and yields the same blocks, which Ray Data cuts into the same outputs (BLOCK_BYTES)."""
     number = 0
     while (paths := ray.get(feed.take.remote(number, FEED_WAIT_S))) is not None:
         if paths:
