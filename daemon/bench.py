@@ -55,6 +55,7 @@ import numpy as np
 
 from dedupd.config import Config
 from dedupd.errors import ModelLoadError, UsageError
+from dedupd.model.settings import PRECISIONS
 
 log = logging.getLogger("dedupd")
 
@@ -84,7 +85,7 @@ class BenchSettings:
     workers: int | None = None  # decode workers; None: scan.decode_workers, else default_workers()
     threads: int | None = None  # torch CPU threads; None: model.threads, else model_threads()
     max_patches: int | None = None  # None: model.max_patches, else the checkpoint's
-    precision: str | None = None  # auto | int8; None: model.precision
+    precision: str | None = None  # auto | float | int8; None: model.precision
     preset: str | None = None  # default | fast; None: model.preset
     naive: bool = True
     store: bool = True  # False: end to end stops after the model (no LanceDB commit, no pairs)
@@ -798,8 +799,8 @@ def bench_command(settings: BenchSettings, config: Config, as_json: bool, echo: 
         raise UsageError("--images must be at least 1")
     if settings.repeat < 1:
         raise UsageError("--repeat must be at least 1")
-    if settings.precision not in (None, "auto", "int8"):
-        raise UsageError("--precision must be auto or int8")
+    if settings.precision is not None and settings.precision not in PRECISIONS:
+        raise UsageError(f"--precision must be {' or '.join(PRECISIONS)}")
     result = run_bench(settings, config)
     echo(json.dumps(result, sort_keys=True) if as_json else format_table(result))
     return 0

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 from dedupd import __version__
 from dedupd.errors import DedupdError
+from dedupd.model.settings import PRECISIONS
 
 POLICIES = ("lexi", "smallest", "largest", "newest", "oldest", "resolution", "protected", "format")
 BATCH_HELP = "images per model batch and device (default: model.batch_size, else 128 per GPU, 16 on the CPU)"
@@ -157,8 +158,9 @@ def _bench_parser(sub) -> None:
     )
     p.add_argument(
         "--precision",
-        choices=("auto", "int8"),
-        help="int8: dynamic int8 quantisation of the Linear layers, CPU only (default: model.precision)",
+        choices=PRECISIONS,
+        help="int8: dynamic int8 quantisation of the Linear layers, CPU only; float: never int8, even under the fast "
+        "preset (default: model.precision)",
     )
     _preset(p)
     p.add_argument("--no-naive", dest="naive", action="store_false", help="skip the naive-loop baseline")

@@ -86,9 +86,10 @@ def scan(
     if not os.path.isdir(folder):
         raise UsageError(f"{folder}: not a directory")
     root = normalise_root(folder)
-    embedder = embedder or LazyEmbedder(config)
-    model = embedder.model_id
     with join_cluster(config) as ray_cluster:  # first: a cluster that cannot be reached leaves the store as it was
+        config = ray_cluster.settle(config) if ray_cluster is not None else config
+        embedder = embedder or LazyEmbedder(config)
+        model = embedder.model_id
         store = open_store(config)
         with writer_lock(store):
             result = _index_root(store, root, config, embedder, ray_cluster, threaded, decode)

@@ -37,7 +37,7 @@ class ModelConfig(_Section):
     gpu_memory_fraction: float = Field(0.9, gt=0, le=1)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     max_patches: int | None = Field(None, gt=0)
-    precision: Literal["auto", "int8"] = "auto"
+    precision: Literal["auto", "float", "int8"] = "auto"
     preset: Literal["default", "fast"] = "default"
     threads: int | None = Field(None, gt=0)
 

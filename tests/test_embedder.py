@@ -516,6 +516,7 @@ def test_vector_key_names_every_knob_that_changes_vectors(tiny_siglip2: Path) ->
         for q in ("auto", "int8")
     }
     assert len(keys) == 4
+    assert model_identity(ModelConfig(name=str(tiny_siglip2), precision="float")) == plain  # float dtypes: one key
     # What the scan looks vectors up under (no model loaded) is what the loaded embedder files them under.
     config = Config(model={"name": str(tiny_siglip2), "device": "cpu", "max_patches": 16, "precision": "int8"})
     lazy = LazyEmbedder(config)
@@ -549,10 +550,12 @@ def test_apply_preset_keeps_a_smaller_budget_and_uses_native_half_off_the_cpu() 
 
     assert apply_preset(EmbedderSettings(max_patches=300)) == EmbedderSettings(max_patches=300)  # default: as is
     cpu = apply_preset(EmbedderSettings(preset="fast", device="cpu", max_patches=32))
-    assert cpu.max_patches == 32 and cpu.precision == ("auto" if cpu_has_amx() else "int8")
+    assert cpu.max_patches == 32 and cpu.precision == ("float" if cpu_has_amx() else "int8")
     assert apply_preset(cpu) == cpu
     gpu = apply_preset(EmbedderSettings(preset="fast", device="cuda"))
-    assert gpu.max_patches == 64 and gpu.precision == "auto"  # int8 has no GPU kernels: bf16/fp16 there
+    assert gpu.max_patches == 64 and gpu.precision == "float"  # int8 has no GPU kernels: bf16/fp16 there
+    kept = apply_preset(EmbedderSettings(preset="fast", device="cpu", precision="float"))
+    assert kept.precision == "float"  # never swapped for int8, even on a CPU without AMX
     with pytest.raises(ModelLoadError, match="unknown preset 'turbo'"):
         apply_preset(EmbedderSettings(preset="turbo"))
 

@@ -97,6 +97,22 @@ def test_unreachable_cluster_is_one_line_and_exit_2_and_leaves_no_store(tmp_path
     assert not (tmp_path / "store").exists()
 
 
+def test_the_daemon_with_an_unreachable_cluster_exits_2_before_it_indexes_anything(tmp_path, capsys):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    imagegen.photo(1, (64, 48)).save(photos / "a.jpg")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    config = tmp_path / "dedupd.yaml"
+    store = tmp_path / "store"
+    config.write_text(f"store: {store}\nroots: [{photos}]\ncluster:\n  ray_address: 127.0.0.1:{port}\n")
+    assert cli.main(["run", "--config", str(config)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "cluster.ray_address" in err and "cannot reach" in err
+    assert Store.open(store, create=False).files() == {}
+
+
 def test_a_bad_address_names_the_key(tmp_path, capsys):
     assert cli.main(["scan", str(tmp_path), "--ray", "nowhere"]) == 2
     assert "cluster.ray_address" in capsys.readouterr().err
@@ -619,6 +635,7 @@ def test_the_daemon_embeds_its_first_reconcile_on_ray_and_later_changes_here(
         (8, 64, {"model.gpus": 0}, (15, 4, 0)),  # --gpus 0: CPU actors of 4 cores, as locally the CPU
         (0, 2, {}, (1, 1, 0)),  # the tests' runtime: one 1-core replica, one core left for decoding
         (0, 16, {"model.threads": 8}, (1, 8, 0)),
+        (8, 64, {"model.precision": "int8"}, (15, 4, 0)),  # int8 has CPU kernels only: CPU actors, as locally
     ],
 )
 def test_model_replicas_follow_the_gpus_and_the_model_settings(gpus, cpus, overrides, expected):
@@ -632,9 +649,37 @@ def test_model_replicas_follow_the_gpus_and_the_model_settings(gpus, cpus, overr
     assert (actor.gpus, actor.threads) == ((None, None) if resources.gpus else (0, per_replica))
 
 
-def test_a_replica_that_resolves_the_preset_otherwise_says_what_to_set():
+def test_the_fast_preset_resolves_for_where_the_replicas_run_not_for_the_driver():
+    from dedupd.cluster.ray_embed import Resources, settled_for
+    from dedupd.model.settings import cpu_has_amx
+
+    fast = load_config(None, {"model.preset": "fast"})
+    assert settled_for(fast, Resources(gpus=4, cpus=64, nodes=2)).model.precision == "float"  # bf16 on the GPUs
+    on_cpus = settled_for(fast, Resources(gpus=0, cpus=64, nodes=2)).model.precision
+    assert on_cpus == ("float" if cpu_has_amx() else "int8")  # as on this machine's CPU
+    by_hand = load_config(None, {"model.preset": "fast", "model.precision": "int8"})
+    assert settled_for(by_hand, Resources(gpus=4, cpus=64, nodes=2)).model.precision == "int8"
+    default = load_config(None, {})
+    assert settled_for(default, Resources(gpus=4, cpus=64, nodes=2)) == default
+
+
+def test_a_gpu_replica_loads_the_fast_preset_under_the_drivers_key_whatever_the_drivers_own_device(tiny_siglip2):
+    """The driver here has no GPU (the fast preset alone would take int8 on this CPU unless it has AMX); settled for a
+    GPU cluster, the key is the float one and the replica (in this process, on the CPU, as CUDA is absent) loads the
+    same settings rather than resolving the preset for its own machine."""
+    from dedupd.cluster.ray_embed import ModelReplica, Resources, _actor_config, settled_for
+    from dedupd.model.loader import LazyEmbedder
+
+    gpus = Resources(gpus=2, cpus=16, nodes=2)
+    cfg = settled_for(load_config(None, {"model.name": str(tiny_siglip2), "model.preset": "fast"}), gpus)
+    key = LazyEmbedder(cfg).model_id
+    assert key.endswith("+fast+patches64")  # no +int8: the replicas run bf16 on their GPUs
+    replica = ModelReplica(_actor_config(cfg, gpus, 1), key)  # raises when it resolves another key
+    assert replica.model.get().model_id == key
+
+
+def test_a_replica_with_another_checkpoint_says_what_to_install():
     from dedupd.cluster.ray_embed import model_mismatch
 
-    other = model_mismatch("gpu1", "ckpt@abc+fast+patches64", "ckpt@abc+fast+patches64+int8")
-    assert "model.max_patches: 64 instead of model.preset: fast" in other and "gpu1" in other
-    assert "same checkpoint at the same path" in model_mismatch("gpu1", "other@def", "ckpt@abc")
+    text = model_mismatch("gpu1", "other@def", "ckpt@abc")
+    assert "same checkpoint at the same path" in text and "gpu1" in text

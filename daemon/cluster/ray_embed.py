@@ -70,6 +70,7 @@ from dedupd.ingest.decode_pool import Decoded, DecodeFn, Failed, decode_for_mode
 from dedupd.ingest.indexer import Indexer
 from dedupd.model.loader import LazyEmbedder, embedder_settings
 from dedupd.model.runtime import load_processing
+from dedupd.model.settings import fast_precision
 
 log = logging.getLogger("dedupd")
 RAY_DATA_LOGGER = "ray.data"
@@ -113,6 +114,10 @@ class RayCluster:
     def embed_stage(self, indexer: Indexer) -> Callable[[pipeline.Counters], pipeline.Stage]:
         """What Indexer.to_model takes: the Ray stage in place of the local decode and embed stages."""
         return RayEmbed(self, indexer.config, indexer.model, indexer.stop, indexer.decode).stage
+
+    def settle(self, config: Config) -> Config:
+        """`config` with the fast preset resolved for where this cluster runs the model (see settled_for)."""
+        return settled_for(config, usable(self.resources(), config))
 
     def resources(self) -> Resources:
         total = ray.cluster_resources()
@@ -324,16 +329,9 @@ class ModelReplica:
 
 
 def model_mismatch(host: str, theirs: str, ours: str) -> str:
-    """Why a replica refuses to embed: another checkpoint, or the same one resolved to other settings (the fast
-    preset decides int8 or bf16 by the machine: a driver without a GPU or AMX and GPU workers disagree)."""
-    if theirs.split("+")[0] != ours.split("+")[0]:
-        where = "install the same checkpoint at the same path on every node"
-        return f"model on {host} is {theirs}, the driver's is {ours}: {where}"
-    return (
-        f"model on {host} resolves to {theirs}, the driver's to {ours}: the fast preset takes int8 on a CPU without "
-        "AMX and bf16 on a GPU; where the driver and the workers differ, set model.max_patches: 64 instead of "
-        "model.preset: fast"
-    )
+    """Why a replica refuses to embed: its checkpoint is not the driver's (the settings are the driver's, settled)."""
+    where = "install the same checkpoint at the same path on every node"
+    return f"model on {host} is {theirs}, the driver's is {ours}: {where}"
 
 
 def _without_pixels(result: Decoded | Failed) -> Decoded | Failed:
@@ -702,11 +700,22 @@ class _Flow:
 
 
 def usable(resources: Resources, config: Config) -> Resources:
-    """The cluster as the model settings let dedupd use it: --gpus N caps the GPUs, and --gpus 0 or model.device cpu
-    keep the model on CPU actors, as they keep it on the CPU locally."""
-    if config.model.gpus == 0 or config.model.device == "cpu":
+    """The cluster as the model settings let dedupd use it: --gpus N caps the GPUs, and --gpus 0, model.device cpu
+    or precision int8 keep the model on CPU actors, as they keep it on the CPU locally."""
+    if config.model.gpus == 0 or config.model.device == "cpu" or config.model.precision == "int8":
         return replace(resources, gpus=0)
     return replace(resources, gpus=min(resources.gpus, config.model.gpus or resources.gpus))
+
+
+def settled_for(config: Config, resources: Resources) -> Config:
+    """`config` with the fast preset's choice of int8 or float made for where the replicas run (GPUs in `resources`
+    or CPUs), not for the driver's own machine, and written into model.precision. The driver files the vectors
+    under the key this gives, every replica loads it as it is, and `dedupd run` embeds its later, local work with it
+    too, so one store holds one key. CPU replicas follow the driver's CPU: one key must serve every node."""
+    if config.model.preset != "fast":
+        return config
+    precision = fast_precision(config.model.precision, on_cpu=not resources.gpus)
+    return config.model_copy(update={"model": config.model.model_copy(update={"precision": precision})})
 
 
 def _replicas(resources: Resources, config: Config) -> tuple[int, int]:

@@ -30,11 +30,14 @@ class EmbedderSettings:
     device: str = "auto"  # auto | cpu | cuda
     max_patches: int | None = None  # naflex only: override processor max_num_patches
     threads: int | None = None  # torch CPU threads; None = leave default
-    precision: str = "auto"  # auto (fastest float dtype per device) | int8 (dynamic quantisation, CPU only)
+    precision: str = "auto"  # auto | float | int8: see PRECISIONS
     preset: str = "default"  # default | fast: see apply_preset
 
 
-PRECISIONS = ("auto", "int8")
+# auto: the fastest float dtype per device, or int8 where the fast preset finds it faster (apply_preset); float: the
+# fastest float dtype per device, always; int8: dynamic quantisation, CPU only. auto and float give the same vectors.
+PRECISIONS = ("auto", "float", "int8")
+FLOATS = ("auto", "float")
 PRESETS = ("default", "fast")
 # The fast preset's patch budget: a quarter of SigLIP2-base's 256, ~4x less compute per image (BENCHMARKS.md).
 FAST_PATCHES = 64
@@ -55,24 +58,30 @@ def vector_model_id(
     names itself too, so its vectors never mix with those of the same knobs set by hand or of another preset."""
     parts = [preset] if preset != "default" else []
     parts += [f"patches{max_patches}"] if max_patches is not None else []
-    parts += [precision] if precision != "auto" else []
+    parts += [precision] if precision not in FLOATS else []
     return "+".join([source_id, *parts])
 
 
 def apply_preset(settings: EmbedderSettings) -> EmbedderSettings:
-    """settings with the preset's knobs filled in (idempotent). fast: at most FAST_PATCHES patches, and int8 where
-    the model will run on a CPU without AMX; on a GPU or an AMX CPU precision stays auto, which picks bf16 there (int8
-    has CPU kernels only). Measured at 64 patches, 2 threads (BENCHMARKS.md section 9): on an AVX512-BF16 CPU without
-    AMX int8 ran 32-33 img/s against bf16's 27-28 (fp32 14.5), and on AVX2 bf16 is emulated. Decided without torch,
-    so the key is known before the model loads."""
+    """settings with the preset's knobs filled in (idempotent). fast: at most FAST_PATCHES patches, and the precision
+    fast_precision gives for the device the model runs on here. Decided without torch, so the key is known before
+    the model loads."""
     if settings.preset not in PRESETS:
         raise ModelLoadError(f"unknown preset '{settings.preset}': use {' or '.join(PRESETS)}")
     if settings.preset == "default":
         return settings
     patches = min(settings.max_patches or FAST_PATCHES, FAST_PATCHES)
-    bf16_beats_int8 = not runs_on_cpu(settings) or cpu_has_amx()
-    precision = settings.precision if bf16_beats_int8 else "int8"
-    return replace(settings, max_patches=patches, precision=precision)
+    return replace(settings, max_patches=patches, precision=fast_precision(settings.precision, runs_on_cpu(settings)))
+
+
+def fast_precision(precision: str, on_cpu: bool) -> str:
+    """The fast preset's precision: one set by hand stays; auto becomes int8 for a model on a CPU without AMX and
+    float on a GPU or an AMX CPU (int8 has CPU kernels only). Measured at 64 patches, 2 threads (BENCHMARKS.md
+    section 9): on an AVX512-BF16 CPU without AMX int8 ran 32-33 img/s against bf16's 27-28 (fp32 14.5), and on
+    AVX2 bf16 is emulated."""
+    if precision != "auto":
+        return precision
+    return "int8" if on_cpu and not cpu_has_amx() else "float"
 
 
 def runs_on_cpu(settings: EmbedderSettings) -> bool:

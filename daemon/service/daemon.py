@@ -1,7 +1,8 @@
 """`dedupd run`: the long-running service.
 
-Start: config -> exclusive store lock -> store -> watchers (before the first walk, so nothing written during a long
-bulk embed is missed) -> READY=1 -> reconcile every root -> process settled events until stopped.
+Start: config -> exclusive store lock -> store -> the Ray cluster, if one is configured -> watchers (before the first
+walk, so nothing written during a long bulk embed is missed) -> READY=1 -> reconcile every root (on the cluster, if
+any, which is then left) -> process settled events until stopped.
 
 All real work happens on the main thread; signal handlers and watcher threads only set flags or enqueue.
 """
@@ -15,7 +16,9 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from dedupd.cluster.session import join
 from dedupd.config import Config, load_config
 from dedupd.errors import UsageError
 from dedupd.ingest.indexer import Indexer, IndexResult, mark_root, online_roots
@@ -26,6 +29,9 @@ from dedupd.purge.run import purge_from_store
 from dedupd.service import sdnotify
 from dedupd.service.status import write_status
 from dedupd.store import LockBusy, Store
+
+if TYPE_CHECKING:
+    from dedupd.cluster.ray_embed import RayCluster
 
 log = logging.getLogger("dedupd")
 
@@ -71,6 +77,7 @@ class Service:
         self._last_ping = 0.0
         self._last_progress_log = time.monotonic()
         self._watch_health: dict[bytes, str] = {}  # the last supervise() result, for the status file
+        self._started = False  # the indexer and the watchers are built once the cluster, if any, is joined (_start)
 
     # --- lifecycle ---------------------------------------------------------------------------------------------------
 
@@ -86,30 +93,42 @@ class Service:
             self.store.writer_lock.release()
 
     def _serve(self) -> int:
-        from dedupd.service.dirty import DirtyPaths
-        from dedupd.service.watchers import Watchers
-
-        embedder = self._embedder or LazyEmbedder(self.config)
-        self.indexer = Indexer(self.store, self.config, embedder)
-        self.indexer.stop = self.stop
-        self.indexer.on_item = self._on_item
-        self.indexer.on_tick = self._heartbeat
-        self.dirty = DirtyPaths()
-        self.watchers = Watchers(
-            self.dirty, self.config.watch.mode, self.config.watch.poll_interval, ignore=self.indexer.options.ignore
-        )
-        self._set_roots(self._configured_roots())
-        sdnotify.ready("watching; reconciling roots")
-        log.info("ready: store %s, %d roots, model %s", self.store.path, len(self.roots), embedder.model_id)
         try:
-            self._first_reconcile()
+            # The cluster first: one that cannot be reached ends the run before READY, with the store as it was. It
+            # is left once the bulk phase ends: every later change is embedded here.
+            with join(self.config) as ray_cluster:
+                self._start(ray_cluster)
+                self._first_reconcile(ray_cluster)
             self._report_due = time.monotonic()  # a restart with nothing new still leaves a current report
             self._loop()
         finally:
             self._shutdown()
         return 0
 
+    def _start(self, ray_cluster: RayCluster | None) -> None:
+        """The indexer and the watchers, then READY. With a cluster the fast preset resolves for where its model
+        replicas run, and the local work after the bulk phase embeds with the same settings (one key per store)."""
+        from dedupd.service.dirty import DirtyPaths
+        from dedupd.service.watchers import Watchers
+
+        config = ray_cluster.settle(self.config) if ray_cluster is not None else self.config
+        embedder = self._embedder or LazyEmbedder(config)
+        self.indexer = Indexer(self.store, config, embedder)
+        self.indexer.stop = self.stop
+        self.indexer.on_item = self._on_item
+        self.indexer.on_tick = self._heartbeat
+        self.dirty = DirtyPaths()
+        self.watchers = Watchers(
+            self.dirty, config.watch.mode, config.watch.poll_interval, ignore=self.indexer.options.ignore
+        )
+        self._started = True
+        self._set_roots(self._configured_roots())
+        sdnotify.ready("watching; reconciling roots")
+        log.info("ready: store %s, %d roots, model %s", self.store.path, len(self.roots), embedder.model_id)
+
     def _shutdown(self) -> None:
+        if not self._started:  # the cluster could not be joined: nothing ran, nothing was written, status included
+            return
         sdnotify.stopping("stopping")
         self.health.phase = "stopping"
         self.watchers.stop()
@@ -180,18 +199,15 @@ class Service:
             log.info("watching %s with %s (%s)", path_text(root), backend.kind, backend.reason)
         self.roots = roots
 
-    def _first_reconcile(self) -> None:
+    def _first_reconcile(self, ray_cluster: RayCluster | None) -> None:
         """The bulk phase: with cluster.ray_address set, the first reconcile of every root (a new library's whole
         backlog) is embedded on that Ray cluster; every later change is embedded here."""
-        from dedupd.cluster.session import join
-
-        with join(self.config) as ray_cluster:
-            if ray_cluster is not None:
-                self.indexer.to_model = ray_cluster.embed_stage(self.indexer)
-            try:
-                self._reconcile_all()
-            finally:
-                self.indexer.to_model = None
+        if ray_cluster is not None:
+            self.indexer.to_model = ray_cluster.embed_stage(self.indexer)
+        try:
+            self._reconcile_all()
+        finally:
+            self.indexer.to_model = None
 
     def _reconcile_all(self) -> None:
         for root in self.roots:
