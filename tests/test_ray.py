@@ -3,7 +3,8 @@ vectors as the local path; a worker killed mid-run; a file that kills its decode
 mid-run, then a rerun; two Ray nodes started with `ray start` on this machine; an unreachable cluster.
 
 Ray starts slowly on 2 cores: the in-process tests share one runtime (a session fixture started by the first of
-them, after the subprocess tests, so two runtimes never compete for the cores).
+them, after the subprocess tests, so two runtimes never compete for the cores). Under pytest-xdist the whole module
+is one group, run in this order by one worker.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from dedupd import cli, commands
 from dedupd.config import load_config
 from dedupd.store import PENDING, UNREADABLE, Store
 
-pytestmark = pytest.mark.ray
+pytestmark = [pytest.mark.ray, pytest.mark.xdist_group("ray")]
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
 
 
@@ -442,6 +443,7 @@ def test_closing_the_stage_while_the_feeder_waits_for_room_ends_its_threads(ray_
     next(stage)  # the consumer takes one answer, then no more: 20 held, one answered, one more held, one waiting
     wait_for(lambda: len(handed) >= 22 and "ray-feed" in waiting_threads(), timeout=60, what="the feeder to wait")
     stage.close()  # the consumer goes away (say, the run failed further down the pipeline)
+    assert "ray-feed-watch" not in waiting_threads(True)  # joined before close() returns
     wait_for(lambda: not {"ray-feed", "ray-stream"} & set(waiting_threads(True)), 10, "the threads to end")
 
 

@@ -576,6 +576,7 @@ class _Flow:
         self.blocks = 0  # how many blocks were shipped: the number of the next
         self.shipping = threading.Lock()  # the feeder ships as hashing goes, the watcher again after a restart
         self.closing = False  # the feeder has handed on all it will
+        self.watcher: threading.Thread | None = None
 
     def run(self, items: Iterable[pipeline.Work]) -> Iterator[tuple[str, Any]]:
         feeder = threading.Thread(target=self._feed, args=(items,), daemon=True, name="ray-feed")
@@ -588,6 +589,8 @@ class _Flow:
             feeder.join(timeout=5)
             if self.feed is not None:
                 ray.kill(self.feed)  # a watcher asking it is answered at once, with an error
+            if self.watcher is not None:
+                self.watcher.join(timeout=WATCH_S + CLOSE_AGAIN_S)  # it sees `abort` within one look
 
     def _events(self) -> Iterator[tuple[str, Any]]:
         fed = streamed = False
@@ -634,7 +637,8 @@ class _Flow:
         self.waiting.bound = self.embed.bound()
         self.feed = _FeedActor.remote()
         threading.Thread(target=self._stream, daemon=True, name="ray-stream").start()
-        threading.Thread(target=self._watch, daemon=True, name="ray-feed-watch").start()
+        self.watcher = threading.Thread(target=self._watch, daemon=True, name="ray-feed-watch")
+        self.watcher.start()
 
     def _ship(self) -> None:
         with self.shipping:
