@@ -119,8 +119,10 @@ def test_a_bad_address_names_the_key(tmp_path, capsys):
     assert "cluster.ray_address" in capsys.readouterr().err
 
 
-def test_two_ray_nodes_on_this_machine_give_the_local_groups(reference, tiny_siglip2, tmp_path):
-    lib, groups, _, _ = reference
+@pytest.fixture(scope="class")
+def two_nodes():
+    """A Ray cluster of two nodes on this machine (`ray start --head`, then `ray start --address`), one CPU each;
+    its port. Class-scoped: it stops once TestOnTwoNodes ends, before the in-process runtime starts."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
@@ -131,13 +133,7 @@ def test_two_ray_nodes_on_this_machine_give_the_local_groups(reference, tiny_sig
     nodes = [started(lambda: tcp_open(port) and alive_nodes(port) == 1, *head)]
     try:
         nodes.append(started(lambda: alive_nodes(port) == 2, f"--address=127.0.0.1:{port}"))
-        report = tmp_path / "report.json"
-        args = ["scan", lib.root, "--model", tiny_siglip2, "--store", tmp_path / "store", "--report", report]
-        rc, _, err = finished(dedupd(*args, "--batch-size", "2", "--ray", f"127.0.0.1:{port}", "-v"))
-        assert rc == 0, err
-        assert "(2 nodes" in err  # the driver saw both nodes before it started the job
-        assert "Progress bars disabled" not in err  # Ray Data's note that the bars dedupd turns off are off
-        assert groups_of(json.loads(report.read_text()), lib.root) == groups
+        yield port
     finally:
         for node in nodes:
             stop(node)
@@ -190,7 +186,7 @@ def stop(node: subprocess.Popen | None) -> None:
     for sig in (signal.SIGTERM, signal.SIGKILL):
         try:
             os.killpg(node.pid, sig)
-            node.wait(timeout=15)
+            node.wait(timeout=5)
             return
         except ProcessLookupError:
             return
@@ -206,32 +202,46 @@ def tcp_open(port: int) -> bool:
         return False
 
 
-def test_driver_killed_mid_run_then_rerun_resumes(reference, tiny_siglip2, tmp_path):
-    lib, groups, _, _ = reference
-    store, report = tmp_path / "store", tmp_path / "report.json"
-    config = tmp_path / "c.yaml"
-    config.write_text("scan:\n  commit_every: 2\n")
-    args = ["scan", lib.root, "--model", tiny_siglip2, "--store", store, "--report", report, "--config", config]
-    first = dedupd(*args, "--batch-size", "2", "--ray", "local")
-    try:
-        wait_for(lambda: versions(store / "vectors.lance") >= 3, timeout=240, what="a first committed chunk")
-    finally:
-        os.killpg(first.pid, signal.SIGKILL)  # the driver and the local Ray runtime it started, at once
-    rc, _, _ = finished(first)
-    assert rc == -signal.SIGKILL and not report.exists()  # killed mid-run, before the report
-
-    rc, out, err = finished(dedupd(*args, "--ray", "local"))
-    assert rc == 0, err
-    assert groups_of(json.loads(report.read_text()), lib.root) == groups
-    rc, out, _ = finished(dedupd("status", "--store", store, "--model", tiny_siglip2))
-    status = dict(line.split(": ", 1) for line in out.splitlines() if ": " in line)
-    # every content embedded but the truncated file's, which is recorded unreadable, as by a local scan
-    assert int(status["embedded"]) == int(status["unique contents"]) - len(lib.unreadable)
-    assert status["pending"] == "0" and status["unreadable"] == "1 (1 truncated)"
-
-
 def versions(table: Path) -> int:
     return len(list((table / "_versions").glob("*.manifest"))) if table.exists() else 0
+
+
+class TestOnTwoNodes:
+    def test_two_ray_nodes_on_this_machine_give_the_local_groups(self, two_nodes, reference, tiny_siglip2, tmp_path):
+        lib, groups, _, _ = reference
+        report = tmp_path / "report.json"
+        args = ["scan", lib.root, "--model", tiny_siglip2, "--store", tmp_path / "store", "--report", report]
+        rc, _, err = finished(dedupd(*args, "--batch-size", "2", "--ray", f"127.0.0.1:{two_nodes}", "-v"))
+        assert rc == 0, err
+        assert "(2 nodes" in err  # the driver saw both nodes before it started the job
+        assert "Progress bars disabled" not in err  # Ray Data's note that the bars dedupd turns off are off
+        assert groups_of(json.loads(report.read_text()), lib.root) == groups
+
+    def test_driver_killed_mid_run_then_rerun_resumes(self, two_nodes, reference, tiny_siglip2, tmp_path):
+        """On the two-node cluster, as on a real one: the cluster outlives its driver, whose job Ray ends. (A killed
+        `--ray local` runtime takes nothing with it that a rerun needs: the store is the driver's alone.)"""
+        lib, groups, _, _ = reference
+        store, report = tmp_path / "store", tmp_path / "report.json"
+        config = tmp_path / "c.yaml"
+        config.write_text("scan:\n  commit_every: 2\n")
+        args = ["scan", lib.root, "--model", tiny_siglip2, "--store", store, "--report", report, "--config", config]
+        cluster = ("--ray", f"127.0.0.1:{two_nodes}")
+        first = dedupd(*args, "--batch-size", "2", *cluster)
+        try:
+            wait_for(lambda: versions(store / "vectors.lance") >= 3, timeout=240, what="a first committed chunk")
+        finally:
+            os.killpg(first.pid, signal.SIGKILL)  # the driver's whole process group, mid-run
+        rc, _, _ = finished(first)
+        assert rc == -signal.SIGKILL and not report.exists()  # killed mid-run, before the report
+
+        rc, out, err = finished(dedupd(*args, *cluster))
+        assert rc == 0, err
+        assert groups_of(json.loads(report.read_text()), lib.root) == groups
+        rc, out, _ = finished(dedupd("status", "--store", store, "--model", tiny_siglip2))
+        status = dict(line.split(": ", 1) for line in out.splitlines() if ": " in line)
+        # every content embedded but the truncated file's, which is recorded unreadable, as by a local scan
+        assert int(status["embedded"]) == int(status["unique contents"]) - len(lib.unreadable)
+        assert status["pending"] == "0" and status["unreadable"] == "1 (1 truncated)"
 
 
 # --- one shared in-process runtime ----------------------------------------------------------------------------------
