@@ -23,6 +23,7 @@ from dedupd.ingest.decode import (
     decode,
     register_plugins,
 )
+from dedupd.ingest.hashing import content_hash
 from dedupd.paths import IMAGE_EXTENSIONS, RAW_EXTENSIONS
 
 RED, GREEN, BLUE, WHITE = (255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 255)
@@ -94,9 +95,36 @@ def test_register_plugins_is_idempotent_and_leaves_pillow_globals_alone() -> Non
 
 
 def test_decode_error_survives_pickling() -> None:
-    # decode() may run in a process pool; the reason has to make it back.
-    err = pickle.loads(pickle.dumps(DecodeError("truncated")))
+    # decode() may run in a process pool; the reason and the bytes it is about have to make it back.
+    err = pickle.loads(pickle.dumps(DecodeError("truncated", "ab" * 16)))
     assert isinstance(err, DecodeError) and err.reason == "truncated" and str(err) == "truncated"
+    assert err.content == "ab" * 16
+
+
+def test_a_picture_and_a_verdict_name_the_bytes_they_come_from(tmp_path: Path) -> None:
+    """The hash of the very bytes decoded: the pipeline files a vector or a verdict only under that content."""
+    photo, junk = tmp_path / "a.jpg", tmp_path / "b.jpg"
+    imagegen.photo(3, (64, 48)).save(photo, quality=90)
+    junk.write_bytes(b"not a picture" * 10)
+    assert decode(photo).content == content_hash(photo)
+    with pytest.raises(DecodeError) as info:
+        decode(junk)
+    assert (info.value.reason, info.value.content) == ("not an image", content_hash(junk))
+    with pytest.raises(DecodeError) as info:
+        decode(tmp_path / "gone.jpg")
+    assert info.value.reason.startswith("io error") and info.value.content == ""  # nothing read: the path failed
+
+
+def test_a_file_larger_than_any_picture_allowed_is_refused_unread(tmp_path: Path) -> None:
+    """A decoder reads a file whole; a file over 8 bytes for each pixel max_pixels allows would only fill its memory
+    (here a 1 200-pixel JPEG with 20 kB of trailing data, as a camera or a tool may append)."""
+    huge = tmp_path / "huge.jpg"
+    imagegen.photo(4, (40, 30)).save(huge, quality=90)
+    with huge.open("ab") as f:
+        f.write(b"\0" * 20_000)
+    size = huge.stat().st_size
+    assert _reason(huge, max_pixels=2_000) == f"too large ({size} > 16000 bytes: scan.max_pixels x 8)"
+    assert decode(huge, max_pixels=size // 8 + 1).image.size == (40, 30)
 
 
 # --- orientation --------------------------------------------------------------------

@@ -15,10 +15,14 @@ import sys
 import imagegen
 import support
 from PIL import ImageDraw
-from support import PixelEmbedder
-from test_never_last_copy import config, copies, empty_trash, photo, purge, scan
+from support import PixelEmbedder, b
+from swapping import decode_swapped
+from test_never_last_copy import QUIET, config, copies, empty_trash, photo, purge, scan
 
 from dedupd import commands
+from dedupd.ingest.pipeline import CHANGED_WHILE_READ
+from dedupd.model.loader import LazyEmbedder
+from dedupd.store import OK, PENDING, UNREADABLE, Store
 
 
 def hand_report(path, groups, **extra):
@@ -186,3 +190,58 @@ def test_a_scan_rehashes_a_file_rewritten_in_place_with_the_same_size_and_mtime(
     from dedupd.store import Store
 
     assert Store.open(cfg.store_path()).files()[os.fsencode(keep)].content == content_hash(os.fsencode(keep))
+
+
+def scan_swapping(cfg, root) -> dict:
+    """A scan whose decoder rewrites files named swapped* (tests/swapping.py) after they were hashed."""
+    report = root.parent / "swapped-report.json"
+    embedder = LazyEmbedder(cfg, PixelEmbedder())
+    rc = commands.scan(str(root), cfg, str(report), False, None, echo=QUIET, embedder=embedder, decode=decode_swapped)
+    assert rc == 0
+    return json.loads(report.read_bytes())
+
+
+def grouped(report: dict) -> set[str]:
+    return {p for g in report["groups"] for p in [g["keep"], *g["duplicates"]]}
+
+
+def test_a_photo_saved_over_between_its_hash_and_its_decode_lends_its_picture_to_no_content(tmp_path):
+    """Another picture is saved over x after the scan hashed x and before it decoded x. Its vector was stored under
+    x's old content, so the store paired x's old picture (whose last copy is b/copy.jpg) with the new one, and a
+    purge could remove that last copy as a duplicate of a picture it is not."""
+    root = tmp_path / "t"
+    swapped = photo(root / "a" / "swapped.jpg", 41)  # first by name: it carries the old picture's content
+    last = photo(root / "b" / "copy.jpg", 41)  # the old picture's only other copy, byte for byte
+    other = photo(root / "c" / "other.jpg", 42, size=(640, 480))  # the largest: the keeper
+    (root / "a" / "swapped.jpg.next").write_bytes(other.read_bytes())
+    picture = last.read_bytes()
+    cfg = config(tmp_path, **{"dedup.keep_policy": "largest"})
+
+    first = scan_swapping(cfg, root)
+
+    assert str(last) not in grouped(first)  # no evidence ties the old picture to the new one
+    files = Store.open(cfg.store_path()).files()
+    assert (files[b(swapped)].status, files[b(swapped)].error) == (UNREADABLE, CHANGED_WHILE_READ)
+    assert files[b(last)].status == PENDING  # its content is carried again next time, not settled by a stranger
+    purge(cfg, tmp_path / "swapped-report.json")
+    second = scan(cfg, root)
+    assert [sorted([g["keep"], *g["duplicates"]]) for g in second["groups"]] == [[str(swapped), str(other)]]
+    assert last.read_bytes() == picture
+    assert Store.open(cfg.store_path()).files()[b(last)].status == OK
+
+
+def test_a_photo_turned_to_garbage_between_its_hash_and_its_decode_does_not_condemn_its_copies(tmp_path):
+    """The decoder's verdict ("not an image") was about other bytes, yet it was filed under the old content, so
+    every byte copy of the old picture was recorded unreadable, and stayed so: unindexed, never grouped."""
+    root = tmp_path / "t"
+    swapped = photo(root / "a" / "swapped.jpg", 43)
+    last = photo(root / "b" / "copy.jpg", 43)
+    (root / "a" / "swapped.jpg.next").write_bytes(b"half-written, not a picture yet" * 100)
+    cfg = config(tmp_path)
+
+    scan_swapping(cfg, root)
+    scan(cfg, root)
+
+    files = Store.open(cfg.store_path()).files()
+    assert files[b(last)].status == OK
+    assert (files[b(swapped)].status, files[b(swapped)].error) == (UNREADABLE, "not an image")

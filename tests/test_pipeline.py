@@ -11,12 +11,14 @@ from dedupd import commands
 from dedupd.config import Config, load_config
 from dedupd.ingest import pipeline
 from dedupd.ingest.decode_pool import default_workers, model_threads, split_cores
+from dedupd.ingest.hashing import content_hash
 from dedupd.model.loader import LazyEmbedder
 from dedupd.store import FileRecord
 
 
-def _work(path: bytes, carrier: bool) -> pipeline.Work:
-    return pipeline.Work(FileRecord(path=path, root=b"/r", size=1, mtime_ns=1, device=1, inode=1), carrier=carrier)
+def _work(path: bytes, carrier: bool, content: str = "") -> pipeline.Work:
+    record = FileRecord(path=path, root=b"/r", size=1, mtime_ns=1, device=1, inode=1, content=content)
+    return pipeline.Work(record, carrier=carrier)
 
 
 def test_nothing_to_decode_loads_no_model_and_starts_no_pool() -> None:
@@ -39,7 +41,8 @@ def test_the_pool_is_sized_after_the_model_has_loaded(tmp_path) -> None:
         max_pixels=10**8,
         pool=lambda: asked.append("pool") or None,
     )
-    items = [_work(b"/r/skip.jpg", carrier=False), _work(str(tmp_path / "a.jpg").encode(), carrier=True)]
+    photo = str(tmp_path / "a.jpg").encode()
+    items = [_work(b"/r/skip.jpg", carrier=False), _work(photo, carrier=True, content=content_hash(photo))]
     counters = pipeline.Counters()
     out = list(pipeline.decode_images(settings, counters)(items))
     assert asked[:2] == ["model", "pool"] and asked.count("pool") == 1

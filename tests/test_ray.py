@@ -25,6 +25,7 @@ import crashing
 import imagegen
 import numpy as np
 import pytest
+import swapping
 from support import b, make_library, wait_for
 
 from dedupd import cli, commands
@@ -315,11 +316,16 @@ def carriers(photos: Path, count: int) -> list[Path]:
 
 def hashing(paths: list[Path]):
     """The plan stage's carriers, one at a time as hashing yields them."""
+    for path in paths:
+        yield carrier(path)
+
+
+def carrier(path: Path):
+    from dedupd.ingest.hashing import content_hash
     from dedupd.ingest.pipeline import Work
     from dedupd.store import FileRecord
 
-    for i, path in enumerate(paths):
-        yield Work(FileRecord.of(b(path), b(path.parent), path.stat(), content=f"c{i}"), carrier=True)
+    return Work(FileRecord.of(b(path), b(path.parent), path.stat(), content=content_hash(path)), carrier=True)
 
 
 def test_the_read_task_killed_mid_run_is_retried_without_losing_a_file(ray_runtime, tiny_siglip2, tmp_path, caplog):
@@ -349,12 +355,10 @@ def test_the_read_task_killed_mid_run_is_retried_without_losing_a_file(ray_runti
 
 def test_the_same_path_handed_twice_comes_back_twice(ray_runtime, tiny_siglip2, tmp_path):
     """Two carriers naming one file: both come out with its vector, as the local stages hand back both."""
-    from dedupd.ingest.pipeline import Counters, Work
-    from dedupd.store import FileRecord
+    from dedupd.ingest.pipeline import Counters
 
     paths = carriers(tmp_path / "photos", 16)
-    handed = list(hashing(paths))
-    handed.append(Work(FileRecord.of(b(paths[3]), b(paths[3].parent), paths[3].stat(), content="c3"), carrier=True))
+    handed = [*hashing(paths), carrier(paths[3])]
     out = list(ray_embed_for(tiny_siglip2, tmp_path).stage(Counters())(iter(handed)))
     assert sorted(map(id, out)) == sorted(map(id, handed)), f"{len(out)} Works out for {len(handed)} in"
     assert all(w.vector is not None for w in out)
@@ -541,6 +545,34 @@ def test_a_file_that_kills_its_decode_worker_is_the_only_one_blamed(
     assert not [f.path for f in files.values() if f.status == PENDING]
     assert vectors_of(tmp_path / "store", model).keys() == local_vectors.keys()  # every other content: embedded
     assert groups_of(json.loads(report.read_text()), photos) == groups
+
+
+def test_a_photo_saved_over_after_its_hash_lends_its_vector_to_no_content(ray_runtime, tiny_siglip2, tmp_path):
+    """The decode task reads other bytes than the driver hashed (tests/swapping.py rewrites the file first): the
+    vector it brings back is of no content the driver knows, so none is stored, and the path is read again later."""
+    from ray import cloudpickle
+
+    from dedupd.ingest.hashing import content_hash
+    from dedupd.ingest.pipeline import CHANGED_WHILE_READ
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    swapped, other = photos / "swapped.jpg", photos / "other.jpg"
+    imagegen.photo(61, (320, 240)).save(swapped, quality=92)
+    imagegen.photo(62, (320, 240)).save(other, quality=92)
+    (photos / "swapped.jpg.next").write_bytes(other.read_bytes())
+    old = content_hash(swapped)
+    cfg = config_for(tmp_path / "store", tiny_siglip2, "local")
+    cloudpickle.register_pickle_by_value(swapping)
+    try:
+        rc = commands.scan(str(photos), cfg, None, False, None, echo=lambda s: None, decode=swapping.decode_swapped)
+    finally:
+        cloudpickle.unregister_pickle_by_value(swapping)
+    assert rc == 0
+    store = Store.open(tmp_path / "store", create=False)
+    record = store.files()[b(swapped)]
+    assert (record.content, record.status, record.error) == (old, UNREADABLE, CHANGED_WHILE_READ)
+    assert store.vector_contents(commands.model_identity(cfg.model)) == {content_hash(other)}
 
 
 def test_a_stop_ends_the_search_for_files_that_kill_their_decoder(ray_runtime, tiny_siglip2, tmp_path):

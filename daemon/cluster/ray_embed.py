@@ -335,11 +335,7 @@ def model_mismatch(host: str, theirs: str, ours: str) -> str:
 
 
 def _without_pixels(result: Decoded | Failed) -> Decoded | Failed:
-    return (
-        Decoded(None, result.width, result.height, result.format, result.capture, result.frames)
-        if isinstance(result, Decoded)
-        else result
-    )
+    return replace(result, image=None) if isinstance(result, Decoded) else result
 
 
 def _objects(values: list) -> np.ndarray:
@@ -741,8 +737,7 @@ def _actor_config(config: Config, resources: Resources, per_replica: int) -> Con
 def _settled(
     work: pipeline.Work, vector: bytes, result: Decoded | Failed, counters: pipeline.Counters
 ) -> pipeline.Work:
-    pipeline.store_decoded(work, result, counters)
-    if isinstance(result, Decoded) and vector:
+    if pipeline.store_decoded(work, result, counters) and vector:
         work.image, work.vector = None, np.frombuffer(vector, dtype=np.float32)
         work.record.status = pipeline.OK
         counters.embedded += 1

@@ -8,6 +8,7 @@ copies, macOS ``._`` sidecars and hostile headers. Callers only ever see ``Decod
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import struct
@@ -19,7 +20,7 @@ import numpy as np
 from PIL import ExifTags, Image, ImageFile, ImageOps, PngImagePlugin, TiffImagePlugin, UnidentifiedImageError, features
 
 from dedupd.ingest.capture import Capture, read_capture, tiff_capture
-from dedupd.ingest.hashing import open_regular
+from dedupd.ingest.hashing import bytes_hash, open_regular
 from dedupd.ingest.raw import RawError, read_preview, upright
 from dedupd.paths import SNIFF_BYTES, raw_format
 
@@ -46,17 +47,23 @@ _BMFF_IMAGE_BRANDS = frozenset(
 _IMAGE_SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF8", b"BM", b"II*\x00", b"MM\x00*")
 _BOMB_MESSAGE = re.compile(r"\((\d+) pixels\) exceeds limit of (\d+)")
 
+_MOST_BYTES_A_PIXEL = 8  # 16-bit RGBA without compression: no picture within max_pixels needs a larger file
+
 _open_formats: tuple[str, ...] = ()
 _registered = False
 _register_lock = threading.Lock()
 
 
 class DecodeError(Exception):
-    """A file that cannot be turned into a picture; ``reason`` is short and stable enough to group on."""
+    """A file that cannot be turned into a picture; ``reason`` is short and stable enough to group on, ``content``
+    the hash of the bytes the verdict is about ("" when none were read: then it belongs to the path)."""
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, content: str = "") -> None:
         super().__init__(reason)
-        self.reason = reason
+        self.reason, self.content = reason, content
+
+    def __reduce__(self) -> tuple:
+        return DecodeError, (self.reason, self.content)
 
 
 Pixels = TypeVar("Pixels")
@@ -72,6 +79,7 @@ class Decoded(Generic[Pixels]):
     format: str  # Pillow's format name: "JPEG", "PNG", "HEIF", ...
     capture: Capture = Capture()  # EXIF/XMP capture facts (burst guard, keep-policy ties)
     frames: int = 1  # pages or animation frames: only the first is decoded and embedded
+    content: str = ""  # the hash of the very bytes decoded (hashing.bytes_hash): what the picture is evidence for
 
 
 def register_plugins() -> None:
@@ -108,20 +116,40 @@ def decode(
     With ``draft_side`` a JPEG is decoded at the smallest DCT scale (1/2, 1/4, 1/8) whose
     shorter side is still >= draft_side, and a HEIF may use an embedded thumbnail of
     that size; other formats are decoded at full size.
+
+    The file is read once, whole, and decoded from memory, and the result (or the DecodeError) carries the hash of
+    those bytes: the file may be rewritten at any moment after the scan hashed it, and a vector must never be
+    stored under a content other than the one it was computed from (the pipeline compares the two).
     """
     register_plugins()
+    content = ""
     try:
-        with open_regular(path) as fp:  # a FIFO swapped in must not block a worker forever
-            head = fp.read(SNIFF_BYTES)
-            fp.seek(0)
-            fmt = raw_format(os.fsencode(path), head)
-            if fmt:
-                return _decode_raw(fp, fmt, draft_side, max_pixels)
-            return _decode_file_or_raw(fp, head, draft_side, max_pixels)
-    except DecodeError:
-        raise
+        data = _read_whole(path, max_pixels)
+        content = bytes_hash(data)
+        decoded = _decode_bytes(io.BytesIO(data), os.fsencode(path), draft_side, max_pixels)
+        return replace(decoded, content=content)
+    except DecodeError as exc:
+        raise DecodeError(exc.reason, content) from None
     except Exception as exc:  # noqa: BLE001 - the contract is that only DecodeError escapes
-        raise DecodeError(_reason(exc)) from exc
+        raise DecodeError(_reason(exc), content) from exc
+
+
+def _read_whole(path: str | bytes | os.PathLike, max_pixels: int) -> bytes:
+    """The file's bytes. Bounded by what the largest picture allowed could take (8 bytes a pixel: 16-bit RGBA,
+    uncompressed), so a huge file with an image name cannot fill a worker's memory."""
+    with open_regular(path, buffering=0) as fp:  # a FIFO swapped in must not block a worker forever
+        size, limit = os.fstat(fp.fileno()).st_size, max_pixels * _MOST_BYTES_A_PIXEL
+        if size > limit:
+            raise DecodeError(f"too large ({size} > {limit} bytes: scan.max_pixels x 8)")
+        return fp.read(size + 1)  # a file still growing reads one byte past its size: its hash then differs
+
+
+def _decode_bytes(fp: io.BytesIO, name: bytes, draft_side: int | None, max_pixels: int) -> Decoded[Image.Image]:
+    head = fp.getvalue()[:SNIFF_BYTES]
+    fmt = raw_format(name, head)
+    if fmt:
+        return _decode_raw(fp, fmt, draft_side, max_pixels)
+    return _decode_file_or_raw(fp, head, draft_side, max_pixels)
 
 
 def _decode_file_or_raw(fp: IO[bytes], head: bytes, draft_side: int | None, max_pixels: int) -> Decoded:
@@ -192,7 +220,7 @@ def frame_count(im: Image.Image) -> int:
 
 
 def _identify(fp: IO[bytes]) -> ImageFile.ImageFile:
-    if os.fstat(fp.fileno()).st_size == 0:
+    if _size(fp) == 0:
         raise DecodeError("empty file")
     try:
         return Image.open(fp, formats=_open_formats)
@@ -334,7 +362,14 @@ def _riff_truncated(fp: IO[bytes]) -> bool:
     if len(head) < 12 or not head.startswith(b"RIFF") or head[8:12] != b"WEBP":
         return False
     declared = struct.unpack("<I", head[4:8])[0] + 8
-    return os.fstat(fp.fileno()).st_size < declared
+    return _size(fp) < declared
+
+
+def _size(fp: IO[bytes]) -> int:
+    here = fp.tell()
+    end = fp.seek(0, io.SEEK_END)
+    fp.seek(here)
+    return end
 
 
 def _reason(exc: BaseException) -> str:

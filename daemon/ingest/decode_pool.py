@@ -19,7 +19,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from dedupd.ingest.decode import Decoded, DecodeError, decode, register_plugins
@@ -28,6 +28,7 @@ from dedupd.ingest.decode import Decoded, DecodeError, decode, register_plugins
 @dataclass
 class Failed:
     reason: str
+    content: str = ""  # the hash of the bytes the reason is about; "" when none were read (the path failed)
 
 
 def decode_for_model(path: bytes, draft_side: int | None, max_pixels: int, spec: Any = None) -> Decoded | Failed:
@@ -35,13 +36,12 @@ def decode_for_model(path: bytes, draft_side: int | None, max_pixels: int, spec:
     try:
         decoded = decode(path, draft_side=draft_side, max_pixels=max_pixels)
     except DecodeError as exc:
-        return Failed(exc.reason)
+        return Failed(exc.reason, exc.content)
     if spec is None:
         return decoded
     from dedupd.ingest.preprocess import preprocess
 
-    prepared = preprocess(decoded.image, spec)
-    return Decoded(prepared, decoded.width, decoded.height, decoded.format, decoded.capture, decoded.frames)
+    return replace(decoded, image=preprocess(decoded.image, spec))
 
 
 # What a decode worker runs per file: decode_for_model, or a stand-in with its signature. A seam, because no real

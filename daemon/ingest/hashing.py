@@ -10,9 +10,13 @@ import stat
 BLOCK = 1 << 20  # large blocks: hashing is disk-bound and per-call overhead matters on NAS-sized trees
 
 
+def _digest() -> hashlib.blake2b:
+    return hashlib.blake2b(digest_size=16)
+
+
 def content_hash(path: bytes | str | os.PathLike) -> str:
     """blake2b-128 of the file's bytes, streamed so memory stays flat whatever the file size."""
-    digest = hashlib.blake2b(digest_size=16)
+    digest = _digest()
     with open_regular(path, buffering=0) as handle:
         buffer = bytearray(BLOCK)
         view = memoryview(buffer)
@@ -43,9 +47,16 @@ def open_regular(path: bytes | str | os.PathLike, buffering: int = -1):
 
 def fd_hash(fd: int) -> str:
     """Hash what an already-open descriptor points at (purge re-verifies the very inode it will act on)."""
-    digest = hashlib.blake2b(digest_size=16)
+    digest = _digest()
     offset = 0
     while chunk := os.pread(fd, BLOCK, offset):
         digest.update(chunk)
         offset += len(chunk)
+    return digest.hexdigest()
+
+
+def bytes_hash(data: bytes) -> str:
+    """The content hash of bytes already in memory: a decoder names the very bytes its picture came from."""
+    digest = _digest()
+    digest.update(data)
     return digest.hexdigest()

@@ -209,8 +209,13 @@ class ContentBook:
             return [_apply(f, info) for f in followers]
 
 
+# The file was rewritten between its hash and its decode: nothing is known of either content; read it again.
+CHANGED_WHILE_READ = "io error: changed while it was read (read again on the next scan)"
+
+
 def path_only_failure(record: FileRecord) -> bool:
-    """An io error (vanished, became a FIFO, unreadable) belongs to the path, not to the content's bytes."""
+    """An io error (vanished, became a FIFO, unreadable, rewritten while read) belongs to the path, not to the
+    content's bytes."""
     return record.status == UNREADABLE and record.error.startswith("io error")
 
 
@@ -382,18 +387,31 @@ def _args(settings: DecodeSettings) -> tuple:
     return settings.draft_side(), settings.max_pixels, settings.spec()
 
 
-def store_decoded(work: Work, result: Decoded | Failed, counters: Counters) -> None:
+def store_decoded(work: Work, result: Decoded | Failed, counters: Counters) -> bool:
+    """The decoder's answer into the carrier's record; True when it holds a picture of the record's content.
+
+    A picture decoded from other bytes than the ones hashed (the file was rewritten in between) is no evidence
+    about the hashed content: its vector would make the store pair that content with a picture it is not, and a
+    purge trusts those pairs. So it is dropped, and the path (not the content) is marked to be read again."""
     record = work.record
+    if _read_other_bytes(record, result):
+        result = Failed(CHANGED_WHILE_READ)
     if isinstance(result, Failed):
         log.warning("unreadable image %s: %s", os.fsdecode(record.path), result.reason)
         record.status, record.error = UNREADABLE, result.reason
         counters.unreadable += 1
-        return
+        return False
     work.image, record.width, record.height = result.image, result.width, result.height
     record.format, record.frames = result.format, result.frames
     for name, value in result.capture.to_dict().items():
         setattr(record, name, value)
     counters.decoded += 1
+    return True
+
+
+def _read_other_bytes(record: FileRecord, result: Decoded | Failed) -> bool:
+    # A Decoded must name its bytes; a Failed names them when it read any (an io error belongs to the path anyway)
+    return (isinstance(result, Decoded) or bool(result.content)) and result.content != record.content
 
 
 def embed_images(

@@ -9,7 +9,6 @@ not the preview's.
 from __future__ import annotations
 
 import io
-import os
 import warnings
 from dataclasses import dataclass
 from typing import IO, Any
@@ -44,8 +43,9 @@ def read_preview(fp: IO[bytes], known_time: bool = False) -> RawPreview:
     LibRaw's capture time is asked for only when neither the file's own EXIF (known_time) nor the preview's has
     one: rawpy unpacks the whole sensor data to answer (a quarter second for 24 MP here)."""
     rawpy = _rawpy()
+    fp.seek(0)  # LibRaw reads the whole file from here into a buffer of its own
     try:
-        with rawpy.imread(_fd_path(fp)) as raw:
+        with rawpy.imread(fp) as raw:
             sizes = raw.sizes
             image = _image(rawpy, raw.extract_thumb())
             taken = "" if known_time or read_capture(image).taken else _taken(raw)
@@ -81,13 +81,6 @@ def upright(image: Image.Image, flip: int) -> Image.Image:
     """The preview turned as the camera was held (previews are stored the way the sensor lies)."""
     transpose = _FLIP_TRANSPOSE.get(flip)
     return image.transpose(transpose) if transpose is not None else image
-
-
-def _fd_path(fp: IO[bytes]) -> str:
-    # LibRaw opens by name. /proc/self/fd/N names the very file open_regular checked is regular (a FIFO swapped in
-    # at the path since must not block a worker).
-    proc = f"/proc/self/fd/{fp.fileno()}"
-    return proc if os.path.exists(proc) else os.fsdecode(fp.name)
 
 
 def _taken(raw: Any) -> str:

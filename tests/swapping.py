@@ -1,0 +1,30 @@
+"""A decode function that saves other bytes over some files just before it decodes them: the stand-in for a photo
+rewritten in place (an editor saving, a sync tool replacing it) after the scan hashed it and before it decoded it,
+a moment no test can hit from outside. Passed to dedupd as its decode seam (decode_pool.DecodeFn); a module of its
+own, so that forkserver workers can import it by name and Ray can be told to pickle it by value."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from dedupd.ingest.decode_pool import Decoded, Failed, decode_for_model
+
+SWAP_PREFIX = b"swapped"
+NEXT = b".next"  # a swapped file gets the bytes of the file beside it named PATH.next (not an image name)
+
+
+def decode_swapped(path: bytes, draft_side: int | None, max_pixels: int, spec: Any = None) -> Decoded | Failed:
+    """decode_for_model, except that a file named swapped* is first rewritten with the bytes of PATH.next."""
+    if os.path.basename(path).startswith(SWAP_PREFIX):
+        rewrite(path, path + NEXT)
+    return decode_for_model(path, draft_side, max_pixels, spec)
+
+
+def rewrite(path: bytes, source: bytes) -> None:
+    """path gets source's bytes in place (same inode) and its old mtime back, as a hostile or careless tool would."""
+    st = os.stat(path)
+    with open(source, "rb") as new, open(path, "r+b") as old:
+        old.write(new.read())
+        old.truncate()
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
