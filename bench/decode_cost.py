@@ -72,7 +72,7 @@ def _measure(folder: Path, args: argparse.Namespace) -> dict:
         "files": len(paths),
         "mean_bytes": round(sum(os.path.getsize(p) for p in paths) / len(paths)),
         "draft_side": args.draft_side,
-        "cpu_ms_per_file": {"decode_for_model": round(decode_ms, 1), "read_whole_and_hash": round(proof_ms, 1)},
+        "cpu_ms_per_file": {"decode_for_model": round(decode_ms, 3), "read_whole_and_hash": round(proof_ms, 3)},
         "proof_share_of_decode": round(proof_ms / decode_ms, 3),
     }
 

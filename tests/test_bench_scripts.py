@@ -51,3 +51,23 @@ def test_raw_samples_reports_a_raw_file_libraw_cannot_open_in_its_row(tmp_path):
     [row] = json.loads(done.stdout)["files"]
     assert row["file"] == "broken.ARW" and row["decoded"] is False and row["ok"] is False
     assert row["sensor"] is None and row["reason"]
+
+
+def test_decode_cost_times_the_decode_and_the_proof_on_generated_photos():
+    done = run_script("decode_cost.py", "--count", "2", "--size", "320x240", "--repeat", "1")
+
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["files"] == 2 and result["generated"] == "320x240 JPEG q92"
+    costs = result["cpu_ms_per_file"]
+    assert costs["decode_for_model"] > costs["read_whole_and_hash"] > 0  # hashing is the cheap part
+
+
+def test_decode_cost_on_a_folder_with_a_file_that_is_no_picture_names_it_in_one_line(tmp_path):
+    imagegen.photo(1, (320, 240)).save(tmp_path / "a.jpg", quality=90)
+    (tmp_path / "notes.jpg").write_text("not a picture")
+
+    done = run_script("decode_cost.py", "--folder", str(tmp_path), "--repeat", "1")
+
+    assert done.returncode != 0
+    assert "Traceback" not in done.stderr and "notes.jpg" in done.stderr, done.stderr
