@@ -12,12 +12,17 @@ from dedupd.ingest.decode_pool import Decoded, Failed, decode_for_model
 
 SWAP_PREFIX = b"swapped"
 NEXT = b".next"  # a swapped file gets the bytes of the file beside it named PATH.next (not an image name)
+DIES = b"dies"  # a swapped file with this in its name then kills its decode worker, as a C decoder's crash would
 
 
 def decode_swapped(path: bytes, draft_side: int | None, max_pixels: int, spec: Any = None) -> Decoded | Failed:
-    """decode_for_model, except that a file named swapped* is first rewritten with the bytes of PATH.next."""
-    if os.path.basename(path).startswith(SWAP_PREFIX):
+    """decode_for_model, except that a file named swapped* is first rewritten with the bytes of PATH.next (and a
+    swapped*dies* one then ends its process: only ever run it in a decode pool's worker)."""
+    name = os.path.basename(path)
+    if name.startswith(SWAP_PREFIX):
         rewrite(path, path + NEXT)
+        if DIES in name:
+            os._exit(70)
     return decode_for_model(path, draft_side, max_pixels, spec)
 
 

@@ -245,3 +245,40 @@ def test_a_photo_turned_to_garbage_between_its_hash_and_its_decode_does_not_cond
     files = Store.open(cfg.store_path()).files()
     assert files[b(last)].status == OK
     assert (files[b(swapped)].status, files[b(swapped)].error) == (UNREADABLE, "not an image")
+
+
+def test_a_photo_grown_past_the_size_limit_between_its_hash_and_its_decode_does_not_condemn_its_copies(tmp_path):
+    """The size refusal reads no bytes, so its verdict names none: filed under the old content, it would have
+    recorded every byte copy of the old picture unreadable ("too large") for good."""
+    root = tmp_path / "t"
+    swapped = photo(root / "a" / "swapped.jpg", 44)
+    last = photo(root / "b" / "copy.jpg", 44)
+    (root / "a" / "swapped.jpg.next").write_bytes(last.read_bytes() + bytes(2_000_000))  # 320x240: limit 1.6 MB
+    cfg = config(tmp_path, **{"scan.max_pixels": 200_000})
+
+    scan_swapping(cfg, root)
+    files = Store.open(cfg.store_path()).files()
+    assert (files[b(swapped)].status, files[b(swapped)].error) == (UNREADABLE, CHANGED_WHILE_READ)
+    scan(cfg, root)
+
+    files = Store.open(cfg.store_path()).files()
+    assert files[b(last)].status == OK
+    assert files[b(swapped)].status == UNREADABLE and files[b(swapped)].error.startswith("too large (2")
+
+
+def test_a_photo_saved_over_with_bytes_that_kill_the_decoder_does_not_condemn_its_copies(tmp_path):
+    """A decoder that died says nothing about which bytes it was reading: the file is hashed again, and a verdict
+    about bytes it no longer holds is kept off the old content."""
+    root = tmp_path / "t"
+    swapped = photo(root / "a" / "swapped_dies.jpg", 45)
+    last = photo(root / "b" / "copy.jpg", 45)
+    imagegen.photo(46, (320, 240)).save(root / "a" / "swapped_dies.jpg.next", "JPEG", quality=92)
+    cfg = config(tmp_path, **{"scan.decode_workers": 1})
+
+    scan_swapping(cfg, root)
+    files = Store.open(cfg.store_path()).files()
+    assert (files[b(swapped)].status, files[b(swapped)].error) == (UNREADABLE, CHANGED_WHILE_READ)
+    scan(cfg, root)
+
+    files = Store.open(cfg.store_path()).files()
+    assert files[b(last)].status == OK and files[b(swapped)].status == OK

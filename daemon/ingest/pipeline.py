@@ -411,7 +411,19 @@ def store_decoded(work: Work, result: Decoded | Failed, counters: Counters) -> b
 
 def _read_other_bytes(record: FileRecord, result: Decoded | Failed) -> bool:
     # A Decoded must name its bytes; a Failed names them when it read any (an io error belongs to the path anyway)
-    return (isinstance(result, Decoded) or bool(result.content)) and result.content != record.content
+    if isinstance(result, Decoded) or result.content:
+        return result.content != record.content
+    return not result.reason.startswith("io error") and _not_the_hashed_bytes(record.path, record.content)
+
+
+def _not_the_hashed_bytes(path: bytes, content: str) -> bool:
+    """For a verdict that names no bytes (a decoder that died, a file refused by its size unread): does the file
+    still hold what was hashed? Only the rare failure pays for this second hash. It cannot prove which bytes the
+    decoder saw, but an unreadable verdict never removes a file: at worst a content stays out of every group."""
+    try:
+        return content_hash(path) != content
+    except OSError:
+        return True
 
 
 def embed_images(
