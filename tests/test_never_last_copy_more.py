@@ -11,15 +11,18 @@ import shutil
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import imagegen
+import pytest
 import support
 from PIL import ImageDraw
 from support import PixelEmbedder, b
-from swapping import decode_swapped
+from swapping import decode_swapped, rewrite
 from test_never_last_copy import QUIET, config, copies, empty_trash, photo, purge, scan
 
 from dedupd import commands
+from dedupd.faults import acting_at
 from dedupd.ingest.pipeline import CHANGED_WHILE_READ
 from dedupd.model.loader import LazyEmbedder
 from dedupd.store import OK, PENDING, UNREADABLE, Store
@@ -282,3 +285,67 @@ def test_a_photo_saved_over_with_bytes_that_kill_the_decoder_does_not_condemn_it
 
     files = Store.open(cfg.store_path()).files()
     assert files[b(last)].status == OK and files[b(swapped)].status == OK
+
+
+# --- the act itself: another program moves in the gap between the purge's check and its act (faults.acting_at) ---
+
+
+def test_a_victim_saved_over_in_place_after_its_check_is_not_deleted(tmp_path):
+    """An editor saves another picture into b/x.jpg (same inode, old mtime put back) after the purge hashed it and
+    before it acted: the inode check passed and the edited picture, unique, was deleted."""
+    root = tmp_path / "t"
+    keep, victim = copies(root, 51)
+    edited = photo(tmp_path / "edited.jpg", 52)
+    cfg = config(tmp_path)
+    scan(cfg, root)
+
+    with acting_at("after-verify", lambda: rewrite(bytes(victim), bytes(edited))):
+        rc, lines = purge(cfg)
+
+    assert victim.read_bytes() == edited.read_bytes(), lines
+    assert any("the file was rewritten between the check and the act; put back" in line for line in lines), lines
+    assert not list((root / "b").glob(".dedupd-purge-*"))
+
+
+def test_a_keeper_saved_over_after_its_check_keeps_its_victim(tmp_path):
+    """The keeper is proven once a run; an editor then saves another picture over it: the victim was the picture's
+    last copy, and went."""
+    root = tmp_path / "t"
+    keep, victim = copies(root, 53)
+    picture = victim.read_bytes()
+    edited = photo(tmp_path / "edited.jpg", 54)
+    cfg = config(tmp_path)
+    scan(cfg, root)
+
+    with acting_at("after-verify", lambda: rewrite(bytes(keep), bytes(edited))):
+        rc, lines = purge(cfg, trash=tmp_path / "trash")
+
+    assert victim.read_bytes() == picture, lines
+    assert any("the keeper's content changed since the plan was made" in line for line in lines), lines
+    assert not [p for p in (tmp_path / "trash").rglob("*") if p.is_file()]
+
+
+def test_a_picture_saved_at_the_victims_name_during_a_copy_to_another_filesystem_is_not_deleted(tmp_path):
+    """A trash on another filesystem means copy, verify, delete. A program saves a new picture at the victim's name
+    (written beside it, renamed over) while the copy is verified: the delete by name removed that new picture."""
+    trash = Path("/dev/shm") / f"dedupd-test-{os.getpid()}-saved-over"
+    if os.stat("/dev/shm").st_dev == os.stat(tmp_path).st_dev:
+        pytest.skip("/dev/shm is on the same filesystem here")
+    root = tmp_path / "t"
+    keep, victim = copies(root, 55)
+    new = photo(tmp_path / "new.jpg", 56)
+    cfg = config(tmp_path)
+    scan(cfg, root)
+
+    def save_over() -> None:
+        shutil.copy2(new, root / "b" / "x.jpg.part")
+        os.replace(root / "b" / "x.jpg.part", victim)
+
+    try:
+        with acting_at("after-copy", save_over):
+            rc, lines = purge(cfg, trash=trash)
+        assert victim.read_bytes() == new.read_bytes(), lines
+        assert any("the file was swapped between the check and the act" in line for line in lines), lines
+        assert not [p for p in trash.rglob("*") if p.is_file()]  # its copy of the old picture went, not the new one
+    finally:
+        shutil.rmtree(trash, ignore_errors=True)

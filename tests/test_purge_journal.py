@@ -81,15 +81,15 @@ def test_kill_9_during_delete_then_rerun_finishes_without_acting_twice(scanned, 
     assert sorted(os.fsdecode(e.victim_path) for e in done) == sorted(v for _, v in victims(report))
 
 
-@pytest.mark.parametrize("fault", ["after-intent:2", "before-done:2", "after-copy:1"])
+@pytest.mark.parametrize("fault", ["after-intent:2", "before-done:2", "after-copy:1", "after-aside:1"])
 @pytest.mark.parametrize("trash_on", ["same-fs", "other-fs"])
 def test_kill_9_during_trash_then_rerun(scanned, tmp_path, fault, trash_on):
     lib, cfg, report = scanned
     trash = tmp_path / "trash" if trash_on == "same-fs" else Path("/dev/shm") / f"dedupd-test-{os.getpid()}-{fault}"
     if trash_on == "other-fs" and os.stat("/dev/shm").st_dev == os.stat(tmp_path).st_dev:
         pytest.skip("/dev/shm is on the same filesystem here")
-    if fault == "after-copy:1" and trash_on == "same-fs":
-        pytest.skip("a same-filesystem move never copies")
+    if fault in ("after-copy:1", "after-aside:1") and trash_on == "same-fs":
+        pytest.skip("a same-filesystem move never copies, nor renames aside")
     try:
         killed = purge_process(cfg, lib.root / "dedup_report.json", "--trash", trash, fault=fault)
         assert killed.returncode == -signal.SIGKILL
@@ -102,6 +102,7 @@ def test_kill_9_during_trash_then_rerun(scanned, tmp_path, fault, trash_on):
             rel = os.path.relpath(victim, lib.root)
             assert not os.path.exists(victim) and (trash / rel).is_file() and os.path.exists(keep)
         assert len([p for p in trash.rglob("*") if p.is_file()]) == len(victims(report))
+        assert not any(".dedupd-purge-" in p for p in all_files(lib.root))  # no original left hidden aside
     finally:
         if trash_on == "other-fs":
             import shutil

@@ -3,8 +3,10 @@
 The order is plan -> verify -> act, and `verify` is the one gate every removal passes (purge from a report or from
 the store, the daemon's purge.auto): it proves, from the bytes on disk and the store, that the picture survives in
 the keeper (see evidence.py). A failed check skips that one file with its reason and the run goes on.
-Deletion renames the victim aside first and confirms the renamed inode is the verified one, so a file swapped in
-between the check and the act is put back instead of deleted.
+Every act first takes the victim out of every other program's way (renamed aside, or into the trash) and only then
+proves again, on the bytes it now holds and on the keeper's bytes read again, that it is removing the verified
+victim of a picture that survives: a file swapped in, rewritten in place or a keeper saved over between the check
+and the act is put back instead of removed.
 """
 
 from __future__ import annotations
@@ -13,16 +15,16 @@ import errno
 import hashlib
 import os
 import shutil
-import stat
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
+from typing import BinaryIO
 
 from dedupd.dedup.companions import other_claimants
 from dedupd.dedup.groups import Rules
 from dedupd.faults import fault_point
 from dedupd.ingest.hashing import fd_hash
 from dedupd.paths import inside_any
-from dedupd.purge.evidence import Evidence, KeeperProof, Refused, open_regular
+from dedupd.purge.evidence import Evidence, KeeperProof, Refused, current_identity, open_regular
 from dedupd.purge.journal import Entry, Journal
 from dedupd.store import OK, FileRecord
 
@@ -99,6 +101,7 @@ def _one(item: PurgeItem, ctx: PurgeContext) -> Outcome:
         victim, along = verify(item, ctx)
     except Refused as exc:
         return Outcome(item, "skipped", str(exc))
+    fault_point("after-verify")
     if ctx.dry_run:
         going = [a.record.path for a in along]
         outcome = Outcome(item, "would trash" if ctx.trash_dir else "would delete", companions=going)
@@ -118,7 +121,7 @@ def _act(item: PurgeItem, victim: FileRecord, along: list[Along], ctx: PurgeCont
     companion_entries = [_intent(ctx, item, a.record, a.dest, of=entry.id if entry else 0) for a in along]
     try:
         fault_point("after-intent")
-        _remove(victim, dest, ctx)
+        _remove(victim, dest, ctx, lambda: _keeper_lost(item, victim, ctx))
     except (Refused, OSError) as exc:
         reason = str(exc) if isinstance(exc, Refused) else f"{exc.strerror or exc}"
         _finish(ctx, entry, "skipped", reason)
@@ -134,11 +137,31 @@ def _act(item: PurgeItem, victim: FileRecord, along: list[Along], ctx: PurgeCont
     return outcome
 
 
-def _remove(record: FileRecord, dest: bytes, ctx: PurgeContext) -> None:
+# Asked once the victim is out of everyone's way, just before it goes for good: why the picture may not survive
+# ("" when it does). A companion has none: its photo's act has already passed this.
+StillProven = Callable[[], str]
+
+
+def _remove(record: FileRecord, dest: bytes, ctx: PurgeContext, keeper_lost: StillProven = lambda: "") -> None:
     if ctx.trash_dir:
-        _trash(record, dest)
+        _trash(record, dest, keeper_lost)
     else:
-        _delete(record.path, record, dest)
+        _delete(record, dest, keeper_lost)
+
+
+def _keeper_lost(item: PurgeItem, victim: FileRecord, ctx: PurgeContext) -> str:
+    """The keeper's bytes read again at the act, not trusted from the gate's once-a-run hash: an editor may have
+    saved over it since, and then the victim may be the picture's last copy."""
+    keeper = planned(ctx.records[item.keeper], item.keeper_content)
+    try:
+        found, identity = current_identity(item.keeper, "keeper")
+    except Refused as exc:
+        return str(exc)
+    if found != keeper.content:
+        return "the keeper's content changed since the plan was made"
+    if identity == (victim.device, victim.inode):
+        return "the keeper's path now leads to the victim itself"
+    return ""
 
 
 def _move_along(along: Along, entry: Entry | None, outcome: Outcome, ctx: PurgeContext) -> None:
@@ -276,14 +299,45 @@ def _companion_record(path: bytes, photo: FileRecord) -> FileRecord:
 # --- acts ------------------------------------------------------------------------------------------------------
 
 
-def _delete(path: bytes, victim: FileRecord, aside: bytes) -> None:
-    os.rename(path, aside)
+def _delete(victim: FileRecord, aside: bytes, keeper_lost: StillProven) -> None:
+    os.rename(victim.path, aside)
     fault_point("after-aside")
-    st = os.lstat(aside)
-    if (st.st_dev, st.st_ino) != (victim.device, victim.inode) or not stat.S_ISREG(st.st_mode):
-        os.rename(aside, path)
-        raise Refused("the file was swapped between check and delete; put back")
+    _hold(victim, aside, keeper_lost)
     os.unlink(aside)
+
+
+def _hold(victim: FileRecord, moved: bytes, keeper_lost: StillProven) -> None:
+    """The file now at `moved`, where no other program looks for it, must be the verified victim (same inode, same
+    bytes: an in-place save keeps the inode) and its picture must survive in the keeper; else it goes back."""
+    why = _not_the_victim(victim, moved) or keeper_lost()
+    if why:
+        where = _put_back(moved, victim.path)
+        raise Refused(f"{why} between the check and the act; {where}")
+
+
+def _not_the_victim(victim: FileRecord, moved: bytes) -> str:
+    try:
+        found, identity = current_identity(moved, "file")
+    except Refused as exc:
+        return str(exc)
+    if identity != (victim.device, victim.inode):
+        return "the file was swapped"
+    return "" if found == victim.content else "the file was rewritten"
+
+
+def _put_back(moved: bytes, path: bytes) -> str:
+    """No clobbering: a file saved at the victim's name meanwhile stays, and ours waits where it is."""
+    try:
+        os.link(moved, path)
+    except FileExistsError:
+        return f"another file is at its name now, so it stays at {os.fsdecode(moved)}"
+    except OSError:  # a filesystem without hard links (FAT, some SMB shares)
+        if os.path.lexists(path):
+            return f"another file is at its name now, so it stays at {os.fsdecode(moved)}"
+        os.rename(moved, path)
+        return "put back"
+    os.unlink(moved)
+    return "put back"
 
 
 ASIDE_PREFIX = b".dedupd-purge-"  # the walk ignores these names: a half-finished delete is never indexed
@@ -291,10 +345,25 @@ ASIDE_PREFIX = b".dedupd-purge-"  # the walk ignores these names: a half-finishe
 
 def _aside_name(path: bytes) -> bytes:
     """A short name beside the victim: a digest of its name, not the name itself, so a victim whose name is close to
-    NAME_MAX (255 bytes) can still be renamed aside (the journal records the aside name; nothing derives it again)."""
+    NAME_MAX (255 bytes) can still be renamed aside. A delete's journal entry records it; a move to a trash on
+    another filesystem records the trash path, and recovery finds this name again with asides_of()."""
     head, tail = os.path.split(path)
-    digest = hashlib.blake2b(tail, digest_size=8).hexdigest().encode()
-    return os.path.join(head, ASIDE_PREFIX + str(os.getpid()).encode() + b"-" + digest)
+    return os.path.join(head, ASIDE_PREFIX + str(os.getpid()).encode() + b"-" + _name_digest(tail))
+
+
+def asides_of(path: bytes) -> list[bytes]:
+    """The aside names any purge process may have left for this path."""
+    head, tail = os.path.split(path)
+    suffix = b"-" + _name_digest(tail)
+    try:
+        names = os.listdir(head)
+    except OSError:
+        return []
+    return [os.path.join(head, n) for n in names if n.startswith(ASIDE_PREFIX) and n.endswith(suffix)]
+
+
+def _name_digest(name: bytes) -> bytes:
+    return hashlib.blake2b(name, digest_size=8).hexdigest().encode()
 
 
 def trash_destination(victim: FileRecord, trash_dir: bytes) -> bytes:
@@ -302,7 +371,7 @@ def trash_destination(victim: FileRecord, trash_dir: bytes) -> bytes:
     return os.path.join(trash_dir, relative)
 
 
-def _trash(victim: FileRecord, dest: bytes) -> bytes:
+def _trash(victim: FileRecord, dest: bytes, keeper_lost: StillProven) -> None:
     if os.path.lexists(dest):
         raise Refused(f"{os.fsdecode(dest)} already exists in the trash")
     os.makedirs(os.path.dirname(dest), exist_ok=True)
@@ -311,30 +380,44 @@ def _trash(victim: FileRecord, dest: bytes) -> bytes:
     except OSError as exc:
         if exc.errno != errno.EXDEV:
             raise
-        _copy_then_unlink(victim, dest)
-        return dest
-    _confirm_moved(victim, dest)
-    return dest
+        _copy_then_delete(victim, dest, keeper_lost)
+        return
+    _hold(victim, dest, keeper_lost)
 
 
-def _confirm_moved(victim: FileRecord, dest: bytes) -> None:
-    st = os.lstat(dest)
-    if (st.st_dev, st.st_ino) != (victim.device, victim.inode):
-        os.rename(dest, victim.path)
-        raise Refused("the file was swapped between check and move; put back")
-
-
-def _copy_then_unlink(victim: FileRecord, dest: bytes) -> None:
-    """Across filesystems: copy, fsync, verify the copy's hash, and only then remove the original."""
-    shutil.copy2(victim.path, dest)
+def _copy_then_delete(victim: FileRecord, dest: bytes, keeper_lost: StillProven) -> None:
+    """Across filesystems: copy the verified file, fsync, verify the copy's hash, and only then delete the original
+    the way a delete does (aside, proven again), so a file saved at the victim's name meanwhile is never the one
+    removed. Whatever goes wrong, the copy in the trash goes and the original stays."""
+    _copy_verified(victim, dest)
     fault_point("after-copy")
-    fd = os.open(dest, os.O_RDONLY)
     try:
-        os.fsync(fd)
-        ok = fd_hash(fd) == victim.content
-    finally:
-        os.close(fd)
+        _delete(victim, _aside_name(victim.path), keeper_lost)
+    except BaseException:
+        os.unlink(dest)
+        raise
+
+
+def _copy_verified(victim: FileRecord, dest: bytes) -> None:
+    """A copy of the very inode verified (opened once, not by name twice), on disk and hashing to its content."""
+    with os.fdopen(open_regular(victim.path, "victim"), "rb") as reader:
+        st = os.fstat(reader.fileno())
+        if (st.st_dev, st.st_ino) != (victim.device, victim.inode):
+            raise Refused("the file was swapped between check and move; left in place")
+        with open(dest, "x+b") as writer:
+            try:
+                _copy_synced(reader, writer)
+                os.utime(writer.fileno(), ns=(st.st_atime_ns, st.st_mtime_ns))
+                ok = fd_hash(writer.fileno()) == victim.content
+            except BaseException:
+                os.unlink(dest)
+                raise
     if not ok:
         os.unlink(dest)
         raise Refused("the copy in the trash did not verify; original left in place")
-    os.unlink(victim.path)
+
+
+def _copy_synced(reader: BinaryIO, writer: BinaryIO) -> None:
+    shutil.copyfileobj(reader, writer)
+    writer.flush()
+    os.fsync(writer.fileno())

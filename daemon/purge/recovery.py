@@ -17,6 +17,7 @@ from pathlib import Path
 from dedupd.ingest.hashing import content_hash
 from dedupd.own_folders import is_own
 from dedupd.purge.evidence import Refused, current_identity
+from dedupd.purge.execute import asides_of
 from dedupd.purge.journal import Entry, Journal, journals, latest_states, unfinished
 
 log = logging.getLogger("dedupd")
@@ -113,7 +114,7 @@ def settle(entry: Entry, own: tuple[bytes, ...] = ()) -> tuple[str, str]:
 
 def _settle_delete(entry: Entry, victim: bytes, aside: bytes, own: tuple[bytes, ...]) -> tuple[str, str]:
     if _same_inode(aside, entry):
-        lost = keeper_lost(entry, own)
+        lost = keeper_lost(entry, own) or _rewritten(aside, entry)
         if not lost:
             os.unlink(aside)
             return "done", "finished the interrupted delete"
@@ -129,11 +130,16 @@ def _settle_delete(entry: Entry, victim: bytes, aside: bytes, own: tuple[bytes, 
 
 
 def _settle_trash(entry: Entry, victim: bytes, dest: bytes, own: tuple[bytes, ...]) -> tuple[str, str]:
+    stray = _stray_original(entry)
+    if stray and os.path.lexists(victim):
+        return "skipped", f"another file is at its name now; the original stays at {os.fsdecode(stray)}"
+    if stray:
+        os.rename(stray, victim)  # back in place, and settled below like a move killed before the delete
     in_place = _same_inode(victim, entry)
     if _same_inode(dest, entry):
         return "done", "the move had completed"
     if in_place and _has_content(dest, entry.content):
-        lost = keeper_lost(entry, own)
+        lost = keeper_lost(entry, own) or _rewritten(victim, entry)
         if lost:
             os.unlink(dest)  # our verified copy; the original stays where it is
             return "skipped", f"{lost}; the original stays in place"
@@ -146,6 +152,18 @@ def _settle_trash(entry: Entry, victim: bytes, dest: bytes, own: tuple[bytes, ..
     if _has_content(dest, entry.content):
         return "done", "the copy had completed"
     return "skipped", "file neither in place nor in the trash: changed by someone else"
+
+
+def _stray_original(entry: Entry) -> bytes | None:
+    """A move to a trash on another filesystem renames the original aside before deleting it: killed in between,
+    the original waits under that name, which the walk never indexes."""
+    return next((p for p in asides_of(entry.victim_path) if _same_inode(p, entry)), None)
+
+
+def _rewritten(path: bytes, entry: Entry) -> str:
+    if _has_content(path, entry.content):
+        return ""
+    return "the file was rewritten since the purge checked it"
 
 
 # --- undo ----------------------------------------------------------------------------------------------------------
