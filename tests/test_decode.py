@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import pickle
 import shutil
@@ -20,6 +21,7 @@ from PIL import Image, ImageFile, features
 from dedupd.ingest.decode import (
     Decoded,
     DecodeError,
+    _read_up_to,
     decode,
     register_plugins,
 )
@@ -115,16 +117,39 @@ def test_a_picture_and_a_verdict_name_the_bytes_they_come_from(tmp_path: Path) -
     assert info.value.reason.startswith("io error") and info.value.content == ""  # nothing read: the path failed
 
 
-def test_a_file_larger_than_any_picture_allowed_is_refused_unread(tmp_path: Path) -> None:
-    """A decoder reads a file whole; a file over 8 bytes for each pixel max_pixels allows would only fill its memory
-    (here a 1 200-pixel JPEG with 20 kB of trailing data, as a camera or a tool may append)."""
+def test_a_file_past_the_size_cap_is_refused_unread(tmp_path: Path) -> None:
+    """A decoder reads a file whole, so a cap keeps a worker's memory bounded: 2 GiB, or 8 bytes for each pixel
+    max_pixels allows if that is more. Here a 1 200-pixel JPEG with 2 GiB of trailing data (sparse: no disk used),
+    as a tool may append."""
     huge = tmp_path / "huge.jpg"
     imagegen.photo(4, (40, 30)).save(huge, quality=90)
-    with huge.open("ab") as f:
-        f.write(b"\0" * 20_000)
+    os.truncate(huge, (2 << 30) + 1)
     size = huge.stat().st_size
-    assert _reason(huge, max_pixels=2_000) == f"too large ({size} > 16000 bytes: scan.max_pixels x 8)"
-    assert decode(huge, max_pixels=size // 8 + 1).image.size == (40, 30)
+    rule = "bytes: 2 GiB or scan.max_pixels x 8, the larger"
+    assert _reason(huge, max_pixels=2_000) == f"too large ({size} > {2 << 30} {rule})"
+    assert _reason(huge, max_pixels=size // 8) == f"too large ({size} > {size // 8 * 8} {rule})"
+
+
+class ShortReads(io.RawIOBase):
+    """A file that, like Linux for any read past 2 GiB - 4 KiB, returns fewer bytes than asked."""
+
+    def __init__(self, data: bytes, most: int):
+        self.data, self.most, self.at = data, most, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        chunk = self.data[self.at : self.at + min(size, self.most)]
+        self.at += len(chunk)
+        return chunk
+
+
+def test_a_file_is_read_whole_even_when_one_read_returns_only_part_of_it() -> None:
+    """Read in one call, a file over 2 GiB came back as a prefix: its hash never matched the scan's, and it was
+    reported 'changed while it was read' on every scan."""
+    data = os.urandom(10_000)
+    assert _read_up_to(ShortReads(data, 4_096), len(data) + 1) == data
 
 
 # --- orientation --------------------------------------------------------------------

@@ -47,7 +47,11 @@ _BMFF_IMAGE_BRANDS = frozenset(
 _IMAGE_SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF8", b"BM", b"II*\x00", b"MM\x00*")
 _BOMB_MESSAGE = re.compile(r"\((\d+) pixels\) exceeds limit of (\d+)")
 
-_MOST_BYTES_A_PIXEL = 8  # 16-bit RGBA without compression: no picture within max_pixels needs a larger file
+# A file is read whole (its bytes are the ones hashed), so a cap keeps a worker's memory bounded: 8 bytes a pixel of
+# max_pixels (16-bit RGBA, uncompressed), but never under 2 GiB, because a RAW's sensor data and a TIFF's later pages
+# do not count against max_pixels (only the preview and the first page are decoded): a 600 MP panorama DNG is a photo.
+_MOST_BYTES_A_PIXEL = 8
+_LEAST_SIZE_CAP = 2 << 30
 
 _open_formats: tuple[str, ...] = ()
 _registered = False
@@ -134,14 +138,27 @@ def decode(
         raise DecodeError(_reason(exc), content) from exc
 
 
+def size_cap(max_pixels: int) -> int:
+    """The largest file decode() reads: a huge file with an image name must not fill a worker's memory."""
+    return max(max_pixels * _MOST_BYTES_A_PIXEL, _LEAST_SIZE_CAP)
+
+
 def _read_whole(path: str | bytes | os.PathLike, max_pixels: int) -> bytes:
-    """The file's bytes. Bounded by what the largest picture allowed could take (8 bytes a pixel: 16-bit RGBA,
-    uncompressed), so a huge file with an image name cannot fill a worker's memory."""
     with open_regular(path, buffering=0) as fp:  # a FIFO swapped in must not block a worker forever
-        size, limit = os.fstat(fp.fileno()).st_size, max_pixels * _MOST_BYTES_A_PIXEL
+        size, limit = os.fstat(fp.fileno()).st_size, size_cap(max_pixels)
         if size > limit:
-            raise DecodeError(f"too large ({size} > {limit} bytes: scan.max_pixels x 8)")
-        return fp.read(size + 1)  # a file still growing reads one byte past its size: its hash then differs
+            raise DecodeError(f"too large ({size} > {limit} bytes: 2 GiB or scan.max_pixels x 8, the larger)")
+        return _read_up_to(fp, size + 1)  # a file still growing reads one byte past its size: its hash then differs
+
+
+def _read_up_to(fp: IO[bytes], wanted: int) -> bytes:
+    """One read almost always; Linux returns at most 2 GiB - 4 KiB from one, so larger files take more."""
+    chunks = [fp.read(wanted)]
+    got = len(chunks[0])
+    while got < wanted and (chunk := fp.read(wanted - got)):
+        chunks.append(chunk)
+        got += len(chunk)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 def _decode_bytes(fp: io.BytesIO, name: bytes, draft_side: int | None, max_pixels: int) -> Decoded[Image.Image]:
