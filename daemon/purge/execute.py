@@ -29,6 +29,11 @@ from dedupd.purge.journal import Entry, Journal
 from dedupd.store import OK, FileRecord
 
 
+class Stranded(Refused):
+    """The act failed after the file left its path and it could not be put back: its intent stays open, so that the
+    next purge's recovery settles it from what is on disk; the reason says where the file waits."""
+
+
 @dataclass(frozen=True)
 class PurgeItem:
     victim: bytes
@@ -124,9 +129,10 @@ def _act(item: PurgeItem, victim: FileRecord, along: list[Along], ctx: PurgeCont
         _remove(victim, dest, ctx, lambda: _keeper_lost(item, victim, ctx))
     except (Refused, OSError) as exc:
         reason = str(exc) if isinstance(exc, Refused) else f"{exc.strerror or exc}"
-        _finish(ctx, entry, "skipped", reason)
-        for companion_entry in companion_entries:
-            _finish(ctx, companion_entry, "skipped", "its photo stayed")
+        if not isinstance(exc, Stranded):
+            _finish(ctx, entry, "skipped", reason)
+            for companion_entry in companion_entries:
+                _finish(ctx, companion_entry, "skipped", "its photo stayed")
         return Outcome(item, "skipped", reason)
     ctx.keepers.forget(item.victim)  # gone from its path: never a keeper later in this run
     fault_point("before-done")
@@ -214,6 +220,9 @@ def verify(item: PurgeItem, ctx: PurgeContext) -> tuple[FileRecord, list[Along]]
     if live_keeper == (victim.device, victim.inode):  # the keeper's path leads to the victim (a swapped folder)
         raise Refused("the keeper's path now leads to the victim itself")
     _check_victim(victim)
+    if ctx.trash_dir and os.path.lexists(trash_destination(victim, ctx.trash_dir)):
+        # before the intent names it: recovery must never take an earlier purge's trashed file for this act's copy
+        raise Refused(f"{os.fsdecode(trash_destination(victim, ctx.trash_dir))} already exists in the trash")
     return victim, companions_along(victim, ctx)
 
 
@@ -301,9 +310,12 @@ def _companion_record(path: bytes, photo: FileRecord) -> FileRecord:
 
 def _delete(victim: FileRecord, aside: bytes, keeper_lost: StillProven) -> None:
     os.rename(victim.path, aside)
-    fault_point("after-aside")
-    _hold(victim, aside, keeper_lost)
-    os.unlink(aside)
+    try:
+        fault_point("after-aside")
+        _hold(victim, aside, keeper_lost)
+        os.unlink(aside)
+    except OSError as exc:  # a disk gone read-only, a share gone away: the file must not stay hidden unsaid
+        raise _back_or_stranded(aside, victim.path, exc.strerror or str(exc)) from None
 
 
 def _hold(victim: FileRecord, moved: bytes, keeper_lost: StillProven) -> None:
@@ -311,8 +323,17 @@ def _hold(victim: FileRecord, moved: bytes, keeper_lost: StillProven) -> None:
     bytes: an in-place save keeps the inode) and its picture must survive in the keeper; else it goes back."""
     why = _not_the_victim(victim, moved) or keeper_lost()
     if why:
-        where = _put_back(moved, victim.path)
-        raise Refused(f"{why} between the check and the act; {where}")
+        raise _back_or_stranded(moved, victim.path, f"{why} between the check and the act")
+
+
+def _back_or_stranded(moved: bytes, path: bytes, why: str) -> Refused:
+    try:
+        if _put_back(moved, path):
+            return Refused(f"{why}; put back")
+        return Stranded(f"{why}; another file is at its name now, so it waits at {os.fsdecode(moved)}")
+    except OSError as exc:
+        trouble = exc.strerror or str(exc)
+        return Stranded(f"{why}; it could not be put back ({trouble}) and waits at {os.fsdecode(moved)}")
 
 
 def _not_the_victim(victim: FileRecord, moved: bytes) -> str:
@@ -325,19 +346,19 @@ def _not_the_victim(victim: FileRecord, moved: bytes) -> str:
     return "" if found == victim.content else "the file was rewritten"
 
 
-def _put_back(moved: bytes, path: bytes) -> str:
-    """No clobbering: a file saved at the victim's name meanwhile stays, and ours waits where it is."""
+def _put_back(moved: bytes, path: bytes) -> bool:
+    """No clobbering: a file saved at the victim's name meanwhile stays, and ours waits where it is (False)."""
     try:
         os.link(moved, path)
     except FileExistsError:
-        return f"another file is at its name now, so it stays at {os.fsdecode(moved)}"
+        return False
     except OSError:  # a filesystem without hard links (FAT, some SMB shares)
         if os.path.lexists(path):
-            return f"another file is at its name now, so it stays at {os.fsdecode(moved)}"
+            return False
         os.rename(moved, path)
-        return "put back"
+        return True
     os.unlink(moved)
-    return "put back"
+    return True
 
 
 ASIDE_PREFIX = b".dedupd-purge-"  # the walk ignores these names: a half-finished delete is never indexed
@@ -348,7 +369,8 @@ def _aside_name(path: bytes) -> bytes:
     NAME_MAX (255 bytes) can still be renamed aside. A delete's journal entry records it; a move to a trash on
     another filesystem records the trash path, and recovery finds this name again with asides_of()."""
     head, tail = os.path.split(path)
-    return os.path.join(head, ASIDE_PREFIX + str(os.getpid()).encode() + b"-" + _name_digest(tail))
+    once = os.urandom(4).hex().encode()  # rename replaces: a name of an earlier act (same pid) must never be reused
+    return os.path.join(head, ASIDE_PREFIX + str(os.getpid()).encode() + b"-" + once + b"-" + _name_digest(tail))
 
 
 def asides_of(path: bytes) -> list[bytes]:
@@ -388,33 +410,45 @@ def _trash(victim: FileRecord, dest: bytes, keeper_lost: StillProven) -> None:
 def _copy_then_delete(victim: FileRecord, dest: bytes, keeper_lost: StillProven) -> None:
     """Across filesystems: copy the verified file, fsync, verify the copy's hash, and only then delete the original
     the way a delete does (aside, proven again), so a file saved at the victim's name meanwhile is never the one
-    removed. Whatever goes wrong, the copy in the trash goes and the original stays."""
+    removed. Whatever goes wrong, the copy in the trash goes and the original stays (unless the original could not
+    be put back: then the verified copy stays too)."""
     _copy_verified(victim, dest)
     fault_point("after-copy")
     try:
         _delete(victim, _aside_name(victim.path), keeper_lost)
+    except Stranded:
+        raise
     except BaseException:
         os.unlink(dest)
         raise
 
 
+PARTIAL_SUFFIX = b".dedupd-partial"  # a copy being written into the trash; at dest only once it verified
+
+
 def _copy_verified(victim: FileRecord, dest: bytes) -> None:
-    """A copy of the very inode verified (opened once, not by name twice), on disk and hashing to its content."""
+    """A copy of the very inode verified (opened once, not by name twice), on disk and hashing to its content. It
+    is written under a name of its own and takes dest only once verified, so a file at dest is always a whole copy:
+    recovery never has to guess whether one there is a partial copy of this act."""
+    partial = dest + PARTIAL_SUFFIX
     with os.fdopen(open_regular(victim.path, "victim"), "rb") as reader:
         st = os.fstat(reader.fileno())
         if (st.st_dev, st.st_ino) != (victim.device, victim.inode):
             raise Refused("the file was swapped between check and move; left in place")
-        with open(dest, "x+b") as writer:
+        with open(partial, "w+b") as writer:
             try:
                 _copy_synced(reader, writer)
                 os.utime(writer.fileno(), ns=(st.st_atime_ns, st.st_mtime_ns))
                 ok = fd_hash(writer.fileno()) == victim.content
             except BaseException:
-                os.unlink(dest)
+                os.unlink(partial)
                 raise
     if not ok:
-        os.unlink(dest)
+        os.unlink(partial)
         raise Refused("the copy in the trash did not verify; original left in place")
+    if not _put_back(partial, dest):  # no clobbering here either
+        os.unlink(partial)
+        raise Refused(f"{os.fsdecode(dest)} already exists in the trash")
 
 
 def _copy_synced(reader: BinaryIO, writer: BinaryIO) -> None:

@@ -7,6 +7,7 @@ empty:   trashed files older than an age are removed for good.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -17,7 +18,7 @@ from pathlib import Path
 from dedupd.ingest.hashing import content_hash
 from dedupd.own_folders import is_own
 from dedupd.purge.evidence import Refused, current_identity
-from dedupd.purge.execute import asides_of
+from dedupd.purge.execute import PARTIAL_SUFFIX, asides_of
 from dedupd.purge.journal import Entry, Journal, journals, latest_states, unfinished
 
 log = logging.getLogger("dedupd")
@@ -73,6 +74,8 @@ def settle_companion(entry: Entry, photo_state: str | None, own: tuple[bytes, ..
     if photo_state == "done":
         state, reason = settle(entry, own)
         if state == "skipped" and _same_inode(entry.victim_path, entry):
+            if _rewritten(entry.victim_path, entry):  # edited since the kill (an XMP saved in place): new work
+                return "skipped", "the companion was rewritten since the purge checked it; it stays"
             _complete(entry)
             return "done", "moved with its photo after the interruption"
         return state, reason
@@ -93,7 +96,9 @@ def _put_back(entry: Entry) -> tuple[str, str]:
     if _same_inode(victim, entry):
         partial = entry.action == "trash" and os.path.lexists(dest) and not _same_inode(dest, entry)
         if partial and _has_content(dest, entry.content):
-            os.unlink(dest)  # a copy of ours the interrupted move left
+            os.unlink(dest)  # a copy of ours the interrupted move left (the gate saw dest free before the intent)
+        if entry.action == "trash":
+            _remove_partial(dest)
         return "skipped", "its photo stayed; the companion is in place"
     if os.path.lexists(victim):
         return "skipped", "its photo stayed; another file is at the companion's place now"
@@ -146,12 +151,18 @@ def _settle_trash(entry: Entry, victim: bytes, dest: bytes, own: tuple[bytes, ..
         os.unlink(victim)  # the cross-device copy had verified; only the unlink was missing
         return "done", "finished the interrupted move"
     if in_place:
-        if os.path.lexists(dest) and not _has_content(dest, entry.content):
-            os.unlink(dest)  # a partial copy of ours
+        _remove_partial(dest)
         return "skipped", "interrupted before acting; the file is in place"
     if _has_content(dest, entry.content):
         return "done", "the copy had completed"
     return "skipped", "file neither in place nor in the trash: changed by someone else"
+
+
+def _remove_partial(dest: bytes) -> None:
+    """A copy killed while being written waits under its own name in the trash: only that name is ours to remove
+    (a file at dest itself may be an earlier purge's trashed file, perhaps the last copy of its picture)."""
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(dest + PARTIAL_SUFFIX)
 
 
 def _stray_original(entry: Entry) -> bytes | None:
