@@ -167,3 +167,14 @@ def test_two_purges_at_once_the_second_refuses(scanned):
         second = purge_process(cfg, lib.root / "dedup_report.json")
     assert second.returncode == 2 and "purge lock" in second.stderr
     assert all(os.path.exists(v) for _, v in victims(report))
+
+
+def test_a_rerun_of_a_finished_purge_counts_its_items_as_already_done_not_acted_on(scanned):
+    lib, cfg, report = scanned
+    first = purge_process(cfg, lib.root / "dedup_report.json")
+    assert first.returncode == 0, first.stdout + first.stderr
+
+    rerun = purge_process(cfg, lib.root / "dedup_report.json")
+
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    assert f"purge: acted on 0, skipped 0, already done {len(victims(report))}" in rerun.stdout, rerun.stdout

@@ -147,7 +147,9 @@ def _echo_purge(echo: Echo, result: PurgeResult, dry_run: bool) -> None:
         for left in o.left:
             echo(f"  companion left in place: {left}")
     verb = "would act on" if dry_run else "acted on"
+    done = sum(o.action == "already done" for o in result.outcomes)  # by an earlier run: not acted on by this one
     echo(
-        f"purge: {verb} {len(result.outcomes) - len(result.skipped)}, skipped {len(result.skipped)}"
+        f"purge: {verb} {len(result.outcomes) - len(result.skipped) - done}, skipped {len(result.skipped)}"
+        + (f", already done {done}" if done else "")
         + (" (dry run: nothing changed; add --inplace to act)" if dry_run else "")
     )
