@@ -55,12 +55,13 @@ class KeeperProof:
     internal: Sequence[bytes] = ()  # what dedupd writes itself (store, trash, gallery): never a keeper
     _seen: dict[bytes, tuple[str, tuple[int, int]]] = field(default_factory=dict)  # path -> (content, (dev, ino))
 
-    def check(self, path: bytes, content: str) -> tuple[int, int]:
-        """The keeper's (device, inode) now, once it proves to hold `content` outside dedupd's own folders."""
+    def check(self, path: bytes, content: str, again: bool = False) -> tuple[int, int]:
+        """The keeper's (device, inode) now, once it proves to hold `content` outside dedupd's own folders; `again`
+        hashes it anew even if this run already has (the act's own proof, just before a file goes)."""
         # realpath too: a folder swapped for a symlink must not lead the keeper into the trash
         if any(inside(p, folder) for p in (path, os.path.realpath(path)) for folder in self.internal):
             raise Refused("the keeper lies in a folder dedupd writes itself (trash, gallery or store)")
-        if path not in self._seen:
+        if again or path not in self._seen:
             self._seen[path] = current_identity(path, "keeper")
         found, identity = self._seen[path]
         if found != content:

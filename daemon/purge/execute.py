@@ -158,16 +158,17 @@ def _remove(record: FileRecord, dest: bytes, ctx: PurgeContext, keeper_lost: Sti
 def _keeper_lost(item: PurgeItem, victim: FileRecord, ctx: PurgeContext) -> str:
     """The keeper's bytes read again at the act, not trusted from the gate's once-a-run hash: an editor may have
     saved over it since, and then the victim may be the picture's last copy."""
-    keeper = planned(ctx.records[item.keeper], item.keeper_content)
     try:
-        found, identity = current_identity(item.keeper, "keeper")
+        _prove_keeper(planned(ctx.records[item.keeper], item.keeper_content), victim, ctx, again=True)
     except Refused as exc:
         return str(exc)
-    if found != keeper.content:
-        return "the keeper's content changed since the plan was made"
-    if identity == (victim.device, victim.inode):
-        return "the keeper's path now leads to the victim itself"
     return ""
+
+
+def _prove_keeper(keeper: FileRecord, victim: FileRecord, ctx: PurgeContext, again: bool = False) -> None:
+    identity = ctx.keepers.check(keeper.path, keeper.content, again)
+    if identity == (victim.device, victim.inode):  # the keeper's path leads to the victim (a swapped folder)
+        raise Refused("the keeper's path now leads to the victim itself")
 
 
 def _move_along(along: Along, entry: Entry | None, outcome: Outcome, ctx: PurgeContext) -> None:
@@ -216,13 +217,10 @@ def verify(item: PurgeItem, ctx: PurgeContext) -> tuple[FileRecord, list[Along]]
         raise Refused("the keeper was not decoded successfully")
     _refuse_if(ctx.evidence.refusal(keeper.content, victim.content))
     _refuse_if(ctx.rules.held_back(keeper, victim))  # a plan made before a decision must not outlive it
-    live_keeper = ctx.keepers.check(keeper.path, keeper.content)
-    if live_keeper == (victim.device, victim.inode):  # the keeper's path leads to the victim (a swapped folder)
-        raise Refused("the keeper's path now leads to the victim itself")
+    _prove_keeper(keeper, victim, ctx)
     _check_victim(victim)
-    if ctx.trash_dir and os.path.lexists(trash_destination(victim, ctx.trash_dir)):
-        # before the intent names it: recovery must never take an earlier purge's trashed file for this act's copy
-        raise Refused(f"{os.fsdecode(trash_destination(victim, ctx.trash_dir))} already exists in the trash")
+    if ctx.trash_dir:  # before the intent names it: recovery must never take an earlier purge's file for its copy
+        _refuse_taken(trash_destination(victim, ctx.trash_dir))
     return victim, companions_along(victim, ctx)
 
 
@@ -328,7 +326,7 @@ def _hold(victim: FileRecord, moved: bytes, keeper_lost: StillProven) -> None:
 
 def _back_or_stranded(moved: bytes, path: bytes, why: str) -> Refused:
     try:
-        if _put_back(moved, path):
+        if move_unless_taken(moved, path):
             return Refused(f"{why}; put back")
         return Stranded(f"{why}; another file is at its name now, so it waits at {os.fsdecode(moved)}")
     except OSError as exc:
@@ -346,8 +344,8 @@ def _not_the_victim(victim: FileRecord, moved: bytes) -> str:
     return "" if found == victim.content else "the file was rewritten"
 
 
-def _put_back(moved: bytes, path: bytes) -> bool:
-    """No clobbering: a file saved at the victim's name meanwhile stays, and ours waits where it is (False)."""
+def move_unless_taken(moved: bytes, path: bytes) -> bool:
+    """Never over another file: one saved at the victim's name meanwhile stays, and ours waits where it is (False)."""
     try:
         os.link(moved, path)
     except FileExistsError:
@@ -394,8 +392,7 @@ def trash_destination(victim: FileRecord, trash_dir: bytes) -> bytes:
 
 
 def _trash(victim: FileRecord, dest: bytes, keeper_lost: StillProven) -> None:
-    if os.path.lexists(dest):
-        raise Refused(f"{os.fsdecode(dest)} already exists in the trash")
+    _refuse_taken(dest)
     os.makedirs(os.path.dirname(dest), exist_ok=True)
     try:
         os.rename(victim.path, dest)
@@ -446,8 +443,13 @@ def _copy_verified(victim: FileRecord, dest: bytes) -> None:
     if not ok:
         os.unlink(partial)
         raise Refused("the copy in the trash did not verify; original left in place")
-    if not _put_back(partial, dest):  # no clobbering here either
+    if not move_unless_taken(partial, dest):
         os.unlink(partial)
+        _refuse_taken(dest)
+
+
+def _refuse_taken(dest: bytes) -> None:
+    if os.path.lexists(dest):
         raise Refused(f"{os.fsdecode(dest)} already exists in the trash")
 
 

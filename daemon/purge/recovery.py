@@ -18,7 +18,7 @@ from pathlib import Path
 from dedupd.ingest.hashing import content_hash
 from dedupd.own_folders import is_own
 from dedupd.purge.evidence import Refused, current_identity
-from dedupd.purge.execute import PARTIAL_SUFFIX, asides_of
+from dedupd.purge.execute import PARTIAL_SUFFIX, asides_of, move_unless_taken
 from dedupd.purge.journal import Entry, Journal, journals, latest_states, unfinished
 
 log = logging.getLogger("dedupd")
@@ -135,11 +135,9 @@ def _settle_delete(entry: Entry, victim: bytes, aside: bytes, own: tuple[bytes, 
 
 
 def _settle_trash(entry: Entry, victim: bytes, dest: bytes, own: tuple[bytes, ...]) -> tuple[str, str]:
-    stray = _stray_original(entry)
-    if stray and os.path.lexists(victim):
+    stray = _stray_original(entry)  # back in place if it can be, then settled below like a move killed before
+    if stray and not move_unless_taken(stray, victim):  # the delete
         return "skipped", f"another file is at its name now; the original stays at {os.fsdecode(stray)}"
-    if stray:
-        os.rename(stray, victim)  # back in place, and settled below like a move killed before the delete
     in_place = _same_inode(victim, entry)
     if _same_inode(dest, entry):
         return "done", "the move had completed"
