@@ -290,14 +290,21 @@ def test_a_photo_saved_over_with_bytes_that_kill_the_decoder_does_not_condemn_it
 # --- the act itself: another program moves in the gap between the purge's check and its act (faults.acting_at) ---
 
 
+def scanned_copies(tmp_path, seed):
+    """A photo (a/x.jpg, the keeper) and its byte copy (b/x.jpg) under tmp_path/t, scanned: (root, keep, victim,
+    config)."""
+    root = tmp_path / "t"
+    keep, victim = copies(root, seed)
+    cfg = config(tmp_path)
+    scan(cfg, root)
+    return root, keep, victim, cfg
+
+
 def test_a_victim_saved_over_in_place_after_its_check_is_not_deleted(tmp_path):
     """An editor saves another picture into b/x.jpg (same inode, old mtime put back) after the purge hashed it and
     before it acted: the inode check passed and the edited picture, unique, was deleted."""
-    root = tmp_path / "t"
-    keep, victim = copies(root, 51)
+    root, keep, victim, cfg = scanned_copies(tmp_path, 51)
     edited = photo(tmp_path / "edited.jpg", 52)
-    cfg = config(tmp_path)
-    scan(cfg, root)
 
     with acting_at("after-verify", lambda: rewrite(bytes(victim), bytes(edited))):
         rc, lines = purge(cfg)
@@ -310,12 +317,9 @@ def test_a_victim_saved_over_in_place_after_its_check_is_not_deleted(tmp_path):
 def test_a_keeper_saved_over_after_its_check_keeps_its_victim(tmp_path):
     """The keeper is proven once a run; an editor then saves another picture over it: the victim was the picture's
     last copy, and went."""
-    root = tmp_path / "t"
-    keep, victim = copies(root, 53)
+    root, keep, victim, cfg = scanned_copies(tmp_path, 53)
     picture = victim.read_bytes()
     edited = photo(tmp_path / "edited.jpg", 54)
-    cfg = config(tmp_path)
-    scan(cfg, root)
 
     with acting_at("after-verify", lambda: rewrite(bytes(keep), bytes(edited))):
         rc, lines = purge(cfg, trash=tmp_path / "trash")
@@ -331,11 +335,8 @@ def test_a_picture_saved_at_the_victims_name_during_a_copy_to_another_filesystem
     trash = Path("/dev/shm") / f"dedupd-test-{os.getpid()}-saved-over"
     if os.stat("/dev/shm").st_dev == os.stat(tmp_path).st_dev:
         pytest.skip("/dev/shm is on the same filesystem here")
-    root = tmp_path / "t"
-    keep, victim = copies(root, 55)
+    root, keep, victim, cfg = scanned_copies(tmp_path, 55)
     new = photo(tmp_path / "new.jpg", 56)
-    cfg = config(tmp_path)
-    scan(cfg, root)
 
     def save_over() -> None:
         shutil.copy2(new, root / "b" / "x.jpg.part")
@@ -360,11 +361,8 @@ def test_a_file_that_cannot_be_put_back_is_named_and_settled_by_the_next_purge(t
     """The disk fails (read-only, a share gone) after the victim was renamed aside, and a file has been saved at its
     name meanwhile: the purge said only "Read-only file system" and closed its journal entry, so the picture stayed
     under a hidden name that no scan indexes and no recovery looked at again."""
-    root = tmp_path / "t"
-    keep, victim = copies(root, 61)
+    root, keep, victim, cfg = scanned_copies(tmp_path, 61)
     picture = victim.read_bytes()
-    cfg = config(tmp_path)
-    scan(cfg, root)
 
     def disk_fails() -> None:
         photo(victim, 62)  # another program saves at the victim's (now free) name
@@ -384,11 +382,8 @@ def test_a_file_left_aside_is_never_replaced_by_a_later_act_of_the_same_process(
     """A keeper saved over and a new picture saved at the victim's name, both while the victim sat aside: it stays
     at its aside name (said so). The new picture then gets a copy and the same process (the daemon) purges it: the
     aside name, derived from the process id and the file name, was the same, and rename replaced the old picture."""
-    root = tmp_path / "t"
-    keep, victim = copies(root, 63)
+    root, keep, victim, cfg = scanned_copies(tmp_path, 63)
     picture = victim.read_bytes()
-    cfg = config(tmp_path)
-    scan(cfg, root)
 
     def other_programs() -> None:
         rewrite(bytes(keep), bytes(photo(tmp_path / "edit.jpg", 64)))
@@ -407,12 +402,9 @@ def test_recovery_never_takes_an_earlier_purges_trashed_file_for_its_own_copy(tm
     """b/x.jpg was trashed; its keeper was then edited, so the trash holds the picture's last copy. A new b/x.jpg
     with a copy elsewhere is purged into the same trash and killed after its intent named trash/b/x.jpg: recovery
     took the file there for a partial copy of its own and deleted it."""
-    root = tmp_path / "t"
     trash = tmp_path / "trash"
-    keep, victim = copies(root, 66)
+    root, keep, victim, cfg = scanned_copies(tmp_path, 66)
     picture = victim.read_bytes()
-    cfg = config(tmp_path)
-    scan(cfg, root)
     assert purge(cfg, trash=trash)[0] == 0
     rewrite(bytes(keep), bytes(photo(tmp_path / "edit.jpg", 67)))
     photo(victim, 68)
