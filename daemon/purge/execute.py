@@ -220,7 +220,7 @@ def verify(item: PurgeItem, ctx: PurgeContext) -> tuple[FileRecord, list[Along]]
     _prove_keeper(keeper, victim, ctx)
     _check_victim(victim)
     if ctx.trash_dir:  # before the intent names it: recovery must never take an earlier purge's file for its copy
-        _refuse_taken(trash_destination(victim, ctx.trash_dir))
+        _refuse_if_taken(trash_destination(victim, ctx.trash_dir))
     return victim, companions_along(victim, ctx)
 
 
@@ -392,7 +392,7 @@ def trash_destination(victim: FileRecord, trash_dir: bytes) -> bytes:
 
 
 def _trash(victim: FileRecord, dest: bytes, keeper_lost: StillProven) -> None:
-    _refuse_taken(dest)
+    _refuse_if_taken(dest)
     os.makedirs(os.path.dirname(dest), exist_ok=True)
     try:
         os.rename(victim.path, dest)
@@ -445,12 +445,16 @@ def _copy_verified(victim: FileRecord, dest: bytes) -> None:
         raise Refused("the copy in the trash did not verify; original left in place")
     if not move_unless_taken(partial, dest):
         os.unlink(partial)
-        _refuse_taken(dest)
+        raise _taken(dest)  # whatever is at dest now: the copy did not get there
 
 
-def _refuse_taken(dest: bytes) -> None:
+def _refuse_if_taken(dest: bytes) -> None:
     if os.path.lexists(dest):
-        raise Refused(f"{os.fsdecode(dest)} already exists in the trash")
+        raise _taken(dest)
+
+
+def _taken(dest: bytes) -> Refused:
+    return Refused(f"{os.fsdecode(dest)} already exists in the trash")
 
 
 def _copy_synced(reader: BinaryIO, writer: BinaryIO) -> None:
