@@ -13,7 +13,8 @@ from typing import Any, TypeVar
 
 import pyarrow as pa
 
-SCHEMA_VERSION = 3  # 2: files.frames (a multi-frame file is the same picture only as a byte copy); 3: files.ctime_ns
+# 2: files.frames (a multi-frame file is the same picture only as a byte copy); 3: files.ctime_ns; 4: files.decoder
+SCHEMA_VERSION = 4
 
 FILES = pa.schema(
     [
@@ -36,6 +37,7 @@ FILES = pa.schema(
         pa.field("exif_tags", pa.int32()),
         pa.field("frames", pa.int32()),
         pa.field("ctime_ns", pa.int64()),
+        pa.field("decoder", pa.string()),
     ]
 )
 
@@ -127,6 +129,8 @@ class FileRecord(FileStat):
     burst: str = ""  # burst / sequence id
     exif_tags: int = 0
     frames: int = 1  # pages or animation frames (rows from before schema 2 read as 1)
+    # The decoders an unreadable verdict was reached with (decode.decoders()); "" for rows from before schema 4.
+    decoder: str = ""
 
     @classmethod
     def at(cls, where: FileStat, **facts: Any) -> FileRecord:

@@ -5,14 +5,18 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from dataclasses import replace
 
 import pytest
+from PIL import Image
 from support import PixelEmbedder, b, make_library
 
 from dedupd import commands
 from dedupd.config import load_config
 from dedupd.errors import UsageError
-from dedupd.store import Store
+from dedupd.ingest.decode import decoders
+from dedupd.ingest.hashing import content_hash
+from dedupd.store import FileRecord, Store
 
 
 @pytest.fixture
@@ -155,6 +159,59 @@ def test_unreadable_file_recorded_never_grouped_retried_only_when_changed(cfg, l
     shutil.copy2(lib.originals[3], bad)
     _, _, embedder, _ = run_scan(cfg, lib)
     assert Store.open(cfg.store_path()).files()[b(bad)].status == "ok"
+
+
+def test_a_picture_refused_by_scan_max_pixels_is_read_once_the_limit_is_raised(tmp_path, lib):
+    """The limit is part of the verdict: a user who raises it (the refusal names the key) gets the picture embedded
+    and grouped on the next scan, though the file itself never changed."""
+    big = lib.root / "camera" / "panorama.jpg"
+    shutil.copy2(lib.originals[0], lib.root / "export" / "pano_copy.jpg")
+    Image.open(lib.originals[0]).resize((640, 480)).save(big, quality=92)
+    strict = load_config(None, {"store": str(tmp_path / "store"), "scan.max_pixels": 200_000})
+    run_scan(strict, lib)
+    assert "decompression bomb" in Store.open(strict.store_path()).files()[b(big)].error
+    _, _, embedder, _ = run_scan(strict, lib)
+    assert embedder.images == 0  # same limit, same decoders: the verdict stands
+    raised = load_config(None, {"store": str(tmp_path / "store"), "scan.max_pixels": 400_000})
+    _, report, embedder, _ = run_scan(raised, lib)
+    assert embedder.images == 1
+    assert Store.open(raised.store_path()).files()[b(big)].status == "ok"
+    assert str(big) in json.dumps(report["groups"])
+
+
+def test_a_verdict_from_a_store_older_than_the_decoder_stamp_is_tried_again(cfg, lib):
+    """A store written before verdicts carried their decoders (schema 3) may hold "unsupported format" for a HEIC
+    that today's pillow-heif reads: such a verdict is tried once with today's decoders, then stands."""
+    run_scan(cfg, lib)
+    store = Store.open(cfg.store_path())
+    late = lib.root / "camera" / "late.jpg"
+    Image.open(lib.originals[3]).resize((300, 225)).save(late, quality=90)
+    st = late.stat()
+    old = FileRecord.of(b(late), b(lib.root), st, content=content_hash(b(late)), status="unreadable")
+    store.upsert_files([replace(old, error="unsupported format")])
+    store._tables["files"].drop_columns(["decoder"])  # the table as schema 3 wrote it
+    store.set_meta("schema_version", 3)
+    _, report, embedder, _ = run_scan(cfg, lib)
+    assert embedder.images == 1
+    record = Store.open(cfg.store_path()).files()[b(late)]
+    assert record.status == "ok" and not record.error
+    assert str(late) in json.dumps(report["groups"])
+    _, _, embedder, _ = run_scan(cfg, lib)
+    assert embedder.images == 0
+
+
+def test_a_verdict_reached_with_other_decoders_is_tried_again_then_stands(cfg, lib):
+    run_scan(cfg, lib)
+    bad = b(lib.unreadable[0])
+    store = Store.open(cfg.store_path())
+    today = store.files()[bad].decoder
+    assert today == decoders(cfg.scan.max_pixels) and "pillow " in today and "rawpy " in today
+    store.upsert_files([replace(store.files()[bad], decoder=today.replace("pillow ", "pillow 0."))])
+    _, _, _, lines = run_scan(cfg, lib)
+    assert Store.open(cfg.store_path()).files()[bad].decoder == today  # tried again: the verdict is today's now
+    assert any("1 unreadable" in line for line in lines)
+    _, _, _, lines = run_scan(cfg, lib)
+    assert any("0 unreadable" in line for line in lines)
 
 
 def test_chained_members_are_similar_not_duplicates(cfg, tmp_path):

@@ -66,6 +66,7 @@ from ray.data.datasource import Datasource, ReadTask  # noqa: E402
 from dedupd.config import Config
 from dedupd.errors import ClusterError
 from dedupd.ingest import pipeline
+from dedupd.ingest.decode import decoders
 from dedupd.ingest.decode_pool import Decoded, DecodeFn, Failed, decode_for_model
 from dedupd.ingest.indexer import Indexer
 from dedupd.model.loader import LazyEmbedder, embedder_settings
@@ -364,6 +365,8 @@ class RayEmbed:
     ):
         self.cluster, self.config, self.model_id, self.stop, self.decode = cluster, config, model_id, stop, decode
         self.in_flight = in_flight  # the most carriers held waiting for an answer; None: sized to the cluster
+        # What an unreadable verdict is filed with: the driver's decoders (the nodes are expected to run the same).
+        self.decoder = decoders(config.scan.max_pixels)
 
     def stage(self, counters: pipeline.Counters) -> pipeline.Stage:
         def ray_embed(items: Iterable[pipeline.Work]) -> Iterator[pipeline.Work]:
@@ -374,7 +377,7 @@ class RayEmbed:
                     continue
                 for path, vector, result in payload:
                     for work in flow.waiting.answer(bytes(path)):
-                        yield _settled(work, vector, result, counters)
+                        yield _settled(work, vector, result, counters, self.decoder)
             yield from self._leftovers(flow.waiting.works, counters)
 
         return ray_embed
@@ -386,7 +389,9 @@ class RayEmbed:
             guilty = self._guilty(list(carriers))
             if guilty is not None:
                 died = Failed(DIED_ON_CLUSTER)
-                yield from (_settled(work, b"", died, counters) for p in guilty for work in carriers.pop(p))
+                yield from (
+                    _settled(work, b"", died, counters, self.decoder) for p in guilty for work in carriers.pop(p)
+                )
                 yield from self._stream(carriers, counters)  # the innocent leftovers: embedded after all
         if carriers:
             log.warning(
@@ -406,7 +411,7 @@ class RayEmbed:
         for batch in self.embedding(listed, f"{len(paths)} images").iter_batches(**ITERATION):
             for path, vector, result in zip(batch["path"], batch["vector"], batch["result"]):
                 for work in carriers.pop(bytes(path), []):
-                    yield _settled(work, vector, result, counters)
+                    yield _settled(work, vector, result, counters, self.decoder)
             if self.stopped():
                 break
 
@@ -735,9 +740,9 @@ def _actor_config(config: Config, resources: Resources, per_replica: int) -> Con
 
 
 def _settled(
-    work: pipeline.Work, vector: bytes, result: Decoded | Failed, counters: pipeline.Counters
+    work: pipeline.Work, vector: bytes, result: Decoded | Failed, counters: pipeline.Counters, decoder: str
 ) -> pipeline.Work:
-    if pipeline.store_decoded(work, result, counters) and vector:
+    if pipeline.store_decoded(work, result, counters, decoder) and vector:
         work.image, work.vector = None, np.frombuffer(vector, dtype=np.float32)
         work.record.status = pipeline.OK
         counters.embedded += 1

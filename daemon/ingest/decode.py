@@ -8,12 +8,14 @@ copies, macOS ``._`` sidecars and hostile headers. Callers only ever see ``Decod
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 import re
 import struct
 import threading
 from dataclasses import dataclass, replace
+from importlib import metadata
 from typing import IO, Generic, TypeVar
 
 import numpy as np
@@ -84,6 +86,28 @@ class Decoded(Generic[Pixels]):
     capture: Capture = Capture()  # EXIF/XMP capture facts (burst guard, keep-policy ties)
     frames: int = 1  # pages or animation frames: only the first is decoded and embedded
     content: str = ""  # the hash of the very bytes decoded (hashing.bytes_hash): what the picture is evidence for
+
+
+# Raised when dedupd's own decoding learns to read something it refused before (a format, a tolerated defect).
+DECODE_REVISION = 1
+_DECODING_LIBRARIES = ("pillow", "pillow-heif", "rawpy")
+
+
+@functools.cache
+def decoders(max_pixels: int) -> str:
+    """What an unreadable verdict is reached with: dedupd's decode revision, the decoding libraries' versions and
+    the pixel limit. The store keeps it with the verdict, and a verdict reached otherwise is tried again: an
+    upgraded Pillow, pillow-heif or LibRaw may read what the old ones could not, and a raised scan.max_pixels
+    admits what it refused."""
+    libraries = (f"{name} {_version(name)}" for name in _DECODING_LIBRARIES)
+    return ", ".join([f"dedupd {DECODE_REVISION}", *libraries, f"max_pixels {max_pixels}"])
+
+
+def _version(distribution: str) -> str:
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return "absent"
 
 
 def register_plugins() -> None:

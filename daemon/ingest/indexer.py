@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 from dedupd.config import Config
 from dedupd.dedup.pairs import PairFinder
 from dedupd.ingest import pipeline
+from dedupd.ingest.decode import decoders
 from dedupd.ingest.decode_pool import DecodeFn, DecodePool, decode_for_model, hash_threads
 from dedupd.ingest.walk import INTERNAL_IGNORE, NAS_IGNORE, ScanOptions, entry_for, is_picture
 from dedupd.ingest.walk import scan as walk
@@ -53,7 +54,7 @@ class Indexer:
         self.store, self.config, self.embedder, self.threaded = store, config, embedder, threaded
         self.decode = decode  # per file, in the decode workers here or on the cluster (a test seam: DecodeFn)
         self.model = embedder.model_id
-        self.book = pipeline.ContentBook.from_store(store, self.model)
+        self.book = pipeline.ContentBook.from_store(store, self.model, decoders(config.scan.max_pixels))
         self.pairs = PairFinder(store, self.model, config.dedup)
         self.unsearched: list[str] = []  # contents committed whose pairs no finished search has stored yet
         self.files: dict[bytes, FileRecord] = store.files()

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from dedupd.faults import fault_point
-from dedupd.ingest.decode import Decoded
+from dedupd.ingest.decode import Decoded, decoders
 from dedupd.ingest.decode_pool import DecodeFn, DecodePool, Failed, decode_for_model
 from dedupd.ingest.hashing import content_hash
 from dedupd.store import OK, PENDING, UNREADABLE, FileRecord, FileStat, Store
@@ -146,10 +146,11 @@ class ContentInfo:
     status: str
     facts: dict = field(default_factory=dict)  # CONTENT_FACTS: size, format, capture
     error: str = ""
+    decoder: str = ""  # an unreadable verdict's decoders: its copies carry them too
 
     @classmethod
     def of(cls, record: FileRecord) -> ContentInfo:
-        return cls(record.status, facts_of(record), record.error)
+        return cls(record.status, facts_of(record), record.error, record.decoder)
 
 
 def facts_of(record: FileRecord) -> dict:
@@ -166,11 +167,14 @@ class ContentBook:
         self.lock = threading.Lock()
 
     @classmethod
-    def from_store(cls, store: Store, model: str) -> ContentBook:
-        known: dict[str, ContentInfo] = {}
-        for record in store.files().values():
-            if record.content and record.status == UNREADABLE and not path_only_failure(record):
-                known[record.content] = ContentInfo.of(record)
+    def from_store(cls, store: Store, model: str, decoder: str) -> ContentBook:
+        """Unreadable verdicts reached otherwise than with `decoder` (decode.decoders) are left out, so those
+        contents are tried again: newer decoding libraries or a higher pixel limit may read them now."""
+        verdicts = [record for record in store.files().values() if content_verdict(record)]
+        known = {r.content: ContentInfo.of(r) for r in verdicts if r.decoder == decoder}
+        retried = {r.content for r in verdicts} - known.keys()
+        if retried:
+            log.info("%d unreadable contents are tried again with %s", len(retried), decoder)
         for content, facts in store.vector_facts(model).items():
             known[content] = ContentInfo(OK, facts)  # also for copies since removed: a return reuses them
         return cls(known)
@@ -213,6 +217,11 @@ class ContentBook:
 CHANGED_WHILE_READ = "io error: changed while it was read (read again on the next scan)"
 
 
+def content_verdict(record: FileRecord) -> bool:
+    """An unreadable verdict about the content's bytes (not an io error of one path)."""
+    return bool(record.content) and record.status == UNREADABLE and not path_only_failure(record)
+
+
 def path_only_failure(record: FileRecord) -> bool:
     """An io error (vanished, became a FIFO, unreadable, rewritten while read) belongs to the path, not to the
     content's bytes."""
@@ -220,7 +229,7 @@ def path_only_failure(record: FileRecord) -> bool:
 
 
 def _apply(record: FileRecord, info: ContentInfo) -> FileRecord:
-    return replace(record, status=info.status, error=info.error, **info.facts)
+    return replace(record, status=info.status, error=info.error, decoder=info.decoder, **info.facts)
 
 
 # --- the stages ----------------------------------------------------------------------------------------------------
@@ -249,7 +258,7 @@ def _unchanged(old: FileRecord, entry: FileStat, book: ContentBook, counters: Co
     if old.status != PENDING and old.content in book.known:
         counters.unchanged += 1
         return Work(record, fresh=False)
-    return Work(replace(record, status=PENDING, error=""))
+    return Work(replace(record, status=PENDING, error="", decoder=""))
 
 
 def _not_regular(old: FileRecord | None, entry: FileStat, counters: Counters) -> Work:
@@ -350,6 +359,9 @@ class DecodeSettings:
     pool: Callable[[], DecodePool | None] = lambda: None
     decode: DecodeFn = decode_for_model  # what decodes inline, without a pool (the pool has its own)
 
+    def decoder(self) -> str:
+        return decoders(self.max_pixels)
+
 
 def decode_images(settings: DecodeSettings, counters: Counters) -> Stage:
     def decode_images(items: Iterable[Work]) -> Iterator[Work]:
@@ -369,13 +381,13 @@ def _decode_from(items: Iterator[Work], settings: DecodeSettings, counters: Coun
     if pool is None:
         for work in items:
             if needs_decode(work):
-                store_decoded(work, settings.decode(work.record.path, *_args(settings)), counters)
+                store_decoded(work, settings.decode(work.record.path, *_args(settings)), counters, settings.decoder())
             yield work
         return
     jobs = ((w, (w.record.path, *_args(settings)) if needs_decode(w) else None) for w in items)
     for work, result in pool.map(jobs):
         if result is not None:
-            store_decoded(work, result, counters)
+            store_decoded(work, result, counters, settings.decoder())
         yield work
 
 
@@ -387,8 +399,9 @@ def _args(settings: DecodeSettings) -> tuple:
     return settings.draft_side(), settings.max_pixels, settings.spec()
 
 
-def store_decoded(work: Work, result: Decoded | Failed, counters: Counters) -> bool:
-    """The decoder's answer into the carrier's record; True when it holds a picture of the record's content.
+def store_decoded(work: Work, result: Decoded | Failed, counters: Counters, decoder: str) -> bool:
+    """The decoder's answer into the carrier's record; True when it holds a picture of the record's content. An
+    unreadable verdict keeps `decoder`, what it was reached with (decode.decoders).
 
     A picture decoded from other bytes than the ones hashed (the file was rewritten in between) is no evidence
     about the hashed content: its vector would make the store pair that content with a picture it is not, and a
@@ -398,7 +411,7 @@ def store_decoded(work: Work, result: Decoded | Failed, counters: Counters) -> b
         result = Failed(CHANGED_WHILE_READ)
     if isinstance(result, Failed):
         log.warning("unreadable image %s: %s", os.fsdecode(record.path), result.reason)
-        record.status, record.error = UNREADABLE, result.reason
+        record.status, record.error, record.decoder = UNREADABLE, result.reason, decoder
         counters.unreadable += 1
         return False
     work.image, record.width, record.height = result.image, result.width, result.height
