@@ -358,14 +358,16 @@ def holders(folder, picture: bytes) -> list[str]:
 
 
 def test_a_file_that_cannot_be_put_back_is_named_and_settled_by_the_next_purge(tmp_path):
-    """The disk fails (read-only, a share gone) after the victim was renamed aside, and a file has been saved at its
-    name meanwhile: the purge said only "Read-only file system" and closed its journal entry, so the picture stayed
-    under a hidden name that no scan indexes and no recovery looked at again."""
+    """The disk fails (read-only, a share gone) after the victim was renamed aside, and it cannot go back (here: its
+    name and every name beside it are taken meanwhile): the purge said only "Read-only file system" and closed its
+    journal entry, so the picture stayed under a hidden name that no scan indexes and no recovery looked at again."""
     root, keep, victim, cfg = scanned_copies(tmp_path, 61)
     picture = victim.read_bytes()
 
     def disk_fails() -> None:
         photo(victim, 62)  # another program saves at the victim's (now free) name
+        for n in range(1, 1000):
+            (root / "b" / f"x (dedupd {n}).jpg").touch()
         raise OSError(30, "Read-only file system")
 
     with acting_at("after-aside", disk_fails):
@@ -437,3 +439,46 @@ def test_recovery_keeps_a_sidecar_edited_after_the_kill(tmp_path):
     purge(cfg, report=report)
 
     assert sidecar.read_text() == "<x:xmpmeta>crop, exposure +0.7</x:xmpmeta>"
+
+
+def test_a_file_whose_name_was_taken_while_it_sat_aside_goes_back_in_plain_sight(tmp_path):
+    """The keeper is saved over and a new picture saved at the victim's name while the victim sits aside: the victim
+    is then the old picture's last copy. It stayed under a hidden `.dedupd-purge-*` name that no scan indexes and no
+    file manager shows; it now goes back beside its name, and the next scan indexes it there."""
+    root, keep, victim, cfg = scanned_copies(tmp_path, 71)
+    picture = victim.read_bytes()
+
+    def other_programs() -> None:
+        rewrite(bytes(keep), bytes(photo(tmp_path / "edit.jpg", 72)))
+        photo(victim, 73)
+
+    with acting_at("after-aside", other_programs):
+        rc, lines = purge(cfg)
+    beside = root / "b" / "x (dedupd 1).jpg"
+    assert rc == 1 and any(f"put back as {beside}" in line for line in lines), lines
+    assert beside.read_bytes() == picture and not list((root / "b").glob(".dedupd-purge-*"))
+    scan(cfg, root)
+    assert Store.open(cfg.store_path()).files()[b(beside)].status == OK
+
+
+def test_recovery_puts_a_file_whose_name_was_taken_after_the_kill_beside_it(tmp_path):
+    """kill -9 with the victim aside; the user then edits the keeper and saves a new picture at the victim's name.
+    Recovery may not finish the delete (the keeper lost the picture) nor rename over the new file: the old picture
+    goes back beside its name, visible."""
+    root = tmp_path / "t"
+    keep, victim = copies(root, 74)
+    picture = keep.read_bytes()
+    cfg = config(tmp_path)
+    report = tmp_path / "report.json"
+    scan(cfg, root, report=report)
+    killed = _purge_process(cfg, report, "after-aside:1")
+    assert killed.returncode == -signal.SIGKILL, killed.stdout + killed.stderr
+    rewrite(bytes(keep), bytes(photo(tmp_path / "edit.jpg", 75)))
+    new = photo(victim, 76).read_bytes()
+
+    rc, lines = purge(cfg, report=report)
+
+    beside = root / "b" / "x (dedupd 1).jpg"
+    assert beside.read_bytes() == picture, lines
+    assert victim.read_bytes() == new and not list((root / "b").glob(".dedupd-purge-*"))
+    assert any(f"put back as {beside}" in line for line in lines), lines

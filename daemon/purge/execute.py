@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import itertools
 import os
 import shutil
 from collections.abc import Callable, Iterable, Sequence
@@ -326,12 +327,13 @@ def _hold(victim: FileRecord, moved: bytes, keeper_lost: StillProven) -> None:
 
 def _back_or_stranded(moved: bytes, path: bytes, why: str) -> Refused:
     try:
-        if move_unless_taken(moved, path):
-            return Refused(f"{why}; put back")
-        return Stranded(f"{why}; another file is at its name now, so it waits at {os.fsdecode(moved)}")
+        where = put_back(moved, path)
     except OSError as exc:
         trouble = exc.strerror or str(exc)
         return Stranded(f"{why}; it could not be put back ({trouble}) and waits at {os.fsdecode(moved)}")
+    if where == path:
+        return Refused(f"{why}; put back")
+    return Refused(f"{why}; another file is at its name now, so it was put back as {os.fsdecode(where)}")
 
 
 def _not_the_victim(victim: FileRecord, moved: bytes) -> str:
@@ -357,6 +359,17 @@ def move_unless_taken(moved: bytes, path: bytes) -> bool:
         return True
     os.unlink(moved)
     return True
+
+
+def put_back(moved: bytes, path: bytes) -> bytes:
+    """Where a file we moved went back to: its own path, or, when another file has taken that name since, the first
+    free name beside it (`x (dedupd 1).jpg`), in plain sight where the next scan indexes it and the user finds it.
+    Never over another file."""
+    stem, extension = os.path.splitext(path)
+    for name in itertools.chain([path], (stem + b" (dedupd %d)" % n + extension for n in range(1, 1000))):
+        if move_unless_taken(moved, name):
+            return name
+    raise FileExistsError(errno.EEXIST, "every name beside it is taken", os.fsdecode(path))
 
 
 ASIDE_PREFIX = b".dedupd-purge-"  # the walk ignores these names: a half-finished delete is never indexed

@@ -18,7 +18,7 @@ from pathlib import Path
 from dedupd.ingest.hashing import content_hash
 from dedupd.own_folders import is_own
 from dedupd.purge.evidence import Refused, current_identity
-from dedupd.purge.execute import PARTIAL_SUFFIX, asides_of, move_unless_taken
+from dedupd.purge.execute import PARTIAL_SUFFIX, asides_of, put_back
 from dedupd.purge.journal import Entry, Journal, journals, latest_states, unfinished
 
 log = logging.getLogger("dedupd")
@@ -123,10 +123,9 @@ def _settle_delete(entry: Entry, victim: bytes, aside: bytes, own: tuple[bytes, 
         if not lost:
             os.unlink(aside)
             return "done", "finished the interrupted delete"
-        if os.path.lexists(victim):
-            return "skipped", f"{lost}; the file stays at {os.fsdecode(aside)}"
-        os.rename(aside, victim)
-        return "skipped", f"{lost}; put back"
+        where = put_back(aside, victim)
+        taken = f" as {os.fsdecode(where)}: another file is at its name now" if where != victim else ""
+        return "skipped", f"{lost}; put back{taken}"
     if os.path.lexists(aside):
         return "skipped", "the aside name holds another file; left alone"
     if _same_inode(victim, entry):
@@ -136,8 +135,9 @@ def _settle_delete(entry: Entry, victim: bytes, aside: bytes, own: tuple[bytes, 
 
 def _settle_trash(entry: Entry, victim: bytes, dest: bytes, own: tuple[bytes, ...]) -> tuple[str, str]:
     stray = _stray_original(entry)  # back in place if it can be, then settled below like a move killed before
-    if stray and not move_unless_taken(stray, victim):  # the delete
-        return "skipped", f"another file is at its name now; the original stays at {os.fsdecode(stray)}"
+    where = put_back(stray, victim) if stray else victim  # the delete
+    if where != victim:
+        return "skipped", f"another file is at its name now; the original was put back as {os.fsdecode(where)}"
     in_place = _same_inode(victim, entry)
     if _same_inode(dest, entry):
         return "done", "the move had completed"
