@@ -279,3 +279,80 @@ def test_kill_9_between_the_photo_and_its_companion_then_rerun_moves_it(tmp_path
     assert any("IMG_4.JPG.xmp: done (moved with its photo" in line for line in lines), lines
     assert not (copy.parent / "IMG_4.JPG.xmp").exists() and (trash / "b" / "IMG_4.JPG.xmp").exists()
     assert keeper.exists() and (keeper.parent / "IMG_4.JPG.xmp").exists()
+
+
+# --- a companion is the only copy of its data unless the keeper has a byte copy of it ------------------------------
+
+
+@pytest.mark.parametrize(
+    "companion",
+    [
+        "IMG_1.JPG.xmp",  # an editor's sidecar: other edits, keywords, ratings than the keeper's
+        "IMG_1.JPG.supplemental-metadata.json",  # Takeout: another title, description, people
+        "IMG_1.MOV",  # another clip altogether under the Live Photo's name (no identifier in the JPEG)
+    ],
+)
+@pytest.mark.parametrize("same_size", [False, True])
+def test_a_companion_with_data_of_its_own_is_not_removed_with_its_photo(
+    tmp_path: Path, companion: str, same_size: bool
+) -> None:
+    """Both copies carry a companion of the same kind with different bytes. The gate compared kinds only, so the
+    victim's companion, the only copy of its data, went with the photo. Now a report holds the copy back where the
+    sizes differ, and where they agree (bytes differ all the same) the purge refuses it at the gate."""
+    root = tmp_path / "photos"
+    keeper, victim = _copies_with(root, "IMG_1.JPG", "IMG_1.JPG.txt", XMP)
+    ours = (keeper.parent / companion, victim.parent / companion)
+    if companion.endswith(".MOV"):
+        rawgen.write_live_video(ours[0], CID)
+        other = bytearray(ours[0].read_bytes())
+        other[-8:] = os.urandom(8)
+        ours[1].write_bytes(bytes(other) + (b"" if same_size else b"more"))
+    else:
+        ours[0].write_text("<x:xmpmeta>crop 3:2</x:xmpmeta>")
+        ours[1].write_text("<x:xmpmeta>b/w +1.3</x:xmpmeta>" if same_size else "<x:xmpmeta>b/w, +1.3, tags</x:xmpmeta>")
+    only_copy = ours[1].read_bytes()
+    report, cfg = scan_report(root, tmp_path)
+    if not same_size:  # no duplicates: listed apart from the groups
+        [group] = report["similar_groups"]
+        kind = LIVE if companion.endswith(".MOV") else TAKEOUT if companion.endswith(".json") else XMP
+        assert group["similar"][0]["why"] == f"companions: its {kind} differs from the keeper's"
+    rc, lines = purge_lines(cfg, str(tmp_path / "report.json"))
+    assert victim.exists() and ours[1].read_bytes() == only_copy, lines
+    if same_size:
+        assert rc == 1 and any(f"its companion {companion} has no byte copy" in line for line in lines), lines
+
+
+def test_a_companion_whose_twin_beside_the_keeper_changes_before_its_act_stays(tmp_path: Path) -> None:
+    """The keeper's sidecar was a byte copy at the gate and is edited before the victim's sidecar goes: the victim's
+    sidecar is then the last copy of the edits both had, and stays (the photo, a byte copy, goes)."""
+    from dedupd.faults import acting_at
+
+    root = tmp_path / "photos"
+    keeper, victim = _copies_with(root, "IMG_5.JPG", "IMG_5.JPG.xmp", XMP)
+    edits = (victim.parent / "IMG_5.JPG.xmp").read_bytes()
+    _, cfg = scan_report(root, tmp_path)
+    with acting_at("before-companion", lambda: (keeper.parent / "IMG_5.JPG.xmp").write_text("new edits")):
+        rc, lines = purge_lines(cfg, str(tmp_path / "report.json"), trash=str(tmp_path / "trash"))
+    assert not victim.exists() and (victim.parent / "IMG_5.JPG.xmp").read_bytes() == edits, lines
+    assert any("the keeper's companion changed" in line for line in lines), lines
+
+
+def test_trash_empty_keeps_a_trashed_sidecar_whose_twin_beside_the_keeper_is_gone(tmp_path: Path) -> None:
+    """The purge trashed b/IMG_1.JPG with its XMP because a/IMG_1.JPG had a byte copy of it. The user then deletes
+    a/IMG_1.JPG.xmp: the trashed sidecar is the only copy of those edits, but `trash empty` proved only the keeper
+    photo and removed it. A companion's journal entry now names its twin as its keeper."""
+    from dedupd.errors import PurgeFailures
+
+    root = tmp_path / "photos"
+    keeper, _ = _copies_with(root, "IMG_1.JPG", "IMG_1.JPG.xmp", XMP)
+    edits = (keeper.parent / "IMG_1.JPG.xmp").read_text()
+    _, cfg = scan_report(root, tmp_path)
+    trash = tmp_path / "trash"
+    rc, lines = purge_lines(cfg, str(tmp_path / "report.json"), trash=str(trash))
+    assert rc == 0 and (trash / "b" / "IMG_1.JPG.xmp").exists(), lines
+    (keeper.parent / "IMG_1.JPG.xmp").unlink()
+    out: list[str] = []
+    with pytest.raises(PurgeFailures):
+        commands.empty_trash(cfg, "0", echo=out.append)
+    assert (trash / "b" / "IMG_1.JPG.xmp").read_text() == edits, out
+    assert not (trash / "b" / "IMG_1.JPG").exists(), out  # the photo's keeper still holds it: emptied

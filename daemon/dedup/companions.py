@@ -147,3 +147,21 @@ def no_companions(photo: bytes) -> tuple[Companion, ...]:
 
 def kinds(companions: Iterable[Companion]) -> frozenset[str]:
     return frozenset(c.kind for c in companions)
+
+
+def differing(member: Iterable[Companion], keeper: Iterable[Companion]) -> frozenset[str]:
+    """Kinds the keeper has too, but where a companion of the member has no keeper companion of that kind and size:
+    it is not a byte copy of one (other edits in an XMP, another clip under the Live Photo's name), so its data
+    would go with the member. Sizes only: the purge compares the bytes when it acts."""
+    sizes: dict[str, set[int]] = {}
+    for companion in keeper:
+        sizes.setdefault(companion.kind, set()).add(size_of(companion.path))
+    return frozenset(c.kind for c in member if c.kind in sizes and size_of(c.path) not in sizes[c.kind])
+
+
+def size_of(path: bytes) -> int:
+    """-1 for a file that is gone or cannot be stat'ed: equal to no real size."""
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return -1

@@ -14,7 +14,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
-from dedupd.dedup.companions import Companion, kinds, no_companions
+from dedupd.dedup.companions import Companion, differing, kinds, no_companions
 from dedupd.dedup.policy import PolicyContext, choose_keeper
 from dedupd.ingest.capture import different_captures
 from dedupd.paths import RAW_FORMATS
@@ -88,12 +88,24 @@ class Rules:
                 return f"decided: {d.kind} ({d.key})"
         if self.raw_jpeg == "keep" and raw_and_jpeg(keep, member):
             return "raw+jpeg: one capture kept as RAW and JPEG (dedup.raw_jpeg: keep)"
-        lacking = kinds(self.companions(member.path)) - kinds(self.companions(keep.path))
-        if lacking:
-            return f"companions: has {', '.join(sorted(lacking))} the keeper lacks"
+        reason = companions_held_back(self.companions(member.path), self.companions(keep.path))
+        if reason:
+            return reason
         if self.burst_guard and different_captures(_capture(keep), _capture(member)):
             return "burst guard: a different capture"
         return ""
+
+
+def companions_held_back(member: tuple[Companion, ...], keeper: tuple[Companion, ...]) -> str:
+    """A member's sidecar or Live Photo video may be the only copy of its data: it goes with the member only where
+    the keeper has one of the same kind that can be a byte copy of it."""
+    lacking = kinds(member) - kinds(keeper)
+    if lacking:
+        return f"companions: has {', '.join(sorted(lacking))} the keeper lacks"
+    other = differing(member, keeper)
+    if other:
+        return f"companions: its {', '.join(sorted(other))} differs from the keeper's"
+    return ""
 
 
 def raw_and_jpeg(a: FileRecord, b: FileRecord) -> bool:

@@ -11,6 +11,7 @@ and the act is put back instead of removed.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import itertools
@@ -20,7 +21,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import BinaryIO
 
-from dedupd.dedup.companions import other_claimants
+from dedupd.dedup.companions import other_claimants, size_of
 from dedupd.dedup.groups import Rules
 from dedupd.faults import fault_point
 from dedupd.ingest.hashing import fd_hash
@@ -57,10 +58,12 @@ class Outcome:
 
 @dataclass(frozen=True)
 class Along:
-    """A companion going with its photo: as found at the moment of acting, and where it goes."""
+    """A companion going with its photo: as found at the moment of acting, where it goes, and its twin: the keeper's
+    companion of the same kind and the same bytes, where its data survives (journaled as its keeper)."""
 
     record: FileRecord
     dest: bytes
+    twin: FileRecord
 
 
 @dataclass
@@ -123,8 +126,9 @@ def _act(item: PurgeItem, victim: FileRecord, along: list[Along], ctx: PurgeCont
     so a run killed in between is finished by the next one (recovery moves a companion whose photo went, and puts
     back one whose photo stayed): a companion is never left without its photo."""
     dest = trash_destination(victim, ctx.trash_dir) if ctx.trash_dir else _aside_name(item.victim)
-    entry = _intent(ctx, item, victim, dest)
-    companion_entries = [_intent(ctx, item, a.record, a.dest, of=entry.id if entry else 0) for a in along]
+    keeper = planned(ctx.records[item.keeper], item.keeper_content)
+    entry = _intent(ctx, victim, dest, keeper)
+    companion_entries = [_intent(ctx, a.record, a.dest, a.twin, of=entry.id if entry else 0) for a in along]
     try:
         fault_point("after-intent")
         _remove(victim, dest, ctx, lambda: _keeper_lost(item, victim, ctx))
@@ -175,7 +179,7 @@ def _prove_keeper(keeper: FileRecord, victim: FileRecord, ctx: PurgeContext, aga
 def _move_along(along: Along, entry: Entry | None, outcome: Outcome, ctx: PurgeContext) -> None:
     fault_point("before-companion")
     try:
-        _remove(along.record, along.dest, ctx)
+        _remove(along.record, along.dest, ctx, lambda: _twin_lost(along))
     except (Refused, OSError) as exc:
         reason = str(exc) if isinstance(exc, Refused) else f"{exc.strerror or exc}"
         _finish(ctx, entry, "skipped", reason)
@@ -185,14 +189,14 @@ def _move_along(along: Along, entry: Entry | None, outcome: Outcome, ctx: PurgeC
     outcome.companions.append(along.record.path)
 
 
-def _intent(ctx: PurgeContext, item: PurgeItem, record: FileRecord, dest: bytes, of: int = 0) -> Entry | None:
+def _intent(ctx: PurgeContext, record: FileRecord, dest: bytes, keeper: FileRecord, of: int = 0) -> Entry | None:
+    """`keeper`: where the file's data survives (the photo's keeper; a companion's twin), which recovery and the
+    trash's expiry prove again before they finish or empty anything."""
     if ctx.journal is None:
         return None
     action = "trash" if ctx.trash_dir else "delete"
-    keeper = planned(ctx.records[item.keeper], item.keeper_content).content
-    return ctx.journal.intent(
-        action, record.path, item.keeper, dest, record.device, record.inode, record.content, keeper, of
-    )
+    identity = (record.device, record.inode, record.content)
+    return ctx.journal.intent(action, record.path, keeper.path, dest, *identity, keeper.content, of)
 
 
 def _finish(ctx: PurgeContext, entry: Entry | None, state: str, reason: str = "") -> None:
@@ -222,7 +226,7 @@ def verify(item: PurgeItem, ctx: PurgeContext) -> tuple[FileRecord, list[Along]]
     _check_victim(victim)
     if ctx.trash_dir:  # before the intent names it: recovery must never take an earlier purge's file for its copy
         _refuse_if_taken(trash_destination(victim, ctx.trash_dir))
-    return victim, companions_along(victim, ctx)
+    return victim, companions_along(victim, keeper, ctx)
 
 
 def planned(record: FileRecord, content: str) -> FileRecord:
@@ -275,10 +279,10 @@ def _check_victim(victim: FileRecord) -> None:
         os.close(fd)
 
 
-def companions_along(victim: FileRecord, ctx: PurgeContext) -> list[Along]:
+def companions_along(victim: FileRecord, keeper: FileRecord, ctx: PurgeContext) -> list[Along]:
     """The victim's companions that go with it, each checked now; a companion another photo beside it still claims
-    stays with that photo. Refused when one cannot follow: the photo then stays too. (The gate already held back a
-    victim whose companion kind the keeper lacks, so nothing here carries data the keeper has no counterpart of.)"""
+    stays with that photo. Refused when one cannot follow, or when the keeper has no byte copy of it (other edits in
+    an XMP, another clip under a Live Photo's name: the only copy of that data): the photo then stays too."""
     out = []
     for companion in ctx.rules.companions(victim.path):
         if not os.path.lexists(companion.path) or other_claimants(companion.path, victim.path):
@@ -287,8 +291,29 @@ def companions_along(victim: FileRecord, ctx: PurgeContext) -> list[Along]:
         dest = trash_destination(record, ctx.trash_dir) if ctx.trash_dir else _aside_name(record.path)
         if ctx.trash_dir and os.path.lexists(dest):
             raise Refused(f"its companion's place in the trash is taken: {os.fsdecode(dest)}")
-        out.append(Along(record, dest))
+        out.append(Along(record, dest, _twin(record, companion.kind, keeper, ctx)))
     return out
+
+
+def _twin(record: FileRecord, kind: str, keeper: FileRecord, ctx: PurgeContext) -> FileRecord:
+    """The keeper's companion of this kind that is a byte copy of `record`."""
+    for candidate in ctx.rules.companions(keeper.path):
+        if candidate.kind == kind and size_of(candidate.path) == record.size:
+            with contextlib.suppress(Refused):
+                twin = _companion_record(candidate.path, keeper)
+                if twin.content == record.content:
+                    return twin
+    name = os.fsdecode(os.path.basename(record.path))
+    raise Refused(f"its companion {name} has no byte copy beside the keeper: it may be the only copy of its data")
+
+
+def _twin_lost(along: Along) -> str:
+    """Asked at the companion's act, as the photo's act asks for its keeper: is the twin still a byte copy?"""
+    try:
+        found, _ = current_identity(along.twin.path, "keeper's companion")
+    except Refused as exc:
+        return str(exc)
+    return "" if found == along.twin.content else "the keeper's companion changed"
 
 
 def _companion_record(path: bytes, photo: FileRecord) -> FileRecord:
