@@ -356,3 +356,34 @@ def test_trash_empty_keeps_a_trashed_sidecar_whose_twin_beside_the_keeper_is_gon
         commands.empty_trash(cfg, "0", echo=out.append)
     assert (trash / "b" / "IMG_1.JPG.xmp").read_text() == edits, out
     assert not (trash / "b" / "IMG_1.JPG").exists(), out  # the photo's keeper still holds it: emptied
+
+
+def test_a_companion_that_cannot_be_put_back_stays_journaled_open_and_the_next_purge_settles_it(
+    tmp_path: Path,
+) -> None:
+    """The disk fails after the photo went and while its sidecar sat aside, and the sidecar's name (and every name
+    beside it) is taken meanwhile: its journal entry was closed as skipped, so no recovery ever looked at the file
+    left under a hidden name. Like its photo's, the entry now stays open and the next purge settles it."""
+    from dedupd.faults import acting_at
+
+    root = tmp_path / "photos"
+    keeper, victim = _copies_with(root, "IMG_6.JPG", "IMG_6.JPG.xmp", XMP)
+    edits = (victim.parent / "IMG_6.JPG.xmp").read_bytes()
+    _, cfg = scan_report(root, tmp_path)
+    calls = []
+
+    def disk_fails_on_the_sidecar() -> None:
+        calls.append(1)
+        if len(calls) == 2:  # the photo's aside was the first
+            (victim.parent / "IMG_6.JPG.xmp").write_text("another program's file")
+            for n in range(1, 1000):
+                (victim.parent / f"IMG_6.JPG (dedupd {n}).xmp").touch()
+            raise OSError(30, "Read-only file system")
+
+    with acting_at("after-aside", disk_fails_on_the_sidecar):
+        rc, lines = purge_lines(cfg, str(tmp_path / "report.json"))
+    [aside] = victim.parent.glob(".dedupd-purge-*")
+    assert aside.read_bytes() == edits and any(f"waits at {aside}" in line for line in lines), lines
+    rc, lines = purge_lines(cfg, str(tmp_path / "report.json"))
+    assert any("IMG_6.JPG.xmp: done (finished the interrupted delete)" in line for line in lines), lines
+    assert not list(victim.parent.glob(".dedupd-purge-*")) and (keeper.parent / "IMG_6.JPG.xmp").read_bytes() == edits

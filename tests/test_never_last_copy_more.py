@@ -482,3 +482,16 @@ def test_recovery_puts_a_file_whose_name_was_taken_after_the_kill_beside_it(tmp_
     assert beside.read_bytes() == picture, lines
     assert victim.read_bytes() == new and not list((root / "b").glob(".dedupd-purge-*"))
     assert any(f"put back as {beside}" in line for line in lines), lines
+
+
+def test_a_keeper_named_through_a_folder_now_a_symlink_is_refused_like_a_victim(tmp_path):
+    """The victim's path must have no symlinked parent; the keeper's was never checked. One file then answers to
+    two names, and the run's by-path guards (a keeper of an earlier removal is never removed later) miss it."""
+    root, keep, victim, cfg = scanned_copies(tmp_path, 77)
+    (tmp_path / "elsewhere").mkdir()
+    shutil.copy2(keep, tmp_path / "elsewhere" / "x.jpg")
+    shutil.rmtree(root / "a")
+    os.symlink(tmp_path / "elsewhere", root / "a")
+    rc, lines = purge(cfg)
+    assert rc == 1 and victim.exists(), lines
+    assert any("a parent directory is a symlink" in line for line in lines), lines

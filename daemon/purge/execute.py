@@ -182,7 +182,8 @@ def _move_along(along: Along, entry: Entry | None, outcome: Outcome, ctx: PurgeC
         _remove(along.record, along.dest, ctx, lambda: _twin_lost(along))
     except (Refused, OSError) as exc:
         reason = str(exc) if isinstance(exc, Refused) else f"{exc.strerror or exc}"
-        _finish(ctx, entry, "skipped", reason)
+        if not isinstance(exc, Stranded):  # as for its photo: an open intent is settled by the next recovery
+            _finish(ctx, entry, "skipped", reason)
         outcome.left.append(f"{os.fsdecode(along.record.path)}: {reason}")
         return
     _finish(ctx, entry, "done")
@@ -211,6 +212,7 @@ def verify(item: PurgeItem, ctx: PurgeContext) -> tuple[FileRecord, list[Along]]
     """Every check that must hold for this victim right now, the picture's survival first; returns the victim's
     store record with the content the plan was made on, and the companions that go with it (each checked too)."""
     check_path_shape(item.victim)
+    check_path_shape(item.keeper)  # one file under two names would slip past the by-path guards (ctx.kept)
     if item.victim in ctx.kept:
         raise Refused("it is the keeper of a file this run removed; scan and report again")
     victim = planned(_indexed(item.victim, ctx), item.victim_content)
