@@ -6,7 +6,8 @@ every piece of text is escaped, and a Content-Security-Policy forbids scripts an
 bug ever slips through.
 
 Thumbnails are expensive (a decode per photo) and identical for identical bytes, so they are cached under the
-store keyed by content hash and size, and only hard-linked or copied into the gallery.
+store keyed by content hash and size, and only hard-linked or copied into the gallery. A gallery is a folder dedupd
+writes itself: it is marked and remembered as one (own_folders.remember) before its first file lands.
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ from PIL import Image
 
 from dedupd.ingest.decode import Decoded, DecodeError, decode
 from dedupd.output.report import entry_path, human_bytes
-from dedupd.paths import atomic_write
+from dedupd.own_folders import remember
+from dedupd.paths import atomic_write, normalise_root
 
 Decoder = Callable[..., Decoded]
 Info = dict[str, Any]
@@ -80,14 +82,19 @@ class Tile:
 def write_gallery(
     report: dict,
     out_dir: str | os.PathLike,
-    thumb_cache: str | os.PathLike,
+    store_path: str | os.PathLike,
     thumb_side: int = 256,
     *,
     decoder: Decoder = decode,
 ) -> Path:
-    """Write OUT_DIR/index.html and OUT_DIR/thumbs/*.jpg for ``report``; returns the index.html path."""
-    out = Path(out_dir)
-    thumbs = Thumbnails(Path(thumb_cache), out / THUMBS, thumb_side, decoder)
+    """Write OUT_DIR/index.html and OUT_DIR/thumbs/*.jpg for ``report``, thumbnails cached in the store's thumbs/;
+    returns the index.html path."""
+    folder = normalise_root(out_dir)  # ~ expanded: the folder written is the one marked and remembered
+    # Here, not in each caller: whoever writes a gallery (the daemon's report.html_dir, `report --format html`),
+    # it is never indexed, even once the config names another html_dir and the old gallery stays inside a root.
+    remember(Path(store_path), folder)
+    out = Path(os.fsdecode(folder))
+    thumbs = Thumbnails(Path(store_path) / THUMBS, out / THUMBS, thumb_side, decoder)
     listed = [*report.get("groups", []), *report.get("similar_groups", [])]
     groups = sorted(listed, key=lambda g: -int(g.get("bytes_reclaimable") or 0))
     cards = [render_card(n, group_tiles(g, thumbs)) + "\n" for n, g in enumerate(groups, 1)]
