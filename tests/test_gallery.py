@@ -253,6 +253,19 @@ def test_a_gallery_never_prunes_a_users_photo_from_a_thumbs_folder_it_did_not_wr
     assert {name for name in names if (album / "thumbs" / name).exists()} == set(names)
 
 
+def test_prune_recognises_every_name_the_cache_makes(tmp_path):
+    """prune() removes only what is_thumb_name() accepts: a name cache_name makes that it did not accept would be
+    left behind forever, so the two are checked together (a content hash, and the path fallback for a report
+    without a usable one)."""
+    photo = tmp_path / "a.jpg"
+    imagegen.photo(5, (64, 48)).save(photo, quality=90)
+    info = {"path": str(photo), "size": 1, "mtime_ns": 2}
+    for content in (content_hash(b(photo)), None, "deadbeef", "A" * 32, "../../etc/passwd"):
+        for side in (1, SIDE, 256):
+            name = gallery.cache_name({**info, "content": content}, side)
+            assert gallery.is_thumb_name(name), name
+
+
 def test_thumbnail_keeps_an_rgb_colour_profile_only(tmp_path):
     from PIL import ImageCms
 

@@ -28,6 +28,7 @@ from typing import Any
 from PIL import Image
 
 from dedupd.ingest.decode import Decoded, DecodeError, decode
+from dedupd.ingest.hashing import DIGEST_SIZE
 from dedupd.output.report import entry_path, human_bytes
 from dedupd.own_folders import remember
 from dedupd.paths import atomic_write, normalise_root
@@ -47,9 +48,12 @@ ROLE_TEXT = {
     SIMILAR: "— never removed",
 }
 
-# A name we wrote ourselves; only those are pruned from DIR/thumbs, never anything a user put there.
-_THUMB_NAME = re.compile(r"[0-9A-Za-z]+-\d+\.jpg")
-_HEX = re.compile(r"[0-9a-f]{8,128}")
+# The two keys cache_name makes: a content hash as ingest.hashing writes it, or _FROM_PATH and a digest of the same
+# size of the path and stat. _THUMB_NAME is built from the same pieces, so it matches every name cache_name makes
+# and nothing a user is likely to have put in DIR/thumbs (holiday-1.jpg, DSC-0042.jpg): only those are pruned.
+_CONTENT = re.compile(f"[0-9a-f]{{{2 * DIGEST_SIZE}}}")
+_FROM_PATH = "p"
+_THUMB_NAME = re.compile(rf"{_FROM_PATH}?{_CONTENT.pattern}-[1-9][0-9]*\.jpg")
 # C0 controls and DEL in a file name would be invisible (or break lines): show them as Unicode control pictures.
 # C1 controls and bidi overrides are spelled out, since an override can make "evil\u202egpj.exe" read "evilexe.jpg".
 _BIDI = [*range(0x200E, 0x2010), *range(0x202A, 0x202F), *range(0x2066, 0x206A)]
@@ -145,7 +149,7 @@ class Thumbnails:
         if self.published.resolve() == self.cache.resolve():  # --out pointed into the store: that is the cache
             return
         for path in self.published.iterdir():
-            if _THUMB_NAME.fullmatch(path.name) and path.name not in self.used:
+            if is_thumb_name(path.name) and path.name not in self.used:
                 path.unlink(missing_ok=True)
 
 
@@ -161,10 +165,16 @@ def cache_name(info: Info, side: int) -> str:
     # Same bytes, same picture: exact copies share one thumbnail. A report without a usable content hash falls
     # back to the path and stat, which still changes whenever the file does.
     content = str(info.get("content") or "")
-    if not _HEX.fullmatch(content):
+    if not _CONTENT.fullmatch(content):
         stamp = f"{info.get('size')}:{info.get('mtime_ns')}".encode()
-        content = "p" + hashlib.blake2b(entry_path(info) + b"\0" + stamp, digest_size=16).hexdigest()
+        digest = hashlib.blake2b(entry_path(info) + b"\0" + stamp, digest_size=DIGEST_SIZE)
+        content = _FROM_PATH + digest.hexdigest()
     return f"{content}-{side}.jpg"
+
+
+def is_thumb_name(name: str) -> bool:
+    """A name cache_name could have made (side >= 1): the only files prune() may remove from DIR/thumbs."""
+    return _THUMB_NAME.fullmatch(name) is not None
 
 
 def render_thumbnail(path: bytes, target: Path, side: int, decoder: Decoder) -> None:
