@@ -22,7 +22,7 @@ from dedupd.ingest.decode_pool import DecodeFn, decode_for_model
 from dedupd.ingest.indexer import Indexer, IndexResult, online_roots, roots_state
 from dedupd.model.loader import LazyEmbedder, model_identity
 from dedupd.output.report import build_report, group_id, human_bytes, load_report, store_report, write_report
-from dedupd.own_folders import own_folders, remember
+from dedupd.own_folders import own_folders
 from dedupd.paths import normalise_root
 from dedupd.progress import bar
 from dedupd.purge.journal import journals, latest_states
@@ -167,8 +167,7 @@ def _html(store: Store, report: dict, out: str | None, echo: Echo) -> int:
 
     if not out or out == "-":
         raise UsageError("--format html needs --out DIR (a folder for index.html and its thumbnails)")
-    remember(store.path, normalise_root(out))  # a gallery inside a root: its thumbnails must never be indexed
-    index = write_gallery(report, out, store.path / "thumbs")
+    index = write_gallery(report, out, store.path)
     echo(f"{report['duplicate_groups']} groups, {report['total_duplicates']} duplicates; gallery: {index}")
     return 0
 

@@ -8,11 +8,11 @@ a root would feed its own thumbnails back in forever.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 from dedupd.config import Config
-from dedupd.paths import OWN_MARKER, atomic_write, inside_any, normalise_root, path_text, text_path
+from dedupd.paths import atomic_write, inside_any, normalise_root, path_text, text_path
+from dedupd.store import mark_own
 
 # In the store folder: every trash a purge used (`--trash DIR` included) and every gallery `report --out DIR` wrote.
 # The name is older than the galleries in it.
@@ -34,7 +34,7 @@ def remembered(store_path: Path) -> list[bytes]:
 
 def remember(store_path: Path, folder: bytes) -> None:
     """Called before the first file lands in a trash or a gallery, so neither scan nor daemon ever indexes it."""
-    os.makedirs(os.path.join(folder, OWN_MARKER), exist_ok=True)  # an empty folder: the trash holds no extra file
+    mark_own(folder)
     known = remembered(store_path)
     if folder not in known:
         atomic_write(store_path / TRASH_FILE, json.dumps([path_text(p) for p in [*known, folder]]).encode())

@@ -157,11 +157,6 @@ def atomic_write(path: Path, data: bytes, durable: bool = True) -> None:
         raise
 
 
-# An empty folder made inside every trash and gallery dedupd writes: the walk never enters a folder holding it,
-# whichever store scans the tree (a new or second store knows nothing of the first one's trash-dirs.json).
-OWN_MARKER = b".dedupd-own-folder"
-
-
 def inside(path: bytes, folder: bytes) -> bool:
     """path lies below folder (not folder itself); both absolute and normalised."""
     return path.startswith(folder.rstrip(b"/") + b"/")

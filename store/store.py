@@ -28,6 +28,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .lock import FileLock, LockBusy
+from .own import mark_own
 from .schema import (
     DECISIONS,
     META,
@@ -80,6 +81,7 @@ class Store:
             raise StoreError(f"no dedupd store at {path} (run `dedupd scan FOLDER` first, or pass --store)")
         path.mkdir(parents=True, exist_ok=True)
         try:
+            mark_own(path)  # an older store gets it too: its thumbs/ must never be another store's keepers
             db = lancedb.connect(path, read_consistency_interval=timedelta(0))
             _create_missing_tables(db)
         except (OSError, RuntimeError, ValueError) as exc:

@@ -23,7 +23,9 @@ from dedupd.ingest.decode import DecodeError, decode
 from dedupd.ingest.hashing import content_hash
 from dedupd.output import gallery
 from dedupd.output.report import build_report, entry_path
-from dedupd.store import OK, FileRecord
+from dedupd.own_folders import remembered
+from dedupd.paths import normalise_root
+from dedupd.store import OK, OWN_MARKER, FileRecord
 
 SIDE = 128  # small thumbnails keep the whole file fast; nothing here depends on the size
 HOSTILE = b"caf\xff <b>\"x\"<i> & 'y'.jpg"  # not UTF-8, and every HTML special character
@@ -95,7 +97,7 @@ def built(tmp_path_factory) -> Built:
 @pytest.fixture(scope="module")
 def written(built, tmp_path_factory) -> Path:
     base = tmp_path_factory.mktemp("site")
-    return gallery.write_gallery(built.report, base / "out", base / "store" / "thumbs", SIDE)
+    return gallery.write_gallery(built.report, base / "out", base / "store", SIDE)
 
 
 def members(report: dict) -> list[dict]:
@@ -143,7 +145,7 @@ def test_each_group_has_one_keeper_and_roles_are_marked(built, written):
 
 def test_groups_are_sorted_by_bytes_reclaimable(built, tmp_path):
     report = {**built.report, "groups": sorted(built.report["groups"], key=lambda g: g["bytes_reclaimable"])}
-    page = gallery.write_gallery(report, tmp_path / "out", tmp_path / "cache", SIDE).read_text(encoding="utf-8")
+    page = gallery.write_gallery(report, tmp_path / "out", tmp_path / "store", SIDE).read_text(encoding="utf-8")
     want = sorted(built.report["groups"], key=lambda g: -g["bytes_reclaimable"])
     shown = [page.index(f"<code>{html.escape(g['keep'])}</code>") for g in want]
     assert shown == sorted(shown)
@@ -200,14 +202,15 @@ def test_undecodable_member_gets_a_placeholder_and_says_why(built, written):
 
 
 def test_second_run_reuses_the_cache(built, tmp_path):
-    cache, first = tmp_path / "store" / "thumbs", CountingDecoder()
-    gallery.write_gallery(built.report, tmp_path / "one", cache, SIDE, decoder=first)
+    store, first = tmp_path / "store", CountingDecoder()
+    cache = store / "thumbs"
+    gallery.write_gallery(built.report, tmp_path / "one", store, SIDE, decoder=first)
     distinct = {i["content"] for i in members(built.report)}
     assert len(first.calls) == len(distinct)  # the exact copy shares its original's thumbnail
     stamps = {p.name: p.stat().st_mtime_ns for p in cache.iterdir()}
     assert len(stamps) == len(distinct) - 1  # the broken file is not cached: it may be readable next time
     second = CountingDecoder()
-    index = gallery.write_gallery(built.report, tmp_path / "two", cache, SIDE, decoder=second)
+    index = gallery.write_gallery(built.report, tmp_path / "two", store, SIDE, decoder=second)
     assert second.calls == [built.broken]
     assert {p.name: p.stat().st_mtime_ns for p in cache.iterdir()} == stamps
     for name in stamps:  # same filesystem here, so hard links rather than copies
@@ -215,16 +218,52 @@ def test_second_run_reuses_the_cache(built, tmp_path):
 
 
 def test_rerun_in_place_prunes_only_its_own_stale_thumbs(built, tmp_path):
-    out, cache = tmp_path / "out", tmp_path / "cache"
-    gallery.write_gallery(built.report, out, cache, SIDE)
+    out, store = tmp_path / "out", tmp_path / "store"
+    gallery.write_gallery(built.report, out, store, SIDE)
     (out / "thumbs" / "notes.txt").write_text("mine")
     smaller = {**built.report, "groups": built.report["groups"][:1]}
-    gallery.write_gallery(smaller, out, cache, SIDE)
+    gallery.write_gallery(smaller, out, store, SIDE)
     left = sorted(p.name for p in (out / "thumbs").iterdir())
     want = sorted({gallery.cache_name(i, SIDE) for i in members(smaller)} | {"notes.txt"})
     assert left == want
-    assert sorted(p.name for p in out.iterdir()) == ["index.html", "thumbs"]  # no temp files left over
-    assert len(list(cache.iterdir())) == len({i["content"] for i in members(built.report)}) - 1
+    own = os.fsdecode(OWN_MARKER)
+    assert sorted(p.name for p in out.iterdir()) == sorted([own, "index.html", "thumbs"])  # no temp files left over
+    assert len(list((store / "thumbs").iterdir())) == len({i["content"] for i in members(built.report)}) - 1
+
+
+def test_a_gallery_is_marked_and_remembered_as_dedupds_own_by_its_writer(built, tmp_path):
+    """Whoever writes it (the daemon's report.html_dir, `report --format html --out`): the walk never enters it, and
+    the store's list keeps it out of the index even once the config names another html_dir."""
+    out, store = tmp_path / "out", tmp_path / "store"
+    gallery.write_gallery(built.report, out, store, SIDE)
+    assert (out / os.fsdecode(OWN_MARKER)).is_dir()
+    assert normalise_root(out) in remembered(store)
+
+
+def test_a_gallery_never_prunes_a_users_photo_from_a_thumbs_folder_it_did_not_write(built, tmp_path):
+    """`report --format html --out DIR` into a folder that already has a thumbs/ of the user's own (a web album):
+    prune() unlinked every name matching [0-9A-Za-z]+-\\d+\\.jpg it did not use this time, which takes ordinary
+    photo names (holiday-1.jpg, DSC-0042.jpg, IMG-20230704.jpg), unchecked and unjournaled."""
+    album = tmp_path / "web-album"
+    (album / "thumbs").mkdir(parents=True)
+    names = ["holiday-1.jpg", "DSC-0042.jpg", "IMG-20230704.jpg", "deadbeef-128.jpg"]
+    for seed, name in enumerate(names):
+        imagegen.photo(41 + seed, (64, 48)).save(album / "thumbs" / name, quality=90)
+    gallery.write_gallery(built.report, album, tmp_path / "store", SIDE)
+    assert {name for name in names if (album / "thumbs" / name).exists()} == set(names)
+
+
+def test_prune_recognises_every_name_the_cache_makes(tmp_path):
+    """prune() removes only what is_thumb_name() accepts: a name cache_name makes that it did not accept would be
+    left behind forever, so the two are checked together (a content hash, and the path fallback for a report
+    without a usable one)."""
+    photo = tmp_path / "a.jpg"
+    imagegen.photo(5, (64, 48)).save(photo, quality=90)
+    info = {"path": str(photo), "size": 1, "mtime_ns": 2}
+    for content in (content_hash(b(photo)), None, "deadbeef", "A" * 32, "../../etc/passwd"):
+        for side in (1, SIDE, 256):
+            name = gallery.cache_name({**info, "content": content}, side)
+            assert gallery.is_thumb_name(name), name
 
 
 def test_thumbnail_keeps_an_rgb_colour_profile_only(tmp_path):
@@ -259,12 +298,12 @@ def test_hostile_report_text_is_escaped(tmp_path):
         "bytes_reclaimable": 0,
     }
     report = {"groups": [group], "model": evil, "keep_policy": evil, "roots": ["/r\udcfe"], "threshold": evil}
-    index = gallery.write_gallery(report, tmp_path / "out", tmp_path / "cache", SIDE)
+    index = gallery.write_gallery(report, tmp_path / "out", tmp_path / "store", SIDE)
     page = index.read_bytes().decode("utf-8")
     assert "<script" not in page and "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;" in page
     assert "\u240a\u241b&lt;U+202E&gt;gpj.exe" in page and "/r\ufffd" in page and "b\ufffd.jpg" in page
     assert page.count("no longer exists") == 2
-    assert not (tmp_path / "cache").exists()  # nothing decoded; and a bad content value never names a file
+    assert not (tmp_path / "store" / "thumbs").exists()  # nothing decoded; and a bad content value never names a file
 
 
 def test_groups_with_only_similar_members_still_get_a_card(tmp_path):
@@ -272,13 +311,13 @@ def test_groups_with_only_similar_members_still_get_a_card(tmp_path):
     similar = {**info, "path": "/nowhere/burst2.jpg", "cosine": 0.99, "why": "burst guard"}
     group = {"keep": info["path"], "keep_info": info, "duplicates": [], "similar": [similar], "bytes_reclaimable": 0}
     report = {"groups": [], "similar_groups": [group]}
-    page = gallery.write_gallery(report, tmp_path / "out", tmp_path / "cache", SIDE).read_text(encoding="utf-8")
+    page = gallery.write_gallery(report, tmp_path / "out", tmp_path / "store", SIDE).read_text(encoding="utf-8")
     assert "/nowhere/burst2.jpg" in page and '<dd class="held-back">burst guard</dd>' in page
 
 
 def test_empty_report(tmp_path):
     report = build_report([], 0, "lexi", 0.985, "m")
-    page = gallery.write_gallery(report, tmp_path / "out", tmp_path / "cache").read_text(encoding="utf-8")
+    page = gallery.write_gallery(report, tmp_path / "out", tmp_path / "store").read_text(encoding="utf-8")
     assert "No duplicates found." in page and "<dd>0</dd>" in page
 
 
@@ -290,7 +329,7 @@ def test_report_from_a_real_scan(tmp_path):
     )
     report = json.loads((lib.root / "dedup_report.json").read_bytes())
     assert report["groups"]
-    page = gallery.write_gallery(report, tmp_path / "html", tmp_path / "store" / "thumbs", SIDE).read_text("utf-8")
+    page = gallery.write_gallery(report, tmp_path / "html", tmp_path / "store", SIDE).read_text("utf-8")
     for info in members(report):
         member_html(page, entry_path(info))
     assert page.count('<li class="member keep">') == len(report["groups"])
@@ -349,7 +388,7 @@ def probe_copy(index: Path, allow_script: bool) -> Path:
 
 @needs_chromium
 def test_chromium_loads_every_thumbnail(built, tmp_path):
-    index = gallery.write_gallery(built.report, tmp_path / "out", tmp_path / "cache", SIDE)
+    index = gallery.write_gallery(built.report, tmp_path / "out", tmp_path / "store", SIDE)
     dom = chromium(tmp_path, "--dump-dom", probe_copy(index, allow_script=True).as_uri())
     assert 'data-probe="ran"' in dom
     assert dom.count('<section class="group"') == 3 and dom.count('<li class="member') == 8
@@ -359,14 +398,14 @@ def test_chromium_loads_every_thumbnail(built, tmp_path):
 
 @needs_chromium
 def test_chromium_runs_no_script_on_the_page(built, tmp_path):
-    index = gallery.write_gallery(built.report, tmp_path / "out", tmp_path / "cache", SIDE)
+    index = gallery.write_gallery(built.report, tmp_path / "out", tmp_path / "store", SIDE)
     dom = chromium(tmp_path, "--dump-dom", probe_copy(index, allow_script=False).as_uri())
     assert '<section class="group"' in dom and "data-probe" not in dom
 
 
 @needs_chromium
 def test_chromium_screenshot_shows_the_gallery(built, tmp_path):
-    index = gallery.write_gallery(built.report, tmp_path / "out", tmp_path / "cache", 256)
+    index = gallery.write_gallery(built.report, tmp_path / "out", tmp_path / "store", 256)
     shot = tmp_path / "gallery.png"
     chromium(tmp_path, f"--screenshot={shot}", index.as_uri())
     with Image.open(shot) as im:

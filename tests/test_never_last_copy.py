@@ -176,6 +176,32 @@ def test_hole3_gallery_inside_a_root_is_never_indexed_and_never_a_keeper(tmp_pat
     assert not any(p.startswith(b(gallery)) for p in files), "the gallery was indexed"
 
 
+def test_hole3_the_daemons_gallery_stays_out_of_the_index_after_html_dir_changes(tmp_path):
+    """report.html_dir inside a root: the daemon wrote its gallery there but (unlike `report --format html --out`)
+    neither marked the folder nor remembered it. Once the user points html_dir elsewhere (or drops it), the old
+    gallery's thumbnails were indexed, won the keep policy (lexi: a_review < photos) and the originals were purged
+    against a 256-pixel thumbnail."""
+    root = tmp_path / "r"
+    a = photo(root / "photos" / "z.jpg", 6, (600, 400))
+    shutil.copy2(a, root / "photos" / "zz.jpg")
+    picture = a.read_bytes()
+    gallery = root / "a_review"
+    live = {"watch.settle_seconds": 0.3, "watch.poll_interval": 0.2, "report.min_interval": 0.0}
+    cfg = config(tmp_path, roots=[str(root)], **{"report.html_dir": str(gallery), **live})
+    service = Service(cfg, embedder=LazyEmbedder(cfg, PixelEmbedder()))
+    thread = threading.Thread(target=service.run, daemon=True)
+    thread.start()
+    try:
+        support.wait_for(lambda: list(gallery.rglob("*.jpg")), what="gallery thumbnails")
+    finally:
+        service.stop.set()
+        thread.join(15)
+    later = config(tmp_path, roots=[str(root)], **live)  # html_dir moved elsewhere; the old gallery stays put
+    scan(later, root)
+    rc, lines = purge(later)
+    assert any(p.read_bytes() == picture for p in (root / "photos").iterdir()), lines
+
+
 # --- hole 4: multi-frame files -------------------------------------------------------------------------------------
 
 

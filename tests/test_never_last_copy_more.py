@@ -175,6 +175,24 @@ def test_a_trash_inside_a_root_is_not_indexed_by_a_new_store_either(tmp_path):
     assert any(p.read_bytes() == picture for p in outside), [str(p) for p in root.rglob("*")]
 
 
+def test_a_stores_thumbnail_cache_is_never_indexed_by_another_store(tmp_path):
+    """Trashes and galleries carried a .dedupd-own-folder marker "whichever store", the store itself did not: its
+    thumbs/ cache (written by `report --format html`) lies inside a root a second store scans (the default store
+    ~/.local/share/dedupd under a scan of ~, or a store kept beside the photos), was indexed, and won lexi."""
+    root = tmp_path / "home"
+    a = photo(root / "photos" / "z.jpg", 6, (600, 400))
+    shutil.copy2(a, root / "photos" / "zz.jpg")
+    picture = a.read_bytes()
+    first = config(tmp_path, store=str(root / ".local" / "dedupd"))
+    scan(first, root / "photos")
+    commands.report(first, str(tmp_path / "review"), echo=QUIET, model=PixelEmbedder.model_id, fmt="html")
+    assert list((root / ".local" / "dedupd" / "thumbs").glob("*.jpg"))
+    second = config(tmp_path / "second")  # another store, a scan of the whole home folder
+    scan(second, root)
+    rc, lines = purge(second)
+    assert any(p.read_bytes() == picture for p in (root / "photos").iterdir()), lines
+
+
 def test_a_scan_rehashes_a_file_rewritten_in_place_with_the_same_size_and_mtime(tmp_path):
     """The store must converge to what a fresh scan says: a rewrite in place keeps size, mtime and inode (the
     ctime moves). Before, the store kept the old content for good and reported a duplicate that is not one."""

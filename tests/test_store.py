@@ -1,9 +1,11 @@
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
-from dedupd.store import SCHEMA_VERSION, FileRecord, Store, StoreError
+from dedupd.store import OWN_MARKER, SCHEMA_VERSION, FileRecord, Store, StoreError
 
 
 def rec(path: bytes, content="c" * 32, **kw):
@@ -97,6 +99,17 @@ def test_a_newer_schema_is_refused_with_a_clear_message(tmp_path):
     Store.open(tmp_path).set_meta("schema_version", SCHEMA_VERSION + 1)
     with pytest.raises(StoreError, match="newer than this dedupd understands"):
         Store.open(tmp_path)
+
+
+def test_a_store_folder_carries_the_own_folder_mark_an_older_store_gets_it_on_open(tmp_path):
+    """The walk never enters a folder holding OWN_MARKER: without it another store scanning a tree that holds this
+    one would index its thumbs/ cache, and a thumbnail could win the keep policy against its original."""
+    store = tmp_path / "store"
+    Store.open(store)
+    assert (store / os.fsdecode(OWN_MARKER)).is_dir()
+    (store / os.fsdecode(OWN_MARKER)).rmdir()  # a store made before stores were marked
+    Store.open(store, create=False)
+    assert (store / os.fsdecode(OWN_MARKER)).is_dir()
 
 
 def test_missing_store_is_an_error_when_not_creating(tmp_path):

@@ -8,10 +8,11 @@ import os
 import stat
 
 BLOCK = 1 << 20  # large blocks: hashing is disk-bound and per-call overhead matters on NAS-sized trees
+DIGEST_SIZE = 16  # bytes: a content hash is 32 hex digits (the gallery's thumbnail names rely on that)
 
 
 def _digest() -> hashlib.blake2b:
-    return hashlib.blake2b(digest_size=16)
+    return hashlib.blake2b(digest_size=DIGEST_SIZE)
 
 
 def content_hash(path: bytes | str | os.PathLike) -> str:

@@ -9,7 +9,6 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 from dedupd.paths import (
-    OWN_MARKER,
     Ignore,
     is_companion_name,
     is_image_name,
@@ -17,7 +16,7 @@ from dedupd.paths import (
     normalise_root,
     read_head,
 )
-from dedupd.store import FileStat
+from dedupd.store import OWN_MARKER, FileStat
 
 log = logging.getLogger("dedupd")
 

@@ -6,7 +6,8 @@ every piece of text is escaped, and a Content-Security-Policy forbids scripts an
 bug ever slips through.
 
 Thumbnails are expensive (a decode per photo) and identical for identical bytes, so they are cached under the
-store keyed by content hash and size, and only hard-linked or copied into the gallery.
+store keyed by content hash and size, and only hard-linked or copied into the gallery. A gallery is a folder dedupd
+writes itself: it is marked and remembered as one (own_folders.remember) before its first file lands.
 """
 
 from __future__ import annotations
@@ -27,8 +28,10 @@ from typing import Any
 from PIL import Image
 
 from dedupd.ingest.decode import Decoded, DecodeError, decode
+from dedupd.ingest.hashing import DIGEST_SIZE
 from dedupd.output.report import entry_path, human_bytes
-from dedupd.paths import atomic_write
+from dedupd.own_folders import remember
+from dedupd.paths import atomic_write, normalise_root
 
 Decoder = Callable[..., Decoded]
 Info = dict[str, Any]
@@ -45,9 +48,12 @@ ROLE_TEXT = {
     SIMILAR: "— never removed",
 }
 
-# A name we wrote ourselves; only those are pruned from DIR/thumbs, never anything a user put there.
-_THUMB_NAME = re.compile(r"[0-9A-Za-z]+-\d+\.jpg")
-_HEX = re.compile(r"[0-9a-f]{8,128}")
+# The two keys cache_name makes: a content hash as ingest.hashing writes it, or _FROM_PATH and a digest of the same
+# size of the path and stat. _THUMB_NAME is built from the same pieces, so it matches every name cache_name makes
+# and nothing a user is likely to have put in DIR/thumbs (holiday-1.jpg, DSC-0042.jpg): only those are pruned.
+_CONTENT = re.compile(f"[0-9a-f]{{{2 * DIGEST_SIZE}}}")
+_FROM_PATH = "p"
+_THUMB_NAME = re.compile(rf"{_FROM_PATH}?{_CONTENT.pattern}-[1-9][0-9]*\.jpg")
 # C0 controls and DEL in a file name would be invisible (or break lines): show them as Unicode control pictures.
 # C1 controls and bidi overrides are spelled out, since an override can make "evil\u202egpj.exe" read "evilexe.jpg".
 _BIDI = [*range(0x200E, 0x2010), *range(0x202A, 0x202F), *range(0x2066, 0x206A)]
@@ -80,14 +86,19 @@ class Tile:
 def write_gallery(
     report: dict,
     out_dir: str | os.PathLike,
-    thumb_cache: str | os.PathLike,
+    store_path: str | os.PathLike,
     thumb_side: int = 256,
     *,
     decoder: Decoder = decode,
 ) -> Path:
-    """Write OUT_DIR/index.html and OUT_DIR/thumbs/*.jpg for ``report``; returns the index.html path."""
-    out = Path(out_dir)
-    thumbs = Thumbnails(Path(thumb_cache), out / THUMBS, thumb_side, decoder)
+    """Write OUT_DIR/index.html and OUT_DIR/thumbs/*.jpg for ``report``, thumbnails cached in the store's thumbs/;
+    returns the index.html path."""
+    folder = normalise_root(out_dir)  # ~ expanded: the folder written is the one marked and remembered
+    # Here, not in each caller: whoever writes a gallery (the daemon's report.html_dir, `report --format html`),
+    # it is never indexed, even once the config names another html_dir and the old gallery stays inside a root.
+    remember(Path(store_path), folder)
+    out = Path(os.fsdecode(folder))
+    thumbs = Thumbnails(Path(store_path) / THUMBS, out / THUMBS, thumb_side, decoder)
     listed = [*report.get("groups", []), *report.get("similar_groups", [])]
     groups = sorted(listed, key=lambda g: -int(g.get("bytes_reclaimable") or 0))
     cards = [render_card(n, group_tiles(g, thumbs)) + "\n" for n, g in enumerate(groups, 1)]
@@ -138,7 +149,7 @@ class Thumbnails:
         if self.published.resolve() == self.cache.resolve():  # --out pointed into the store: that is the cache
             return
         for path in self.published.iterdir():
-            if _THUMB_NAME.fullmatch(path.name) and path.name not in self.used:
+            if is_thumb_name(path.name) and path.name not in self.used:
                 path.unlink(missing_ok=True)
 
 
@@ -154,10 +165,16 @@ def cache_name(info: Info, side: int) -> str:
     # Same bytes, same picture: exact copies share one thumbnail. A report without a usable content hash falls
     # back to the path and stat, which still changes whenever the file does.
     content = str(info.get("content") or "")
-    if not _HEX.fullmatch(content):
+    if not _CONTENT.fullmatch(content):
         stamp = f"{info.get('size')}:{info.get('mtime_ns')}".encode()
-        content = "p" + hashlib.blake2b(entry_path(info) + b"\0" + stamp, digest_size=16).hexdigest()
+        digest = hashlib.blake2b(entry_path(info) + b"\0" + stamp, digest_size=DIGEST_SIZE)
+        content = _FROM_PATH + digest.hexdigest()
     return f"{content}-{side}.jpg"
+
+
+def is_thumb_name(name: str) -> bool:
+    """A name cache_name could have made (side >= 1): the only files prune() may remove from DIR/thumbs."""
+    return _THUMB_NAME.fullmatch(name) is not None
 
 
 def render_thumbnail(path: bytes, target: Path, side: int, decoder: Decoder) -> None:

@@ -294,7 +294,7 @@ class Service:
         if self.config.report.html_dir:
             from dedupd.output.gallery import write_gallery
 
-            write_gallery(report, self.config.report.html_dir, self.store.path / "thumbs")
+            write_gallery(report, self.config.report.html_dir, self.store.path)
         self._last_report = time.monotonic()
         self._report_cost = self._last_report - started
         if self.config.purge.auto:
