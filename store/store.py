@@ -80,8 +80,11 @@ class Store:
         if not create and not (path / "meta.lance").exists():
             raise StoreError(f"no dedupd store at {path} (run `dedupd scan FOLDER` first, or pass --store)")
         path.mkdir(parents=True, exist_ok=True)
+        # An older store gets the mark too: its thumbs/ must never be another store's keepers. A store on a
+        # read-only disk stays readable without it (`dedupd status`, `report`): nothing can be written there anyway.
+        with contextlib.suppress(OSError):
+            mark_own(path)
         try:
-            mark_own(path)  # an older store gets it too: its thumbs/ must never be another store's keepers
             db = lancedb.connect(path, read_consistency_interval=timedelta(0))
             _create_missing_tables(db)
         except (OSError, RuntimeError, ValueError) as exc:
