@@ -71,3 +71,14 @@ def test_decode_cost_on_a_folder_with_a_file_that_is_no_picture_names_it_in_one_
 
     assert done.returncode != 0
     assert "Traceback" not in done.stderr and "notes.jpg" in done.stderr, done.stderr
+
+
+def test_purge_speed_times_every_mode_on_pairs_it_makes():
+    done = run_script("purge_speed.py", "--pairs", "3", "--size", "320x240")
+
+    assert done.returncode == 0, done.stderr
+    modes = json.loads(done.stdout)["modes"]
+    assert {"dry", "delete", "trash"} <= set(modes)
+    assert modes["dry"]["summary"].startswith("purge: would act on 3, skipped 0")
+    for mode in set(modes) - {"dry"}:
+        assert modes[mode]["summary"] == "purge: acted on 3, skipped 0" and modes[mode]["files_s"] > 0
