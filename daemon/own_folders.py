@@ -12,11 +12,12 @@ from pathlib import Path
 
 from dedupd.config import Config
 from dedupd.paths import atomic_write, inside_any, normalise_root, path_text, text_path
-from dedupd.store import mark_own
+from dedupd.store import FileLock, mark_own
 
 # In the store folder: every trash a purge used (`--trash DIR` included) and every gallery `report --out DIR` wrote.
 # The name is older than the galleries in it.
 TRASH_FILE = "trash-dirs.json"
+TRASH_LOCK = "trash-dirs.lock"
 
 
 def own_folders(store_path: Path, config: Config) -> tuple[bytes, ...]:
@@ -33,11 +34,14 @@ def remembered(store_path: Path) -> list[bytes]:
 
 
 def remember(store_path: Path, folder: bytes) -> None:
-    """Called before the first file lands in a trash or a gallery, so neither scan nor daemon ever indexes it."""
+    """Called before the first file lands in a trash or a gallery, so neither scan nor daemon ever indexes it. Under
+    a lock: the daemon's gallery and a purge from the command line may remember at once, and a lost entry would let
+    a keeper inside that folder prove a picture survives."""
     mark_own(folder)
-    known = remembered(store_path)
-    if folder not in known:
-        atomic_write(store_path / TRASH_FILE, json.dumps([path_text(p) for p in [*known, folder]]).encode())
+    with FileLock(store_path / TRASH_LOCK, "own folders").acquire(blocking=True):
+        known = remembered(store_path)
+        if folder not in known:
+            atomic_write(store_path / TRASH_FILE, json.dumps([path_text(p) for p in [*known, folder]]).encode())
 
 
 def is_own(path: bytes, folders: tuple[bytes, ...]) -> bool:

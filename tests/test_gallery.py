@@ -8,6 +8,8 @@ import os
 import re
 import shutil
 import subprocess
+import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -238,6 +240,22 @@ def test_a_gallery_is_marked_and_remembered_as_dedupds_own_by_its_writer(built, 
     gallery.write_gallery(built.report, out, store, SIDE)
     assert (out / os.fsdecode(OWN_MARKER)).is_dir()
     assert normalise_root(out) in remembered(store)
+
+
+def test_folders_remembered_at_once_by_two_processes_are_all_kept(tmp_path):
+    """The daemon's gallery and a purge's trash may be remembered at the same moment by two processes; the list was
+    read, extended and written back unlocked, so one of them could be lost (and a keeper inside it trusted)."""
+    store = tmp_path / "store"
+    store.mkdir()
+    script = (
+        "import sys, time; from pathlib import Path; from dedupd.own_folders import remember\n"
+        "while time.time() < float(sys.argv[4]): pass\n"  # both start together, imports done
+        "for i in range(150): remember(Path(sys.argv[1]), f'{sys.argv[2]}/{sys.argv[3]}{i}'.encode())"
+    )
+    start = str(time.time() + 3)
+    runs = [subprocess.Popen([sys.executable, "-c", script, str(store), str(tmp_path), tag, start]) for tag in "ab"]
+    assert [run.wait(timeout=120) for run in runs] == [0, 0]
+    assert len(remembered(store)) == 300
 
 
 def test_a_gallery_never_prunes_a_users_photo_from_a_thumbs_folder_it_did_not_write(built, tmp_path):
