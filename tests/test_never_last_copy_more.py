@@ -22,9 +22,12 @@ from swapping import decode_swapped, rewrite
 from test_never_last_copy import QUIET, config, copies, empty_trash, photo, purge, scan
 
 from dedupd import commands
+from dedupd.errors import PurgeFailures
 from dedupd.faults import acting_at
 from dedupd.ingest.pipeline import CHANGED_WHILE_READ
 from dedupd.model.loader import LazyEmbedder
+from dedupd.purge import recovery
+from dedupd.purge.journal import journals
 from dedupd.store import OK, PENDING, UNREADABLE, Store
 
 
@@ -482,3 +485,104 @@ def test_recovery_puts_a_file_whose_name_was_taken_after_the_kill_beside_it(tmp_
     assert beside.read_bytes() == picture, lines
     assert victim.read_bytes() == new and not list((root / "b").glob(".dedupd-purge-*"))
     assert any(f"put back as {beside}" in line for line in lines), lines
+
+
+# --- recovery and undo act the way the purge acts: proven at the moment of acting, never over another file ----------
+
+
+def trashed_copy(tmp_path, seed, trash):
+    """scanned_copies() with b/x.jpg purged into trash: (root, keep, victim, config, the purge's journal)."""
+    root, keep, victim, cfg = scanned_copies(tmp_path, seed)
+    rc, lines = purge(cfg, trash=trash)
+    assert rc == 0 and not victim.exists(), lines
+    (journal,) = journals(cfg.store_path() / "journal")
+    return root, keep, victim, cfg, journal
+
+
+def undo(cfg, journal) -> list[str]:
+    lines: list[str] = []
+    try:
+        commands.undo_purge(cfg, str(journal), echo=lines.append)
+    except PurgeFailures as exc:
+        lines.append(str(exc))
+    return lines
+
+
+def other_fs_trash(tmp_path, name):
+    trash = Path("/dev/shm") / f"dedupd-test-{os.getpid()}-{name}"
+    if os.stat("/dev/shm").st_dev == os.stat(tmp_path).st_dev:
+        pytest.skip("/dev/shm is on the same filesystem here")
+    return trash
+
+
+def saving_at_name_before_makedirs(monkeypatch, victim, new_picture, saved):
+    """Another program saves at the victim's (free) name just as undo makes sure its folder exists, the last step
+    before the trashed file goes back."""
+    real_makedirs = os.makedirs
+
+    def sync_app_saves_meanwhile(name, *args, **kwargs):
+        if os.fsencode(name) == os.fsencode(victim.parent) and not victim.exists():
+            victim.write_bytes(new_picture)
+            saved.append(True)
+        return real_makedirs(name, *args, **kwargs)
+
+    monkeypatch.setattr(recovery.os, "makedirs", sync_app_saves_meanwhile)
+
+
+@pytest.mark.parametrize("where", ["same-fs", "other-fs"])
+def test_undo_never_moves_a_trashed_file_over_one_saved_at_its_name_meanwhile(tmp_path, monkeypatch, where):
+    """`purge --undo` checks the victim's name is free, then os.rename()s the trashed file there: a picture another
+    program (a phone sync, an editor's export) saves at that name in between is replaced, and it was the only copy.
+    Across filesystems the fallback (shutil.copy2, then unlink) had the same gap, and never verified its copy."""
+    trash = other_fs_trash(tmp_path, "undo-over") if where == "other-fs" else tmp_path / "trash"
+    try:
+        root, keep, victim, cfg, journal = trashed_copy(tmp_path, 81, trash)
+        new_picture = photo(tmp_path / "new.jpg", 82).read_bytes()
+        saved: list[bool] = []
+        saving_at_name_before_makedirs(monkeypatch, victim, new_picture, saved)
+        lines = undo(cfg, journal)
+        monkeypatch.undo()
+
+        assert saved, lines
+        assert victim.read_bytes() == new_picture, f"undo replaced the picture saved at the victim's name: {lines}"
+        assert holders(trash, keep.read_bytes()), "the trashed file left the trash without taking its place"
+        assert any(f"not restored {victim}: something is at that path now" in line for line in lines), lines
+        assert not list((root / "b").glob("*.dedupd-partial"))
+    finally:
+        shutil.rmtree(trash, ignore_errors=True)
+
+
+@pytest.mark.parametrize("where", ["same-fs", "other-fs"])
+def test_undo_restores_only_the_file_the_purge_trashed(tmp_path, where):
+    """The trashed file's bytes changed since the purge (an editor opened it from the trash and saved): undo put
+    back whatever was at the trash path under the victim's name, as if it were the purged file."""
+    trash = other_fs_trash(tmp_path, "undo-changed") if where == "other-fs" else tmp_path / "trash"
+    try:
+        root, keep, victim, cfg, journal = trashed_copy(tmp_path, 83, trash)
+        in_trash = trash / "b" / "x.jpg"
+        rewrite(bytes(in_trash), bytes(photo(tmp_path / "edit.jpg", 84)))
+        edited = in_trash.read_bytes()
+
+        lines = undo(cfg, journal)
+
+        assert not victim.exists() and in_trash.read_bytes() == edited, lines
+        assert any(f"not restored {victim}: " in line and "bytes" in line for line in lines), lines
+    finally:
+        shutil.rmtree(trash, ignore_errors=True)
+
+
+def test_undo_across_filesystems_puts_back_a_verified_copy(tmp_path):
+    """Undo from a trash on another filesystem: the file comes back whole, with its times and mode, and leaves the
+    trash only once its copy verified at the victim's name."""
+    trash = other_fs_trash(tmp_path, "undo-copy")
+    try:
+        root, keep, victim, cfg, journal = trashed_copy(tmp_path, 85, trash)
+        in_trash = trash / "b" / "x.jpg"
+        mtime = in_trash.stat().st_mtime_ns
+
+        lines = undo(cfg, journal)
+
+        assert victim.read_bytes() == keep.read_bytes() and victim.stat().st_mtime_ns == mtime, lines
+        assert not in_trash.exists() and not list((root / "b").glob("*.dedupd-partial"))
+    finally:
+        shutil.rmtree(trash, ignore_errors=True)

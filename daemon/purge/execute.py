@@ -16,6 +16,7 @@ import hashlib
 import itertools
 import os
 import shutil
+import stat
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import BinaryIO
@@ -352,7 +353,10 @@ def move_unless_taken(moved: bytes, path: bytes) -> bool:
         os.link(moved, path)
     except FileExistsError:
         return False
-    except OSError:  # a filesystem without hard links (FAT, some SMB shares)
+    except OSError as exc:
+        if exc.errno == errno.EXDEV:  # another filesystem: only a copy can get there (move_verified)
+            raise
+        # a filesystem without hard links (FAT, some SMB shares)
         if os.path.lexists(path):
             return False
         os.rename(moved, path)
@@ -422,7 +426,8 @@ def _copy_then_delete(victim: FileRecord, dest: bytes, keeper_lost: StillProven)
     the way a delete does (aside, proven again), so a file saved at the victim's name meanwhile is never the one
     removed. Whatever goes wrong, the copy in the trash goes and the original stays (unless the original could not
     be put back: then the verified copy stays too)."""
-    _copy_verified(victim, dest)
+    if not _copy_verified(victim, dest):
+        raise _taken(dest)  # whatever is at dest now: the copy did not get there
     fault_point("after-copy")
     try:
         _delete(victim, _aside_name(victim.path), keeper_lost)
@@ -433,32 +438,52 @@ def _copy_then_delete(victim: FileRecord, dest: bytes, keeper_lost: StillProven)
         raise
 
 
-PARTIAL_SUFFIX = b".dedupd-partial"  # a copy being written into the trash; at dest only once it verified
+def move_verified(moved: FileRecord, path: bytes) -> bool:
+    """The proven file at moved.path goes to path, never over another file (False, and it stays, when path is
+    taken): on one filesystem as move_unless_taken; across filesystems a verified copy takes path first
+    (_copy_verified) and only then does the file at moved.path go. Undo brings trashed files back with it."""
+    try:
+        return move_unless_taken(moved.path, path)
+    except OSError as exc:
+        if exc.errno != errno.EXDEV:
+            raise
+    if not _copy_verified(moved, path):
+        return False
+    os.unlink(moved.path)
+    return True
 
 
-def _copy_verified(victim: FileRecord, dest: bytes) -> None:
-    """A copy of the very inode verified (opened once, not by name twice), on disk and hashing to its content. It
-    is written under a name of its own and takes dest only once verified, so a file at dest is always a whole copy:
-    recovery never has to guess whether one there is a partial copy of this act."""
+PARTIAL_SUFFIX = b".dedupd-partial"  # a copy being written beside its destination; at dest only once it verified
+
+
+def _copy_verified(source: FileRecord, dest: bytes) -> bool:
+    """A copy of the very inode proven (opened once, not by name twice), on disk and hashing to its content, at
+    dest; False, and no copy, when another file took dest meanwhile. It is written under a name of its own and
+    takes dest only once verified, never over another file, so a file at dest is always a whole copy: recovery
+    never has to guess whether one there is a partial copy of this act."""
     partial = dest + PARTIAL_SUFFIX
-    with os.fdopen(open_regular(victim.path, "victim"), "rb") as reader:
+    with os.fdopen(open_regular(source.path, "file"), "rb") as reader:
         st = os.fstat(reader.fileno())
-        if (st.st_dev, st.st_ino) != (victim.device, victim.inode):
+        if (st.st_dev, st.st_ino) != (source.device, source.inode):
             raise Refused("the file was swapped between check and move; left in place")
-        with open(partial, "w+b") as writer:
+        # O_NOFOLLOW: a symlink planted at the partial name must not lead the copy anywhere else
+        flags = os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW
+        with os.fdopen(os.open(partial, flags, 0o600), "w+b") as writer:
             try:
                 _copy_synced(reader, writer)
                 os.utime(writer.fileno(), ns=(st.st_atime_ns, st.st_mtime_ns))
-                ok = fd_hash(writer.fileno()) == victim.content
+                os.fchmod(writer.fileno(), stat.S_IMODE(st.st_mode))
+                ok = fd_hash(writer.fileno()) == source.content
             except BaseException:
                 os.unlink(partial)
                 raise
     if not ok:
         os.unlink(partial)
-        raise Refused("the copy in the trash did not verify; original left in place")
+        raise Refused("its copy did not verify; the original was left in place")
     if not move_unless_taken(partial, dest):
         os.unlink(partial)
-        raise _taken(dest)  # whatever is at dest now: the copy did not get there
+        return False
+    return True
 
 
 def _refuse_if_taken(dest: bytes) -> None:

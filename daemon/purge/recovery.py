@@ -18,8 +18,9 @@ from pathlib import Path
 from dedupd.ingest.hashing import content_hash
 from dedupd.own_folders import is_own
 from dedupd.purge.evidence import Refused, current_identity
-from dedupd.purge.execute import PARTIAL_SUFFIX, asides_of, put_back
+from dedupd.purge.execute import PARTIAL_SUFFIX, asides_of, move_verified, put_back
 from dedupd.purge.journal import Entry, Journal, journals, latest_states, unfinished
+from dedupd.store import OK, FileRecord
 
 log = logging.getLogger("dedupd")
 
@@ -103,7 +104,9 @@ def _put_back(entry: Entry) -> tuple[str, str]:
     if os.path.lexists(victim):
         return "skipped", "its photo stayed; another file is at the companion's place now"
     if _same_inode(dest, entry) or (entry.action == "trash" and _has_content(dest, entry.content)):
-        _move_back(dest, victim)
+        why = _restore(entry, dest, victim)
+        if why:
+            return "skipped", f"its photo stayed; the companion was not put back: {why}"
         return "skipped", "its photo stayed; the companion was put back"
     return "skipped", "its photo stayed; the companion is neither in place nor moved: changed by someone else"
 
@@ -200,18 +203,37 @@ def _undo_one(entry: Entry, journal: Journal, tally: Tally) -> None:
     elif not os.path.isfile(dest):
         tally.say(f"not restored {name}: {os.fsdecode(dest)} is no longer in the trash", failed=True)
     else:
-        _move_back(dest, victim)
+        why = _restore(entry, dest, victim)
+        if why:
+            tally.say(f"not restored {name}: {why}", failed=True)
+            return
         journal.finish(entry, "undone")
         tally.say(f"restored {name}")
 
 
-def _move_back(dest: bytes, victim: bytes) -> None:
-    os.makedirs(os.path.dirname(victim), exist_ok=True)
+def _restore(entry: Entry, moved: bytes, path: bytes) -> str:
+    """The file the purge moved goes back from `moved` to its path, only while it is still that file and never over
+    another (one saved at its name since the check above stays, and ours waits where it is): "" when it went back,
+    else why not. Across filesystems a verified copy takes the path before the trashed file goes."""
     try:
-        os.rename(dest, victim)
-    except OSError:
-        shutil.copy2(dest, victim)
-        os.unlink(dest)
+        record = _as_moved(entry, moved)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        if not move_verified(record, path):
+            return "something is at that path now"
+    except Refused as exc:
+        return str(exc)
+    return ""
+
+
+def _as_moved(entry: Entry, moved: bytes) -> FileRecord:
+    """The file at `moved` as a record to move, once proven to be the one the purge moved there: the journal's
+    bytes, and on the victim's filesystem its inode too (a copy to another filesystem has an inode of its own)."""
+    found, (device, inode) = current_identity(moved, "trashed file")
+    if found != entry.content:
+        raise Refused(f"{os.fsdecode(moved)} no longer holds the bytes the purge moved there; it stays")
+    if device == entry.device and inode != entry.inode:
+        raise Refused(f"{os.fsdecode(moved)} is another file than the one the purge moved there; it stays")
+    return FileRecord(moved, b"", 0, 0, device, inode, content=found, status=OK)
 
 
 # --- empty ---------------------------------------------------------------------------------------------------------
