@@ -586,3 +586,96 @@ def test_undo_across_filesystems_puts_back_a_verified_copy(tmp_path):
         assert not in_trash.exists() and not list((root / "b").glob("*.dedupd-partial"))
     finally:
         shutil.rmtree(trash, ignore_errors=True)
+
+
+def editor_saves_right_after_recovery_hashes(monkeypatch, path, new_bytes, saved):
+    """An editor saves `path` (a temp file renamed over it) right after recovery hashed it by path."""
+    real_hash = recovery.content_hash
+
+    def hash_then_save(name):
+        found = real_hash(name)
+        if os.fsencode(name) == os.fsencode(path) and not saved:
+            temp = path.with_name(f".{path.name}.tmp")
+            temp.write_bytes(new_bytes)
+            os.replace(temp, path)
+            saved.append(True)
+        return found
+
+    monkeypatch.setattr(recovery, "content_hash", hash_then_save)
+
+
+@pytest.mark.parametrize("trash", [False, True])
+def test_recovery_never_deletes_a_sidecar_an_editor_saved_after_its_check(tmp_path, monkeypatch, trash):
+    """kill -9 after a delete's photo went and before its XMP did; the next purge's recovery finishes the companion
+    with a bare os.unlink(path) (recovery._complete) right after hashing it by path (_rewritten): an editor that
+    saves the sidecar (write a temp file, rename over) in that gap loses the save, the only copy of the new edits.
+    The purge itself takes a file aside and proves it there first; recovery did not (nor did its shutil.move into
+    the trash)."""
+    root = tmp_path / "t"
+    for folder in "ab":
+        photo(root / folder / "IMG_1.JPG", 86)
+        (root / folder / "IMG_1.JPG.xmp").write_text("<x:xmpmeta/>")
+    cfg = config(tmp_path)
+    report = tmp_path / "report.json"
+    scan(cfg, root, report=report)
+    extra = ["--trash", str(tmp_path / "trash")] if trash else []
+    killed = _purge_process(cfg, report, "before-companion:1", *extra)
+    assert killed.returncode == -signal.SIGKILL, killed.stdout + killed.stderr
+    (sidecar,) = (p for p in root.rglob("IMG_1.JPG.xmp") if not (p.parent / "IMG_1.JPG").exists())
+    new_edits = b"<x:xmpmeta>edits saved just now</x:xmpmeta>"
+    saved: list[bool] = []
+    editor_saves_right_after_recovery_hashes(monkeypatch, sidecar, new_edits, saved)
+
+    rc, lines = purge(cfg, report=report, trash=tmp_path / "trash" if trash else None)
+    monkeypatch.undo()
+
+    assert saved, lines
+    assert sidecar.read_bytes() == new_edits, f"recovery removed the sidecar an editor had just saved: {lines}"
+
+
+def test_recovery_never_moves_a_companion_over_a_file_at_its_trash_place(tmp_path):
+    """kill -9 after a trash purge's photo went and before its XMP followed; meanwhile another purge (another store,
+    another root with the same relative path) trashed its own b/IMG_2.JPG.xmp there, perhaps the last copy of its
+    edits. Recovery's shutil.move renamed the companion over it."""
+    root = tmp_path / "t"
+    for folder in "ab":
+        photo(root / folder / "IMG_2.JPG", 87)
+        (root / folder / "IMG_2.JPG.xmp").write_text("<x:xmpmeta/>")
+    cfg = config(tmp_path)
+    report = tmp_path / "report.json"
+    scan(cfg, root, report=report)
+    trash = tmp_path / "trash"
+    killed = _purge_process(cfg, report, "before-companion:1", "--trash", str(trash))
+    assert killed.returncode == -signal.SIGKILL, killed.stdout + killed.stderr
+    (sidecar,) = (p for p in root.rglob("IMG_2.JPG.xmp") if not (p.parent / "IMG_2.JPG").exists())
+    theirs = trash / sidecar.relative_to(root)
+    theirs.write_text("<x:xmpmeta>another purge's only copy</x:xmpmeta>")
+
+    rc, lines = purge(cfg, report=report, trash=trash)
+
+    assert theirs.read_text() == "<x:xmpmeta>another purge's only copy</x:xmpmeta>", lines
+    assert sidecar.read_text() == "<x:xmpmeta/>", lines
+
+
+def test_recovery_never_deletes_an_original_saved_over_after_its_check(tmp_path, monkeypatch):
+    """A move to a trash on another filesystem killed after its copy verified and before the original went: recovery
+    hashed the original by path and then os.unlink()ed that path; a picture an editor saved there in between went."""
+    trash = other_fs_trash(tmp_path, "finish-move")
+    try:
+        root, keep, victim, cfg = scanned_copies(tmp_path, 88)
+        report = tmp_path / "report.json"
+        scan(cfg, root, report=report)
+        killed = _purge_process(cfg, report, "after-copy:1", "--trash", str(trash))
+        assert killed.returncode == -signal.SIGKILL, killed.stdout + killed.stderr
+        assert victim.exists() and (trash / "b" / "x.jpg").exists()
+        new_picture = photo(tmp_path / "new.jpg", 89).read_bytes()
+        saved: list[bool] = []
+        editor_saves_right_after_recovery_hashes(monkeypatch, victim, new_picture, saved)
+
+        rc, lines = purge(cfg, report=report, trash=trash)
+        monkeypatch.undo()
+
+        assert saved, lines
+        assert victim.read_bytes() == new_picture, f"recovery deleted the picture saved at the victim's name: {lines}"
+    finally:
+        shutil.rmtree(trash, ignore_errors=True)

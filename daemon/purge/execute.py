@@ -123,7 +123,7 @@ def _act(item: PurgeItem, victim: FileRecord, along: list[Along], ctx: PurgeCont
     """The photo, then its companions, each journaled; every companion's intent is written before the photo moves,
     so a run killed in between is finished by the next one (recovery moves a companion whose photo went, and puts
     back one whose photo stayed): a companion is never left without its photo."""
-    dest = trash_destination(victim, ctx.trash_dir) if ctx.trash_dir else _aside_name(item.victim)
+    dest = trash_destination(victim, ctx.trash_dir) if ctx.trash_dir else aside_name(item.victim)
     entry = _intent(ctx, item, victim, dest)
     companion_entries = [_intent(ctx, item, a.record, a.dest, of=entry.id if entry else 0) for a in along]
     try:
@@ -152,9 +152,9 @@ StillProven = Callable[[], str]
 
 def _remove(record: FileRecord, dest: bytes, ctx: PurgeContext, keeper_lost: StillProven = lambda: "") -> None:
     if ctx.trash_dir:
-        _trash(record, dest, keeper_lost)
+        trash(record, dest, keeper_lost)
     else:
-        _delete(record, dest, keeper_lost)
+        delete(record, dest, keeper_lost)
 
 
 def _keeper_lost(item: PurgeItem, victim: FileRecord, ctx: PurgeContext) -> str:
@@ -285,7 +285,7 @@ def companions_along(victim: FileRecord, ctx: PurgeContext) -> list[Along]:
         if not os.path.lexists(companion.path) or other_claimants(companion.path, victim.path):
             continue
         record = _companion_record(companion.path, victim)
-        dest = trash_destination(record, ctx.trash_dir) if ctx.trash_dir else _aside_name(record.path)
+        dest = trash_destination(record, ctx.trash_dir) if ctx.trash_dir else aside_name(record.path)
         if ctx.trash_dir and os.path.lexists(dest):
             raise Refused(f"its companion's place in the trash is taken: {os.fsdecode(dest)}")
         out.append(Along(record, dest))
@@ -305,10 +305,10 @@ def _companion_record(path: bytes, photo: FileRecord) -> FileRecord:
     return FileRecord.of(path, photo.root, st, content=content, status=OK)
 
 
-# --- acts ------------------------------------------------------------------------------------------------------
+# --- acts (recovery finishes an interrupted purge's acts with these too) -----------------------------------------
 
 
-def _delete(victim: FileRecord, aside: bytes, keeper_lost: StillProven) -> None:
+def delete(victim: FileRecord, aside: bytes, keeper_lost: StillProven) -> None:
     os.rename(victim.path, aside)
     try:
         fault_point("after-aside")
@@ -379,7 +379,7 @@ def put_back(moved: bytes, path: bytes) -> bytes:
 ASIDE_PREFIX = b".dedupd-purge-"  # the walk ignores these names: a half-finished delete is never indexed
 
 
-def _aside_name(path: bytes) -> bytes:
+def aside_name(path: bytes) -> bytes:
     """A short name beside the victim: a digest of its name, not the name itself, so a victim whose name is close to
     NAME_MAX (255 bytes) can still be renamed aside. A delete's journal entry records it; a move to a trash on
     another filesystem records the trash path, and recovery finds this name again with asides_of()."""
@@ -408,7 +408,7 @@ def trash_destination(victim: FileRecord, trash_dir: bytes) -> bytes:
     return os.path.join(trash_dir, relative)
 
 
-def _trash(victim: FileRecord, dest: bytes, keeper_lost: StillProven) -> None:
+def trash(victim: FileRecord, dest: bytes, keeper_lost: StillProven) -> None:
     _refuse_if_taken(dest)
     os.makedirs(os.path.dirname(dest), exist_ok=True)
     try:
@@ -430,7 +430,7 @@ def _copy_then_delete(victim: FileRecord, dest: bytes, keeper_lost: StillProven)
         raise _taken(dest)  # whatever is at dest now: the copy did not get there
     fault_point("after-copy")
     try:
-        _delete(victim, _aside_name(victim.path), keeper_lost)
+        delete(victim, aside_name(victim.path), keeper_lost)
     except Stranded:
         raise
     except BaseException:
