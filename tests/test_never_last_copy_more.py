@@ -22,9 +22,11 @@ from swapping import decode_swapped, rewrite
 from test_never_last_copy import QUIET, config, copies, empty_trash, photo, purge, scan
 
 from dedupd import commands
+from dedupd.errors import PurgeFailures
 from dedupd.faults import acting_at
 from dedupd.ingest.pipeline import CHANGED_WHILE_READ
 from dedupd.model.loader import LazyEmbedder
+from dedupd.purge.journal import journals
 from dedupd.store import OK, PENDING, UNREADABLE, Store
 
 
@@ -513,3 +515,188 @@ def test_a_keeper_named_through_a_folder_now_a_symlink_is_refused_like_a_victim(
     rc, lines = purge(cfg)
     assert rc == 1 and victim.exists(), lines
     assert any("a parent directory is a symlink" in line for line in lines), lines
+
+
+# --- recovery and undo act the way the purge acts: proven at the moment of acting, never over another file ----------
+
+
+def trashed_copy(tmp_path, seed, trash):
+    """scanned_copies() with b/x.jpg purged into trash: (root, keep, victim, config, the purge's journal)."""
+    root, keep, victim, cfg = scanned_copies(tmp_path, seed)
+    rc, lines = purge(cfg, trash=trash)
+    assert rc == 0 and not victim.exists(), lines
+    (journal,) = journals(cfg.store_path() / "journal")
+    return root, keep, victim, cfg, journal
+
+
+def undo(cfg, journal) -> list[str]:
+    lines: list[str] = []
+    try:
+        commands.undo_purge(cfg, str(journal), echo=lines.append)
+    except PurgeFailures as exc:
+        lines.append(str(exc))
+    return lines
+
+
+def other_fs_trash(tmp_path, name):
+    trash = Path("/dev/shm") / f"dedupd-test-{os.getpid()}-{name}"
+    if os.stat("/dev/shm").st_dev == os.stat(tmp_path).st_dev:
+        pytest.skip("/dev/shm is on the same filesystem here")
+    return trash
+
+
+def sync_app_saves(victim, new_picture, saved):
+    """Another program (a phone sync, an editor's export) saves a new picture at the victim's free name."""
+
+    def save() -> None:
+        if not victim.exists():
+            victim.write_bytes(new_picture)
+            saved.append(True)
+
+    return save
+
+
+@pytest.mark.parametrize("where", ["same-fs", "other-fs"])
+def test_undo_never_moves_a_trashed_file_over_one_saved_at_its_name_meanwhile(tmp_path, where):
+    """`purge --undo` checks the victim's name is free, then os.rename()s the trashed file there: a picture another
+    program (a phone sync, an editor's export) saves at that name in between is replaced, and it was the only copy.
+    Across filesystems the fallback (shutil.copy2, then unlink) had the same gap, and never verified its copy."""
+    trash = other_fs_trash(tmp_path, "undo-over") if where == "other-fs" else tmp_path / "trash"
+    try:
+        root, keep, victim, cfg, journal = trashed_copy(tmp_path, 81, trash)
+        new_picture = photo(tmp_path / "new.jpg", 82).read_bytes()
+        saved: list[bool] = []
+        with acting_at("before-restore", sync_app_saves(victim, new_picture, saved)):
+            lines = undo(cfg, journal)
+
+        assert saved, lines
+        assert victim.read_bytes() == new_picture, f"undo replaced the picture saved at the victim's name: {lines}"
+        assert holders(trash, keep.read_bytes()), "the trashed file left the trash without taking its place"
+        assert any(f"not restored {victim}: something is at that path now" in line for line in lines), lines
+        assert not list((root / "b").glob("*.dedupd-partial"))
+    finally:
+        shutil.rmtree(trash, ignore_errors=True)
+
+
+@pytest.mark.parametrize("where", ["same-fs", "other-fs"])
+def test_undo_restores_only_the_file_the_purge_trashed(tmp_path, where):
+    """The trashed file's bytes changed since the purge (an editor opened it from the trash and saved): undo put
+    back whatever was at the trash path under the victim's name, as if it were the purged file."""
+    trash = other_fs_trash(tmp_path, "undo-changed") if where == "other-fs" else tmp_path / "trash"
+    try:
+        root, keep, victim, cfg, journal = trashed_copy(tmp_path, 83, trash)
+        in_trash = trash / "b" / "x.jpg"
+        rewrite(bytes(in_trash), bytes(photo(tmp_path / "edit.jpg", 84)))
+        edited = in_trash.read_bytes()
+
+        lines = undo(cfg, journal)
+
+        assert not victim.exists() and in_trash.read_bytes() == edited, lines
+        assert any(f"not restored {victim}: " in line and "bytes" in line for line in lines), lines
+    finally:
+        shutil.rmtree(trash, ignore_errors=True)
+
+
+def test_undo_across_filesystems_puts_back_a_verified_copy(tmp_path):
+    """Undo from a trash on another filesystem: the file comes back whole, with its times and mode, and leaves the
+    trash only once its copy verified at the victim's name."""
+    trash = other_fs_trash(tmp_path, "undo-copy")
+    try:
+        root, keep, victim, cfg, journal = trashed_copy(tmp_path, 85, trash)
+        in_trash = trash / "b" / "x.jpg"
+        mtime = in_trash.stat().st_mtime_ns
+
+        lines = undo(cfg, journal)
+
+        assert victim.read_bytes() == keep.read_bytes() and victim.stat().st_mtime_ns == mtime, lines
+        assert not in_trash.exists() and not list((root / "b").glob("*.dedupd-partial"))
+    finally:
+        shutil.rmtree(trash, ignore_errors=True)
+
+
+def editor_saves(path, new_bytes, saved):
+    """An editor saves `path` the usual way (a temp file renamed over it), once."""
+
+    def save() -> None:
+        if not saved:
+            temp = path.with_name(f".{path.name}.tmp")
+            temp.write_bytes(new_bytes)
+            os.replace(temp, path)
+            saved.append(True)
+
+    return save
+
+
+@pytest.mark.parametrize("trash", [False, True])
+def test_recovery_never_deletes_a_sidecar_an_editor_saved_after_its_check(tmp_path, trash):
+    """kill -9 after a delete's photo went and before its XMP did; the next purge's recovery finishes the companion
+    with a bare os.unlink(path) (recovery._complete) right after hashing it by path (_rewritten): an editor that
+    saves the sidecar (write a temp file, rename over) in that gap loses the save, the only copy of the new edits.
+    The purge itself takes a file aside and proves it there first; recovery did not (nor did its shutil.move into
+    the trash)."""
+    root = tmp_path / "t"
+    for folder in "ab":
+        photo(root / folder / "IMG_1.JPG", 86)
+        (root / folder / "IMG_1.JPG.xmp").write_text("<x:xmpmeta/>")
+    cfg = config(tmp_path)
+    report = tmp_path / "report.json"
+    scan(cfg, root, report=report)
+    extra = ["--trash", str(tmp_path / "trash")] if trash else []
+    killed = _purge_process(cfg, report, "before-companion:1", *extra)
+    assert killed.returncode == -signal.SIGKILL, killed.stdout + killed.stderr
+    (sidecar,) = (p for p in root.rglob("IMG_1.JPG.xmp") if not (p.parent / "IMG_1.JPG").exists())
+    new_edits = b"<x:xmpmeta>edits saved just now</x:xmpmeta>"
+    saved: list[bool] = []
+
+    with acting_at("recovery-act", editor_saves(sidecar, new_edits, saved)):
+        rc, lines = purge(cfg, report=report, trash=tmp_path / "trash" if trash else None)
+
+    assert saved, lines
+    assert sidecar.read_bytes() == new_edits, f"recovery removed the sidecar an editor had just saved: {lines}"
+
+
+def test_recovery_never_moves_a_companion_over_a_file_at_its_trash_place(tmp_path):
+    """kill -9 after a trash purge's photo went and before its XMP followed; meanwhile another purge (another store,
+    another root with the same relative path) trashed its own b/IMG_2.JPG.xmp there, perhaps the last copy of its
+    edits. Recovery's shutil.move renamed the companion over it."""
+    root = tmp_path / "t"
+    for folder in "ab":
+        photo(root / folder / "IMG_2.JPG", 87)
+        (root / folder / "IMG_2.JPG.xmp").write_text("<x:xmpmeta/>")
+    cfg = config(tmp_path)
+    report = tmp_path / "report.json"
+    scan(cfg, root, report=report)
+    trash = tmp_path / "trash"
+    killed = _purge_process(cfg, report, "before-companion:1", "--trash", str(trash))
+    assert killed.returncode == -signal.SIGKILL, killed.stdout + killed.stderr
+    (sidecar,) = (p for p in root.rglob("IMG_2.JPG.xmp") if not (p.parent / "IMG_2.JPG").exists())
+    theirs = trash / sidecar.relative_to(root)
+    theirs.write_text("<x:xmpmeta>another purge's only copy</x:xmpmeta>")
+
+    rc, lines = purge(cfg, report=report, trash=trash)
+
+    assert theirs.read_text() == "<x:xmpmeta>another purge's only copy</x:xmpmeta>", lines
+    assert sidecar.read_text() == "<x:xmpmeta/>", lines
+
+
+def test_recovery_never_deletes_an_original_saved_over_after_its_check(tmp_path):
+    """A move to a trash on another filesystem killed after its copy verified and before the original went: recovery
+    hashed the original by path and then os.unlink()ed that path; a picture an editor saved there in between went."""
+    trash = other_fs_trash(tmp_path, "finish-move")
+    try:
+        root, keep, victim, cfg = scanned_copies(tmp_path, 88)
+        report = tmp_path / "report.json"
+        scan(cfg, root, report=report)
+        killed = _purge_process(cfg, report, "after-copy:1", "--trash", str(trash))
+        assert killed.returncode == -signal.SIGKILL, killed.stdout + killed.stderr
+        assert victim.exists() and (trash / "b" / "x.jpg").exists()
+        new_picture = photo(tmp_path / "new.jpg", 89).read_bytes()
+        saved: list[bool] = []
+
+        with acting_at("recovery-act", editor_saves(victim, new_picture, saved)):
+            rc, lines = purge(cfg, report=report, trash=trash)
+
+        assert saved, lines
+        assert victim.read_bytes() == new_picture, f"recovery deleted the picture saved at the victim's name: {lines}"
+    finally:
+        shutil.rmtree(trash, ignore_errors=True)

@@ -17,6 +17,7 @@ import hashlib
 import itertools
 import os
 import shutil
+import stat
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import BinaryIO
@@ -125,7 +126,7 @@ def _act(item: PurgeItem, victim: FileRecord, along: list[Along], ctx: PurgeCont
     """The photo, then its companions, each journaled; every companion's intent is written before the photo moves,
     so a run killed in between is finished by the next one (recovery moves a companion whose photo went, and puts
     back one whose photo stayed): a companion is never left without its photo."""
-    dest = trash_destination(victim, ctx.trash_dir) if ctx.trash_dir else _aside_name(item.victim)
+    dest = trash_destination(victim, ctx.trash_dir) if ctx.trash_dir else aside_name(item.victim)
     keeper = planned(ctx.records[item.keeper], item.keeper_content)
     entry = _intent(ctx, victim, dest, keeper)
     companion_entries = [_intent(ctx, a.record, a.dest, a.twin, of=entry.id if entry else 0) for a in along]
@@ -155,9 +156,9 @@ StillProven = Callable[[], str]
 
 def _remove(record: FileRecord, dest: bytes, ctx: PurgeContext, keeper_lost: StillProven = lambda: "") -> None:
     if ctx.trash_dir:
-        _trash(record, dest, keeper_lost)
+        trash(record, dest, keeper_lost)
     else:
-        _delete(record, dest, keeper_lost)
+        delete(record, dest, keeper_lost)
 
 
 def _keeper_lost(item: PurgeItem, victim: FileRecord, ctx: PurgeContext) -> str:
@@ -290,7 +291,7 @@ def companions_along(victim: FileRecord, keeper: FileRecord, ctx: PurgeContext) 
         if not os.path.lexists(companion.path) or other_claimants(companion.path, victim.path):
             continue
         record = _companion_record(companion.path, victim)
-        dest = trash_destination(record, ctx.trash_dir) if ctx.trash_dir else _aside_name(record.path)
+        dest = trash_destination(record, ctx.trash_dir) if ctx.trash_dir else aside_name(record.path)
         if ctx.trash_dir and os.path.lexists(dest):
             raise Refused(f"its companion's place in the trash is taken: {os.fsdecode(dest)}")
         out.append(Along(record, dest, _twin(record, companion.kind, keeper, ctx)))
@@ -331,10 +332,10 @@ def _companion_record(path: bytes, photo: FileRecord) -> FileRecord:
     return FileRecord.of(path, photo.root, st, content=content, status=OK)
 
 
-# --- acts ------------------------------------------------------------------------------------------------------
+# --- acts (recovery finishes an interrupted purge's acts with these too) -----------------------------------------
 
 
-def _delete(victim: FileRecord, aside: bytes, keeper_lost: StillProven) -> None:
+def delete(victim: FileRecord, aside: bytes, keeper_lost: StillProven) -> None:
     os.rename(victim.path, aside)
     try:
         fault_point("after-aside")
@@ -379,7 +380,10 @@ def move_unless_taken(moved: bytes, path: bytes) -> bool:
         os.link(moved, path)
     except FileExistsError:
         return False
-    except OSError:  # a filesystem without hard links (FAT, some SMB shares)
+    except OSError as exc:
+        if exc.errno == errno.EXDEV:  # another filesystem: only a copy can get there (move_verified)
+            raise
+        # a filesystem without hard links (FAT, some SMB shares)
         if os.path.lexists(path):
             return False
         os.rename(moved, path)
@@ -402,7 +406,7 @@ def put_back(moved: bytes, path: bytes) -> bytes:
 ASIDE_PREFIX = b".dedupd-purge-"  # the walk ignores these names: a half-finished delete is never indexed
 
 
-def _aside_name(path: bytes) -> bytes:
+def aside_name(path: bytes) -> bytes:
     """A short name beside the victim: a digest of its name, not the name itself, so a victim whose name is close to
     NAME_MAX (255 bytes) can still be renamed aside. A delete's journal entry records it; a move to a trash on
     another filesystem records the trash path, and recovery finds this name again with asides_of()."""
@@ -431,7 +435,7 @@ def trash_destination(victim: FileRecord, trash_dir: bytes) -> bytes:
     return os.path.join(trash_dir, relative)
 
 
-def _trash(victim: FileRecord, dest: bytes, keeper_lost: StillProven) -> None:
+def trash(victim: FileRecord, dest: bytes, keeper_lost: StillProven) -> None:
     _refuse_if_taken(dest)
     os.makedirs(os.path.dirname(dest), exist_ok=True)
     try:
@@ -449,10 +453,11 @@ def _copy_then_delete(victim: FileRecord, dest: bytes, keeper_lost: StillProven)
     the way a delete does (aside, proven again), so a file saved at the victim's name meanwhile is never the one
     removed. Whatever goes wrong, the copy in the trash goes and the original stays (unless the original could not
     be put back: then the verified copy stays too)."""
-    _copy_verified(victim, dest)
+    if not _copy_verified(victim, dest):
+        raise _taken(dest)  # whatever is at dest now: the copy did not get there
     fault_point("after-copy")
     try:
-        _delete(victim, _aside_name(victim.path), keeper_lost)
+        delete(victim, aside_name(victim.path), keeper_lost)
     except Stranded:
         raise
     except BaseException:
@@ -460,32 +465,52 @@ def _copy_then_delete(victim: FileRecord, dest: bytes, keeper_lost: StillProven)
         raise
 
 
-PARTIAL_SUFFIX = b".dedupd-partial"  # a copy being written into the trash; at dest only once it verified
+def move_verified(moved: FileRecord, path: bytes) -> bool:
+    """The proven file at moved.path goes to path, never over another file (False, and it stays, when path is
+    taken): on one filesystem as move_unless_taken; across filesystems a verified copy takes path first
+    (_copy_verified) and only then does the file at moved.path go. Undo brings trashed files back with it."""
+    try:
+        return move_unless_taken(moved.path, path)
+    except OSError as exc:
+        if exc.errno != errno.EXDEV:
+            raise
+    if not _copy_verified(moved, path):
+        return False
+    os.unlink(moved.path)
+    return True
 
 
-def _copy_verified(victim: FileRecord, dest: bytes) -> None:
-    """A copy of the very inode verified (opened once, not by name twice), on disk and hashing to its content. It
-    is written under a name of its own and takes dest only once verified, so a file at dest is always a whole copy:
-    recovery never has to guess whether one there is a partial copy of this act."""
+PARTIAL_SUFFIX = b".dedupd-partial"  # a copy being written beside its destination; at dest only once it verified
+
+
+def _copy_verified(source: FileRecord, dest: bytes) -> bool:
+    """A copy of the very inode proven (opened once, not by name twice), on disk and hashing to its content, at
+    dest; False, and no copy, when another file took dest meanwhile. It is written under a name of its own and
+    takes dest only once verified, never over another file, so a file at dest is always a whole copy: recovery
+    never has to guess whether one there is a partial copy of this act."""
     partial = dest + PARTIAL_SUFFIX
-    with os.fdopen(open_regular(victim.path, "victim"), "rb") as reader:
+    with os.fdopen(open_regular(source.path, "file"), "rb") as reader:
         st = os.fstat(reader.fileno())
-        if (st.st_dev, st.st_ino) != (victim.device, victim.inode):
+        if (st.st_dev, st.st_ino) != (source.device, source.inode):
             raise Refused("the file was swapped between check and move; left in place")
-        with open(partial, "w+b") as writer:
+        # O_NOFOLLOW: a symlink planted at the partial name must not lead the copy anywhere else
+        flags = os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW
+        with os.fdopen(os.open(partial, flags, 0o600), "w+b") as writer:
             try:
                 _copy_synced(reader, writer)
                 os.utime(writer.fileno(), ns=(st.st_atime_ns, st.st_mtime_ns))
-                ok = fd_hash(writer.fileno()) == victim.content
+                os.fchmod(writer.fileno(), stat.S_IMODE(st.st_mode))
+                ok = fd_hash(writer.fileno()) == source.content
             except BaseException:
                 os.unlink(partial)
                 raise
     if not ok:
         os.unlink(partial)
-        raise Refused("the copy in the trash did not verify; original left in place")
+        raise Refused("its copy did not verify; the original was left in place")
     if not move_unless_taken(partial, dest):
         os.unlink(partial)
-        raise _taken(dest)  # whatever is at dest now: the copy did not get there
+        return False
+    return True
 
 
 def _refuse_if_taken(dest: bytes) -> None:

@@ -10,16 +10,27 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from dedupd.faults import fault_point
 from dedupd.ingest.hashing import content_hash
 from dedupd.own_folders import is_own
 from dedupd.purge.evidence import Refused, current_identity
-from dedupd.purge.execute import PARTIAL_SUFFIX, asides_of, put_back
+from dedupd.purge.execute import (
+    PARTIAL_SUFFIX,
+    StillProven,
+    Stranded,
+    aside_name,
+    asides_of,
+    delete,
+    move_verified,
+    put_back,
+    trash,
+)
 from dedupd.purge.journal import Entry, Journal, journals, latest_states, unfinished
+from dedupd.store import OK, FileRecord
 
 log = logging.getLogger("dedupd")
 
@@ -60,7 +71,11 @@ def recover_all(folder: Path, own: tuple[bytes, ...] = ()) -> Tally:
             try:
                 for entry in sorted(open_intents, key=lambda e: e.id):  # a photo before its companions
                     photo = states.get(entry.of)
-                    state, reason = settle_companion(entry, photo, own) if entry.of else settle(entry, own)
+                    try:
+                        state, reason = settle_companion(entry, photo, own) if entry.of else settle(entry, own)
+                    except Stranded as exc:  # the intent stays open: the next recovery finds the file where it waits
+                        tally.say(f"not recovered {os.fsdecode(entry.victim_path)}: {exc}", failed=True)
+                        continue
                     states[entry.id] = state
                     journal.finish(entry, state, reason)
                     tally.say(f"recovered {os.fsdecode(entry.victim_path)}: {state} ({reason})")
@@ -76,19 +91,30 @@ def settle_companion(entry: Entry, photo_state: str | None, own: tuple[bytes, ..
         if state == "skipped" and _same_inode(entry.victim_path, entry):
             if _rewritten(entry.victim_path, entry):  # edited since the kill (an XMP saved in place): new work
                 return "skipped", "the companion was rewritten since the purge checked it; it stays"
-            _complete(entry)
+            fault_point("recovery-act")
+            try:
+                _complete(entry, lambda: "")  # its photo's act has passed the keeper's proof already
+            except Refused as exc:  # Stranded goes up: the intent stays open
+                return "skipped", str(exc)
             return "done", "moved with its photo after the interruption"
         return state, reason
     return _put_back(entry)
 
 
-def _complete(entry: Entry) -> None:
-    victim, dest = entry.victim_path, entry.dest_path
+def _complete(entry: Entry, keeper_lost: StillProven) -> None:
+    """The interrupted act finished the way the purge acts (execute.delete / execute.trash): the file is taken out
+    of every other program's way first and proven there (the inode and bytes the journal recorded), and put back
+    otherwise; a check by path just before would leave a save in between to be removed. Never over a file at the
+    trash place: an earlier purge's trashed file there may be the last copy of its picture."""
     if entry.action == "delete":
-        os.unlink(victim)
-        return
-    os.makedirs(os.path.dirname(dest), exist_ok=True)
-    shutil.move(victim, dest)  # across filesystems: copy with metadata, then unlink
+        delete(_as_journaled(entry), entry.dest_path, keeper_lost)  # the aside name the journal gives
+    else:
+        trash(_as_journaled(entry), entry.dest_path, keeper_lost)
+
+
+def _as_journaled(entry: Entry) -> FileRecord:
+    """The victim as the purge proved it: its path, (device, inode) and content hash, all an act's proof reads."""
+    return FileRecord(entry.victim_path, b"", 0, 0, entry.device, entry.inode, content=entry.content, status=OK)
 
 
 def _put_back(entry: Entry) -> tuple[str, str]:
@@ -103,7 +129,9 @@ def _put_back(entry: Entry) -> tuple[str, str]:
     if os.path.lexists(victim):
         return "skipped", "its photo stayed; another file is at the companion's place now"
     if _same_inode(dest, entry) or (entry.action == "trash" and _has_content(dest, entry.content)):
-        _move_back(dest, victim)
+        why = _restore(entry, dest, victim)
+        if why:
+            return "skipped", f"its photo stayed; the companion was not put back: {why}"
         return "skipped", "its photo stayed; the companion was put back"
     return "skipped", "its photo stayed; the companion is neither in place nor moved: changed by someone else"
 
@@ -141,12 +169,11 @@ def _settle_trash(entry: Entry, victim: bytes, dest: bytes, own: tuple[bytes, ..
     in_place = _same_inode(victim, entry)
     if _same_inode(dest, entry):
         return "done", "the move had completed"
-    if in_place and _has_content(dest, entry.content):
-        lost = keeper_lost(entry, own) or _rewritten(victim, entry)
+    if in_place and _has_content(dest, entry.content):  # the cross-device copy had verified; the delete had not run
+        lost = keeper_lost(entry, own) or _rewritten(victim, entry) or _finish_move(entry, own)
         if lost:
             os.unlink(dest)  # our verified copy; the original stays where it is
             return "skipped", f"{lost}; the original stays in place"
-        os.unlink(victim)  # the cross-device copy had verified; only the unlink was missing
         return "done", "finished the interrupted move"
     if in_place:
         _remove_partial(dest)
@@ -154,6 +181,19 @@ def _settle_trash(entry: Entry, victim: bytes, dest: bytes, own: tuple[bytes, ..
     if _has_content(dest, entry.content):
         return "done", "the copy had completed"
     return "skipped", "file neither in place nor in the trash: changed by someone else"
+
+
+def _finish_move(entry: Entry, own: tuple[bytes, ...]) -> str:
+    """The original deleted the way the purge deletes it after its copy (aside, proven there, put back otherwise):
+    "" when it went, else why it stays. Stranded goes up, and then the verified copy stays too."""
+    fault_point("recovery-act")
+    try:
+        delete(_as_journaled(entry), aside_name(entry.victim_path), lambda: keeper_lost(entry, own))
+    except Refused as exc:
+        if isinstance(exc, Stranded):
+            raise
+        return str(exc)
+    return ""
 
 
 def _remove_partial(dest: bytes) -> None:
@@ -200,18 +240,38 @@ def _undo_one(entry: Entry, journal: Journal, tally: Tally) -> None:
     elif not os.path.isfile(dest):
         tally.say(f"not restored {name}: {os.fsdecode(dest)} is no longer in the trash", failed=True)
     else:
-        _move_back(dest, victim)
+        why = _restore(entry, dest, victim)
+        if why:
+            tally.say(f"not restored {name}: {why}", failed=True)
+            return
         journal.finish(entry, "undone")
         tally.say(f"restored {name}")
 
 
-def _move_back(dest: bytes, victim: bytes) -> None:
-    os.makedirs(os.path.dirname(victim), exist_ok=True)
+def _restore(entry: Entry, moved: bytes, path: bytes) -> str:
+    """The file the purge moved goes back from `moved` to its path, only while it is still that file and never over
+    another (one saved at its name since the check above stays, and ours waits where it is): "" when it went back,
+    else why not. Across filesystems a verified copy takes the path before the trashed file goes."""
     try:
-        os.rename(dest, victim)
-    except OSError:
-        shutil.copy2(dest, victim)
-        os.unlink(dest)
+        record = _as_moved(entry, moved)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        fault_point("before-restore")
+        if not move_verified(record, path):
+            return "something is at that path now"
+    except Refused as exc:
+        return str(exc)
+    return ""
+
+
+def _as_moved(entry: Entry, moved: bytes) -> FileRecord:
+    """The file at `moved` as a record to move, once proven to be the one the purge moved there: the journal's
+    bytes, and on the victim's filesystem its inode too (a copy to another filesystem has an inode of its own)."""
+    found, (device, inode) = current_identity(moved, "trashed file")
+    if found != entry.content:
+        raise Refused(f"{os.fsdecode(moved)} no longer holds the bytes the purge moved there; it stays")
+    if device == entry.device and inode != entry.inode:
+        raise Refused(f"{os.fsdecode(moved)} is another file than the one the purge moved there; it stays")
+    return FileRecord(moved, b"", 0, 0, device, inode, content=found, status=OK)
 
 
 # --- empty ---------------------------------------------------------------------------------------------------------
