@@ -121,17 +121,24 @@ def _purge_process(cfg, report, fault, *extra):
     return subprocess.run([sys.executable, "-m", "dedupd", *args], capture_output=True, text=True, env=env, timeout=120)
 
 
+def killed_aside(tmp_path, seed):
+    """A photo (a/x.jpg) and its byte copy (b/x.jpg), scanned, and a purge of the copy killed (kill -9) between its
+    rename aside and its unlink: (root, keep, victim, config, report)."""
+    root = tmp_path / "t"
+    keep, victim = copies(root, seed)
+    cfg = config(tmp_path)
+    report = tmp_path / "report.json"
+    scan(cfg, root, report=report)
+    killed = _purge_process(cfg, report, "after-aside:1")
+    assert killed.returncode == -signal.SIGKILL, killed.stdout + killed.stderr
+    return root, keep, victim, cfg, report
+
+
 def test_recovery_does_not_finish_a_delete_whose_keeper_lost_the_picture_meanwhile(tmp_path):
     """kill -9 between the rename aside and the unlink; the user then deletes the keeper (the aside copy is still
     there); the next purge's recovery must not unlink the last copy."""
-    root = tmp_path / "t"
-    keep, victim = copies(root, 36)
+    root, keep, victim, cfg, old = killed_aside(tmp_path, 36)
     picture = keep.read_bytes()
-    cfg = config(tmp_path)
-    old = tmp_path / "old.json"
-    scan(cfg, root, report=old)
-    killed = _purge_process(cfg, old, "after-aside:1")
-    assert killed.returncode == -signal.SIGKILL, killed.stdout + killed.stderr
     (aside,) = (p for p in (root / "b").iterdir() if p.name.startswith(".dedupd-purge-"))
     keep.unlink()  # not the last copy: the aside still holds the picture
     purge(cfg, report=old)
@@ -400,18 +407,25 @@ def test_a_file_that_cannot_be_put_back_is_named_and_settled_by_the_next_purge(t
     assert holders(tmp_path / "t", picture) == [str(keep)]
 
 
+def keeper_edited_and_name_taken(tmp_path, keep, victim, seed):
+    """While the victim sits aside: an editor saves over its keeper, and another program saves a new picture at the
+    victim's name. The victim is then its picture's last copy, and its name is taken."""
+
+    def other_programs() -> None:
+        rewrite(bytes(keep), bytes(photo(tmp_path / "edit.jpg", seed)))
+        photo(victim, seed + 1)
+
+    return other_programs
+
+
 def test_a_file_left_aside_is_never_replaced_by_a_later_act_of_the_same_process(tmp_path):
-    """A keeper saved over and a new picture saved at the victim's name, both while the victim sat aside: it stays
-    at its aside name (said so). The new picture then gets a copy and the same process (the daemon) purges it: the
-    aside name, derived from the process id and the file name, was the same, and rename replaced the old picture."""
+    """The victim could not go back to its taken name and stayed at its aside name. The new picture then got a copy
+    and the same process (the daemon) purged it: the aside name, derived from the process id and the file name, was
+    the same, and rename replaced the old picture. (It now goes back beside its name; the aside names stay unique.)"""
     root, keep, victim, cfg = scanned_copies(tmp_path, 63)
     picture = victim.read_bytes()
 
-    def other_programs() -> None:
-        rewrite(bytes(keep), bytes(photo(tmp_path / "edit.jpg", 64)))
-        photo(victim, 65)
-
-    with acting_at("after-aside", other_programs):
+    with acting_at("after-aside", keeper_edited_and_name_taken(tmp_path, keep, victim, 64)):
         purge(cfg)
     shutil.copy2(victim, root / "a" / "y.jpg")
     scan(cfg, root)
@@ -440,19 +454,26 @@ def test_recovery_never_takes_an_earlier_purges_trashed_file_for_its_own_copy(tm
     assert holders(trash, picture), "the trashed picture, its last copy, is gone"
 
 
-def test_recovery_keeps_a_sidecar_edited_after_the_kill(tmp_path):
-    """kill -9 after the photo went and before its XMP followed; the user then saves new edits into the XMP (same
-    inode). Recovery moved it on the inode alone, and the edits went with a photo that no longer exists."""
+def killed_before_companion(tmp_path, name, seed, *extra):
+    """a/NAME and b/NAME, byte copies, each with the same XMP sidecar, scanned; a purge (with `extra` options) killed
+    after b/NAME went and before its sidecar followed: (config, report, the sidecar left without its photo)."""
     root = tmp_path / "t"
     for folder in "ab":
-        photo(root / folder / "IMG_4.JPG", 69)
-        (root / folder / "IMG_4.JPG.xmp").write_text("<x:xmpmeta/>")
+        photo(root / folder / name, seed)
+        (root / folder / f"{name}.xmp").write_text("<x:xmpmeta/>")
     cfg = config(tmp_path)
     report = tmp_path / "report.json"
     scan(cfg, root, report=report)
-    killed = _purge_process(cfg, report, "before-companion:1")
+    killed = _purge_process(cfg, report, "before-companion:1", *extra)
     assert killed.returncode == -signal.SIGKILL, killed.stdout + killed.stderr
-    (sidecar,) = (p for p in root.rglob("IMG_4.JPG.xmp") if not (p.parent / "IMG_4.JPG").exists())
+    (sidecar,) = (p for p in root.rglob(f"{name}.xmp") if not (p.parent / name).exists())
+    return cfg, report, sidecar
+
+
+def test_recovery_keeps_a_sidecar_edited_after_the_kill(tmp_path):
+    """kill -9 after the photo went and before its XMP followed; the user then saves new edits into the XMP (same
+    inode). Recovery moved it on the inode alone, and the edits went with a photo that no longer exists."""
+    cfg, report, sidecar = killed_before_companion(tmp_path, "IMG_4.JPG", 69)
     with open(sidecar, "r+") as f:  # an editor saving in place
         f.write("<x:xmpmeta>crop, exposure +0.7</x:xmpmeta>")
 
@@ -468,11 +489,7 @@ def test_a_file_whose_name_was_taken_while_it_sat_aside_goes_back_in_plain_sight
     root, keep, victim, cfg = scanned_copies(tmp_path, 71)
     picture = victim.read_bytes()
 
-    def other_programs() -> None:
-        rewrite(bytes(keep), bytes(photo(tmp_path / "edit.jpg", 72)))
-        photo(victim, 73)
-
-    with acting_at("after-aside", other_programs):
+    with acting_at("after-aside", keeper_edited_and_name_taken(tmp_path, keep, victim, 72)):
         rc, lines = purge(cfg)
     beside = root / "b" / "x (dedupd 1).jpg"
     assert rc == 1 and any(f"put back as {beside}" in line for line in lines), lines
@@ -485,14 +502,8 @@ def test_recovery_puts_a_file_whose_name_was_taken_after_the_kill_beside_it(tmp_
     """kill -9 with the victim aside; the user then edits the keeper and saves a new picture at the victim's name.
     Recovery may not finish the delete (the keeper lost the picture) nor rename over the new file: the old picture
     goes back beside its name, visible."""
-    root = tmp_path / "t"
-    keep, victim = copies(root, 74)
+    root, keep, victim, cfg, report = killed_aside(tmp_path, 74)
     picture = keep.read_bytes()
-    cfg = config(tmp_path)
-    report = tmp_path / "report.json"
-    scan(cfg, root, report=report)
-    killed = _purge_process(cfg, report, "after-aside:1")
-    assert killed.returncode == -signal.SIGKILL, killed.stdout + killed.stderr
     rewrite(bytes(keep), bytes(photo(tmp_path / "edit.jpg", 75)))
     new = photo(victim, 76).read_bytes()
 
@@ -634,17 +645,8 @@ def test_recovery_never_deletes_a_sidecar_an_editor_saved_after_its_check(tmp_pa
     saves the sidecar (write a temp file, rename over) in that gap loses the save, the only copy of the new edits.
     The purge itself takes a file aside and proves it there first; recovery did not (nor did its shutil.move into
     the trash)."""
-    root = tmp_path / "t"
-    for folder in "ab":
-        photo(root / folder / "IMG_1.JPG", 86)
-        (root / folder / "IMG_1.JPG.xmp").write_text("<x:xmpmeta/>")
-    cfg = config(tmp_path)
-    report = tmp_path / "report.json"
-    scan(cfg, root, report=report)
     extra = ["--trash", str(tmp_path / "trash")] if trash else []
-    killed = _purge_process(cfg, report, "before-companion:1", *extra)
-    assert killed.returncode == -signal.SIGKILL, killed.stdout + killed.stderr
-    (sidecar,) = (p for p in root.rglob("IMG_1.JPG.xmp") if not (p.parent / "IMG_1.JPG").exists())
+    cfg, report, sidecar = killed_before_companion(tmp_path, "IMG_1.JPG", 86, *extra)
     new_edits = b"<x:xmpmeta>edits saved just now</x:xmpmeta>"
     saved: list[bool] = []
 
@@ -659,18 +661,9 @@ def test_recovery_never_moves_a_companion_over_a_file_at_its_trash_place(tmp_pat
     """kill -9 after a trash purge's photo went and before its XMP followed; meanwhile another purge (another store,
     another root with the same relative path) trashed its own b/IMG_2.JPG.xmp there, perhaps the last copy of its
     edits. Recovery's shutil.move renamed the companion over it."""
-    root = tmp_path / "t"
-    for folder in "ab":
-        photo(root / folder / "IMG_2.JPG", 87)
-        (root / folder / "IMG_2.JPG.xmp").write_text("<x:xmpmeta/>")
-    cfg = config(tmp_path)
-    report = tmp_path / "report.json"
-    scan(cfg, root, report=report)
     trash = tmp_path / "trash"
-    killed = _purge_process(cfg, report, "before-companion:1", "--trash", str(trash))
-    assert killed.returncode == -signal.SIGKILL, killed.stdout + killed.stderr
-    (sidecar,) = (p for p in root.rglob("IMG_2.JPG.xmp") if not (p.parent / "IMG_2.JPG").exists())
-    theirs = trash / sidecar.relative_to(root)
+    cfg, report, sidecar = killed_before_companion(tmp_path, "IMG_2.JPG", 87, "--trash", str(trash))
+    theirs = trash / sidecar.relative_to(tmp_path / "t")
     theirs.write_text("<x:xmpmeta>another purge's only copy</x:xmpmeta>")
 
     rc, lines = purge(cfg, report=report, trash=trash)
@@ -700,3 +693,96 @@ def test_recovery_never_deletes_an_original_saved_over_after_its_check(tmp_path)
         assert victim.read_bytes() == new_picture, f"recovery deleted the picture saved at the victim's name: {lines}"
     finally:
         shutil.rmtree(trash, ignore_errors=True)
+
+
+def test_recovery_finishing_a_companion_delete_proves_its_twin(tmp_path):
+    """kill -9 after the photo went and before its XMP followed (a delete); the user then saves other edits into the
+    keeper's XMP, its twin. A purge that was not interrupted keeps the victim's XMP (the last copy of the edits both
+    had); recovery finished the act without proving the twin and deleted it."""
+    cfg, report, sidecar = killed_before_companion(tmp_path, "IMG_7.JPG", 201)
+    edits = sidecar.read_bytes()
+    (tmp_path / "t" / "a" / "IMG_7.JPG.xmp").write_text("<x:xmpmeta>reset all</x:xmpmeta>")
+
+    rc, lines = purge(cfg, report=report)
+
+    assert sidecar.read_bytes() == edits, lines
+
+
+def test_trash_empty_proves_a_companion_trashed_before_twins_against_its_own_bytes(tmp_path):
+    """A purge before twins compared companion kinds only and journaled a companion with its photo's keeper: a
+    trashed b/IMG_2.JPG.xmp may hold other edits than a/IMG_2.JPG.xmp. `trash empty` proved the keeper photo, which
+    still holds its picture, and removed the only copy of those edits. (The journal is written by today's purge,
+    its companion line then put in the old shape.)"""
+    root = tmp_path / "t"
+    for folder in "ab":
+        photo(root / folder / "IMG_2.JPG", 202)
+        (root / folder / "IMG_2.JPG.xmp").write_text("<x:xmpmeta>crop 3:2</x:xmpmeta>")
+    cfg = config(tmp_path)
+    scan(cfg, root)
+    trash = tmp_path / "trash"
+    assert purge(cfg, trash=trash)[0] == 0
+    (journal,) = journals(cfg.store_path() / "journal")
+    records = [json.loads(line) for line in journal.read_text().splitlines()]
+    photo_intent = next(r for r in records if r["state"] == "intent" and not r["of"])
+    for r in records:
+        if r["of"]:
+            r["keeper"], r["keeper_content"] = photo_intent["keeper"], photo_intent["keeper_content"]
+    journal.write_text("".join(json.dumps(r) + "\n" for r in records))
+    (root / "a" / "IMG_2.JPG.xmp").write_text("<x:xmpmeta>b/w, other tags</x:xmpmeta>")  # what the old gate allowed
+
+    rc, lines = empty_trash(cfg)
+
+    assert (trash / "b" / "IMG_2.JPG.xmp").read_text() == "<x:xmpmeta>crop 3:2</x:xmpmeta>", lines
+    assert not (trash / "b" / "IMG_2.JPG").exists(), lines  # the photo's keeper holds it: emptied
+
+
+def sniffed_keeper(tmp_path, seed):
+    """scan.sniff on: a/IMG_1 (no extension, a JPEG known by its bytes) and a/IMG_1.JPG, byte copies, and one sidecar
+    a/IMG_1.xmp both claim. A hand-written report keeps the sniffed one."""
+    root = tmp_path / "t"
+    jpg = photo(root / "a" / "IMG_1.JPG", seed)
+    sniffed = root / "a" / "IMG_1"
+    shutil.copy2(jpg, sniffed)
+    sidecar = root / "a" / "IMG_1.xmp"
+    sidecar.write_text("<x:xmpmeta>the only copy of these edits</x:xmpmeta>")
+    cfg = config(tmp_path, **{"scan.sniff": True})
+    scan(cfg, root)
+    report = hand_report(tmp_path / "hand.json", [(sniffed, [jpg])])
+    return jpg, sniffed, sidecar, cfg, report
+
+
+def test_a_sidecar_the_keeper_claims_stays_with_it_and_is_never_its_own_twin(tmp_path):
+    """The keeper found by sniffing claims the victim's sidecar too, which other_claimants() (image names only)
+    missed: the gate took the keeper's own sidecar for the victim's companion and for its twin at once. Live, the
+    act's twin proof caught it (with a false "left in place"); after a kill, recovery deleted the keeper's only
+    sidecar."""
+    jpg, sniffed, sidecar, cfg, report = sniffed_keeper(tmp_path, 203)
+    edits = sidecar.read_bytes()
+    rc, lines = purge(cfg, report=report)
+    assert rc == 0 and not jpg.exists() and sidecar.read_bytes() == edits, lines
+    assert not any("left in place" in line or "could not follow" in line for line in lines), lines
+
+    jpg, sniffed, sidecar, cfg, report = sniffed_keeper(tmp_path / "killed", 204)
+    killed = _purge_process(cfg, report, "before-done:1")
+    assert killed.returncode == -signal.SIGKILL, killed.stdout + killed.stderr
+    purge(cfg, report=report)
+    assert sidecar.read_bytes() == b"<x:xmpmeta>the only copy of these edits</x:xmpmeta>"
+
+
+def test_a_victim_with_a_long_name_whose_name_was_taken_goes_back_in_plain_sight(tmp_path):
+    """A 250-byte name (NAME_MAX is 255): `NAME (dedupd 1).jpg` was too long, the error was taken for a filesystem
+    without hard links, and the picture's last copy stayed under its hidden aside name; the next purge's recovery
+    hit the same error, uncaught, and every later purge died on it."""
+    root = tmp_path / "t"
+    name = "x" * 246 + ".jpg"
+    keep, victim = copies(root, 205, keep=f"a/{name}", dup=f"b/{name}")
+    picture = victim.read_bytes()
+    cfg = config(tmp_path)
+    scan(cfg, root)
+
+    with acting_at("after-aside", keeper_edited_and_name_taken(tmp_path, keep, victim, 206)):
+        rc, lines = purge(cfg)
+
+    visible = [p for p in (root / "b").iterdir() if not p.name.startswith(".") and p.read_bytes() == picture]
+    assert [len(p.name.encode()) for p in visible] == [255], lines
+    assert purge(cfg)[0] in (0, 1)  # the next purge runs

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import BinaryIO
 
-from dedupd.dedup.companions import other_claimants, size_of
+from dedupd.dedup.companions import claims, other_claimants, size_of
 from dedupd.dedup.groups import Rules
 from dedupd.faults import fault_point
 from dedupd.ingest.hashing import fd_hash
@@ -290,6 +290,8 @@ def companions_along(victim: FileRecord, keeper: FileRecord, ctx: PurgeContext) 
     for companion in ctx.rules.companions(victim.path):
         if not os.path.lexists(companion.path) or other_claimants(companion.path, victim.path):
             continue
+        if _claimed_by(keeper.path, companion.path):  # the keeper's own (one it found by sniffing, not by its name)
+            continue
         record = _companion_record(companion.path, victim)
         dest = trash_destination(record, ctx.trash_dir) if ctx.trash_dir else aside_name(record.path)
         if ctx.trash_dir and os.path.lexists(dest):
@@ -301,13 +303,18 @@ def companions_along(victim: FileRecord, keeper: FileRecord, ctx: PurgeContext) 
 def _twin(record: FileRecord, kind: str, keeper: FileRecord, ctx: PurgeContext) -> FileRecord:
     """The keeper's companion of this kind that is a byte copy of `record`."""
     for candidate in ctx.rules.companions(keeper.path):
-        if candidate.kind == kind and size_of(candidate.path) == record.size:
+        if candidate.path != record.path and candidate.kind == kind and size_of(candidate.path) == record.size:
             with contextlib.suppress(Refused):
                 twin = _companion_record(candidate.path, keeper)
                 if twin.content == record.content:
                     return twin
     name = os.fsdecode(os.path.basename(record.path))
     raise Refused(f"its companion {name} has no byte copy beside the keeper: it may be the only copy of its data")
+
+
+def _claimed_by(photo: bytes, companion: bytes) -> bool:
+    (folder, name), (its_folder, its_name) = os.path.split(photo), os.path.split(companion)
+    return folder == its_folder and bool(claims(name, its_name))
 
 
 def _twin_lost(along: Along) -> str:
@@ -374,6 +381,10 @@ def _not_the_victim(victim: FileRecord, moved: bytes) -> str:
     return "" if found == victim.content else "the file was rewritten"
 
 
+# What link() says on a filesystem without hard links (FAT, some SMB and FUSE shares): only then a checked rename.
+_NO_HARD_LINKS = frozenset({errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS})
+
+
 def move_unless_taken(moved: bytes, path: bytes) -> bool:
     """Never over another file: one saved at the victim's name meanwhile stays, and ours waits where it is (False)."""
     try:
@@ -381,9 +392,8 @@ def move_unless_taken(moved: bytes, path: bytes) -> bool:
     except FileExistsError:
         return False
     except OSError as exc:
-        if exc.errno == errno.EXDEV:  # another filesystem: only a copy can get there (move_verified)
+        if exc.errno not in _NO_HARD_LINKS:  # another filesystem (EXDEV), a name too long, a read-only disk...
             raise
-        # a filesystem without hard links (FAT, some SMB shares)
         if os.path.lexists(path):
             return False
         os.rename(moved, path)
@@ -396,11 +406,23 @@ def put_back(moved: bytes, path: bytes) -> bytes:
     """Where a file we moved went back to: its own path, or, when another file has taken that name since, the first
     free name beside it (`x (dedupd 1).jpg`), in plain sight where the next scan indexes it and the user finds it.
     Never over another file."""
-    stem, extension = os.path.splitext(path)
-    for name in itertools.chain([path], (stem + b" (dedupd %d)" % n + extension for n in range(1, 1000))):
+    for name in itertools.chain([path], (_beside(path, n) for n in range(1, 1000))):
         if move_unless_taken(moved, name):
             return name
     raise FileExistsError(errno.EEXIST, "every name beside it is taken", os.fsdecode(path))
+
+
+_NAME_MAX = 255  # bytes, on every filesystem Linux mounts for photos
+
+
+def _beside(path: bytes, n: int) -> bytes:
+    """`x (dedupd N).jpg` beside `x.jpg`; a stem cut (on a character boundary) where the name would pass NAME_MAX."""
+    folder, name = os.path.split(path)
+    stem, extension = os.path.splitext(name)
+    mark = b" (dedupd %d)" % n
+    room = max(1, _NAME_MAX - len(mark) - len(extension))
+    cut = stem[:room].decode("utf-8", "ignore").encode() if len(stem) > room else stem
+    return os.path.join(folder, (cut or stem[:room]) + mark + extension)
 
 
 ASIDE_PREFIX = b".dedupd-purge-"  # the walk ignores these names: a half-finished delete is never indexed

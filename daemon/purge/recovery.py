@@ -73,8 +73,9 @@ def recover_all(folder: Path, own: tuple[bytes, ...] = ()) -> Tally:
                     photo = states.get(entry.of)
                     try:
                         state, reason = settle_companion(entry, photo, own) if entry.of else settle(entry, own)
-                    except Stranded as exc:  # the intent stays open: the next recovery finds the file where it waits
-                        tally.say(f"not recovered {os.fsdecode(entry.victim_path)}: {exc}", failed=True)
+                    except (Stranded, OSError) as exc:  # the intent stays open: the next recovery tries again
+                        why = str(exc) if isinstance(exc, Stranded) else exc.strerror or str(exc)
+                        tally.say(f"not recovered {os.fsdecode(entry.victim_path)}: {why}", failed=True)
                         continue
                     states[entry.id] = state
                     journal.finish(entry, state, reason)
@@ -93,7 +94,7 @@ def settle_companion(entry: Entry, photo_state: str | None, own: tuple[bytes, ..
                 return "skipped", "the companion was rewritten since the purge checked it; it stays"
             fault_point("recovery-act")
             try:
-                _complete(entry, lambda: "")  # its photo's act has passed the keeper's proof already
+                _complete(entry, lambda: keeper_lost(entry, own))  # its twin, saved over since the kill?
             except Refused as exc:  # Stranded goes up: the intent stays open
                 return "skipped", str(exc)
             return "done", "moved with its photo after the interruption"
@@ -315,6 +316,12 @@ def _not_as_trashed(entry: Entry, dest: bytes) -> str:
     return ""
 
 
+def _kept_content(entry: Entry) -> str:
+    """What the keeper must hold. A companion's keeper is its twin, a byte copy: its own bytes, also in a journal
+    written before twins were proven, whose companion entries name the photo's keeper and content."""
+    return entry.content if entry.of else (entry.keeper_content or entry.content)
+
+
 def keeper_lost(entry: Entry, own: tuple[bytes, ...]) -> str:
     """Why the keeper no longer proves the picture survives ("" when it does). A journal from before keeper
     hashes were recorded is satisfied only by a byte copy."""
@@ -325,7 +332,7 @@ def keeper_lost(entry: Entry, own: tuple[bytes, ...]) -> str:
         found, identity = current_identity(keeper, "keeper")
     except Refused as exc:
         return f"{exc} ({os.fsdecode(keeper)}): this may be the last copy"
-    if found != (entry.keeper_content or entry.content):
+    if found != _kept_content(entry):
         return f"its keeper {os.fsdecode(keeper)} changed since the purge: this may be the last copy"
     if _same_identity(entry.dest_path, identity):
         return f"its keeper {os.fsdecode(keeper)} leads to the trashed file itself: this may be the last copy"
