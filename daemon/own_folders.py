@@ -38,6 +38,7 @@ def remember(store_path: Path, folder: bytes) -> None:
     a lock: the daemon's gallery and a purge from the command line may remember at once, and a lost entry would let
     a keeper inside that folder prove a picture survives."""
     mark_own(folder)
+    store_path.mkdir(parents=True, exist_ok=True)  # a gallery may be written before the store's first scan
     with FileLock(store_path / TRASH_LOCK, "own folders").acquire(blocking=True):
         known = remembered(store_path)
         if folder not in known:
