@@ -27,7 +27,7 @@ from dedupd.faults import acting_at
 from dedupd.ingest.pipeline import CHANGED_WHILE_READ
 from dedupd.model.loader import LazyEmbedder
 from dedupd.purge.journal import journals
-from dedupd.store import OK, PENDING, UNREADABLE, Store
+from dedupd.store import OK, PENDING, UNREADABLE, FileRecord, Store
 
 
 def hand_report(path, groups, **extra):
@@ -786,3 +786,68 @@ def test_a_victim_with_a_long_name_whose_name_was_taken_goes_back_in_plain_sight
     visible = [p for p in (root / "b").iterdir() if not p.name.startswith(".") and p.read_bytes() == picture]
     assert [len(p.name.encode()) for p in visible] == [255], lines
     assert purge(cfg)[0] in (0, 1)  # the next purge runs
+
+
+def test_a_victim_whose_name_has_an_early_dot_goes_back_in_plain_sight(tmp_path):
+    """scan.sniff on: `Dr. xxx...` (250 bytes, no image extension) is a JPEG known by its bytes. splitext() took
+    `. xxx...` for the extension and only the stem was cut, so the name beside stayed over NAME_MAX: the picture,
+    its last copy, stayed under its hidden aside name, and every later recovery failed without saying where."""
+    root = tmp_path / "t"
+    name = "Dr. " + "x" * 246
+    keep, victim = root / "a" / name, root / "b" / name
+    for path in (keep, victim):
+        path.parent.mkdir(parents=True)
+        shutil.copy2(photo(tmp_path / "source.jpg", 301), path)
+    picture = victim.read_bytes()
+    cfg = config(tmp_path, **{"scan.sniff": True})
+    scan(cfg, root)
+
+    def other_programs() -> None:
+        rewrite(bytes(keep), bytes(photo(tmp_path / "edit.jpg", 302)))
+        shutil.copy2(photo(tmp_path / "new.jpg", 303), victim)
+
+    with acting_at("after-aside", other_programs):
+        rc, lines = purge(cfg, report=hand_report(tmp_path / "hand.json", [(keep, [victim])]))
+
+    visible = [p for p in (root / "b").iterdir() if not p.name.startswith(".") and p.read_bytes() == picture]
+    assert [p.name for p in visible] == ["Dr. " + "x" * 240 + " (dedupd 1)"], lines
+
+
+def test_recovery_does_not_close_an_interrupted_delete_while_the_victims_drive_is_away(tmp_path):
+    """b/ is an external drive whose mount folder goes away when it is unplugged. A purge is killed between the
+    victim's rename aside and its unlink, and the keeper is then edited: the aside file is the last copy. The next
+    purge ran with the drive away, found neither the aside name nor the victim, and closed the entry as "the delete
+    had completed": plugged back in, the last copy sat under its hidden name for good."""
+    root, keep, victim, cfg, report = killed_aside(tmp_path, 311)
+    picture = keep.read_bytes()
+    rewrite(bytes(keep), bytes(photo(tmp_path / "edit.jpg", 312)))
+    away = tmp_path / "drive-unplugged"
+    (root / "b").rename(away)
+
+    rc, offline = purge(cfg, report=report)
+    assert rc == 1 and any("is not there as it was" in line for line in offline), offline
+    away.rename(root / "b")
+    rc, online = purge(cfg, report=report)
+
+    assert victim.read_bytes() == picture, online  # put back in plain sight once the drive is back
+
+
+def test_a_keeper_that_fails_to_read_skips_its_item_and_the_run_goes_on(tmp_path):
+    """A keeper whose read fails with EIO (a bad sector, a cloud placeholder, a soft NFS mount timing out): the
+    OSError left the gate as no Refused, and the whole purge died at that item, every time. /proc/PID/mem stands in
+    for the bad sector: a regular file whose read at offset 0 fails with EIO (its store row written by hand)."""
+    root = tmp_path / "t"
+    keep, victim = copies(root, 321)
+    other_keep, other_victim = copies(root, 322, keep="c/y.jpg", dup="d/y.jpg")
+    cfg = config(tmp_path)
+    scan(cfg, root)
+    store = Store.open(cfg.store_path())
+    bad = f"/proc/{os.getpid()}/mem".encode()
+    content = store.files()[b(keep)].content
+    store.upsert_files([FileRecord.of(bad, b"/proc", os.stat(bad), content=content, status=OK)])
+    report = hand_report(tmp_path / "hand.json", [(os.fsdecode(bad), [victim]), (other_keep, [other_victim])])
+
+    rc, lines = purge(cfg, report=report)
+
+    assert rc == 1 and victim.exists() and not other_victim.exists(), lines
+    assert any("cannot read" in line and "Input/output error" in line for line in lines), lines

@@ -111,6 +111,8 @@ def _one(item: PurgeItem, ctx: PurgeContext) -> Outcome:
         victim, along = verify(item, ctx)
     except Refused as exc:
         return Outcome(item, "skipped", str(exc))
+    except OSError as exc:  # a bad sector, a cloud placeholder, a share timing out: this item only
+        return Outcome(item, "skipped", f"cannot read {os.fsdecode(exc.filename or b'') or 'a file'}: {exc.strerror}")
     fault_point("after-verify")
     if ctx.dry_run:
         going = [a.record.path for a in along]
@@ -416,13 +418,34 @@ _NAME_MAX = 255  # bytes, on every filesystem Linux mounts for photos
 
 
 def _beside(path: bytes, n: int) -> bytes:
-    """`x (dedupd N).jpg` beside `x.jpg`; a stem cut (on a character boundary) where the name would pass NAME_MAX."""
+    """`x (dedupd N).jpg` beside `x.jpg`; the stem cut where the name would pass NAME_MAX. What follows a dot is kept
+    as the extension only while it is short (`Dr. Smith at the lake` has none)."""
     folder, name = os.path.split(path)
     stem, extension = os.path.splitext(name)
+    if len(extension) > _LONGEST_EXTENSION:
+        stem, extension = name, b""
     mark = b" (dedupd %d)" % n
-    room = max(1, _NAME_MAX - len(mark) - len(extension))
-    cut = stem[:room].decode("utf-8", "ignore").encode() if len(stem) > room else stem
-    return os.path.join(folder, (cut or stem[:room]) + mark + extension)
+    return os.path.join(folder, _cut(stem, _NAME_MAX - len(mark) - len(extension)) + mark + extension)
+
+
+_LONGEST_EXTENSION = 16  # bytes, dot included: ".supplemental-metadata" is a stem, ".jpeg" an extension
+
+
+def _cut(stem: bytes, room: int) -> bytes:
+    """At most `room` bytes, never ending inside a UTF-8 character (other bytes are left as they are)."""
+    if len(stem) <= room:
+        return stem
+    cut = stem[:room]
+    lead = len(cut) - 1
+    while lead > 0 and len(cut) - lead < 4 and cut[lead] & 0xC0 == 0x80:  # back over continuation bytes
+        lead -= 1
+    if cut[lead] >= 0xC0 and len(cut) - lead < _utf8_length(cut[lead]):
+        return cut[:lead] or cut  # the last character lost bytes to the cut: it goes whole
+    return cut
+
+
+def _utf8_length(lead: int) -> int:
+    return 4 if lead >= 0xF0 else 3 if lead >= 0xE0 else 2
 
 
 ASIDE_PREFIX = b".dedupd-purge-"  # the walk ignores these names: a half-finished delete is never indexed

@@ -19,6 +19,7 @@ from dedupd.ingest.hashing import content_hash
 from dedupd.own_folders import is_own
 from dedupd.purge.evidence import Refused, current_identity
 from dedupd.purge.execute import (
+    ASIDE_PREFIX,
     PARTIAL_SUFFIX,
     StillProven,
     Stranded,
@@ -74,7 +75,7 @@ def recover_all(folder: Path, own: tuple[bytes, ...] = ()) -> Tally:
                     try:
                         state, reason = settle_companion(entry, photo, own) if entry.of else settle(entry, own)
                     except (Stranded, OSError) as exc:  # the intent stays open: the next recovery tries again
-                        why = str(exc) if isinstance(exc, Stranded) else exc.strerror or str(exc)
+                        why = str(exc) if isinstance(exc, Stranded) else _waits(entry, exc)
                         tally.say(f"not recovered {os.fsdecode(entry.victim_path)}: {why}", failed=True)
                         continue
                     states[entry.id] = state
@@ -83,6 +84,13 @@ def recover_all(folder: Path, own: tuple[bytes, ...] = ()) -> Tally:
             finally:
                 journal.close()
     return tally
+
+
+def _waits(entry: Entry, exc: OSError) -> str:
+    """An error on one entry, with where its file may wait: the user must be able to find it."""
+    places = [entry.dest_path, *asides_of(entry.victim_path)]
+    found = [os.fsdecode(p) for p in places if _same_inode(p, entry)]
+    return f"{exc.strerror or exc}" + (f"; the file waits at {found[0]}" if found else "")
 
 
 def settle_companion(entry: Entry, photo_state: str | None, own: tuple[bytes, ...] = ()) -> tuple[str, str]:
@@ -159,6 +167,7 @@ def _settle_delete(entry: Entry, victim: bytes, aside: bytes, own: tuple[bytes, 
         return "skipped", "the aside name holds another file; left alone"
     if _same_inode(victim, entry):
         return "skipped", "interrupted before acting; the file is in place"
+    _refuse_if_folder_away(entry)
     return "done", "the delete had completed"
 
 
@@ -179,9 +188,25 @@ def _settle_trash(entry: Entry, victim: bytes, dest: bytes, own: tuple[bytes, ..
     if in_place:
         _remove_partial(dest)
         return "skipped", "interrupted before acting; the file is in place"
+    _refuse_if_folder_away(entry)
     if _has_content(dest, entry.content):
         return "done", "the copy had completed"
     return "skipped", "file neither in place nor in the trash: changed by someone else"
+
+
+def _refuse_if_folder_away(entry: Entry) -> None:
+    """Finding nothing proves nothing while the victim's folder is not there (a drive unplugged, its mount point
+    gone or left empty; a folder renamed): the file may wait under an aside name in it. The entry stays open."""
+    folder = os.path.dirname(entry.victim_path)
+    try:
+        away = os.stat(folder).st_dev != entry.device
+    except OSError:
+        away = True
+    if away:
+        raise Stranded(
+            f"its folder {os.fsdecode(folder)} is not there as it was (a drive offline? renamed?), and the file "
+            f"may wait under a {os.fsdecode(ASIDE_PREFIX)}* name in it; settled once the folder is back"
+        )
 
 
 def _finish_move(entry: Entry, own: tuple[bytes, ...]) -> str:
@@ -261,6 +286,8 @@ def _restore(entry: Entry, moved: bytes, path: bytes) -> str:
             return "something is at that path now"
     except Refused as exc:
         return str(exc)
+    except OSError as exc:  # this entry only (a read-only folder, a disk full): the others are still restored
+        return f"{exc.strerror or exc}; it stays at {os.fsdecode(moved)}"
     return ""
 
 

@@ -80,7 +80,8 @@ def execute(
         if trash_dir and inplace:
             remember(store.path, normalise_root(trash_dir))  # under the purge lock, before anything lands there
         ctx = _context(store, plan, roots, config, trash_dir, inplace)
-        for line in recover_all(journal_dir(store), tuple(ctx.keepers.internal)).lines:
+        recovered = recover_all(journal_dir(store), tuple(ctx.keepers.internal))
+        for line in recovered.lines:
             echo(line)
         ctx.already_done = done_victims(journal_dir(store))
         ctx.journal = None if ctx.dry_run else Journal.create(journal_dir(store))
@@ -97,6 +98,8 @@ def execute(
         raise PurgeFailures(f"{left} companions could not follow their photo (see above; the journal has them)")
     if result.skipped:
         raise PurgeFailures(f"{len(result.skipped)} of {len(result.outcomes)} purge items were skipped (see above)")
+    if recovered.failed:
+        raise PurgeFailures(f"{recovered.failed} interrupted acts could not be settled yet (see above; they stay open)")
     return 0
 
 
