@@ -26,7 +26,7 @@ from dedupd.errors import PurgeFailures
 from dedupd.faults import acting_at
 from dedupd.ingest.pipeline import CHANGED_WHILE_READ
 from dedupd.model.loader import LazyEmbedder
-from dedupd.purge.journal import journals
+from dedupd.purge.journal import journals, latest_states
 from dedupd.store import OK, PENDING, UNREADABLE, FileRecord, Store
 
 
@@ -851,3 +851,125 @@ def test_a_keeper_that_fails_to_read_skips_its_item_and_the_run_goes_on(tmp_path
 
     assert rc == 1 and victim.exists() and not other_victim.exists(), lines
     assert any("cannot read" in line and "Input/output error" in line for line in lines), lines
+
+
+def _states(cfg) -> dict[bytes, str]:
+    out = {}
+    for path in journals(cfg.store_path() / "journal"):
+        for intent, last in latest_states(path).values():
+            out[intent.victim_path] = last.state
+    return out
+
+
+def test_a_keeper_read_failing_after_the_rename_into_the_trash_is_not_journaled_as_skipped(tmp_path):
+    """purge --trash on one filesystem: os.rename(victim, dest), then _hold re-reads the keeper. That read fails with
+    EIO (a cloud placeholder, a NAS share timing out: readable at the gate, not at the act). trash() has no
+    `except OSError` around _hold (delete() has), so the OSError reaches _act, which journals the entry "skipped"
+    ("its photo stayed") while the victim sits in the trash: the purge says it was skipped, undo ignores it, and
+    recovery never looks at it again. /proc/PID/mem stands in for the bad read (its folder swapped in at the act)."""
+    root = tmp_path / "t"
+    keep, victim = copies(root, 401)
+    picture = victim.read_bytes()
+    cfg = config(tmp_path)
+    scan(cfg, root)
+    keeper = root / "k" / "mem"  # the keeper, read fine at the gate
+    keeper.parent.mkdir()
+    shutil.copy2(keep, keeper)
+    store = Store.open(cfg.store_path())
+    content = store.files()[b(victim)].content
+    store.upsert_files([FileRecord.of(b(keeper), b(root), os.stat(keeper), content=content, status=OK)])
+    trash = tmp_path / "trash"
+
+    def share_fails() -> None:  # from here on, reading the keeper gives EIO
+        (root / "k").rename(root / "k-away")
+        os.symlink(f"/proc/{os.getpid()}", root / "k")
+
+    with acting_at("after-intent", share_fails):
+        rc, lines = purge(cfg, report=hand_report(tmp_path / "hand.json", [(keeper, [victim])]), trash=trash)
+
+    in_trash = [p for p in trash.rglob("*") if p.is_file() and p.read_bytes() == picture]
+    state = _states(cfg).get(b(victim))
+    # Either it went back (the act failed) or its journal says where it is (done, or open for recovery).
+    assert victim.exists() and state == "skipped" and not in_trash, (lines, in_trash, state)
+
+
+def _loop_mount(image: Path, at: Path) -> None:
+    subprocess.run(["mount", "-o", "loop", str(image), str(at)], check=True, capture_output=True)
+
+
+@pytest.fixture
+def renumbered_drive(tmp_path):
+    """t/b/ is an ext4 'USB drive' (a loop image); replug() mounts it again under another device number, as a
+    drive re-enumerated after a power cut (sdb1 -> sdc1), or any NFS/FUSE share remounted, gets one."""
+    if os.geteuid() != 0 or not shutil.which("losetup") or not shutil.which("mkfs.ext4"):
+        pytest.skip("needs root and losetup / mkfs.ext4")
+    image, spare = tmp_path / "drive.img", tmp_path / "spare.img"
+    for img in (image, spare):
+        subprocess.run(["truncate", "-s", "32M", str(img)], check=True)
+        subprocess.run(["mkfs.ext4", "-q", "-F", str(img)], check=True)
+    mount = tmp_path / "t" / "b"
+    mount.mkdir(parents=True)
+    try:
+        _loop_mount(image, mount)
+    except subprocess.CalledProcessError:
+        pytest.skip("cannot loop-mount here")
+    held: list[str] = []
+
+    def replug() -> None:
+        before = os.stat(mount).st_dev
+        subprocess.run(["umount", str(mount)], check=True)
+        held.append(
+            subprocess.run(
+                ["losetup", "-f", "--show", str(spare)], check=True, capture_output=True, text=True
+            ).stdout.strip()
+        )  # another device takes the old number meanwhile
+        _loop_mount(image, mount)
+        assert os.stat(mount).st_dev != before
+
+    yield replug
+    subprocess.run(["umount", str(mount)], capture_output=True)
+    for dev in held:
+        subprocess.run(["losetup", "-d", dev], capture_output=True)
+
+
+def test_recovery_does_not_hide_the_last_copy_on_a_drive_that_came_back_under_another_device_number(
+    tmp_path, renumbered_drive
+):
+    """kill -9 (a power cut) between the victim's rename aside and its unlink, on b/, a USB drive. The keeper is then
+    edited: the aside file is the picture's last copy. After the reboot the drive comes back as another device
+    (st_dev differs, inodes the same). Recovery compares (st_dev, st_ino): the aside file is "another file",
+    the entry is closed as "the aside name holds another file; left alone", and the last copy stays for good
+    under a hidden .dedupd-purge-* name no scan indexes (and no message names)."""
+    root, keep, victim, cfg, report = killed_aside(tmp_path, 411)
+    picture = victim.parent.joinpath(next(p for p in os.listdir(victim.parent) if p.startswith(".dedupd-purge-")))
+    picture = picture.read_bytes()
+    rewrite(bytes(keep), bytes(photo(tmp_path / "edit.jpg", 412)))
+    renumbered_drive()
+
+    rc, lines = purge(cfg, report=report)
+
+    hidden = [p.name for p in victim.parent.glob(".dedupd-purge-*")]
+    assert victim.exists() and victim.read_bytes() == picture or _states(cfg).get(b(victim)) == "intent", (
+        lines,
+        hidden,
+        _states(cfg),
+    )
+
+
+def test_an_entry_whose_folder_the_user_deleted_is_closed_once_the_folder_is_made_again(tmp_path):
+    """A purge is killed after its unlink, before its 'done'; the user then deletes the folder the duplicate left
+    empty. Recovery cannot tell that from a drive away, so the entry stays open (exit 1) and says how to close it:
+    make the folder again, empty; the next purge then settles it."""
+    root, keep, victim, cfg = scanned_copies(tmp_path, 421)
+    report = tmp_path / "report.json"
+    scan(cfg, root, report=report)
+    killed = _purge_process(cfg, report, "before-done:1")
+    assert killed.returncode == -signal.SIGKILL, killed.stdout + killed.stderr
+    shutil.rmtree(root / "b")
+    nothing = hand_report(tmp_path / "nothing.json", [])
+
+    rc, lines = purge(cfg, report=nothing)
+    assert rc == 1 and any("make it again, empty" in line for line in lines), lines
+    (root / "b").mkdir()
+    rc, lines = purge(cfg, report=nothing)
+    assert rc == 0 and _states(cfg)[b(victim)] == "done", lines

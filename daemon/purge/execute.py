@@ -490,7 +490,10 @@ def trash(victim: FileRecord, dest: bytes, keeper_lost: StillProven) -> None:
             raise
         _copy_then_delete(victim, dest, keeper_lost)
         return
-    _hold(victim, dest, keeper_lost)
+    try:
+        _hold(victim, dest, keeper_lost)
+    except OSError as exc:  # the keeper unreadable at the act (a share timing out): the file must not stay unsaid
+        raise _back_or_stranded(dest, victim.path, exc.strerror or str(exc)) from None
 
 
 def _copy_then_delete(victim: FileRecord, dest: bytes, keeper_lost: StillProven) -> None:

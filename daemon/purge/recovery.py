@@ -156,19 +156,25 @@ def settle(entry: Entry, own: tuple[bytes, ...] = ()) -> tuple[str, str]:
 
 def _settle_delete(entry: Entry, victim: bytes, aside: bytes, own: tuple[bytes, ...]) -> tuple[str, str]:
     if _same_inode(aside, entry):
-        lost = keeper_lost(entry, own) or _rewritten(aside, entry)
-        if not lost:
-            os.unlink(aside)
-            return "done", "finished the interrupted delete"
-        where = put_back(aside, victim)
-        taken = f" as {os.fsdecode(where)}: another file is at its name now" if where != victim else ""
-        return "skipped", f"{lost}; put back{taken}"
+        return _settle_held_aside(entry, victim, aside, own)
     if os.path.lexists(aside):
-        return "skipped", "the aside name holds another file; left alone"
+        if _has_content(aside, entry.content):  # the aside name is ours alone: a drive back under another number
+            return _settle_held_aside(entry, victim, aside, own)
+        return "skipped", f"the aside name holds another file; left alone at {os.fsdecode(aside)}"
     if _same_inode(victim, entry):
         return "skipped", "interrupted before acting; the file is in place"
     _refuse_if_folder_away(entry)
     return "done", "the delete had completed"
+
+
+def _settle_held_aside(entry: Entry, victim: bytes, aside: bytes, own: tuple[bytes, ...]) -> tuple[str, str]:
+    lost = keeper_lost(entry, own) or _rewritten(aside, entry)
+    if not lost:
+        os.unlink(aside)
+        return "done", "finished the interrupted delete"
+    where = put_back(aside, victim)
+    taken = f" as {os.fsdecode(where)}: another file is at its name now" if where != victim else ""
+    return "skipped", f"{lost}; put back{taken}"
 
 
 def _settle_trash(entry: Entry, victim: bytes, dest: bytes, own: tuple[bytes, ...]) -> tuple[str, str]:
@@ -199,13 +205,16 @@ def _refuse_if_folder_away(entry: Entry) -> None:
     gone or left empty; a folder renamed): the file may wait under an aside name in it. The entry stays open."""
     folder = os.path.dirname(entry.victim_path)
     try:
-        away = os.stat(folder).st_dev != entry.device
+        # Another device and empty: a mount point with its drive away. Another device with files in it: the same
+        # drive back under another number (sdb1 -> sdc1, a share remounted), whose contents speak for themselves.
+        away = os.stat(folder).st_dev != entry.device and not os.listdir(folder)
     except OSError:
         away = True
     if away:
         raise Stranded(
             f"its folder {os.fsdecode(folder)} is not there as it was (a drive offline? renamed?), and the file "
-            f"may wait under a {os.fsdecode(ASIDE_PREFIX)}* name in it; settled once the folder is back"
+            f"may wait under a {os.fsdecode(ASIDE_PREFIX)}* name in it; settled once the folder is back (if you "
+            "removed the folder yourself, make it again, empty, and the next purge closes this entry)"
         )
 
 
