@@ -973,3 +973,27 @@ def test_an_entry_whose_folder_the_user_deleted_is_closed_once_the_folder_is_mad
     (root / "b").mkdir()
     rc, lines = purge(cfg, report=nothing)
     assert rc == 0 and _states(cfg)[b(victim)] == "done", lines
+
+
+def test_a_companion_stays_journaled_open_while_its_photo_does(tmp_path):
+    """A purge killed with the photo aside, its sidecar not yet moved; the next purge runs with the folder away (a
+    drive unplugged). The photo's entry stayed open, but its sidecar's was closed as "changed by someone else":
+    once the drive was back the photo went and its sidecar stayed behind without it."""
+    root = tmp_path / "t"
+    for folder in "ab":
+        photo(root / folder / "IMG_8.JPG", 441)
+        (root / folder / "IMG_8.JPG.xmp").write_text("<x:xmpmeta/>")
+    cfg = config(tmp_path)
+    report = tmp_path / "report.json"
+    scan(cfg, root, report=report)
+    killed = _purge_process(cfg, report, "after-aside:1")
+    assert killed.returncode == -signal.SIGKILL, killed.stdout + killed.stderr
+    away = tmp_path / "drive-unplugged"
+    (root / "b").rename(away)
+
+    rc, offline = purge(cfg, report=report)
+    away.rename(root / "b")
+    rc, online = purge(cfg, report=report)
+
+    assert sorted(p.name for p in (root / "b").iterdir()) == [], (offline, online)
+    assert (root / "a" / "IMG_8.JPG").exists() and (root / "a" / "IMG_8.JPG.xmp").exists()

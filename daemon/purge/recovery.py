@@ -72,6 +72,8 @@ def recover_all(folder: Path, own: tuple[bytes, ...] = ()) -> Tally:
             try:
                 for entry in sorted(open_intents, key=lambda e: e.id):  # a photo before its companions
                     photo = states.get(entry.of)
+                    if entry.of and photo == "intent":  # its photo's entry stays open (its folder away): so does this
+                        continue
                     try:
                         state, reason = settle_companion(entry, photo, own) if entry.of else settle(entry, own)
                     except (Stranded, OSError) as exc:  # the intent stays open: the next recovery tries again
