@@ -116,6 +116,11 @@ def _purge_parser(sub) -> None:
     p.add_argument("--inplace", action="store_true", help="really act (default: print what would happen)")
     p.add_argument("--trash", metavar="DIR", help="move victims under DIR, keeping their path below the root")
     p.add_argument("--undo", metavar="JOURNAL", help="put the files a purge trashed back in their places")
+    p.add_argument(
+        "--forget",
+        metavar="FOLDER",
+        help="close the interrupted acts in FOLDER, a folder you removed yourself, that no purge can settle",
+    )
 
 
 def _bench_parser(sub) -> None:
@@ -219,6 +224,8 @@ def dispatch(args: argparse.Namespace) -> int:
         return commands.report(config, args.out, fmt=args.format)
     if args.command == "purge" and args.undo:
         return commands.undo_purge(config, args.undo)
+    if args.command == "purge" and args.forget:
+        return commands.forget_purge(config, args.forget)
     if args.command == "purge":
         return commands.purge(config, args.report, args.inplace, args.trash)
     if args.command == "decide":

@@ -27,7 +27,7 @@ from dedupd.paths import normalise_root
 from dedupd.progress import bar
 from dedupd.purge.journal import journals, latest_states
 from dedupd.purge.recovery import empty_trash as recovery_empty
-from dedupd.purge.recovery import parse_age, undo
+from dedupd.purge.recovery import forget, parse_age, undo
 from dedupd.purge.run import execute, journal_dir, plan_from_groups, plan_from_report
 from dedupd.service.status import read_status
 from dedupd.store import PENDING, UNREADABLE, FileLock, FileRecord, LockBusy, Store
@@ -231,6 +231,20 @@ def undo_purge(config: Config, journal: str, echo: Echo = print) -> int:
         echo(line)
     if tally.failed:
         raise PurgeFailures(f"{tally.failed} entries could not be restored (see above)")
+    return 0
+
+
+def forget_purge(config: Config, folder: str, echo: Echo = print) -> int:
+    """Close the interrupted acts in a folder the user removed, which no purge can settle (see recovery.forget)."""
+    store = open_store(config, create=False)
+    with FileLock(store.path / "purge.lock", "purge"):
+        tally = forget(journal_dir(store), normalise_root(folder), online_roots(store))
+    if not tally.lines:
+        raise UsageError(f"--forget {folder}: no interrupted purge act is open in that folder")
+    for line in tally.lines:
+        echo(line)
+    if tally.failed:
+        raise PurgeFailures(f"{tally.failed} entries were not forgotten (see above)")
     return 0
 
 

@@ -31,7 +31,7 @@ def _unb64(text: str) -> bytes:
 @dataclass
 class Entry:
     id: int
-    state: str  # intent | done | skipped | undone | emptied
+    state: str  # intent | done | skipped | undone | emptied | forgotten
     action: str = ""  # delete | trash
     victim: str = ""  # base64 of the path bytes (exact for any name)
     keeper: str = ""
@@ -43,6 +43,7 @@ class Entry:
     time: float = field(default_factory=time.time)
     keeper_content: str = ""  # what the keeper held when the act was proven safe ("" in journals before 2026-12)
     of: int = 0  # a companion (sidecar, Live Photo video...) moving with its photo: the id of the photo's entry
+    folder: str = ""  # the victim's folder when the intent was written, folder_identity() ("" before 2026-12-06)
 
     @property
     def victim_path(self) -> bytes:
@@ -55,6 +56,13 @@ class Entry:
     @property
     def dest_path(self) -> bytes:
         return _unb64(self.dest) if self.dest else b""
+
+    def in_folder(self, folder: bytes) -> Entry:
+        """This entry with its victim's folder at `folder` (the folder was renamed since): the victim, and a delete's
+        aside name beside it, in there; a trash destination stays where it is."""
+        victim = os.path.join(folder, os.path.basename(self.victim_path))
+        dest = os.path.join(folder, os.path.basename(self.dest_path)) if self.action == "delete" else self.dest_path
+        return replace(self, victim=_b64(victim), dest=_b64(dest) if dest else "")
 
 
 class Journal:
@@ -84,6 +92,7 @@ class Journal:
         dest_text = _b64(dest) if dest else ""
         entry = Entry(self._next, "intent", action, _b64(victim), _b64(keeper), dest_text, device, inode, content)
         entry.keeper_content, entry.of = keeper_content, of
+        entry.folder = folder_identity(os.path.dirname(victim))
         self._next += 1
         self.write(entry)
         return entry
@@ -103,6 +112,19 @@ class Journal:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+
+
+def folder_identity(folder: bytes) -> str:
+    """Which folder this is, whatever its name now: a folder renamed keeps it, one made anew at the old name gets
+    another. The filesystem's id (statvfs f_fsid, which ext4, XFS and Btrfs derive from the filesystem's UUID)
+    rather than st_dev: a drive back under another device number (sdb1 -> sdc1) is still the same drive. ""
+    when the folder cannot be looked at."""
+    try:
+        st = os.stat(folder)
+        fsid = os.statvfs(folder).f_fsid or st.st_dev  # 0 where a filesystem gives none
+    except OSError:
+        return ""
+    return f"{fsid:x}:{st.st_ino}"
 
 
 def _end_torn_line(fd: int) -> None:

@@ -1,6 +1,7 @@
 """Finishing, undoing and expiring journaled purges.
 
 recover: an interrupted purge's open intents are settled by looking at the disk (never by acting blindly).
+forget:  open intents in a folder the user removed are closed, on their word.
 undo:    trashed files go back to their places (deleted ones cannot come back, and undo says so).
 empty:   trashed files older than an age are removed for good.
 """
@@ -10,13 +11,16 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shlex
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from dedupd.faults import fault_point
 from dedupd.ingest.hashing import content_hash
 from dedupd.own_folders import is_own
+from dedupd.paths import inside
 from dedupd.purge.evidence import Refused, current_identity
 from dedupd.purge.execute import (
     ASIDE_PREFIX,
@@ -30,7 +34,7 @@ from dedupd.purge.execute import (
     put_back,
     trash,
 )
-from dedupd.purge.journal import Entry, Journal, journals, latest_states, unfinished
+from dedupd.purge.journal import Entry, Journal, folder_identity, journals, latest_states, unfinished
 from dedupd.store import OK, FileRecord
 
 log = logging.getLogger("dedupd")
@@ -61,8 +65,9 @@ def _has_content(path: bytes, content: str) -> bool:
 # --- recover -----------------------------------------------------------------------------------------------------
 
 
-def recover_all(folder: Path, own: tuple[bytes, ...] = ()) -> Tally:
-    """Settle every open intent; `own` (dedupd's own folders) is where a keeper never proves anything."""
+def recover_all(folder: Path, own: tuple[bytes, ...] = (), roots: Sequence[bytes] = ()) -> Tally:
+    """Settle every open intent; `own` (dedupd's own folders) is where a keeper never proves anything, `roots` where
+    a victim's folder renamed since the interruption is looked for."""
     tally = Tally()
     for path in journals(folder):
         open_intents = unfinished(path)
@@ -71,28 +76,68 @@ def recover_all(folder: Path, own: tuple[bytes, ...] = ()) -> Tally:
             journal = Journal(path)
             try:
                 for entry in sorted(open_intents, key=lambda e: e.id):  # a photo before its companions
-                    photo = states.get(entry.of)
-                    if entry.of and photo == "intent":  # its photo's entry stays open (its folder away): so does this
+                    if entry.of and states.get(entry.of) == "intent":  # its photo stays open: so does this
                         continue
-                    try:
-                        state, reason = settle_companion(entry, photo, own) if entry.of else settle(entry, own)
-                    except (Stranded, OSError) as exc:  # the intent stays open: the next recovery tries again
-                        why = str(exc) if isinstance(exc, Stranded) else _waits(entry, exc)
-                        tally.say(f"not recovered {os.fsdecode(entry.victim_path)}: {why}", failed=True)
-                        continue
-                    states[entry.id] = state
-                    journal.finish(entry, state, reason)
-                    tally.say(f"recovered {os.fsdecode(entry.victim_path)}: {state} ({reason})")
+                    settled = _recover_one(relocated(entry, roots), states.get(entry.of), own, tally)
+                    if settled:
+                        states[entry.id] = settled[0]
+                        journal.finish(entry, *settled)
             finally:
                 journal.close()
     return tally
 
 
+def _recover_one(entry: Entry, photo: str | None, own: tuple[bytes, ...], tally: Tally) -> tuple[str, str] | None:
+    """(state, reason) once settled; None while the entry must stay open (the next recovery tries again)."""
+    try:
+        state, reason = settle_companion(entry, photo, own) if entry.of else settle(entry, own)
+    except (Stranded, OSError) as exc:
+        why = str(exc) if isinstance(exc, Stranded) else _waits(entry, exc)
+        tally.say(f"not recovered {os.fsdecode(entry.victim_path)}: {why}", failed=True)
+        return None
+    tally.say(f"recovered {os.fsdecode(entry.victim_path)}: {state} ({reason})")
+    return state, reason
+
+
+def relocated(entry: Entry, roots: Sequence[bytes]) -> Entry:
+    """The entry where its victim's folder is now. Renamed after the interruption (b/ -> b-2019/), the folder holds
+    the file in place or under its aside name, and a new folder at the old name holds neither: settling by the old
+    name would take the file for gone. Found under the scanned roots by the identity journaled with the intent; the
+    entry as it is when its folder is where it was, nowhere to be found, or not journaled (older journals)."""
+    folder = os.path.dirname(entry.victim_path)
+    if not entry.folder or folder_identity(folder) == entry.folder:
+        return entry
+    found = find_folder(entry.folder, roots)
+    return entry.in_folder(found) if found else entry
+
+
+def find_folder(identity: str, roots: Sequence[bytes]) -> bytes | None:
+    """The folder under `roots` (symlinks not followed) whose folder_identity() is `identity`."""
+    inode = int(identity.rpartition(":")[2])
+    pending = list(roots)
+    while pending:
+        try:
+            with os.scandir(pending.pop()) as found:
+                folders = [(f.path, f.inode()) for f in found if f.is_dir(follow_symlinks=False)]
+        except OSError:  # unreadable, or gone meanwhile: not there
+            continue
+        for path, number in folders:
+            if number == inode and folder_identity(path) == identity:
+                return path
+        pending.extend(path for path, _ in folders)
+    return None
+
+
 def _waits(entry: Entry, exc: OSError) -> str:
     """An error on one entry, with where its file may wait: the user must be able to find it."""
-    places = [entry.dest_path, *asides_of(entry.victim_path)]
-    found = [os.fsdecode(p) for p in places if _same_inode(p, entry)]
-    return f"{exc.strerror or exc}" + (f"; the file waits at {found[0]}" if found else "")
+    found = _waiting(entry)
+    return f"{exc.strerror or exc}" + (f"; the file waits at {os.fsdecode(found)}" if found else "")
+
+
+def _waiting(entry: Entry) -> bytes:
+    """Where the file an entry acted on is now, of the places an act puts it: b"" when in none of them."""
+    places = [entry.victim_path, entry.dest_path, *asides_of(entry.victim_path)]
+    return next((p for p in places if _same_inode(p, entry)), b"")
 
 
 def settle_companion(entry: Entry, photo_state: str | None, own: tuple[bytes, ...] = ()) -> tuple[str, str]:
@@ -203,21 +248,27 @@ def _settle_trash(entry: Entry, victim: bytes, dest: bytes, own: tuple[bytes, ..
 
 
 def _refuse_if_folder_away(entry: Entry) -> None:
-    """Finding nothing proves nothing while the victim's folder is not there (a drive unplugged, its mount point
-    gone or left empty; a folder renamed): the file may wait under an aside name in it. The entry stays open."""
+    """Finding nothing proves nothing while the victim's folder is not the one the purge acted in (a drive
+    unplugged, its mount point gone or left empty; a folder renamed out of the scanned roots, another made at its
+    name): the file may wait under an aside name in it. The entry stays open."""
     folder = os.path.dirname(entry.victim_path)
-    try:
-        # Another device and empty: a mount point with its drive away. Another device with files in it: the same
-        # drive back under another number (sdb1 -> sdc1, a share remounted), whose contents speak for themselves.
-        away = os.stat(folder).st_dev != entry.device and not os.listdir(folder)
-    except OSError:
-        away = True
-    if away:
+    if _folder_away(entry, folder):
         raise Stranded(
             f"its folder {os.fsdecode(folder)} is not there as it was (a drive offline? renamed?), and the file "
-            f"may wait under a {os.fsdecode(ASIDE_PREFIX)}* name in it; settled once the folder is back (if you "
-            "removed the folder yourself, make it again, empty, and the next purge closes this entry)"
+            f"may wait under a {os.fsdecode(ASIDE_PREFIX)}* name in it; settled once the folder is back. If you "
+            f"removed that folder yourself: dedupd purge --forget {shlex.quote(os.fsdecode(folder))}"
         )
+
+
+def _folder_away(entry: Entry, folder: bytes) -> bool:
+    if entry.folder:
+        return folder_identity(folder) != entry.folder
+    try:  # a journal from before folder identities
+        # Another device and empty: a mount point with its drive away. Another device with files in it: the same
+        # drive back under another number (sdb1 -> sdc1, a share remounted), whose contents speak for themselves.
+        return os.stat(folder).st_dev != entry.device and not os.listdir(folder)
+    except OSError:
+        return True
 
 
 def _finish_move(entry: Entry, own: tuple[bytes, ...]) -> str:
@@ -250,6 +301,36 @@ def _rewritten(path: bytes, entry: Entry) -> str:
     if _has_content(path, entry.content):
         return ""
     return "the file was rewritten since the purge checked it"
+
+
+# --- forget ------------------------------------------------------------------------------------------------------
+
+
+def forget(folder: Path, gone: bytes, roots: Sequence[bytes] = ()) -> Tally:
+    """Close the open entries of victims in `gone`, a folder the user removed themselves, which recovery would
+    otherwise wait for for good (a drive offline looks just the same to it). Only an entry whose folder is still
+    away, and whose file is in none of the places an act puts it: one that waits somewhere is named instead."""
+    tally = Tally()
+    for path in journals(folder):
+        journal = Journal(path)
+        try:
+            for entry in unfinished(path):
+                if inside(entry.victim_path, gone):
+                    _forget_one(entry, relocated(entry, roots), journal, tally)
+        finally:
+            journal.close()
+    return tally
+
+
+def _forget_one(entry: Entry, now: Entry, journal: Journal, tally: Tally) -> None:
+    name, waiting = os.fsdecode(entry.victim_path), _waiting(now)
+    if waiting:
+        tally.say(f"not forgotten {name}: its file waits at {os.fsdecode(waiting)}", failed=True)
+    elif not _folder_away(now, os.path.dirname(now.victim_path)):
+        tally.say(f"not forgotten {name}: its folder is there; the next purge settles it", failed=True)
+    else:
+        journal.finish(entry, "forgotten", "closed by dedupd purge --forget: its folder was removed")
+        tally.say(f"forgot {name}")
 
 
 # --- undo ----------------------------------------------------------------------------------------------------------

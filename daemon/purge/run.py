@@ -80,7 +80,7 @@ def execute(
         if trash_dir and inplace:
             remember(store.path, normalise_root(trash_dir))  # under the purge lock, before anything lands there
         ctx = _context(store, plan, roots, config, trash_dir, inplace)
-        recovered = recover_all(journal_dir(store), tuple(ctx.keepers.internal))
+        recovered = recover_all(journal_dir(store), tuple(ctx.keepers.internal), roots)
         for line in recovered.lines:
             echo(line)
         ctx.already_done = done_victims(journal_dir(store))
