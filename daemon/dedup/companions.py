@@ -141,6 +141,12 @@ def other_claimants(companion: bytes, photo: bytes) -> list[bytes]:
     return [os.path.join(folder, n) for n in names if n != mine and is_image_name(n) and claims(n, name)]
 
 
+def claimed_by(photo: bytes, companion: bytes) -> bool:
+    """Whether `photo` claims `companion`, by their names, beside it."""
+    (folder, name), (its_folder, its_name) = os.path.split(photo), os.path.split(companion)
+    return folder == its_folder and bool(claims(name, its_name))
+
+
 def no_companions(photo: bytes) -> tuple[Companion, ...]:
     return ()
 
@@ -153,10 +159,17 @@ def differing(member: Iterable[Companion], keeper: Iterable[Companion]) -> froze
     """Kinds the keeper has too, but where a companion of the member has no keeper companion of that kind and size:
     it is not a byte copy of one (other edits in an XMP, another clip under the Live Photo's name), so its data
     would go with the member. Sizes only: the purge compares the bytes when it acts."""
-    sizes: dict[str, set[int]] = {}
-    for companion in keeper:
-        sizes.setdefault(companion.kind, set()).add(size_of(companion.path))
-    return frozenset(c.kind for c in member if c.kind in sizes and size_of(c.path) not in sizes[c.kind])
+    theirs = list(keeper)
+    copies = by_kind_and_size(theirs)
+    return frozenset(c.kind for c in member if c.kind in kinds(theirs) and (c.kind, size_of(c.path)) not in copies)
+
+
+def by_kind_and_size(companions: Iterable[Companion]) -> dict[tuple[str, int], list[bytes]]:
+    """Companions by what a byte copy of one must share with it: its kind and its size."""
+    out: dict[tuple[str, int], list[bytes]] = {}
+    for companion in companions:
+        out.setdefault((companion.kind, size_of(companion.path)), []).append(companion.path)
+    return out
 
 
 def size_of(path: bytes) -> int:

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import BinaryIO
 
-from dedupd.dedup.companions import claims, other_claimants, size_of
+from dedupd.dedup.companions import by_kind_and_size, claimed_by, other_claimants
 from dedupd.dedup.groups import Rules
 from dedupd.faults import fault_point
 from dedupd.ingest.hashing import fd_hash
@@ -292,7 +292,7 @@ def companions_along(victim: FileRecord, keeper: FileRecord, ctx: PurgeContext) 
     for companion in ctx.rules.companions(victim.path):
         if not os.path.lexists(companion.path) or other_claimants(companion.path, victim.path):
             continue
-        if _claimed_by(keeper.path, companion.path):  # the keeper's own (one it found by sniffing, not by its name)
+        if claimed_by(keeper.path, companion.path):  # the keeper's own (one it found by sniffing, not by its name)
             continue
         record = _companion_record(companion.path, victim)
         dest = trash_destination(record, ctx.trash_dir) if ctx.trash_dir else aside_name(record.path)
@@ -304,19 +304,14 @@ def companions_along(victim: FileRecord, keeper: FileRecord, ctx: PurgeContext) 
 
 def _twin(record: FileRecord, kind: str, keeper: FileRecord, ctx: PurgeContext) -> FileRecord:
     """The keeper's companion of this kind that is a byte copy of `record`."""
-    for candidate in ctx.rules.companions(keeper.path):
-        if candidate.path != record.path and candidate.kind == kind and size_of(candidate.path) == record.size:
+    for candidate in by_kind_and_size(ctx.rules.companions(keeper.path)).get((kind, record.size), []):
+        if candidate != record.path:
             with contextlib.suppress(Refused):
-                twin = _companion_record(candidate.path, keeper)
+                twin = _companion_record(candidate, keeper)
                 if twin.content == record.content:
                     return twin
     name = os.fsdecode(os.path.basename(record.path))
     raise Refused(f"its companion {name} has no byte copy beside the keeper: it may be the only copy of its data")
-
-
-def _claimed_by(photo: bytes, companion: bytes) -> bool:
-    (folder, name), (its_folder, its_name) = os.path.split(photo), os.path.split(companion)
-    return folder == its_folder and bool(claims(name, its_name))
 
 
 def _twin_lost(along: Along) -> str:
