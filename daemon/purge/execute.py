@@ -29,6 +29,7 @@ from dedupd.ingest.hashing import fd_hash
 from dedupd.paths import inside_any
 from dedupd.purge.evidence import Evidence, KeeperProof, Refused, current_identity, open_regular
 from dedupd.purge.journal import Entry, Journal
+from dedupd.purge.noclobber import move_unless_taken
 from dedupd.store import OK, FileRecord
 
 
@@ -378,27 +379,6 @@ def _not_the_victim(victim: FileRecord, moved: bytes) -> str:
     return "" if found == victim.content else "the file was rewritten"
 
 
-# What link() says on a filesystem without hard links (FAT, some SMB and FUSE shares): only then a checked rename.
-_NO_HARD_LINKS = frozenset({errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS})
-
-
-def move_unless_taken(moved: bytes, path: bytes) -> bool:
-    """Never over another file: one saved at the victim's name meanwhile stays, and ours waits where it is (False)."""
-    try:
-        os.link(moved, path)
-    except FileExistsError:
-        return False
-    except OSError as exc:
-        if exc.errno not in _NO_HARD_LINKS:  # another filesystem (EXDEV), a name too long, a read-only disk...
-            raise
-        if os.path.lexists(path):
-            return False
-        os.rename(moved, path)
-        return True
-    os.unlink(moved)
-    return True
-
-
 def put_back(moved: bytes, path: bytes) -> bytes:
     """Where a file we moved went back to: its own path, or, when another file has taken that name since, the first
     free name beside it (`x (dedupd 1).jpg`), in plain sight where the next scan indexes it and the user finds it.
@@ -476,15 +456,17 @@ def trash_destination(victim: FileRecord, trash_dir: bytes) -> bytes:
 
 
 def trash(victim: FileRecord, dest: bytes, keeper_lost: StillProven) -> None:
-    _refuse_if_taken(dest)
     os.makedirs(os.path.dirname(dest), exist_ok=True)
+    fault_point("before-move")
     try:
-        os.rename(victim.path, dest)
+        moved = move_unless_taken(victim.path, dest)  # a file put at dest since the gate's check stays
     except OSError as exc:
         if exc.errno != errno.EXDEV:
             raise
         _copy_then_delete(victim, dest, keeper_lost)
         return
+    if not moved:
+        raise _taken(dest)
     try:
         _hold(victim, dest, keeper_lost)
     except OSError as exc:  # the keeper unreadable at the act (a share timing out): the file must not stay unsaid
