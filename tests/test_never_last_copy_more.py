@@ -9,8 +9,6 @@ import json
 import os
 import shutil
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import imagegen
@@ -20,6 +18,7 @@ from PIL import ImageDraw
 from support import PixelEmbedder, b
 from swapping import decode_swapped, rewrite
 from test_never_last_copy import QUIET, config, copies, empty_trash, photo, purge, scan
+from test_purge_journal import purge_process
 
 from dedupd import commands
 from dedupd.errors import PurgeFailures
@@ -115,12 +114,6 @@ def test_a_gallery_written_with_report_out_inside_a_root_is_never_indexed(tmp_pa
     assert a.exists() or (root / "photos" / "b.jpg").exists(), lines
 
 
-def purge_process(cfg, report, fault, *extra):
-    env = {**os.environ, "DEDUPD_FAULT": fault}
-    args = ["purge", "--store", str(cfg.store_path()), "--report", str(report), "--inplace", *extra]
-    return subprocess.run([sys.executable, "-m", "dedupd", *args], capture_output=True, text=True, env=env, timeout=120)
-
-
 def killed_aside(tmp_path, seed):
     """A photo (a/x.jpg) and its byte copy (b/x.jpg), scanned, and a purge of the copy killed (kill -9) between its
     rename aside and its unlink: (root, keep, victim, config, report)."""
@@ -129,7 +122,7 @@ def killed_aside(tmp_path, seed):
     cfg = config(tmp_path)
     report = tmp_path / "report.json"
     scan(cfg, root, report=report)
-    killed = purge_process(cfg, report, "after-aside:1")
+    killed = purge_process(cfg, report, fault="after-aside:1")
     assert killed.returncode == -signal.SIGKILL, killed.stdout + killed.stderr
     return root, keep, victim, cfg, report
 
@@ -448,7 +441,7 @@ def test_recovery_never_takes_an_earlier_purges_trashed_file_for_its_own_copy(tm
     report = tmp_path / "second.json"
     scan(cfg, root, report=report)
 
-    purge_process(cfg, report, "after-intent:1", "--trash", str(trash))
+    purge_process(cfg, report, "--trash", str(trash), fault="after-intent:1")
     purge(cfg, report=report, trash=trash)
 
     assert holders(trash, picture), "the trashed picture, its last copy, is gone"
@@ -464,7 +457,7 @@ def killed_before_companion(tmp_path, name, seed, *extra):
     cfg = config(tmp_path)
     report = tmp_path / "report.json"
     scan(cfg, root, report=report)
-    killed = purge_process(cfg, report, "before-companion:1", *extra)
+    killed = purge_process(cfg, report, *extra, fault="before-companion:1")
     assert killed.returncode == -signal.SIGKILL, killed.stdout + killed.stderr
     (sidecar,) = (p for p in root.rglob(f"{name}.xmp") if not (p.parent / name).exists())
     return cfg, report, sidecar
@@ -680,7 +673,7 @@ def test_recovery_never_deletes_an_original_saved_over_after_its_check(tmp_path)
         root, keep, victim, cfg = scanned_copies(tmp_path, 88)
         report = tmp_path / "report.json"
         scan(cfg, root, report=report)
-        killed = purge_process(cfg, report, "after-copy:1", "--trash", str(trash))
+        killed = purge_process(cfg, report, "--trash", str(trash), fault="after-copy:1")
         assert killed.returncode == -signal.SIGKILL, killed.stdout + killed.stderr
         assert victim.exists() and (trash / "b" / "x.jpg").exists()
         new_picture = photo(tmp_path / "new.jpg", 89).read_bytes()
@@ -763,7 +756,7 @@ def test_a_sidecar_the_keeper_claims_stays_with_it_and_is_never_its_own_twin(tmp
     assert not any("left in place" in line or "could not follow" in line for line in lines), lines
 
     jpg, sniffed, sidecar, cfg, report = sniffed_keeper(tmp_path / "killed", 204)
-    killed = purge_process(cfg, report, "before-done:1")
+    killed = purge_process(cfg, report, fault="before-done:1")
     assert killed.returncode == -signal.SIGKILL, killed.stdout + killed.stderr
     purge(cfg, report=report)
     assert sidecar.read_bytes() == b"<x:xmpmeta>the only copy of these edits</x:xmpmeta>"

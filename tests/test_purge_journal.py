@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -12,6 +13,7 @@ import pytest
 from support import scan_library
 
 from dedupd import commands
+from dedupd.errors import PurgeFailures
 from dedupd.purge.journal import journals, latest_states, read_entries, unfinished
 from dedupd.purge.recovery import empty_trash
 
@@ -178,3 +180,20 @@ def test_a_rerun_of_a_finished_purge_counts_its_items_as_already_done_not_acted_
 
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
     assert f"purge: acted on 0, skipped 0, already done {len(victims(report))}" in rerun.stdout, rerun.stdout
+
+
+def test_a_dry_run_leaves_an_interrupted_purge_as_it_is_and_says_so(scanned):
+    """A dry run changes nothing: it used to run recovery, which finishes deletes and completes moves, and then
+    printed "dry run: nothing changed". The open act is now listed and left to the next purge with --inplace."""
+    lib, cfg, report = scanned
+    killed = purge_process(cfg, lib.root / "dedup_report.json", fault="after-aside:1")
+    assert killed.returncode == -signal.SIGKILL
+    hidden = sorted(lib.root.rglob(".dedupd-purge-*"))
+    lines: list[str] = []
+
+    with contextlib.suppress(PurgeFailures):  # the victim waiting aside is not at its path: skipped
+        commands.purge(cfg, str(lib.root / "dedup_report.json"), inplace=False, trash=None, echo=lines.append)
+
+    assert len(hidden) == 1 and sorted(lib.root.rglob(".dedupd-purge-*")) == hidden, lines
+    assert any(line.startswith("open from an interrupted purge:") for line in lines), lines
+    assert [len(unfinished(j)) for j in journals(cfg.store_path() / "journal")] == [1]

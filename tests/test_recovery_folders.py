@@ -17,7 +17,8 @@ import pytest
 from support import b
 from swapping import rewrite
 from test_never_last_copy import config, photo, purge, scan
-from test_never_last_copy_more import hand_report, journal_states, killed_aside, purge_process, scanned_copies
+from test_never_last_copy_more import hand_report, journal_states, killed_aside, scanned_copies
+from test_purge_journal import purge_process
 
 from dedupd.cli import main
 
@@ -115,7 +116,7 @@ def test_a_companion_stays_journaled_open_while_its_photo_does(tmp_path):
     cfg = config(tmp_path)
     report = tmp_path / "report.json"
     scan(cfg, root, report=report)
-    killed = purge_process(cfg, report, "after-aside:1")
+    killed = purge_process(cfg, report, fault="after-aside:1")
     assert killed.returncode == -signal.SIGKILL, killed.stdout + killed.stderr
     away = tmp_path / "drive-unplugged"
     (root / "b").rename(away)
@@ -178,7 +179,7 @@ def test_an_entry_whose_folder_the_user_removed_is_closed_with_forget(tmp_path, 
     root, keep, victim, cfg = scanned_copies(tmp_path, 421)
     report = tmp_path / "report.json"
     scan(cfg, root, report=report)
-    killed = purge_process(cfg, report, "before-done:1")
+    killed = purge_process(cfg, report, fault="before-done:1")
     assert killed.returncode == -signal.SIGKILL, killed.stdout + killed.stderr
     shutil.rmtree(root / "b")
     nothing = hand_report(tmp_path / "nothing.json", [])

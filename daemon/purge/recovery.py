@@ -68,7 +68,7 @@ def _has_content(path: bytes, content: str) -> bool:
 def recover_all(folder: Path, own: tuple[bytes, ...] = (), roots: Sequence[bytes] = ()) -> Tally:
     """Settle every open intent; `own` (dedupd's own folders) is where a keeper never proves anything, `roots` where
     a victim's folder renamed since the interruption is looked for."""
-    tally = Tally()
+    tally, seek = Tally(), FolderSearch(roots)
     for path in journals(folder):
         open_intents = unfinished(path)
         if open_intents:
@@ -78,7 +78,7 @@ def recover_all(folder: Path, own: tuple[bytes, ...] = (), roots: Sequence[bytes
                 for entry in sorted(open_intents, key=lambda e: e.id):  # a photo before its companions
                     if entry.of and states.get(entry.of) == "intent":  # its photo stays open: so does this
                         continue
-                    settled = _recover_one(relocated(entry, roots), states.get(entry.of), own, tally)
+                    settled = _recover_one(relocated(entry, seek), states.get(entry.of), own, tally)
                     if settled:
                         states[entry.id] = settled[0]
                         journal.finish(entry, *settled)
@@ -99,7 +99,17 @@ def _recover_one(entry: Entry, photo: str | None, own: tuple[bytes, ...], tally:
     return state, reason
 
 
-def relocated(entry: Entry, roots: Sequence[bytes]) -> Entry:
+def still_open(folder: Path) -> Tally:
+    """What recover_all would settle, left as it is: a dry run changes nothing, an interrupted purge's acts included."""
+    tally = Tally()
+    for path in journals(folder):
+        for entry in unfinished(path):
+            victim = os.fsdecode(entry.victim_path)
+            tally.say(f"open from an interrupted purge: {victim} (settled by the next purge with --inplace)")
+    return tally
+
+
+def relocated(entry: Entry, seek: FolderSearch) -> Entry:
     """The entry where its victim's folder is now. Renamed after the interruption (b/ -> b-2019/), the folder holds
     the file in place or under its aside name, and a new folder at the old name holds neither: settling by the old
     name would take the file for gone. Found under the scanned roots by the identity journaled with the intent; the
@@ -107,8 +117,21 @@ def relocated(entry: Entry, roots: Sequence[bytes]) -> Entry:
     folder = os.path.dirname(entry.victim_path)
     if not entry.folder or folder_identity(folder) == entry.folder:
         return entry
-    found = find_folder(entry.folder, roots)
+    found = seek(entry.folder)
     return entry.in_folder(found) if found else entry
+
+
+class FolderSearch:
+    """find_folder under the scanned roots, each folder looked for once a run (its entries all want the same)."""
+
+    def __init__(self, roots: Sequence[bytes]):
+        self.roots = roots
+        self._found: dict[str, bytes | None] = {}
+
+    def __call__(self, identity: str) -> bytes | None:
+        if identity not in self._found:
+            self._found[identity] = find_folder(identity, self.roots)
+        return self._found[identity]
 
 
 def find_folder(identity: str, roots: Sequence[bytes]) -> bytes | None:
@@ -310,13 +333,13 @@ def forget(folder: Path, gone: bytes, roots: Sequence[bytes] = ()) -> Tally:
     """Close the open entries of victims in `gone`, a folder the user removed themselves, which recovery would
     otherwise wait for for good (a drive offline looks just the same to it). Only an entry whose folder is still
     away, and whose file is in none of the places an act puts it: one that waits somewhere is named instead."""
-    tally = Tally()
+    tally, seek = Tally(), FolderSearch(roots)
     for path in journals(folder):
         journal = Journal(path)
         try:
             for entry in unfinished(path):
                 if inside(entry.victim_path, gone):
-                    _forget_one(entry, relocated(entry, roots), journal, tally)
+                    _forget_one(entry, relocated(entry, seek), journal, tally)
         finally:
             journal.close()
     return tally

@@ -24,7 +24,7 @@ from dedupd.paths import normalise_root, path_text
 from dedupd.purge.evidence import Evidence, KeeperProof
 from dedupd.purge.execute import PurgeContext, PurgeItem, PurgeResult, run_purge
 from dedupd.purge.journal import Journal, done_victims
-from dedupd.purge.recovery import recover_all
+from dedupd.purge.recovery import recover_all, still_open
 from dedupd.store import FileLock, LockBusy, Store
 
 log = logging.getLogger("dedupd")
@@ -80,7 +80,8 @@ def execute(
         if trash_dir and inplace:
             remember(store.path, normalise_root(trash_dir))  # under the purge lock, before anything lands there
         ctx = _context(store, plan, roots, config, trash_dir, inplace)
-        recovered = recover_all(journal_dir(store), tuple(ctx.keepers.internal), roots)
+        own = tuple(ctx.keepers.internal)
+        recovered = recover_all(journal_dir(store), own, roots) if inplace else still_open(journal_dir(store))
         for line in recovered.lines:
             echo(line)
         ctx.already_done = done_victims(journal_dir(store))
