@@ -10,10 +10,14 @@ import imagegen
 import pytest
 from PIL import Image
 from support import PixelEmbedder, b
+from test_never_last_copy import QUIET, config, copies, purge
+from test_never_last_copy import scan as never_last_copy_scan
+from test_never_last_copy_more import hand_report
 
 from dedupd import commands
 from dedupd.config import load_config
 from dedupd.errors import PurgeFailures, UsageError
+from dedupd.faults import acting_at
 from dedupd.ingest.capture import different_captures, read_capture
 
 
@@ -235,3 +239,29 @@ def test_capture_facts_survive_in_the_store_and_report(pair, tmp_path):
 
     record = Store.open(cfg.store_path()).files()[b(root / "c.jpg")]
     assert (record.taken, record.camera, record.format) == ("2023:02:03 04:05:06.7", "Canon|EOS R6|123", "JPEG")
+
+
+def test_a_decision_made_while_a_purge_runs_holds_back_the_items_after_it(tmp_path):
+    """The daemon's purge.auto (or a long purge) works through its plan; meanwhile the user decides that a pair it
+    has yet to reach are two pictures. The rules were read once a run, so the decision counted only from the next
+    run: the file was removed seconds after the user said not to. The gate now reads the decisions at each item."""
+    root = tmp_path / "t"
+    keep, victim = copies(root, 461)
+    other_keep, other_victim = copies(root, 462, keep="c/y.jpg", dup="d/y.jpg")
+    cfg = config(tmp_path)
+    never_last_copy_scan(cfg, root)
+    report = hand_report(tmp_path / "plan.json", [(keep, [victim]), (other_keep, [other_victim])])
+    decided: list[str] = []
+
+    def user_decides() -> None:
+        if not decided:
+            decided.append("once")
+            commands.decide(
+                cfg, "keep-all", [str(other_keep), str(other_victim)], echo=QUIET, model=PixelEmbedder.model_id
+            )
+
+    with acting_at("after-verify", user_decides):
+        rc, lines = purge(cfg, report=report)
+
+    assert decided and not victim.exists() and other_victim.exists(), lines
+    assert rc == 1 and any("decided: keep-all" in line for line in lines), lines

@@ -78,6 +78,13 @@ class Rules:
         context = PolicyContext(base.protect, base.formats, keep, lambda path: kinds(companions(path)))
         return cls(burst_guard, decisions, context, raw_jpeg, companions)
 
+    def with_decisions(self, decisions: Iterable[Decision]) -> Rules:
+        """These rules under the user's decisions as they are now: one made while a purge runs counts at once."""
+        decisions = tuple(decisions)
+        if decisions == self.decisions:
+            return self
+        return Rules.make(self.burst_guard, decisions, self.policy, self.raw_jpeg, self.companions)
+
     def held_back(self, keep: FileRecord, member: FileRecord) -> str:
         if keep.content != member.content and max(keep.frames, member.frames) > 1:
             return "multi-frame: only a byte copy is the same picture"

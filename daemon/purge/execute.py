@@ -30,7 +30,7 @@ from dedupd.paths import inside_any
 from dedupd.purge.evidence import Evidence, KeeperProof, Refused, current_identity, open_regular
 from dedupd.purge.journal import Entry, Journal
 from dedupd.purge.noclobber import move_unless_taken
-from dedupd.store import OK, FileRecord
+from dedupd.store import OK, Decision, FileRecord
 
 
 class Stranded(Refused):
@@ -87,6 +87,7 @@ class PurgeContext:
     roots: Sequence[bytes]  # scanned roots that may be purged (online ones only)
     evidence: Evidence  # which contents the store pairs under the current model
     rules: Rules  # decisions, the burst guard, the multi-frame rule: re-checked for stale plans
+    decisions: Callable[[], Iterable[Decision]] | None = None  # the user's decisions now (None: those in rules)
     keepers: KeeperProof = field(default_factory=KeeperProof)  # also holds the folders dedupd writes itself
     protect: Sequence[bytes] = ()
     trash_dir: bytes | None = None
@@ -227,6 +228,8 @@ def verify(item: PurgeItem, ctx: PurgeContext) -> tuple[FileRecord, list[Along]]
     if keeper.status != OK:
         raise Refused("the keeper was not decoded successfully")
     _refuse_if(ctx.evidence.refusal(keeper.content, victim.content))
+    if ctx.decisions is not None:  # a decision made while this run goes on counts from the next item on
+        ctx.rules = ctx.rules.with_decisions(ctx.decisions())
     _refuse_if(ctx.rules.held_back(keeper, victim))  # a plan made before a decision must not outlive it
     _prove_keeper(keeper, victim, ctx)
     _check_victim(victim)

@@ -112,6 +112,7 @@ def _context(
         roots=roots,
         evidence=Evidence.load(store, plan.model, plan.threshold),
         rules=rules_for(store, config),
+        decisions=store.decisions,
         keepers=KeeperProof(own_folders(store.path, config)),
         protect=[normalise_root(p) for p in config.protect],
         trash_dir=normalise_root(trash_dir) if trash_dir else None,
