@@ -152,3 +152,23 @@ def mean_abs_diff(a: Image.Image, b: Image.Image) -> float:
     x = np.asarray(a.convert("RGB"), dtype=np.int16)
     y = np.asarray(b.convert("RGB"), dtype=np.int16)
     return float(np.abs(x - y).mean())
+
+
+def write_chain(folder: Path, names: Sequence[str], step: float = 0.1425) -> None:
+    """PNGs along one line in picture space, one `step` apart: under the PixelEmbedder (an 8x8 box thumbnail)
+    neighbours are at cosine ~0.99 (duplicates at the default 0.985) and the two ends of three at ~0.96 (two
+    pictures). 8x8 blocks scaled up with NEAREST, so the thumbnail sees exactly these values."""
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(8, 8, 3))
+    x -= x.mean()
+    x /= np.linalg.norm(x)
+    d = np.random.default_rng(2).normal(size=(8, 8, 3))
+    d -= d.mean()
+    d -= (d * x).sum() * x  # orthogonal to x, still zero-mean
+    d *= step / np.linalg.norm(d)
+    folder.mkdir(parents=True, exist_ok=True)
+    scale = 100 / np.abs(x + d).max()
+    for t, name in enumerate(names):
+        v = x + (t - (len(names) - 1) / 2) * d
+        pixels = np.clip(128 + v * scale, 0, 255).round().astype(np.uint8)
+        Image.fromarray(pixels, "RGB").resize((96, 96), Image.Resampling.NEAREST).save(folder / name)

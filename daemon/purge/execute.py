@@ -97,6 +97,8 @@ class PurgeContext:
     # Keepers of what this run removed: removing one of them next would leave that picture only in a chain's far
     # end (A kept for B, then A removed against C: B and C may not be alike at all).
     kept: set[bytes] = field(default_factory=set)
+    # The same across runs: earlier purges' acts by the keeper they were proven against (journal.earlier_keepers).
+    earlier: dict[bytes, list[Entry]] = field(default_factory=dict)
 
 
 def run_purge(items: Iterable[PurgeItem], ctx: PurgeContext) -> PurgeResult:
@@ -228,6 +230,7 @@ def verify(item: PurgeItem, ctx: PurgeContext) -> tuple[FileRecord, list[Along]]
     if keeper.status != OK:
         raise Refused("the keeper was not decoded successfully")
     _refuse_if(ctx.evidence.refusal(keeper.content, victim.content))
+    _refuse_if(_chain_from_earlier(victim, keeper, ctx))
     if ctx.decisions is not None:  # a decision made while this run goes on counts from the next item on
         ctx.rules = ctx.rules.with_decisions(ctx.decisions())
     _refuse_if(ctx.rules.held_back(keeper, victim))  # a plan made before a decision must not outlive it
@@ -236,6 +239,20 @@ def verify(item: PurgeItem, ctx: PurgeContext) -> tuple[FileRecord, list[Along]]
     if ctx.trash_dir:  # before the intent names it: recovery must never take an earlier purge's file for its copy
         _refuse_if_taken(trash_destination(victim, ctx.trash_dir))
     return victim, companions_along(victim, keeper, ctx)
+
+
+def _chain_from_earlier(victim: FileRecord, keeper: FileRecord, ctx: PurgeContext) -> str:
+    """An earlier purge removed a photo against this victim, whose bytes carry that picture now. The victim may go
+    only to a keeper that is that picture too (the same bytes, or a stored pair at the threshold); else the picture
+    would survive only at a chain's far end (C removed for B, then B for A: A and C may not be alike at all)."""
+    for act in ctx.earlier.get(victim.path, ()):
+        carried = act.keeper_content or act.content  # journals before keeper hashes: the victim's own bytes
+        if carried == victim.content != keeper.content and ctx.evidence.refusal(keeper.content, act.content):
+            return (
+                f"it carries the picture of {os.fsdecode(act.victim_path)}, which an earlier purge removed against "
+                f"it, and the keeper is not that picture (`dedupd decide keep` on this file makes it the keeper)"
+            )
+    return ""
 
 
 def planned(record: FileRecord, content: str) -> FileRecord:

@@ -178,3 +178,14 @@ def done_victims(folder: Path) -> set[bytes]:
     for path in journals(folder):
         out.update(i.victim_path for i, last in latest_states(path).values() if last.state in ("done", "emptied"))
     return out
+
+
+def earlier_keepers(folder: Path) -> dict[bytes, list[Entry]]:
+    """The acts of journaled purges that removed a photo (their latest record is done or emptied), by the path of
+    the keeper each was proven against: that file now carries the removed photo's picture."""
+    out: dict[bytes, list[Entry]] = {}
+    for path in journals(folder):
+        for intent, last in latest_states(path).values():
+            if last.state in ("done", "emptied") and not intent.of:
+                out.setdefault(intent.keeper_path, []).append(intent)
+    return out
