@@ -27,7 +27,7 @@ from dedupd.paths import normalise_root
 from dedupd.progress import bar
 from dedupd.purge.journal import journals, latest_states
 from dedupd.purge.recovery import empty_trash as recovery_empty
-from dedupd.purge.recovery import forget, parse_age, undo
+from dedupd.purge.recovery import forget, parse_age, still_open, undo
 from dedupd.purge.run import execute, journal_dir, plan_from_groups, plan_from_report
 from dedupd.service.status import read_status
 from dedupd.store import PENDING, UNREADABLE, FileLock, FileRecord, LockBusy, Store
@@ -343,6 +343,8 @@ def status(config: Config, echo: Echo = print, model: str | None = None) -> int:
         echo(f"  watcher {root}: {backend}, {daemon.get('health', {}).get(root, 'unknown')}")
     for error in (daemon or {}).get("last_errors", []):
         echo(f"  error: {error}")
+    for line in still_open(journal_dir(store)).lines:
+        echo(line)
     return 0
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -121,3 +123,26 @@ def purge_lines(cfg, report_path=None, inplace: bool = True, trash=None) -> tupl
 def pairs(report: dict) -> list[tuple[str, str]]:
     """(keep, duplicate) of every group in a report."""
     return [(g["keep"], d) for g in report["groups"] for d in g["duplicates"]]
+
+
+def purge_process(cfg, report, *extra, fault=None):
+    """`dedupd purge --report REPORT --inplace` in a process of its own, killed at `fault` (DEDUPD_FAULT) if given."""
+    env = {k: v for k, v in os.environ.items() if k != "DEDUPD_FAULT"} | ({"DEDUPD_FAULT": fault} if fault else {})
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "dedupd",
+            "purge",
+            "--store",
+            str(cfg.store_path()),
+            "--report",
+            str(report),
+            "--inplace",
+            *extra,
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )

@@ -15,10 +15,9 @@ import imagegen
 import pytest
 import support
 from PIL import ImageDraw
-from support import PixelEmbedder, b
+from support import PixelEmbedder, b, purge_process
 from swapping import decode_swapped, rewrite
 from test_never_last_copy import QUIET, config, copies, empty_trash, photo, purge, scan
-from test_purge_journal import purge_process
 
 from dedupd import commands
 from dedupd.errors import PurgeFailures

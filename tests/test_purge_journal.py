@@ -5,12 +5,11 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from support import scan_library
+from support import purge_process, scan_library
+from test_never_last_copy_more import killed_aside
 
 from dedupd import commands
 from dedupd.errors import PurgeFailures
@@ -21,29 +20,6 @@ from dedupd.purge.recovery import empty_trash
 @pytest.fixture
 def scanned(tmp_path):
     return scan_library(tmp_path)
-
-
-def purge_process(cfg, report, *extra, fault=None):
-    env = {**os.environ, **({"DEDUPD_FAULT": fault} if fault else {})}
-    env.pop("DEDUPD_FAULT", None) if not fault else None
-    return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "dedupd",
-            "purge",
-            "--store",
-            str(cfg.store_path()),
-            "--report",
-            str(report),
-            "--inplace",
-            *extra,
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-    )
 
 
 def victims(report):
@@ -197,3 +173,15 @@ def test_a_dry_run_leaves_an_interrupted_purge_as_it_is_and_says_so(scanned):
     assert len(hidden) == 1 and sorted(lib.root.rglob(".dedupd-purge-*")) == hidden, lines
     assert any(line.startswith("open from an interrupted purge:") for line in lines), lines
     assert [len(unfinished(j)) for j in journals(cfg.store_path() / "journal")] == [1]
+
+
+def test_status_names_a_file_an_interrupted_purge_left_under_a_hidden_name(tmp_path):
+    """After a kill between the rename aside and the unlink, the file waits under a `.dedupd-purge-*` name that no
+    scan indexes. Nothing but the killed process's own output ever named it; status now does."""
+    root, keep, victim, cfg, report = killed_aside(tmp_path, 491)
+    (hidden,) = root.rglob(".dedupd-purge-*")
+    lines: list[str] = []
+
+    commands.status(cfg, echo=lines.append)
+
+    assert f"open from an interrupted purge: {victim}; its file waits at {hidden} " in "\n".join(lines), lines

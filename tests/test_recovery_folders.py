@@ -14,11 +14,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from support import b
+from support import b, purge_process
 from swapping import rewrite
 from test_never_last_copy import config, photo, purge, scan
 from test_never_last_copy_more import hand_report, journal_states, killed_aside, scanned_copies
-from test_purge_journal import purge_process
 
 from dedupd.cli import main
 

@@ -12,11 +12,18 @@ import imagegen
 import pytest
 import support
 from support import PixelEmbedder, b, make_library
+from swapping import rewrite
+from test_never_last_copy import config as never_last_copy_config
+from test_never_last_copy import copies, photo
+from test_never_last_copy import scan as never_last_copy_scan
+from test_never_last_copy_more import killed_aside
 
 from dedupd import commands
 from dedupd.config import load_config
+from dedupd.faults import acting_at
 from dedupd.ingest.indexer import roots_state
 from dedupd.model.loader import LazyEmbedder
+from dedupd.purge.run import purge_from_store
 from dedupd.service.daemon import Service
 from dedupd.store import Store
 
@@ -213,3 +220,36 @@ def test_a_sidecar_written_beside_a_copy_reaches_the_report_and_moves_the_keeper
             return any(g["keep"] == str(copy) and g["keep_info"]["companions"] for g in d.report()["groups"])
 
         wait_for(kept_with_sidecar, what="the copy with the sidecar to become the keeper")
+
+
+def test_the_daemon_settles_an_interrupted_purge_on_start_purge_auto_or_not(tmp_path):
+    """A purge killed between the rename aside and the unlink (kill -9, or systemd's SIGKILL at TimeoutStopSec);
+    the user then saves another picture over the copy that was kept, and runs the daemon with purge.auto off. Only
+    a purge settled open entries, so the picture's last copy stayed under its hidden name, which no scan indexes and
+    nothing named. The daemon now settles them on start, before its walk: the file comes back into sight, indexed."""
+    root, keep, victim, cfg, report = killed_aside(tmp_path, 471)
+    (hidden,) = root.rglob(".dedupd-purge-*")
+    picture = hidden.read_bytes()
+    rewrite(bytes(keep), bytes(photo(tmp_path / "edit.jpg", 472)))
+
+    with Running(tmp_path, [root]) as d:
+        indexed = d.paths()
+
+    assert victim.read_bytes() == picture and not list(root.rglob(".dedupd-purge-*"))
+    assert b(victim) in indexed
+
+
+def test_purge_auto_stops_between_acts_when_the_daemon_is_told_to_stop(tmp_path):
+    """The purge loop never looked at the daemon's stop flag: a `systemctl stop` during a long purge.auto ended in
+    systemd's SIGKILL at TimeoutStopSec, mid-act. It now stops between acts (each one journaled whole)."""
+    root = tmp_path / "t"
+    pairs = [copies(root, 481 + n, keep=f"a/{n}.jpg", dup=f"b/{n}.jpg") for n in range(3)]
+    cfg = never_last_copy_config(tmp_path)
+    never_last_copy_scan(cfg, root)
+    told: list[bool] = []
+    model = PixelEmbedder.model_id
+
+    with acting_at("before-done", lambda: told.append(True)):
+        purge_from_store(Store.open(cfg.store_path()), cfg, model, echo=lambda s: None, stopping=lambda: bool(told))
+
+    assert [victim.exists() for _, victim in pairs] == [False, True, True]

@@ -99,11 +99,14 @@ class PurgeContext:
     kept: set[bytes] = field(default_factory=set)
     # The same across runs: earlier purges' acts by the keeper they were proven against (journal.earlier_keepers).
     earlier: dict[bytes, list[Entry]] = field(default_factory=dict)
+    stopping: Callable[[], bool] = lambda: False  # the daemon told to stop: the items left wait for its next start
 
 
 def run_purge(items: Iterable[PurgeItem], ctx: PurgeContext) -> PurgeResult:
     result = PurgeResult()
     for item in items:
+        if ctx.stopping():  # between acts, each journaled whole: a SIGTERM ends the run before systemd's SIGKILL
+            break
         result.outcomes.append(_one(item, ctx))
     return result
 

@@ -100,12 +100,15 @@ def _recover_one(entry: Entry, photo: str | None, own: tuple[bytes, ...], tally:
 
 
 def still_open(folder: Path) -> Tally:
-    """What recover_all would settle, left as it is: a dry run changes nothing, an interrupted purge's acts included."""
+    """What recover_all would settle, left as it is, with where each file waits: a dry run changes nothing (an
+    interrupted purge's acts included), and status names a file waiting under a hidden name."""
     tally = Tally()
     for path in journals(folder):
         for entry in unfinished(path):
+            waiting = _waiting(entry)
+            where = f"; its file waits at {os.fsdecode(waiting)}" if waiting not in (b"", entry.victim_path) else ""
             victim = os.fsdecode(entry.victim_path)
-            tally.say(f"open from an interrupted purge: {victim} (settled by the next purge with --inplace)")
+            tally.say(f"open from an interrupted purge: {victim}{where} (the next purge with --inplace settles it)")
     return tally
 
 

@@ -25,7 +25,7 @@ from dedupd.ingest.indexer import Indexer, IndexResult, mark_root, online_roots
 from dedupd.model.loader import LazyEmbedder
 from dedupd.output.report import store_report, write_report
 from dedupd.paths import is_companion_name, normalise_root, path_text
-from dedupd.purge.run import purge_from_store
+from dedupd.purge.run import purge_from_store, settle_interrupted
 from dedupd.service import sdnotify
 from dedupd.service.status import write_status
 from dedupd.store import LockBusy, Store
@@ -98,6 +98,7 @@ class Service:
             # is left once the bulk phase ends: every later change is embedded here.
             with join(self.config) as ray_cluster:
                 self._start(ray_cluster)
+                self._settle_purges()  # before the walk, so a file put back into sight is indexed by it
                 self._first_reconcile(ray_cluster)
             self._report_due = time.monotonic()  # a restart with nothing new still leaves a current report
             self._loop()
@@ -303,9 +304,21 @@ class Service:
     def report_path(self) -> Path:
         return Path(self.config.report.path) if self.config.report.path else self.store.path / "report.json"
 
+    def _settle_purges(self) -> None:
+        try:
+            left = settle_interrupted(self.store, self.config, echo=log.info)
+        except LockBusy:
+            log.info("a purge is running: it settles what an interrupted one left open")
+            return
+        except Exception as exc:  # noqa: BLE001 - the daemon stays up; the next purge tries again
+            left = 0
+            self.health.error(f"settling interrupted purges: {exc}")
+        if left:
+            self.health.error(f"{left} interrupted purge acts could not be settled yet (see the log; they stay open)")
+
     def _auto_purge(self) -> None:
         try:
-            purge_from_store(self.store, self.config, self.indexer.model, echo=log.info)
+            purge_from_store(self.store, self.config, self.indexer.model, echo=log.info, stopping=self.stop.is_set)
         except Exception as exc:  # noqa: BLE001 - a failed item is logged; the daemon stays up
             self.health.error(f"auto purge: {exc}")
 
