@@ -253,3 +253,19 @@ def test_purge_auto_stops_between_acts_when_the_daemon_is_told_to_stop(tmp_path)
         purge_from_store(Store.open(cfg.store_path()), cfg, model, echo=lambda s: None, stopping=lambda: bool(told))
 
     assert [victim.exists() for _, victim in pairs] == [False, True, True]
+
+
+def test_purge_auto_acts_only_in_the_daemons_own_roots(tmp_path):
+    """The store also knows a root that a command-line `dedupd scan` added (or that was dropped from the config
+    while the daemon was stopped: it stays online in the store). purge.auto planned from every online root in the
+    store, so it deleted files in a folder the daemon was never told to watch."""
+    root = tmp_path / "t"
+    keep, victim = copies(root, 495, keep="a/x.jpg", dup="b/x.jpg")
+    cfg = never_last_copy_config(tmp_path)
+    never_last_copy_scan(cfg, root)  # the user's own scan of t/: a root of the store, online
+
+    with Running(tmp_path, [root / "a"], **{"purge.auto": True}) as d:
+        wait_for(lambda: d.report() is not None, what="the daemon's first report (and purge)")
+        time.sleep(1.0)
+
+    assert keep.exists() and victim.exists()

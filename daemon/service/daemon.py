@@ -318,7 +318,10 @@ class Service:
 
     def _auto_purge(self) -> None:
         try:
-            purge_from_store(self.store, self.config, self.indexer.model, echo=log.info, stopping=self.stop.is_set)
+            roots = [
+                r for r in online_roots(self.store) if r in self.roots
+            ]  # its own: not a CLI scan's, nor a dropped one
+            purge_from_store(self.store, self.config, self.indexer.model, log.info, self.stop.is_set, roots)
         except Exception as exc:  # noqa: BLE001 - a failed item is logged; the daemon stays up
             self.health.error(f"auto purge: {exc}")
 
