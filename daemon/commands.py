@@ -25,7 +25,7 @@ from dedupd.output.report import build_report, group_id, human_bytes, load_repor
 from dedupd.own_folders import own_folders
 from dedupd.paths import normalise_root
 from dedupd.progress import bar
-from dedupd.purge.journal import journals, latest_states
+from dedupd.purge.journal import Entry, journals, latest_states
 from dedupd.purge.recovery import empty_trash as recovery_empty
 from dedupd.purge.recovery import forget, parse_age, still_open, undo
 from dedupd.purge.run import execute, journal_dir, plan_from_groups, plan_from_report
@@ -227,11 +227,23 @@ def undo_purge(config: Config, journal: str, echo: Echo = print) -> int:
         raise UsageError(f"{journal}: no such journal (they live in {journal_dir(store)})")
     with FileLock(store.path / "purge.lock", "purge"):
         tally = undo(Path(journal))
-    for line in tally.lines:
-        echo(line)
+        for line in tally.lines:
+            echo(line)
+        for entry in tally.restored:
+            if not entry.of:  # a companion follows its photo's decision
+                _keep_both(store, entry, echo)
     if tally.failed:
         raise PurgeFailures(f"{tally.failed} entries could not be restored (see above)")
     return 0
+
+
+def _keep_both(store: Store, entry: Entry, echo: Echo) -> None:
+    """An undo is the user's word that both files stay: a decision keeps every later purge (the daemon's purge.auto,
+    seconds later) from removing the restored file again."""
+    contents = sorted({entry.keeper_content or entry.content, entry.content})
+    paths = [os.fsdecode(entry.keeper_path), os.fsdecode(entry.victim_path)]
+    decision = store.add_decision("keep-all", contents, paths)
+    echo(f"decided {decision.key}: keep-all {' '.join(paths)} (so no purge removes it again; undo: dedupd decide undo)")
 
 
 def forget_purge(config: Config, folder: str, echo: Echo = print) -> int:

@@ -8,7 +8,7 @@ import signal
 from pathlib import Path
 
 import pytest
-from support import purge_process, scan_library
+from support import PixelEmbedder, purge_process, scan_library
 from test_never_last_copy_more import killed_aside
 
 from dedupd import commands
@@ -185,3 +185,23 @@ def test_status_names_a_file_an_interrupted_purge_left_under_a_hidden_name(tmp_p
     commands.status(cfg, echo=lines.append)
 
     assert f"open from an interrupted purge: {victim}; its file waits at {hidden} " in "\n".join(lines), lines
+
+
+def test_a_file_put_back_by_undo_is_not_purged_again(scanned, tmp_path):
+    """With the daemon's purge.auto on, `purge --undo` was undone within seconds: the restored file was a duplicate
+    as before and the next purge took it again (deleted for good where purge.action had since become delete). An
+    undo now records a keep-all decision for the pair, which every later purge honours."""
+    lib, cfg, report = scanned
+    before = {p: Path(p).read_bytes() for _, p in victims(report)}
+    lines: list[str] = []
+    commands.purge(cfg, str(lib.root / "dedup_report.json"), True, str(tmp_path / "trash"), echo=lines.append)
+    (journal,) = journals(cfg.store_path() / "journal")
+    commands.undo_purge(cfg, str(journal), echo=lines.append)
+    embedder = commands.LazyEmbedder(cfg, PixelEmbedder())  # the next scan indexes the restored files again
+    commands.scan(str(lib.root), cfg, None, False, None, echo=lines.append, embedder=embedder)
+
+    with contextlib.suppress(PurgeFailures):
+        commands.purge(cfg, None, True, None, echo=lines.append)
+
+    assert all(Path(p).read_bytes() == data for p, data in before.items()), lines
+    assert sum(line.startswith("decided ") for line in lines) == len(before), lines

@@ -45,6 +45,7 @@ class Tally:
     lines: list[str] = field(default_factory=list)
     failed: int = 0
     removed: int = 0
+    restored: list[Entry] = field(default_factory=list)  # by undo
 
     def say(self, text: str, failed: bool = False) -> None:
         self.lines.append(text)
@@ -390,6 +391,7 @@ def _undo_one(entry: Entry, journal: Journal, tally: Tally) -> None:
             return
         journal.finish(entry, "undone")
         tally.say(f"restored {name}")
+        tally.restored.append(entry)
 
 
 def _restore(entry: Entry, moved: bytes, path: bytes) -> str:
