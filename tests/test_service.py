@@ -25,7 +25,7 @@ from dedupd.ingest.indexer import roots_state
 from dedupd.model.loader import LazyEmbedder
 from dedupd.purge.run import purge_from_store
 from dedupd.service.daemon import Service
-from dedupd.store import Store
+from dedupd.store import FileLock, Store
 
 WAIT = 20.0
 
@@ -269,3 +269,23 @@ def test_purge_auto_acts_only_in_the_daemons_own_roots(tmp_path):
         time.sleep(1.0)
 
     assert keep.exists() and victim.exists()
+
+
+def test_an_auto_purge_cycle_that_finds_the_purge_lock_held_comes_again(tmp_path):
+    """A `dedupd purge`, `--undo` or `trash empty` holds the purge lock when purge.auto's cycle comes: the cycle
+    failed with an error and was not tried again until the next change in the tree, which may be days away."""
+    root = tmp_path / "t"
+    keep, victim = copies(root, 497)
+    store = tmp_path / "store"
+    store.mkdir()
+    held = FileLock(store / "purge.lock", "purge").acquire()
+    try:
+        with Running(tmp_path, [root], **{"purge.auto": True}) as d:
+            wait_for(lambda: d.report() is not None, what="the first report (its purge finds the lock held)")
+            time.sleep(0.5)
+            assert victim.exists()
+            held.release()
+            wait_for(lambda: not victim.exists(), what="the purge cycle to come again")
+    finally:
+        held.release()
+    assert keep.exists()

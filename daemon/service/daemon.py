@@ -322,6 +322,9 @@ class Service:
                 r for r in online_roots(self.store) if r in self.roots
             ]  # its own: not a CLI scan's, nor a dropped one
             purge_from_store(self.store, self.config, self.indexer.model, log.info, self.stop.is_set, roots)
+        except LockBusy:  # a purge, undo or trash empty from the command line: this cycle comes again after it
+            log.info("auto purge: another purge holds the store's purge lock; trying again later")
+            self._report_due = time.monotonic()
         except Exception as exc:  # noqa: BLE001 - a failed item is logged; the daemon stays up
             self.health.error(f"auto purge: {exc}")
 
