@@ -289,3 +289,23 @@ def test_an_auto_purge_cycle_that_finds_the_purge_lock_held_comes_again(tmp_path
     finally:
         held.release()
     assert keep.exists()
+
+
+def test_a_reload_applies_scan_ignore_to_the_running_indexer(tmp_path):
+    """SIGHUP replaced the daemon's config, but its indexer kept the old one: a `scan.ignore` added to keep a folder
+    out of the index (a desktop trash, a private folder) had no effect until a restart."""
+    root = tmp_path / "t"
+    photo(root / "a.jpg", 501)
+    with Running(tmp_path, [root]) as d:
+        conf = tmp_path / "c.yaml"
+        settings = {"store": str(tmp_path / "store"), "roots": [str(root)], "scan": {"ignore": ["private*"]}}
+        conf.write_text(json.dumps({**settings, "watch": {"settle_seconds": 0.3, "poll_interval": 0.2}}))
+        d.service.config_path = str(conf)
+        d.service.reload_requested.set()
+        wait_for(lambda: not d.service.reload_requested.is_set(), what="the reload")
+        photo(root / "private" / "b.jpg", 502)
+        photo(root / "c.jpg", 503)
+        wait_for(lambda: b(root / "c.jpg") in d.paths(), what="c.jpg to be indexed")
+        time.sleep(1.0)
+        indexed = d.paths()
+    assert b(root / "private" / "b.jpg") not in indexed

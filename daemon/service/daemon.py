@@ -275,12 +275,23 @@ class Service:
             sdnotify.ready("watching")
             return
         self.config = config
+        self.indexer.config = self._indexer_config(config)
         before = set(self.roots)
         self._set_roots(self._configured_roots())
         for root in [r for r in self.roots if r not in before]:
             self._reconcile(root)
         sdnotify.ready("watching")
         log.info("configuration reloaded: %d roots", len(self.roots))
+
+    def _indexer_config(self, new: Config) -> Config:
+        """What a reload changes under the running indexer: what it walks and skips (scan.ignore, scan.sniff, the
+        trash and gallery folders, watch.*). The model and the decoding stay as started: a vector's key and an
+        unreadable verdict's stamp name them, so a change there takes effect at the next start (and says so)."""
+        old = self.indexer.config
+        fixed = {"max_pixels": old.scan.max_pixels, "decode_workers": old.scan.decode_workers}
+        if new.model != old.model or new.scan.model_copy(update=fixed) != new.scan:
+            log.warning("model.* and scan.max_pixels / scan.decode_workers take effect at the next start")
+        return new.model_copy(update={"model": old.model, "scan": new.scan.model_copy(update=fixed)})
 
     # --- report and auto purge ---------------------------------------------------------------------------------------
 
