@@ -158,10 +158,31 @@ def kinds(companions: Iterable[Companion]) -> frozenset[str]:
 def differing(member: Iterable[Companion], keeper: Iterable[Companion]) -> frozenset[str]:
     """Kinds the keeper has too, but where a companion of the member has no keeper companion of that kind and size:
     it is not a byte copy of one (other edits in an XMP, another clip under the Live Photo's name), so its data
-    would go with the member. Sizes only: the purge compares the bytes when it acts."""
+    would go with the member. A sidecar (small) by its bytes too; a video by its size only, so that a report never
+    reads videos: the purge compares their bytes when it acts."""
     theirs = list(keeper)
     copies = by_kind_and_size(theirs)
-    return frozenset(c.kind for c in member if c.kind in kinds(theirs) and (c.kind, size_of(c.path)) not in copies)
+    return frozenset(c.kind for c in member if c.kind in kinds(theirs) and not _has_copy(c, copies))
+
+
+_SIDECAR_MAX = 1 << 20  # bytes: an XMP, AAE or Takeout JSON is a few KB; a larger one is compared by size only
+
+
+def _has_copy(companion: Companion, copies: dict[tuple[str, int], list[bytes]]) -> bool:
+    size = size_of(companion.path)
+    same_size = copies.get((companion.kind, size), [])
+    if companion.kind == LIVE or size > _SIDECAR_MAX or not same_size:
+        return bool(same_size)
+    mine = _read(companion.path)
+    return mine is not None and any(_read(path) == mine for path in same_size)
+
+
+def _read(path: bytes) -> bytes | None:
+    try:
+        with open(path, "rb") as f:
+            return f.read(_SIDECAR_MAX + 1)
+    except OSError:
+        return None
 
 
 def by_kind_and_size(companions: Iterable[Companion]) -> dict[tuple[str, int], list[bytes]]:
