@@ -7,7 +7,9 @@ import os
 from support import b
 
 from dedupd.ingest.walk import NAS_IGNORE, ScanOptions, scan
+from dedupd.own_folders import OffLimits
 from dedupd.paths import Ignore
+from dedupd.store import mark_own
 
 
 def touch(path, data=b"x"):
@@ -52,8 +54,20 @@ def test_custom_ignore_and_excluded_dirs(tmp_path):
     touch(tmp_path / "keep" / "a.jpg")
     touch(tmp_path / "skip-me" / "a.jpg")
     touch(tmp_path / "trash" / "a.jpg")
-    opts = ScanOptions(ignore=(*NAS_IGNORE, "skip-*"), exclude_dirs=(b(tmp_path / "trash"),))
+    opts = ScanOptions(ignore=(*NAS_IGNORE, "skip-*"), off_limits=OffLimits((b(tmp_path / "trash"),)))
     assert paths(scan([b(tmp_path)], opts)) == [b(tmp_path / "keep" / "a.jpg")]
+
+
+def test_a_root_inside_a_folder_some_store_marked_is_not_walked(tmp_path):
+    """The mark counts in a folder above the root too (a scan of a store's thumbs/ folder itself), once per
+    folder: a mark made after a walk is seen by the next one, which asks afresh."""
+    touch(tmp_path / "store" / "thumbs" / "a.jpg")
+    touch(tmp_path / "photos" / "a.jpg")
+    mark_own(tmp_path / "store")
+    assert paths(scan([b(tmp_path / "store" / "thumbs")])) == []
+    assert paths(scan([b(tmp_path)])) == [b(tmp_path / "photos" / "a.jpg")]
+    mark_own(tmp_path / "photos")
+    assert paths(scan([b(tmp_path)])) == []
 
 
 def test_records_stat_facts(tmp_path):

@@ -6,8 +6,9 @@ import logging
 import os
 import stat
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from dedupd.own_folders import OffLimits
 from dedupd.paths import (
     Ignore,
     is_companion_name,
@@ -16,7 +17,7 @@ from dedupd.paths import (
     normalise_root,
     read_head,
 )
-from dedupd.store import OWN_MARKER, FileStat
+from dedupd.store import FileStat
 
 log = logging.getLogger("dedupd")
 
@@ -44,7 +45,9 @@ def _special_kind(mode: int) -> str:
 class ScanOptions:
     ignore: tuple[str, ...] = NAS_IGNORE + INTERNAL_IGNORE
     follow_symlinks: bool = False
-    exclude_dirs: tuple[bytes, ...] = ()  # absolute paths never entered (the trash dir, the store)
+    # Never entered, nor anything in them: this store's own folders and any store's marked ones. The
+    # indexer asks the same instance of each event's path, so both share its per-folder answers.
+    off_limits: OffLimits = field(default_factory=OffLimits)
     sniff: bool = False  # scan.sniff: a file whose name says nothing is indexed when its magic bytes are a picture's
     on_error: Callable[[bytes, OSError], None] | None = None
 
@@ -87,10 +90,10 @@ class _Walker:
             self._error(directory, exc)
             return False
         key = (st.st_dev, st.st_ino)
-        if key in self.seen_dirs or directory in self.options.exclude_dirs:
+        if key in self.seen_dirs:
             return False  # a root listed twice, nested roots, or a symlink loop
-        if os.path.lexists(os.path.join(directory, OWN_MARKER)):
-            return False  # a trash or gallery of some dedupd store
+        if self.options.off_limits.closed(directory):
+            return False  # a store, trash or gallery of some dedupd store (a root inside one too)
         self.seen_dirs.add(key)
         return True
 
