@@ -3,7 +3,8 @@
 Nothing inside them is ever indexed or kept, wherever they lie. A trash inside a photo root would otherwise be
 indexed again, its copy could win the keep policy, and the next purge would remove the original; a gallery inside
 a root would feed its own thumbnails back in forever. Another store's folders are known by their mark
-(store/own.py): `OffLimits` asks both, for the walk, the daemon's events and every keeper.
+(store/own.py), a desktop trash by its shape: `OffLimits` asks all three, for the walk, the daemon's events and
+every keeper.
 """
 
 from __future__ import annotations
@@ -52,7 +53,8 @@ class OffLimits:
     """The one test of whether a path lies where dedupd never indexes a file nor takes a keeper as proof that a
     picture survives: this store's own folders (by path: remembered even where the mark was removed), any folder
     some dedupd marked as its own (another store's trash, gallery or thumbnail cache, which this store never heard
-    of). The walk, the indexer's event path and the purge's keeper proof all ask this one test, so none of them
+    of) and a desktop trash (a file there is one the user threw away, and the trash is emptied at will). The walk,
+    the indexer's event path and the purge's keeper proof all ask this one test, so none of them
     lets in what another skips.
 
     Each folder is looked at once and its answer kept: make one per run (a walk, an event batch, a purge), so a
@@ -83,4 +85,14 @@ class OffLimits:
         return verdict
 
     def _closes(self, folder: bytes) -> bool:
-        return folder in self._known or marked_own(folder)
+        return folder in self._known or marked_own(folder) or is_desktop_trash(folder)
+
+
+def is_desktop_trash(folder: bytes) -> bool:
+    """A freedesktop trash (~/.local/share/Trash: a file manager's Delete moves the file to files/, its origin to
+    info/). Known by that shape, not as $XDG_DATA_HOME/Trash: a daemon run as a service user, or a scan of a copied
+    home, has another XDG_DATA_HOME than the trash's owner. Not by the name alone either, which a user's own folder
+    may have; a folder wrongly taken for a trash is only left unindexed, never purged."""
+    return os.path.basename(folder) == b"Trash" and all(
+        os.path.isdir(os.path.join(folder, part)) for part in (b"files", b"info")
+    )

@@ -942,3 +942,22 @@ def test_trash_expiry_keeps_a_file_whose_keeper_now_lies_in_a_folder_another_sto
     mark_own(root / "a")
     rc, lines = empty_trash(cfg)
     assert rc == 1 and (trash / "b" / "x.jpg").exists(), lines
+
+
+@pytest.mark.parametrize("trash", [".local/share/Trash", ".Trash"])
+def test_the_daemon_never_keeps_a_copy_in_the_desktop_trash_and_deletes_the_photo(tmp_path, trash):
+    """The daemon watches ~ with purge.auto; a second copy of a photo is thrown into the desktop trash (what a file
+    manager's Delete does; ~/.Trash on a Mac). Indexed from its event, it won lexi ('.' < 'P') and the photo was
+    purged against it: the picture then lived only in the trash the user empties."""
+    home = tmp_path / "home"
+    kept = photo(home / "Pictures" / "x.jpg", 41)
+    with Running(tmp_path, [home], **{"purge.auto": True}) as daemon:
+        support.wait_for(lambda: b(kept) in daemon.paths(), what="the photo to be indexed")
+        (home / trash / "info").mkdir(parents=True)
+        (home / trash / "files").mkdir()
+        shutil.copy2(kept, home / trash / "files" / "x.jpg")
+        (home / trash / "info" / "x.jpg.trashinfo").write_text("[Trash Info]\nPath=/home/u/Downloads/x.jpg\n")
+        later = photo(home / "Pictures" / "later.jpg", 42)
+        support.wait_for(lambda: b(later) in daemon.paths(), what="a later photo to be indexed")
+        indexed = inside_any_of(daemon.paths(), (home / trash,))
+    assert kept.exists() and not indexed, indexed

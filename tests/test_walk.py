@@ -70,6 +70,25 @@ def test_a_root_inside_a_folder_some_store_marked_is_not_walked(tmp_path):
     assert paths(scan([b(tmp_path)])) == []
 
 
+def test_desktop_and_volume_trashes_are_not_walked_but_a_users_folder_named_trash_is(tmp_path):
+    """A copy in a recycle bin could be kept while the photo is purged; the bin is then emptied. A folder named Trash
+    is one only by its freedesktop shape (info/ and files/): the name alone is a user's to use."""
+    for bad in (
+        ".local/share/Trash/files/a.jpg",  # the freedesktop home trash ($XDG_DATA_HOME/Trash)
+        "usb/.Trash/1000/files/a.jpg",
+        "usb/.Trashes/501/a.jpg",
+        "usb/$RECYCLE.BIN/S-1-5-21/$RABC123.jpg",
+        "nas/@Recycle/a.jpg",
+        "nas/@Recently-Snapshot/GMT+01_2024-01-01/a.jpg",
+        "samba/.recycle/a.jpg",
+    ):
+        touch(tmp_path / bad)
+    (tmp_path / ".local" / "share" / "Trash" / "info").mkdir()
+    keep = [touch(tmp_path / "Trash" / "a.jpg"), touch(tmp_path / "old" / "Trash" / "files" / "a.jpg")]
+    assert paths(scan([b(tmp_path)])) == sorted(b(p) for p in keep)
+    assert paths(scan([b(tmp_path / ".local" / "share" / "Trash" / "files")])) == []  # nor when it is the root
+
+
 def test_records_stat_facts(tmp_path):
     f = touch(tmp_path / "a.jpg", b"hello")
     (entry,) = scan([b(tmp_path)])

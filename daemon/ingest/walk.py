@@ -21,8 +21,26 @@ from dedupd.store import FileStat
 
 log = logging.getLogger("dedupd")
 
-# NAS and desktop metadata folders/files: thumbnails, recycle bins, snapshots, AppleDouble forks.
-NAS_IGNORE = ("@eaDir", "#recycle", "#snapshot", ".@__thumb", ".Trash-*", "._*", "#SynoRecycle", ".snapshot")
+# NAS, desktop and OS metadata folders/files: thumbnails, recycle bins, snapshots, AppleDouble forks. A copy in a
+# recycle bin must never be indexed: it could be kept while the photo is purged, and the bin is emptied at will. Only
+# names a user's own folder is unlikely to have: the freedesktop home trash is plainly "Trash", so it is known by its
+# shape instead (own_folders.is_desktop_trash), for the walk and the daemon's events alike.
+NAS_IGNORE = (
+    "@eaDir",  # Synology thumbnails
+    "#recycle",  # Synology recycle bin
+    "#SynoRecycle",
+    "#snapshot",  # Synology snapshots
+    ".snapshot",  # NetApp-style snapshots
+    ".@__thumb",  # QNAP thumbnails
+    "@Recycle",  # QNAP recycle bin
+    "@Recently-Snapshot",  # QNAP snapshots
+    ".recycle",  # Samba vfs_recycle
+    ".Trash-*",  # freedesktop trash of a volume (.Trash-UID)
+    ".Trash",  # freedesktop trash of a volume (.Trash/UID), macOS ~/.Trash
+    ".Trashes",  # macOS trash of a volume
+    "$RECYCLE.BIN",  # Windows recycle bin of a volume
+    "._*",  # AppleDouble forks
+)
 # Our own half-finished purge renames (see purge/execute.ASIDE_PREFIX): never indexed, whatever the config says.
 INTERNAL_IGNORE = (".dedupd-purge-*",)
 
@@ -45,7 +63,7 @@ def _special_kind(mode: int) -> str:
 class ScanOptions:
     ignore: tuple[str, ...] = NAS_IGNORE + INTERNAL_IGNORE
     follow_symlinks: bool = False
-    # Never entered, nor anything in them: this store's own folders and any store's marked ones. The
+    # Never entered, nor anything in them: this store's own folders, any store's marked ones, a desktop trash. The
     # indexer asks the same instance of each event's path, so both share its per-folder answers.
     off_limits: OffLimits = field(default_factory=OffLimits)
     sniff: bool = False  # scan.sniff: a file whose name says nothing is indexed when its magic bytes are a picture's
@@ -93,7 +111,7 @@ class _Walker:
         if key in self.seen_dirs:
             return False  # a root listed twice, nested roots, or a symlink loop
         if self.options.off_limits.closed(directory):
-            return False  # a store, trash or gallery of some dedupd store (a root inside one too)
+            return False  # a store, trash or gallery of some dedupd store, a desktop trash (a root inside one too)
         self.seen_dirs.add(key)
         return True
 

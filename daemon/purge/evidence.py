@@ -18,7 +18,7 @@ from dedupd.ingest.hashing import fd_hash
 from dedupd.own_folders import OffLimits
 from dedupd.store import Store
 
-OFF_LIMITS = "a folder dedupd writes itself (trash, gallery or store)"
+OFF_LIMITS = "a folder dedupd writes itself (trash, gallery or store) or a desktop trash"
 
 
 class Refused(Exception):
@@ -53,7 +53,7 @@ class KeeperProof:
     with the same size and mtime keeps all three). A path this run removed is forgotten, so a report naming a
     victim as a later group's keeper is refused instead of trusted on its remembered hash."""
 
-    # What dedupd writes itself (any store's store, trash, gallery): never a keeper, never a victim.
+    # What dedupd writes itself (any store's store, trash, gallery) and a desktop trash: never a keeper, nor a victim.
     off_limits: OffLimits = field(default_factory=OffLimits)
     _seen: dict[bytes, tuple[str, tuple[int, int]]] = field(default_factory=dict)  # path -> (content, (dev, ino))
 
