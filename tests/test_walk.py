@@ -196,3 +196,26 @@ def test_sniffed_pictures_are_indexed_and_grouped_by_scan_and_by_the_event_path(
     finally:
         indexer.close()
     assert b(late) in store.files()
+
+
+def test_a_copy_being_written_to_another_filesystem_is_never_indexed_even_by_sniffing(tmp_path):
+    """Undo (or a trash on another disk) writes NAME.dedupd-partial beside its destination, in the photo tree for
+    undo: its bytes are a JPEG's, so scan.sniff would index the half-written copy, by the walk or from its event."""
+    from support import PixelEmbedder
+
+    from dedupd.config import load_config
+    from dedupd.ingest.indexer import Indexer
+    from dedupd.model.loader import LazyEmbedder
+    from dedupd.purge.execute import PARTIAL_SUFFIX
+    from dedupd.store import Store
+
+    root = tmp_path / "photos"
+    partial = touch(root / os.fsdecode(b"x.jpg" + PARTIAL_SUFFIX), _jpeg_bytes())
+    touch(root / "f0001", _jpeg_bytes())
+    assert paths(scan([b(root)], ScanOptions(sniff=True))) == [b(root / "f0001")]
+    cfg = load_config(None, {"store": str(tmp_path / "store"), "scan.sniff": True})
+    indexer = Indexer(Store.open(cfg.store_path()), cfg, LazyEmbedder(cfg, PixelEmbedder()), threaded=False)
+    try:
+        assert indexer.refresh_paths(b(root), [b(partial)]).counters.seen == 0
+    finally:
+        indexer.close()

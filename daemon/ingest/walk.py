@@ -41,8 +41,10 @@ NAS_IGNORE = (
     "$RECYCLE.BIN",  # Windows recycle bin of a volume
     "._*",  # AppleDouble forks
 )
-# Our own half-finished purge renames (see purge/execute.ASIDE_PREFIX): never indexed, whatever the config says.
-INTERNAL_IGNORE = (".dedupd-purge-*",)
+# Our own half-finished purge renames (see purge/execute.ASIDE_PREFIX) and copies to another filesystem being written
+# beside their destination, which undo puts in the photo tree (purge/execute.PARTIAL_SUFFIX; with scan.sniff their
+# bytes are a picture's): never indexed, whatever the config says.
+INTERNAL_IGNORE = (".dedupd-purge-*", "*.dedupd-partial")
 
 
 def entry_for(path: bytes, root: bytes, st: os.stat_result) -> FileStat | None:
