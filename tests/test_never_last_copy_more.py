@@ -875,6 +875,13 @@ def inside_any_of(paths, folders) -> list[bytes]:
     return sorted(p for p in paths if any(p.startswith(b(f) + b"/") for f in folders))
 
 
+def indexed_after_a_later_photo(daemon, folder, seed) -> set[bytes]:
+    """The daemon's index once a photo written now is in it: the events before it have been handled by then."""
+    later = photo(folder / "later.jpg", seed)
+    support.wait_for(lambda: b(later) in daemon.paths(), what="a later photo to be indexed")
+    return daemon.paths()
+
+
 def test_the_daemon_never_indexes_another_stores_thumbnail_cache_it_writes_while_watching(tmp_path):
     """The daemon (its store elsewhere, purge.auto) watches ~; the user's own store is ~/.local/share/dedupd, marked.
     Its gallery's thumbnails land there while the daemon runs: the walk skipped the marked folder, but the events
@@ -892,9 +899,7 @@ def test_the_daemon_never_indexes_another_stores_thumbnail_cache_it_writes_while
         support.wait_for(lambda: not (pics / "b" / "img.jpg").exists(), what="purge.auto to remove the byte copy")
         commands.report(user, str(home / "review"), echo=QUIET, model=PixelEmbedder.model_id, fmt="html")
         assert list((user_store / "thumbs").glob("*.jpg"))
-        later = photo(pics / "later.jpg", 8)  # an event after the thumbnails': once it is indexed, theirs were seen
-        support.wait_for(lambda: b(later) in daemon.paths(), what="a later photo to be indexed")
-        indexed = inside_any_of(daemon.paths(), (user_store, home / "review"))
+        indexed = inside_any_of(indexed_after_a_later_photo(daemon, pics, 8), (user_store, home / "review"))
     assert original.exists() and not indexed, indexed
 
 
@@ -912,9 +917,7 @@ def test_a_trash_another_store_fills_while_the_daemon_watches_is_never_indexed_n
         support.wait_for(lambda: len(daemon.paths()) == 2, what="the daemon to index both copies")
         scan(user, pics, report=tmp_path / "user-report.json", inplace=True, trash=pics / ".trash")
         assert (pics / ".trash" / "b" / "x.jpg").exists()
-        later = photo(pics / "later.jpg", 32)
-        support.wait_for(lambda: b(later) in daemon.paths(), what="a later photo to be indexed")
-        indexed = inside_any_of(daemon.paths(), (pics / ".trash",))
+        indexed = inside_any_of(indexed_after_a_later_photo(daemon, pics, 32), (pics / ".trash",))
     support.purge_lines(daemon.config)
     assert original.exists() and not indexed, indexed
 
@@ -957,7 +960,5 @@ def test_the_daemon_never_keeps_a_copy_in_the_desktop_trash_and_deletes_the_phot
         (home / trash / "files").mkdir()
         shutil.copy2(kept, home / trash / "files" / "x.jpg")
         (home / trash / "info" / "x.jpg.trashinfo").write_text("[Trash Info]\nPath=/home/u/Downloads/x.jpg\n")
-        later = photo(home / "Pictures" / "later.jpg", 42)
-        support.wait_for(lambda: b(later) in daemon.paths(), what="a later photo to be indexed")
-        indexed = inside_any_of(daemon.paths(), (home / trash,))
+        indexed = inside_any_of(indexed_after_a_later_photo(daemon, home / "Pictures", 42), (home / trash,))
     assert kept.exists() and not indexed, indexed
