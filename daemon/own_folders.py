@@ -2,17 +2,21 @@
 
 Nothing inside them is ever indexed or kept, wherever they lie. A trash inside a photo root would otherwise be
 indexed again, its copy could win the keep policy, and the next purge would remove the original; a gallery inside
-a root would feed its own thumbnails back in forever.
+a root would feed its own thumbnails back in forever. Another store's folders are known by their mark
+(store/own.py), a desktop trash by its shape: `OffLimits` asks all three, for the walk, the daemon's events and
+every keeper.
 """
 
 from __future__ import annotations
 
 import json
+import os
+from collections.abc import Iterable
 from pathlib import Path
 
 from dedupd.config import Config
-from dedupd.paths import atomic_write, inside_any, normalise_root, path_text, text_path
-from dedupd.store import FileLock, mark_own
+from dedupd.paths import atomic_write, normalise_root, path_text, text_path
+from dedupd.store import FileLock, mark_own, marked_own
 
 # In the store folder: every trash a purge used (`--trash DIR` included) and every gallery `report --out DIR` wrote.
 # The name is older than the galleries in it.
@@ -45,5 +49,50 @@ def remember(store_path: Path, folder: bytes) -> None:
             atomic_write(store_path / TRASH_FILE, json.dumps([path_text(p) for p in [*known, folder]]).encode())
 
 
-def is_own(path: bytes, folders: tuple[bytes, ...]) -> bool:
-    return path in folders or inside_any(path, folders)
+class OffLimits:
+    """The one test of whether a path lies where dedupd never indexes a file nor takes a keeper as proof that a
+    picture survives: this store's own folders (by path: remembered even where the mark was removed), any folder
+    some dedupd marked as its own (another store's trash, gallery or thumbnail cache, which this store never heard
+    of) and a desktop trash (a file there is one the user threw away, and the trash is emptied at will). The walk,
+    the indexer's event path and the purge's keeper proof all ask this one test, so none of them
+    lets in what another skips.
+
+    Each folder is looked at once and its answer kept: make one per run (a walk, an event batch, a purge), so a
+    trash another store makes while the daemon runs is seen from the next batch on."""
+
+    def __init__(self, known: Iterable[bytes] = ()) -> None:
+        self.known = tuple(known)  # this store's own folders, absolute and normalised
+        self._known = frozenset(self.known)
+        self._closed: dict[bytes, bool] = {}  # folder -> it or a folder above it is off limits
+
+    def lies_in(self, path: bytes, resolve: bool = False) -> bool:
+        """Whether the file or folder at path lies inside such a folder; with resolve, also where path leads once
+        its symlinks are followed (a folder swapped for a symlink must not lead a keeper into a trash)."""
+        paths = (path, os.path.realpath(path)) if resolve else (path,)
+        return any(self.closed(os.path.dirname(p)) for p in paths)
+
+    def closed(self, folder: bytes) -> bool:
+        """Whether folder is such a folder or lies inside one: it and each folder above it, up to /."""
+        unknown: list[bytes] = []
+        while folder and folder not in self._closed:
+            unknown.append(folder)
+            parent = os.path.dirname(folder)
+            folder = parent if parent != folder else b""
+        verdict = self._closed.get(folder, False)
+        for below in reversed(unknown):  # top down: whatever lies inside a closed folder is closed too
+            verdict = verdict or self._closes(below)
+            self._closed[below] = verdict
+        return verdict
+
+    def _closes(self, folder: bytes) -> bool:
+        return folder in self._known or marked_own(folder) or is_desktop_trash(folder)
+
+
+def is_desktop_trash(folder: bytes) -> bool:
+    """A freedesktop trash (~/.local/share/Trash: a file manager's Delete moves the file to files/, its origin to
+    info/). Known by that shape, not as $XDG_DATA_HOME/Trash: a daemon run as a service user, or a scan of a copied
+    home, has another XDG_DATA_HOME than the trash's owner. Not by the name alone either, which a user's own folder
+    may have; a folder wrongly taken for a trash is only left unindexed, never purged."""
+    return os.path.basename(folder) == b"Trash" and all(
+        os.path.isdir(os.path.join(folder, part)) for part in (b"files", b"info")
+    )

@@ -1,7 +1,7 @@
 """dedupd.store: the on-disk LanceDB store. Imports nothing from the rest of dedupd."""
 
 from .lock import FileLock, LockBusy
-from .own import OWN_MARKER, mark_own
+from .own import OWN_MARKER, mark_own, marked_own
 from .schema import OK, PENDING, SCHEMA_VERSION, UNREADABLE, Decision, FileRecord, FileStat, path_key
 from .store import Store, StoreError
 
@@ -19,5 +19,6 @@ __all__ = [
     "Store",
     "StoreError",
     "mark_own",
+    "marked_own",
     "path_key",
 ]

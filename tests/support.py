@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,7 +15,11 @@ from pathlib import Path
 import imagegen
 from PIL import Image
 
-from dedupd.model.pixels import PixelEmbedder  # noqa: F401 - the tests import it from here
+from dedupd.config import load_config
+from dedupd.model.loader import LazyEmbedder
+from dedupd.model.pixels import PixelEmbedder
+from dedupd.service.daemon import Service
+from dedupd.store import Store
 
 
 @dataclass
@@ -146,3 +151,45 @@ def purge_process(cfg, report, *extra, fault=None):
         env=env,
         timeout=120,
     )
+
+
+class Running:
+    """The daemon (Service) in a thread of this process, with the PixelEmbedder and fast watch settings."""
+
+    def __init__(self, tmp_path, roots, **overrides):
+        values = {
+            "store": str(tmp_path / "store"),
+            "roots": [str(r) for r in roots],
+            "watch.settle_seconds": 0.3,
+            "watch.poll_interval": 0.2,
+            "report.min_interval": 0.0,
+            **overrides,
+        }
+        self.config = load_config(None, values)
+        self.embedder = PixelEmbedder()
+        self.service = Service(self.config, embedder=LazyEmbedder(self.config, self.embedder))
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.exit: int | None = None
+
+    def _run(self):
+        self.exit = self.service.run()
+
+    def __enter__(self):
+        self.thread.start()
+        wait_for(
+            lambda: getattr(self.service, "health", None) and self.service.health.phase == "watching",
+            what="the first reconcile",
+        )
+        return self
+
+    def __exit__(self, *exc):
+        self.service.stop.set()
+        self.thread.join(15)
+        assert not self.thread.is_alive()
+
+    def paths(self):
+        return set(Store.open(self.config.store_path()).files())
+
+    def report(self):
+        path = self.config.store_path() / "report.json"
+        return json.loads(path.read_bytes()) if path.exists() else None

@@ -11,10 +11,9 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
-from support import PixelEmbedder, b, make_library, purge_lines, scan_library, wait_for
+from support import PixelEmbedder, Running, b, make_library, purge_lines, scan_library, wait_for
 from test_daemon_process import make_tree, start, stop, write_config
 from test_purge_journal import purge_process
-from test_service import Running
 
 from dedupd import commands
 from dedupd.config import load_config

@@ -131,8 +131,8 @@ import imagegen
 import numpy as np
 import pytest
 from PIL import Image
-from support import PixelEmbedder, b, make_library, pairs, purge_lines
-from test_service import Running, wait_for
+from support import PixelEmbedder, Running, b, make_library, pairs, purge_lines
+from test_service import wait_for
 
 from dedupd import commands
 from dedupd.config import load_config

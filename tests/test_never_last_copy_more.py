@@ -15,7 +15,7 @@ import imagegen
 import pytest
 import support
 from PIL import ImageDraw
-from support import PixelEmbedder, b, purge_process
+from support import PixelEmbedder, Running, b, purge_process
 from swapping import decode_swapped, rewrite
 from test_never_last_copy import QUIET, config, copies, empty_trash, photo, purge, scan
 
@@ -25,7 +25,7 @@ from dedupd.faults import acting_at
 from dedupd.ingest.pipeline import CHANGED_WHILE_READ
 from dedupd.model.loader import LazyEmbedder
 from dedupd.purge.journal import journals, latest_states
-from dedupd.store import OK, PENDING, UNREADABLE, FileRecord, Store
+from dedupd.store import OK, PENDING, UNREADABLE, FileRecord, Store, mark_own
 
 
 def hand_report(path, groups, **extra):
@@ -864,3 +864,99 @@ def test_a_keeper_read_failing_after_the_rename_into_the_trash_is_not_journaled_
     state = journal_states(cfg).get(b(victim))
     # Either it went back (the act failed) or its journal says where it is (done, or open for recovery).
     assert victim.exists() and state == "skipped" and not in_trash, (lines, in_trash, state)
+
+
+# --- folders another store marked as its own (.dedupd-own-folder): this store never heard of them ---------------
+
+
+def inside_any_of(paths, folders) -> list[bytes]:
+    return sorted(p for p in paths if any(p.startswith(b(f) + b"/") for f in folders))
+
+
+def indexed_after_a_later_photo(daemon, folder, seed) -> set[bytes]:
+    """The daemon's index once a photo written now is in it: the events before it have been handled by then."""
+    later = photo(folder / "later.jpg", seed)
+    support.wait_for(lambda: b(later) in daemon.paths(), what="a later photo to be indexed")
+    return daemon.paths()
+
+
+def test_the_daemon_never_indexes_another_stores_thumbnail_cache_it_writes_while_watching(tmp_path):
+    """The daemon (its store elsewhere, purge.auto) watches ~; the user's own store is ~/.local/share/dedupd, marked.
+    Its gallery's thumbnails land there while the daemon runs: the walk skipped the marked folder, but the events
+    went to the indexer, which knew only the daemon's own folders. The thumbnail, a near-duplicate of the original
+    that sorts first under lexi, became its keeper and the original was purged."""
+    home = tmp_path / "home"
+    pics = home / "Pictures"
+    original = photo(pics / "a" / "img.jpg", 7)
+    (pics / "b").mkdir()
+    shutil.copy2(original, pics / "b" / "img.jpg")
+    user_store = home / ".local" / "share" / "dedupd"
+    user = config(tmp_path, store=str(user_store))
+    scan(user, pics)
+    with Running(tmp_path, [home], **{"purge.auto": True}) as daemon:
+        support.wait_for(lambda: not (pics / "b" / "img.jpg").exists(), what="purge.auto to remove the byte copy")
+        commands.report(user, str(home / "review"), echo=QUIET, model=PixelEmbedder.model_id, fmt="html")
+        assert list((user_store / "thumbs").glob("*.jpg"))
+        indexed = inside_any_of(indexed_after_a_later_photo(daemon, pics, 8), (user_store, home / "review"))
+    assert original.exists() and not indexed, indexed
+
+
+def test_a_trash_another_store_fills_while_the_daemon_watches_is_never_indexed_nor_a_keeper(tmp_path):
+    """The daemon watches ~/Pictures and only reports; the user's command-line store purges into
+    ~/Pictures/.trash (marked, remembered by that store only). The rename into it was indexed from its event, the
+    daemon's report kept the trashed copy (lexi: '.trash' < 'a') and a purge from the daemon's store removed the
+    original against it."""
+    pics = tmp_path / "Pictures"
+    original = photo(pics / "a" / "x.jpg", 31)
+    (pics / "b").mkdir()
+    shutil.copy2(original, pics / "b" / "x.jpg")
+    user = config(tmp_path / "user")
+    with Running(tmp_path, [pics]) as daemon:
+        support.wait_for(lambda: len(daemon.paths()) == 2, what="the daemon to index both copies")
+        scan(user, pics, report=tmp_path / "user-report.json", inplace=True, trash=pics / ".trash")
+        assert (pics / ".trash" / "b" / "x.jpg").exists()
+        indexed = inside_any_of(indexed_after_a_later_photo(daemon, pics, 32), (pics / ".trash",))
+    support.purge_lines(daemon.config)
+    assert original.exists() and not indexed, indexed
+
+
+def test_a_keeper_in_a_folder_another_store_marked_since_the_report_proves_nothing(tmp_path):
+    """The keeper's folder became another store's trash or gallery after the report (`--trash` or `--out` an
+    existing folder): what lies there is that store's to prune, so it is no proof the picture survives."""
+    root = tmp_path / "t"
+    keep, victim = copies(root, 35)
+    cfg = config(tmp_path)
+    scan(cfg, root)
+    mark_own(root / "a")
+    rc, lines = purge(cfg)
+    assert rc == 1 and victim.exists() and keep.exists(), lines
+    assert any("dedupd writes itself" in line for line in lines), lines
+
+
+def test_trash_expiry_keeps_a_file_whose_keeper_now_lies_in_a_folder_another_store_marked(tmp_path):
+    root = tmp_path / "t"
+    keep, victim = copies(root, 36)
+    cfg = config(tmp_path)
+    trash = tmp_path / "trash"
+    scan(cfg, root)
+    assert purge(cfg, trash=trash)[0] == 0
+    mark_own(root / "a")
+    rc, lines = empty_trash(cfg)
+    assert rc == 1 and (trash / "b" / "x.jpg").exists(), lines
+
+
+@pytest.mark.parametrize("trash", [".local/share/Trash", ".Trash"])
+def test_the_daemon_never_keeps_a_copy_in_the_desktop_trash_and_deletes_the_photo(tmp_path, trash):
+    """The daemon watches ~ with purge.auto; a second copy of a photo is thrown into the desktop trash (what a file
+    manager's Delete does; ~/.Trash on a Mac). Indexed from its event, it won lexi ('.' < 'P') and the photo was
+    purged against it: the picture then lived only in the trash the user empties."""
+    home = tmp_path / "home"
+    kept = photo(home / "Pictures" / "x.jpg", 41)
+    with Running(tmp_path, [home], **{"purge.auto": True}) as daemon:
+        support.wait_for(lambda: b(kept) in daemon.paths(), what="the photo to be indexed")
+        (home / trash / "info").mkdir(parents=True)
+        (home / trash / "files").mkdir()
+        shutil.copy2(kept, home / trash / "files" / "x.jpg")
+        (home / trash / "info" / "x.jpg.trashinfo").write_text("[Trash Info]\nPath=/home/u/Downloads/x.jpg\n")
+        indexed = inside_any_of(indexed_after_a_later_photo(daemon, home / "Pictures", 42), (home / trash,))
+    assert kept.exists() and not indexed, indexed

@@ -5,13 +5,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import threading
 import time
 
 import imagegen
 import pytest
 import support
-from support import PixelEmbedder, b, make_library
+from support import PixelEmbedder, Running, b, make_library
 from swapping import rewrite
 from test_never_last_copy import config as never_last_copy_config
 from test_never_last_copy import copies, photo
@@ -19,12 +18,9 @@ from test_never_last_copy import scan as never_last_copy_scan
 from test_never_last_copy_more import killed_aside
 
 from dedupd import commands
-from dedupd.config import load_config
 from dedupd.faults import acting_at
 from dedupd.ingest.indexer import roots_state
-from dedupd.model.loader import LazyEmbedder
 from dedupd.purge.run import purge_from_store
-from dedupd.service.daemon import Service
 from dedupd.store import FileLock, Store
 
 WAIT = 20.0
@@ -32,46 +28,6 @@ WAIT = 20.0
 
 def wait_for(predicate, timeout=WAIT, what="condition"):
     return support.wait_for(predicate, timeout, what)
-
-
-class Running:
-    def __init__(self, tmp_path, roots, **overrides):
-        values = {
-            "store": str(tmp_path / "store"),
-            "roots": [str(r) for r in roots],
-            "watch.settle_seconds": 0.3,
-            "watch.poll_interval": 0.2,
-            "report.min_interval": 0.0,
-            **overrides,
-        }
-        self.config = load_config(None, values)
-        self.embedder = PixelEmbedder()
-        self.service = Service(self.config, embedder=LazyEmbedder(self.config, self.embedder))
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.exit: int | None = None
-
-    def _run(self):
-        self.exit = self.service.run()
-
-    def __enter__(self):
-        self.thread.start()
-        wait_for(
-            lambda: getattr(self.service, "health", None) and self.service.health.phase == "watching",
-            what="the first reconcile",
-        )
-        return self
-
-    def __exit__(self, *exc):
-        self.service.stop.set()
-        self.thread.join(15)
-        assert not self.thread.is_alive()
-
-    def paths(self):
-        return set(Store.open(self.config.store_path()).files())
-
-    def report(self):
-        path = self.config.store_path() / "report.json"
-        return json.loads(path.read_bytes()) if path.exists() else None
 
 
 def dup_pairs(report):

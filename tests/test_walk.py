@@ -7,7 +7,9 @@ import os
 from support import b
 
 from dedupd.ingest.walk import NAS_IGNORE, ScanOptions, scan
+from dedupd.own_folders import OffLimits
 from dedupd.paths import Ignore
+from dedupd.store import mark_own
 
 
 def touch(path, data=b"x"):
@@ -52,8 +54,39 @@ def test_custom_ignore_and_excluded_dirs(tmp_path):
     touch(tmp_path / "keep" / "a.jpg")
     touch(tmp_path / "skip-me" / "a.jpg")
     touch(tmp_path / "trash" / "a.jpg")
-    opts = ScanOptions(ignore=(*NAS_IGNORE, "skip-*"), exclude_dirs=(b(tmp_path / "trash"),))
+    opts = ScanOptions(ignore=(*NAS_IGNORE, "skip-*"), off_limits=OffLimits((b(tmp_path / "trash"),)))
     assert paths(scan([b(tmp_path)], opts)) == [b(tmp_path / "keep" / "a.jpg")]
+
+
+def test_a_root_inside_a_folder_some_store_marked_is_not_walked(tmp_path):
+    """The mark counts in a folder above the root too (a scan of a store's thumbs/ folder itself), once per
+    folder: a mark made after a walk is seen by the next one, which asks afresh."""
+    touch(tmp_path / "store" / "thumbs" / "a.jpg")
+    touch(tmp_path / "photos" / "a.jpg")
+    mark_own(tmp_path / "store")
+    assert paths(scan([b(tmp_path / "store" / "thumbs")])) == []
+    assert paths(scan([b(tmp_path)])) == [b(tmp_path / "photos" / "a.jpg")]
+    mark_own(tmp_path / "photos")
+    assert paths(scan([b(tmp_path)])) == []
+
+
+def test_desktop_and_volume_trashes_are_not_walked_but_a_users_folder_named_trash_is(tmp_path):
+    """A copy in a recycle bin could be kept while the photo is purged; the bin is then emptied. A folder named Trash
+    is one only by its freedesktop shape (info/ and files/): the name alone is a user's to use."""
+    for bad in (
+        ".local/share/Trash/files/a.jpg",  # the freedesktop home trash ($XDG_DATA_HOME/Trash)
+        "usb/.Trash/1000/files/a.jpg",
+        "usb/.Trashes/501/a.jpg",
+        "usb/$RECYCLE.BIN/S-1-5-21/$RABC123.jpg",
+        "nas/@Recycle/a.jpg",
+        "nas/@Recently-Snapshot/GMT+01_2024-01-01/a.jpg",
+        "samba/.recycle/a.jpg",
+    ):
+        touch(tmp_path / bad)
+    (tmp_path / ".local" / "share" / "Trash" / "info").mkdir()
+    keep = [touch(tmp_path / "Trash" / "a.jpg"), touch(tmp_path / "old" / "Trash" / "files" / "a.jpg")]
+    assert paths(scan([b(tmp_path)])) == sorted(b(p) for p in keep)
+    assert paths(scan([b(tmp_path / ".local" / "share" / "Trash" / "files")])) == []  # nor when it is the root
 
 
 def test_records_stat_facts(tmp_path):
@@ -163,3 +196,26 @@ def test_sniffed_pictures_are_indexed_and_grouped_by_scan_and_by_the_event_path(
     finally:
         indexer.close()
     assert b(late) in store.files()
+
+
+def test_a_copy_being_written_to_another_filesystem_is_never_indexed_even_by_sniffing(tmp_path):
+    """Undo (or a trash on another disk) writes NAME.dedupd-partial beside its destination, in the photo tree for
+    undo: its bytes are a JPEG's, so scan.sniff would index the half-written copy, by the walk or from its event."""
+    from support import PixelEmbedder
+
+    from dedupd.config import load_config
+    from dedupd.ingest.indexer import Indexer
+    from dedupd.model.loader import LazyEmbedder
+    from dedupd.purge.execute import PARTIAL_SUFFIX
+    from dedupd.store import Store
+
+    root = tmp_path / "photos"
+    partial = touch(root / os.fsdecode(b"x.jpg" + PARTIAL_SUFFIX), _jpeg_bytes())
+    touch(root / "f0001", _jpeg_bytes())
+    assert paths(scan([b(root)], ScanOptions(sniff=True))) == [b(root / "f0001")]
+    cfg = load_config(None, {"store": str(tmp_path / "store"), "scan.sniff": True})
+    indexer = Indexer(Store.open(cfg.store_path()), cfg, LazyEmbedder(cfg, PixelEmbedder()), threaded=False)
+    try:
+        assert indexer.refresh_paths(b(root), [b(partial)]).counters.seen == 0
+    finally:
+        indexer.close()

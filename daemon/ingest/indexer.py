@@ -20,7 +20,7 @@ from dedupd.ingest.decode_pool import DecodeFn, DecodePool, decode_for_model, ha
 from dedupd.ingest.walk import INTERNAL_IGNORE, NAS_IGNORE, ScanOptions, entry_for, is_picture
 from dedupd.ingest.walk import scan as walk
 from dedupd.model.loader import LazyEmbedder
-from dedupd.own_folders import is_own, own_folders
+from dedupd.own_folders import OffLimits, own_folders
 from dedupd.paths import Ignore, inside, path_text, text_path
 from dedupd.store import FileRecord, FileStat, Store
 
@@ -37,7 +37,7 @@ def scan_options(config: Config, store: Store) -> ScanOptions:
     return ScanOptions(
         ignore=(*NAS_IGNORE, *INTERNAL_IGNORE, *config.scan.ignore),
         follow_symlinks=config.scan.follow_symlinks,
-        exclude_dirs=own_folders(store.path, config),
+        off_limits=OffLimits(own_folders(store.path, config)),  # fresh per run: folders marked since are seen
         sniff=config.scan.sniff,
     )
 
@@ -121,14 +121,14 @@ class Indexer:
 
     def _entries_at(self, root: bytes, path: bytes) -> list[FileStat]:
         if Ignore.of(self.options.ignore).below(path, root) or self._own(path):
-            return []  # a folder inside @eaDir, #recycle...: the walk below would not skip the folder it starts in
+            return []  # inside @eaDir, #recycle...: the walk below matches names only below the folder it starts in
         if os.path.isdir(path) and not os.path.islink(path):
             return [replace(e, root=root) for e in walk([path], self.options) if inside(e.path, root)]
         entry = _file_entry(root, path, self.options.sniff)
         return [entry] if entry else []
 
     def _own(self, path: bytes) -> bool:
-        return is_own(path, self.options.exclude_dirs)
+        return self.options.off_limits.lies_in(path)
 
     def known_under(self, paths: Iterable[bytes]) -> list[bytes]:
         """Known files equal to or below any of the paths, in one pass over the known files (not one per path:
@@ -164,7 +164,7 @@ class Indexer:
         for entry in entries:
             if self.stop.is_set():
                 return
-            if not self._own(entry.path):  # the one gate every indexed file passes: never what dedupd wrote
+            if not self._own(entry.path):  # the one gate every indexed file passes: never what a dedupd wrote
                 yield entry
 
     def _decode_settings(self) -> pipeline.DecodeSettings:

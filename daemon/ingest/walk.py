@@ -6,8 +6,9 @@ import logging
 import os
 import stat
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from dedupd.own_folders import OffLimits
 from dedupd.paths import (
     Ignore,
     is_companion_name,
@@ -16,14 +17,34 @@ from dedupd.paths import (
     normalise_root,
     read_head,
 )
-from dedupd.store import OWN_MARKER, FileStat
+from dedupd.store import FileStat
 
 log = logging.getLogger("dedupd")
 
-# NAS and desktop metadata folders/files: thumbnails, recycle bins, snapshots, AppleDouble forks.
-NAS_IGNORE = ("@eaDir", "#recycle", "#snapshot", ".@__thumb", ".Trash-*", "._*", "#SynoRecycle", ".snapshot")
-# Our own half-finished purge renames (see purge/execute.ASIDE_PREFIX): never indexed, whatever the config says.
-INTERNAL_IGNORE = (".dedupd-purge-*",)
+# NAS, desktop and OS metadata folders/files: thumbnails, recycle bins, snapshots, AppleDouble forks. A copy in a
+# recycle bin must never be indexed: it could be kept while the photo is purged, and the bin is emptied at will. Only
+# names a user's own folder is unlikely to have: the freedesktop home trash is plainly "Trash", so it is known by its
+# shape instead (own_folders.is_desktop_trash), for the walk and the daemon's events alike.
+NAS_IGNORE = (
+    "@eaDir",  # Synology thumbnails
+    "#recycle",  # Synology recycle bin
+    "#SynoRecycle",
+    "#snapshot",  # Synology snapshots
+    ".snapshot",  # NetApp-style snapshots
+    ".@__thumb",  # QNAP thumbnails
+    "@Recycle",  # QNAP recycle bin
+    "@Recently-Snapshot",  # QNAP snapshots
+    ".recycle",  # Samba vfs_recycle
+    ".Trash-*",  # freedesktop trash of a volume (.Trash-UID)
+    ".Trash",  # freedesktop trash of a volume (.Trash/UID), macOS ~/.Trash
+    ".Trashes",  # macOS trash of a volume
+    "$RECYCLE.BIN",  # Windows recycle bin of a volume
+    "._*",  # AppleDouble forks
+)
+# Our own half-finished purge renames (see purge/execute.ASIDE_PREFIX) and copies to another filesystem being written
+# beside their destination, which undo puts in the photo tree (purge/execute.PARTIAL_SUFFIX; with scan.sniff their
+# bytes are a picture's): never indexed, whatever the config says.
+INTERNAL_IGNORE = (".dedupd-purge-*", "*.dedupd-partial")
 
 
 def entry_for(path: bytes, root: bytes, st: os.stat_result) -> FileStat | None:
@@ -44,7 +65,9 @@ def _special_kind(mode: int) -> str:
 class ScanOptions:
     ignore: tuple[str, ...] = NAS_IGNORE + INTERNAL_IGNORE
     follow_symlinks: bool = False
-    exclude_dirs: tuple[bytes, ...] = ()  # absolute paths never entered (the trash dir, the store)
+    # Never entered, nor anything in them: this store's own folders, any store's marked ones, a desktop trash. The
+    # indexer asks the same instance of each event's path, so both share its per-folder answers.
+    off_limits: OffLimits = field(default_factory=OffLimits)
     sniff: bool = False  # scan.sniff: a file whose name says nothing is indexed when its magic bytes are a picture's
     on_error: Callable[[bytes, OSError], None] | None = None
 
@@ -87,10 +110,10 @@ class _Walker:
             self._error(directory, exc)
             return False
         key = (st.st_dev, st.st_ino)
-        if key in self.seen_dirs or directory in self.options.exclude_dirs:
+        if key in self.seen_dirs:
             return False  # a root listed twice, nested roots, or a symlink loop
-        if os.path.lexists(os.path.join(directory, OWN_MARKER)):
-            return False  # a trash or gallery of some dedupd store
+        if self.options.off_limits.closed(directory):
+            return False  # a store, trash or gallery of some dedupd store, a desktop trash (a root inside one too)
         self.seen_dirs.add(key)
         return True
 

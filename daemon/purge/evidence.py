@@ -12,12 +12,13 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from dedupd.ingest.hashing import fd_hash
-from dedupd.paths import inside
+from dedupd.own_folders import OffLimits
 from dedupd.store import Store
+
+OFF_LIMITS = "a folder dedupd writes itself (trash, gallery or store) or a desktop trash"
 
 
 class Refused(Exception):
@@ -52,15 +53,15 @@ class KeeperProof:
     with the same size and mtime keeps all three). A path this run removed is forgotten, so a report naming a
     victim as a later group's keeper is refused instead of trusted on its remembered hash."""
 
-    internal: Sequence[bytes] = ()  # what dedupd writes itself (store, trash, gallery): never a keeper
+    # What dedupd writes itself (any store's store, trash, gallery) and a desktop trash: never a keeper, nor a victim.
+    off_limits: OffLimits = field(default_factory=OffLimits)
     _seen: dict[bytes, tuple[str, tuple[int, int]]] = field(default_factory=dict)  # path -> (content, (dev, ino))
 
     def check(self, path: bytes, content: str, again: bool = False) -> tuple[int, int]:
         """The keeper's (device, inode) now, once it proves to hold `content` outside dedupd's own folders; `again`
         hashes it anew even if this run already has (the act's own proof, just before a file goes)."""
-        # realpath too: a folder swapped for a symlink must not lead the keeper into the trash
-        if any(inside(p, folder) for p in (path, os.path.realpath(path)) for folder in self.internal):
-            raise Refused("the keeper lies in a folder dedupd writes itself (trash, gallery or store)")
+        if self.off_limits.lies_in(path, resolve=True):
+            raise Refused(f"the keeper lies in {OFF_LIMITS}")
         if again or path not in self._seen:
             self._seen[path] = current_identity(path, "keeper")
         found, identity = self._seen[path]

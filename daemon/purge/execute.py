@@ -27,7 +27,7 @@ from dedupd.dedup.groups import Rules
 from dedupd.faults import fault_point
 from dedupd.ingest.hashing import fd_hash
 from dedupd.paths import inside_any
-from dedupd.purge.evidence import Evidence, KeeperProof, Refused, current_identity, open_regular
+from dedupd.purge.evidence import OFF_LIMITS, Evidence, KeeperProof, Refused, current_identity, open_regular
 from dedupd.purge.journal import Entry, Journal
 from dedupd.purge.noclobber import move_unless_taken
 from dedupd.store import OK, Decision, FileRecord
@@ -290,8 +290,8 @@ def _check_placement(victim: FileRecord, ctx: PurgeContext) -> None:
         raise Refused("not inside a scanned root that is online")
     if inside_any(victim.path, ctx.protect):
         raise Refused("inside a protected root")
-    if inside_any(victim.path, ctx.keepers.internal):
-        raise Refused("inside a folder dedupd writes itself (trash, gallery or store)")
+    if ctx.keepers.off_limits.lies_in(victim.path):
+        raise Refused(f"inside {OFF_LIMITS}")
 
 
 def _check_victim(victim: FileRecord) -> None:

@@ -19,9 +19,9 @@ from pathlib import Path
 
 from dedupd.faults import fault_point
 from dedupd.ingest.hashing import content_hash
-from dedupd.own_folders import is_own
+from dedupd.own_folders import OffLimits
 from dedupd.paths import inside
-from dedupd.purge.evidence import Refused, current_identity
+from dedupd.purge.evidence import OFF_LIMITS, Refused, current_identity
 from dedupd.purge.execute import (
     ASIDE_PREFIX,
     PARTIAL_SUFFIX,
@@ -473,8 +473,8 @@ def keeper_lost(entry: Entry, own: tuple[bytes, ...]) -> str:
     """Why the keeper no longer proves the picture survives ("" when it does). A journal from before keeper
     hashes were recorded is satisfied only by a byte copy."""
     keeper = entry.keeper_path
-    if is_own(keeper, own) or is_own(os.path.realpath(keeper), own):  # a folder swapped for a symlink into ours
-        return f"its keeper {os.fsdecode(keeper)} lies in a folder dedupd writes itself"
+    if OffLimits(own).lies_in(keeper, resolve=True):  # the purge's own test (KeeperProof), any store's marks too
+        return f"its keeper {os.fsdecode(keeper)} lies in {OFF_LIMITS}"
     try:
         found, identity = current_identity(keeper, "keeper")
     except Refused as exc:

@@ -19,7 +19,7 @@ from dedupd.dedup.store_groups import rules_for, store_groups
 from dedupd.errors import PurgeFailures, UsageError
 from dedupd.ingest.indexer import online_roots
 from dedupd.output.report import entry_path
-from dedupd.own_folders import own_folders, remember
+from dedupd.own_folders import OffLimits, own_folders, remember
 from dedupd.paths import inside_any, normalise_root, path_text
 from dedupd.purge.evidence import Evidence, KeeperProof
 from dedupd.purge.execute import PurgeContext, PurgeItem, PurgeResult, run_purge
@@ -111,7 +111,7 @@ def execute(
             remember(store.path, normalise_root(trash_dir))  # under the purge lock, before anything lands there
         ctx = _context(store, plan, roots, config, trash_dir, inplace)
         ctx.stopping = stopping
-        own = tuple(ctx.keepers.internal)
+        own = ctx.keepers.off_limits.known
         recovered = recover_all(journal_dir(store), own, roots) if inplace else still_open(journal_dir(store))
         for line in recovered.lines:
             echo(line)
@@ -144,7 +144,7 @@ def _context(
         evidence=Evidence.load(store, plan.model, plan.threshold),
         rules=rules_for(store, config),
         decisions=store.decisions,
-        keepers=KeeperProof(own_folders(store.path, config)),
+        keepers=KeeperProof(OffLimits(own_folders(store.path, config))),
         protect=[normalise_root(p) for p in config.protect],
         trash_dir=normalise_root(trash_dir) if trash_dir else None,
         dry_run=not inplace,
