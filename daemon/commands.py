@@ -28,7 +28,7 @@ from dedupd.progress import bar
 from dedupd.purge.journal import Entry, journals, latest_states
 from dedupd.purge.recovery import empty_trash as recovery_empty
 from dedupd.purge.recovery import forget, parse_age, still_open, undo
-from dedupd.purge.run import execute, journal_dir, plan_from_groups, plan_from_report
+from dedupd.purge.run import check_trash_flag, execute, journal_dir, plan_from_groups, plan_from_report
 from dedupd.service.status import read_status
 from dedupd.store import PENDING, UNREADABLE, FileLock, FileRecord, LockBusy, Store
 
@@ -85,6 +85,7 @@ def scan(
     `decode` (what runs per file in the decode workers) are the tests' seams."""
     if not os.path.isdir(folder):
         raise UsageError(f"{folder}: not a directory")
+    check_trash_flag(trash)  # before the scan, which may take hours
     root = normalise_root(folder)
     with join_cluster(config) as ray_cluster:  # first: a cluster that cannot be reached leaves the store as it was
         config = ray_cluster.settle(config) if ray_cluster is not None else config

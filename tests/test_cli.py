@@ -5,8 +5,10 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+from support import scan_library
 
 from dedupd.cli import build_parser, main
 
@@ -131,3 +133,40 @@ def test_console_script_is_installed():
         [os.path.join(os.path.dirname(sys.executable), "dedupd"), "--version"], capture_output=True, text=True
     )
     assert out.returncode == 0 and out.stdout.startswith("dedupd ")
+
+
+def _victims(report):
+    return [Path(d) for g in report["groups"] for d in g["duplicates"]]
+
+
+@pytest.mark.parametrize("command", ["purge", "scan"])
+def test_an_empty_trash_flag_is_a_usage_error_not_a_delete(tmp_path, command, capsys):
+    """`--trash "$TRASH"` with TRASH unset in a script: "" was taken for no trash at all, so every duplicate was
+    deleted for good where the user asked for them to be moved aside."""
+    lib, cfg, report = scan_library(tmp_path)
+    store = str(cfg.store_path())
+    if command == "purge":
+        args = ["purge", "--store", store, "--report", str(lib.root / "dedup_report.json"), "--inplace"]
+    else:
+        args = ["scan", str(lib.root), "--store", store, "--inplace"]
+
+    rc = main([*args, "--trash", ""])
+
+    assert rc == 2 and all(p.exists() for p in _victims(report))
+    assert "--trash: the folder name is empty" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("age", ["-1d", "-5", "nan", "nand", "infd"])
+def test_trash_empty_refuses_an_age_that_is_not_one(tmp_path, age, capsys):
+    """A negative age put the cutoff in the future: files trashed a second ago were removed for good. nan and inf
+    were taken too, silently meaning nothing."""
+    lib, cfg, report = scan_library(tmp_path)
+    trash, store = tmp_path / "trash", str(cfg.store_path())
+    report_file = str(lib.root / "dedup_report.json")
+    assert main(["purge", "--store", store, "--report", report_file, "--inplace", "--trash", str(trash)]) == 0
+    trashed = [p for p in trash.rglob("*") if p.is_file()]
+
+    rc = main(["trash", "empty", "--store", store, f"--older-than={age}"])
+
+    assert rc == 2 and trashed and all(p.exists() for p in trashed)
+    assert f"--older-than: cannot read {age!r} as an age" in capsys.readouterr().err

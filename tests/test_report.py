@@ -9,7 +9,7 @@ import sys
 
 import imagegen
 import pytest
-from support import PixelEmbedder, b
+from support import PixelEmbedder, b, scan_library
 
 from dedupd import cli, commands
 from dedupd.config import load_config
@@ -143,3 +143,18 @@ def test_a_malformed_report_is_refused_in_one_line_with_exit_2(tmp_path, capsys,
     code = cli.main(["purge", "--report", str(path), "--store", str(tmp_path / "store")])
     err = capsys.readouterr().err
     assert code == 2 and message in err and str(path) in err and err.count("\n") == 1 and "unexpected" not in err
+
+
+def test_a_report_is_never_written_over_a_file_that_is_not_a_report(tmp_path, capsys):
+    """`report --out` a typo away from a photo (scan --report and the daemon's report.path write the same way): the
+    only copy of a picture was replaced by JSON. An earlier report is still replaced."""
+    lib, cfg, _ = scan_library(tmp_path)
+    photo = lib.originals[3]
+    picture = photo.read_bytes()
+
+    assert cli.main(["report", "--store", str(cfg.store_path()), "--out", str(photo)]) == 2
+    assert photo.read_bytes() == picture
+    assert "exists and is not a dedupd report" in capsys.readouterr().err
+    earlier = tmp_path / "report.json"
+    for _ in range(2):
+        assert cli.main(["report", "--store", str(cfg.store_path()), "--out", str(earlier)]) == 0

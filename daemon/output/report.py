@@ -148,7 +148,22 @@ def write_report(report: dict[str, Any], out: str | os.PathLike) -> None:
         sys.stdout.buffer.write(data)
         sys.stdout.flush()
         return
+    _refuse_to_replace(Path(out))
     atomic_write(Path(out), data)
+
+
+def _refuse_to_replace(out: Path) -> None:
+    """A report replaces an earlier report, never another file: `--out` a typo away from a photo (or a config
+    key pointing at one) would otherwise put JSON where the only copy of a picture was."""
+    try:
+        with open(out, "rb") as f:
+            head = f.read(64).lstrip()
+    except (FileNotFoundError, IsADirectoryError):
+        return  # nothing to lose; a folder fails at the write, named
+    except OSError:
+        head = b"?"
+    if head and not head.startswith(b"{"):
+        raise UsageError(f"{out}: exists and is not a dedupd report; refusing to write a report over it")
 
 
 def load_report(path: str | os.PathLike) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import shlex
 import time
@@ -17,6 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from dedupd.errors import UsageError
 from dedupd.faults import fault_point
 from dedupd.ingest.hashing import content_hash
 from dedupd.own_folders import OffLimits
@@ -495,13 +497,14 @@ def _same_identity(path: bytes, identity: tuple[int, int]) -> bool:
 
 
 def parse_age(text: str) -> float:
-    """'30d', '12h', '90m', '45s' or plain seconds."""
-    from dedupd.errors import UsageError
-
+    """'30d', '12h', '90m', '45s' or plain seconds: finite and not negative (a negative age would put the cutoff in
+    the future, and every trashed file, moved a second ago, would go)."""
     units = {"d": 86400, "h": 3600, "m": 60, "s": 1}
+    number, unit = (text[:-1], units[text[-1]]) if text and text[-1] in units else (text, 1)
     try:
-        if text and text[-1] in units:
-            return float(text[:-1]) * units[text[-1]]
-        return float(text)
+        age = float(number) * unit
     except ValueError:
-        raise UsageError(f"--older-than: cannot read {text!r} (use e.g. 30d, 12h, 90m)") from None
+        age = math.nan
+    if not math.isfinite(age) or age < 0:
+        raise UsageError(f"--older-than: cannot read {text!r} as an age (use e.g. 30d, 12h, 90m)")
+    return age

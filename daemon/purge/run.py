@@ -103,7 +103,7 @@ def execute(
 ) -> int:
     """Act on the plan (a dry run unless inplace) under the store's purge lock, journaled; raise PurgeFailures
     when a safety check skipped any item."""
-    trash_dir = trash or (config.purge.trash_dir if config.purge.action == "trash" else None)
+    trash_dir = check_trash_flag(trash) or (config.purge.trash_dir if config.purge.action == "trash" else None)
     if config.purge.action == "trash" and not trash_dir:
         raise UsageError("purge.action is trash but no purge.trash_dir (or --trash DIR) is set")
     with FileLock(store.path / "purge.lock", "purge"):
@@ -133,6 +133,13 @@ def execute(
     if recovered.failed:
         raise PurgeFailures(f"{recovered.failed} interrupted acts could not be settled yet (see above; they stay open)")
     return 0
+
+
+def check_trash_flag(trash: str | None) -> str | None:
+    """`--trash ""` (a variable left unset in a script) asks for a trash and names none: never a delete."""
+    if trash is not None and not trash.strip():
+        raise UsageError("--trash: the folder name is empty (a variable left unset?); nothing was moved or deleted")
+    return trash
 
 
 def _context(
