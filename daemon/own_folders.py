@@ -15,8 +15,9 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from dedupd.config import Config
+from dedupd.errors import UsageError
 from dedupd.paths import atomic_write, normalise_root, path_text, text_path
-from dedupd.store import FileLock, mark_own, marked_own
+from dedupd.store import OWN_MARKER, FileLock, mark_own, marked_own
 
 # In the store folder: every trash a purge used (`--trash DIR` included) and every gallery `report --out DIR` wrote.
 # The name is older than the galleries in it.
@@ -41,12 +42,29 @@ def remember(store_path: Path, folder: bytes) -> None:
     """Called before the first file lands in a trash or a gallery, so neither scan nor daemon ever indexes it. Under
     a lock: the daemon's gallery and a purge from the command line may remember at once, and a lost entry would let
     a keeper inside that folder prove a picture survives."""
+    if folder not in remembered(store_path):
+        _refuse_a_folder_of_yours(folder)
     mark_own(folder)
     store_path.mkdir(parents=True, exist_ok=True)  # a gallery may be written before the store's first scan
     with FileLock(store_path / TRASH_LOCK, "own folders").acquire(blocking=True):
         known = remembered(store_path)
         if folder not in known:
             atomic_write(store_path / TRASH_FILE, json.dumps([path_text(p) for p in [*known, folder]]).encode())
+
+
+def _refuse_a_folder_of_yours(folder: bytes) -> None:
+    """The mark takes everything under a folder out of every index, for good: a trash or gallery folder must be new,
+    empty, or one dedupd made (`--trash ~`, a slip for `--trash ~/.trash`, would otherwise hide the library)."""
+    try:
+        with os.scandir(folder) as entries:
+            holds = any(e.name != OWN_MARKER for e in entries)
+    except (FileNotFoundError, NotADirectoryError):
+        return  # made new (a file there fails at the mark, named)
+    if holds and not marked_own(folder):
+        raise UsageError(
+            f"{path_text(folder)}: holds files of yours; a trash or gallery folder must be new or empty (everything "
+            "in it is kept out of the index)"
+        )
 
 
 class OffLimits:

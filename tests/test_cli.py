@@ -170,3 +170,20 @@ def test_trash_empty_refuses_an_age_that_is_not_one(tmp_path, age, capsys):
 
     assert rc == 2 and trashed and all(p.exists() for p in trashed)
     assert f"--older-than: cannot read {age!r} as an age" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["trash", "gallery"])
+def test_a_trash_or_gallery_folder_that_holds_files_of_yours_is_refused(tmp_path, command, capsys):
+    """`--trash ~` (a slip for `--trash ~/.trash`) or `report --format html --out ~/Pictures`: the folder was marked
+    as dedupd's own, and everything under it, the whole library, left every index for good."""
+    lib, cfg, report = scan_library(tmp_path)
+    store = str(cfg.store_path())
+    if command == "trash":
+        args = ["purge", "--store", store, "--report", str(lib.root / "dedup_report.json"), "--inplace"]
+        rc = main([*args, "--trash", str(tmp_path)])
+    else:
+        rc = main(["report", "--store", store, "--format", "html", "--out", str(lib.root)])
+
+    assert rc == 2 and all(p.exists() for p in _victims(report))
+    assert [p for p in tmp_path.rglob(".dedupd-own-folder")] == [tmp_path / "store" / ".dedupd-own-folder"]
+    assert "holds files of yours" in capsys.readouterr().err

@@ -259,11 +259,12 @@ def test_folders_remembered_at_once_by_two_processes_are_all_kept(tmp_path):
 
 
 def test_a_gallery_never_prunes_a_users_photo_from_a_thumbs_folder_it_did_not_write(built, tmp_path):
-    """`report --format html --out DIR` into a folder that already has a thumbs/ of the user's own (a web album):
-    prune() unlinked every name matching [0-9A-Za-z]+-\\d+\\.jpg it did not use this time, which takes ordinary
-    photo names (holiday-1.jpg, DSC-0042.jpg, IMG-20230704.jpg), unchecked and unjournaled."""
+    """A gallery folder (`report --format html --out DIR`) whose thumbs/ the user then also keeps photos in (a web
+    album): prune() unlinked every name matching [0-9A-Za-z]+-\\d+\\.jpg it did not use this time, which takes
+    ordinary photo names (holiday-1.jpg, DSC-0042.jpg, IMG-20230704.jpg), unchecked and unjournaled. (A folder of the
+    user's that was never a gallery is refused outright: see test_cli.)"""
     album = tmp_path / "web-album"
-    (album / "thumbs").mkdir(parents=True)
+    gallery.write_gallery(built.report, album, tmp_path / "store", SIDE)
     names = ["holiday-1.jpg", "DSC-0042.jpg", "IMG-20230704.jpg", "deadbeef-128.jpg"]
     for seed, name in enumerate(names):
         imagegen.photo(41 + seed, (64, 48)).save(album / "thumbs" / name, quality=90)
