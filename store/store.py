@@ -69,6 +69,7 @@ class Store:
         self._db = db
         self._tables: dict[str, Any] = {name: _Guarded(_open_table(db, path, name), name, path) for name in TABLES}
         self.writer_lock = FileLock(path / "writer.lock", "store writer")
+        self._decisions: tuple[int, list[Decision]] | None = None  # (table version, its decisions)
 
     # --- opening ---------------------------------------------------------------------------------------------
 
@@ -257,6 +258,14 @@ class Store:
     # --- decisions -------------------------------------------------------------------------------------------
 
     def decisions(self) -> list[Decision]:
+        """The user's decisions now, read again only when the table has a new version (the purge gate asks before
+        every act, and a read costs a millisecond a fragment: each decision adds one until compaction)."""
+        version = self._tables["decisions"].version  # the latest, another process's writes included
+        if self._decisions is None or self._decisions[0] != version:
+            self._decisions = (version, self._read_decisions())
+        return list(self._decisions[1])
+
+    def _read_decisions(self) -> list[Decision]:
         data = self._tables["decisions"].to_arrow().to_pydict()
         rows = zip(data["key"], data["kind"], data["contents"], data["paths"], data["created"])
         out = [

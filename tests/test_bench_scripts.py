@@ -82,3 +82,11 @@ def test_purge_speed_times_every_mode_on_pairs_it_makes():
     assert modes["dry"]["summary"].startswith("purge: would act on 3, skipped 0")
     for mode in set(modes) - {"dry"}:
         assert modes[mode]["summary"] == "purge: acted on 3, skipped 0" and modes[mode]["files_s"] > 0
+
+
+def test_decisions_read_times_reads_with_0_10_and_100_decisions():
+    done = run_script("decisions_read.py", "--reads", "3")
+
+    assert done.returncode == 0, done.stderr
+    rows = json.loads(done.stdout)["ms_per_read_by_decisions"]
+    assert set(rows) == {"0", "10", "100"} and all(ms > 0 for ms in rows.values())
