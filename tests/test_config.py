@@ -103,3 +103,27 @@ def test_missing_file_is_a_config_error(tmp_path):
 def test_default_store_is_the_user_data_dir(monkeypatch, tmp_path):
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))
     assert load_config().store_path() == tmp_path / "dedupd"
+
+
+@pytest.mark.parametrize(
+    "text, key, line",
+    [
+        ("purge:\n  action: trash\n  trash_dir: /srv/trash\nprotect: [/p]\npurge:\n  auto: true\n", "purge", 5),
+        ("dedup:\n  threshold: 0.99\n  threshold: 0.9\n", "threshold", 3),
+    ],
+)
+def test_a_key_written_twice_is_refused_not_silently_overridden(tmp_path, text, key, line):
+    """A section or key written twice (easy in a long file): PyYAML alone keeps the last one, so a second `purge:`
+    would drop the first one's `action: trash`. Refused naming the key, the line and the file."""
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert f"(line {line}): {key} is written twice" in str(info.value) and str(path) in str(info.value)
+
+
+def test_a_yaml_merge_key_may_still_be_overridden(tmp_path):
+    """`<<: {...}` then one of its keys: YAML's own way to override, not a key written twice."""
+    path = tmp_path / "c.yaml"
+    path.write_text("dedup:\n  <<: {k: 3, threshold: 0.9}\n  k: 4\n")
+    assert (load_config(path).dedup.k, load_config(path).dedup.threshold) == (4, 0.9)
