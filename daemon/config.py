@@ -171,7 +171,13 @@ class Config(_Section):
         return Path(user_data_dir("dedupd", appauthor=False))
 
 
-SECTIONS = ("model", "dedup", "scan", "report", "purge", "watch")
+# Every nested section, read off Config so a new one (as `cluster` once was) cannot be left out of the
+# `section:`-with-every-key-commented-out rule in _read_yaml.
+SECTIONS = tuple(
+    name
+    for name, field in Config.model_fields.items()
+    if isinstance(field.annotation, type) and issubclass(field.annotation, _Section)
+)
 
 
 def load_config(path: str | os.PathLike | None = None, overrides: dict[str, Any] | None = None) -> Config:

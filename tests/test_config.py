@@ -127,3 +127,12 @@ def test_a_yaml_merge_key_may_still_be_overridden(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("dedup:\n  <<: {k: 3, threshold: 0.9}\n  k: 4\n")
     assert (load_config(path).dedup.k, load_config(path).dedup.threshold) == (4, 0.9)
+
+
+def test_every_section_with_every_key_commented_out_takes_the_defaults(tmp_path):
+    """`cluster:` (or any section) with its keys commented out, as a user trims config.example.yaml: the defaults,
+    as if the section were left out; once `cluster:` alone was refused naming a Python class."""
+    sections = [name for name, value in Config().model_dump().items() if isinstance(value, dict)]
+    path = tmp_path / "c.yaml"
+    path.write_text("".join(f"{name}:\n  # key: value\n" for name in sections))
+    assert "cluster" in sections and load_config(path) == Config()
