@@ -101,6 +101,18 @@ def test_bad_config_exits_2_with_one_line_naming_the_key(tmp_path):
     assert "Traceback" not in out.stderr
 
 
+def test_the_daemon_refuses_at_start_a_path_key_no_file_name_can_come_from(tmp_path):
+    """`dedupd run` with `scan.ignore: ["\\ud800x"]` (a lone surrogate): once check-config said ok and the daemon
+    died at start with 'unexpected UnicodeEncodeError' (exit 1); now exit 2, one line naming the file and key."""
+    (tmp_path / "photos").mkdir()
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f'store: {tmp_path / "s"}\nroots: [{tmp_path / "photos"}]\nscan:\n  ignore: ["\\ud800x"]\n')
+    for command in ("check-config", "run"):
+        out = run(command, *(["--config"] if command == "run" else []), str(cfg))
+        assert out.returncode == 2 and out.stderr.startswith(f"dedupd: error: {cfg}: scan.ignore.0: "), out.stderr
+        assert len(out.stderr.splitlines()) == 1
+
+
 def test_flag_value_is_validated_like_the_file(tmp_path):
     out = run("scan", str(tmp_path), "--batch-size", "0", "--store", str(tmp_path / "s"))
     assert out.returncode == 2 and "model.batch_size: must be > 0" in out.stderr

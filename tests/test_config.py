@@ -136,3 +136,36 @@ def test_every_section_with_every_key_commented_out_takes_the_defaults(tmp_path)
     path = tmp_path / "c.yaml"
     path.write_text("".join(f"{name}:\n  # key: value\n" for name in sections))
     assert "cluster" in sections and load_config(path) == Config()
+
+
+PATH_KEYS = {
+    "store": "store: {}\n",
+    "roots": "roots: [{}]\n",
+    "protect": "protect: [{}]\n",
+    "model.name": "model:\n  name: {}\n",
+    "scan.ignore": "scan:\n  ignore: [{}]\n",
+    "report.path": "report:\n  path: {}\n",
+    "report.html_dir": "report:\n  html_dir: {}\n",
+    "purge.trash_dir": "purge:\n  trash_dir: {}\n",
+}
+
+
+@pytest.mark.parametrize("key", PATH_KEYS)
+@pytest.mark.parametrize(
+    "value, message",
+    [
+        ('"/p/\\ud800x"', "cannot be a file name (surrogates not allowed)"),
+        ('"/p/a\\0b"', "holds a NUL byte"),
+        ('""', "must not be empty"),
+    ],
+)
+def test_a_path_key_no_file_name_can_come_from_is_refused(tmp_path, key, value, message):
+    """A YAML escape for a lone surrogate or a NUL byte, or an empty string, in any key naming a path: refused when
+    the config is read, naming the key, so `check-config` catches it and no command (the daemon at start, scan,
+    report) later dies on os.fsencode with 'unexpected UnicodeEncodeError / ValueError'."""
+    path = tmp_path / "c.yaml"
+    path.write_text(PATH_KEYS[key].format(value))
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    text = str(info.value)
+    assert text.startswith(f"{path}: {key}") and message in text and "\0" not in text and "\n" not in text
