@@ -12,6 +12,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 
 from dedupd.dedup.policy import DEFAULT_FORMATS, POLICIES, as_list
 from dedupd.errors import ConfigError
+from dedupd.model.settings import MAX_THREADS
 from dedupd.paths import normalise_root
 
 DEFAULT_MODEL = "google/siglip2-base-patch16-naflex"
@@ -60,7 +61,7 @@ class ModelConfig(_Section):
     max_patches: int | None = Field(None, gt=0)
     precision: Literal["auto", "float", "int8"] = "auto"
     preset: Literal["default", "fast"] = "default"
-    threads: int | None = Field(None, gt=0)
+    threads: int | None = Field(None, gt=0, le=MAX_THREADS)
 
 
 class DedupConfig(_Section):

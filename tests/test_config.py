@@ -42,6 +42,8 @@ def test_every_key_has_a_comment():
         ("model:\n  batch_size: true\n", "model.batch_size: must be a number, not true"),
         ("dedup:\n  format_preference: [jpeg, jpg]\n", "dedup.format_preference: unknown format 'jpg'"),
         ("model: google/siglip2\n", "model: must be a mapping of keys"),
+        # Once unbounded: a typo overflowed inside torch.set_num_threads, after a scan had hashed the tree.
+        ("model:\n  threads: 99999999999999999999\n", "model.threads: must be <= 4096"),
     ],
 )
 def test_errors_name_the_key(tmp_path, snippet, message):
