@@ -128,6 +128,21 @@ def test_no_store_yet_is_a_clear_error(tmp_path):
     assert out.returncode == 2 and "no dedupd store" in out.stderr and "Traceback" not in out.stderr
 
 
+@pytest.mark.parametrize("command", ["scan", "status"])
+def test_a_store_that_is_a_file_is_exit_2_naming_the_store(tmp_path, command):
+    """`--store FILE`: once exit 1 with mkdir's "FILE: File exists", no word of the store; now exit 2 (a store
+    error), one line saying the store is not a folder."""
+    (tmp_path / "photos").mkdir()
+    store = tmp_path / "not-a-folder"
+    store.write_text("x")
+    out = run(command, *([str(tmp_path / "photos")] if command == "scan" else []), "--store", str(store))
+    assert (
+        out.returncode == 2
+        and out.stderr
+        == f"dedupd: error: the store at {store} is not a folder: a file is in the way; pass another --store\n"
+    )
+
+
 def test_debug_env_shows_traceback(tmp_path):
     out = run("status", "--store", str(tmp_path / "none"), env={"DEDUPD_DEBUG": "1"})
     assert out.returncode == 2 and "Traceback" in out.stderr
