@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 
 from dedupd.config import Config
+from dedupd.errors import UsageError
 from dedupd.paths import atomic_write, inside_any, normalise_root, path_text, text_path
 from dedupd.store import FileLock, mark_own
 
@@ -37,7 +38,11 @@ def remember(store_path: Path, folder: bytes) -> None:
     """Called before the first file lands in a trash or a gallery, so neither scan nor daemon ever indexes it. Under
     a lock: the daemon's gallery and a purge from the command line may remember at once, and a lost entry would let
     a keeper inside that folder prove a picture survives."""
-    mark_own(folder)
+    try:
+        mark_own(folder)
+    except NotADirectoryError:
+        # A file where the trash or gallery folder should be (or above it): name the folder given, not the marker.
+        raise UsageError(f"{path_text(folder)}: not a folder: a file is in the way") from None
     store_path.mkdir(parents=True, exist_ok=True)  # a gallery may be written before the store's first scan
     with FileLock(store_path / TRASH_LOCK, "own folders").acquire(blocking=True):
         known = remembered(store_path)
