@@ -166,3 +166,15 @@ def test_a_deeply_nested_report_is_refused_in_one_line_with_exit_2(tmp_path, cap
     code = cli.main(["purge", "--report", str(path), "--store", str(tmp_path / "store")])
     err = capsys.readouterr().err
     assert code == 2 and f"{path}: not a JSON report: nested too deeply" in err and err.count("\n") == 1
+
+
+def test_report_out_naming_a_folder_names_that_folder(tmp_path, capsys):
+    """`report --out DIR` with DIR a folder (the daemon's report.path the same): once exit 1 with
+    "DIR/.out.e297fbb055e3.tmp: Is a directory", a temp name never given; now exit 2, one line naming DIR."""
+    Store.open(tmp_path / "store")
+    out = tmp_path / "out"
+    out.mkdir()
+    code = cli.main(["report", "--store", str(tmp_path / "store"), "--out", str(out)])
+    err = capsys.readouterr().err  # after the warning that this empty store holds no vectors yet
+    assert code == 2 and err.endswith(f"\ndedupd: error: {out}: a folder, where a file is wanted\n"), err
+    assert list(out.iterdir()) == []
