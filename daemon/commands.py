@@ -296,6 +296,9 @@ def _decision_targets(store: Store, config: Config, model: str, action: str, tar
         raise UsageError(f"decide {action} takes {wanted} path{'s' if wanted > 1 else ''}")
     if not targets:
         raise UsageError(f"decide {action} needs at least one group id or path")
+    if action == "not-duplicate" and normalise_root(targets[0]) == normalise_root(targets[1]):
+        # Stored, {content} alone would hold back every exact copy of the file: not what "A is not B" says.
+        raise UsageError(f"decide not-duplicate: {targets[0]} and {targets[1]} are the same file; name two files")
     if action == "keep-all":
         contents = [c for t in targets for c in _group_contents(store, config, model, t)]
     else:
