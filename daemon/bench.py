@@ -55,7 +55,7 @@ import numpy as np
 
 from dedupd.config import Config
 from dedupd.errors import ModelLoadError, UsageError
-from dedupd.model.settings import PRECISIONS
+from dedupd.model.settings import MAX_THREADS, PRECISIONS
 
 log = logging.getLogger("dedupd")
 
@@ -792,13 +792,33 @@ def _costs(costs: dict[str, float]) -> str:
     return ", ".join(f"{stage} {seconds:.3f}" for stage, seconds in costs.items())
 
 
+# Each number flag's field and bounds (at least, at most), checked before any image is generated or model loaded:
+# out of range, each once failed deep inside (pydantic, torch, numpy) with an 'unexpected' error. (--batch-size goes
+# through the config's model.batch_size check.)
+_FLAG_BOUNDS: dict[str, tuple[str, int, int | None]] = {
+    "--images": ("images", 1, None),
+    "--repeat": ("repeat", 1, None),
+    "--vectors": ("vectors", 0, None),
+    "--workers": ("workers", 0, None),
+    "--threads": ("threads", 1, MAX_THREADS),
+    "--max-patches": ("max_patches", 1, None),
+}
+
+
+def check_flags(settings: BenchSettings) -> None:
+    """UsageError naming the first number flag out of its bounds."""
+    for flag, (name, least, most) in _FLAG_BOUNDS.items():
+        value = getattr(settings, name)
+        if value is not None and value < least:
+            raise UsageError(f"{flag} must be at least {least}")
+        if value is not None and most is not None and value > most:
+            raise UsageError(f"{flag} must be at most {most}")
+
+
 def bench_command(settings: BenchSettings, config: Config, as_json: bool, echo: Callable[[str], None] = print) -> int:
     import json
 
-    if settings.images is not None and settings.images < 1:
-        raise UsageError("--images must be at least 1")
-    if settings.repeat < 1:
-        raise UsageError("--repeat must be at least 1")
+    check_flags(settings)
     if settings.precision is not None and settings.precision not in PRECISIONS:
         raise UsageError(f"--precision must be {' or '.join(PRECISIONS)}")
     result = run_bench(settings, config)

@@ -25,7 +25,7 @@ from dedupd.output.report import build_report, group_id, human_bytes, load_repor
 from dedupd.own_folders import own_folders
 from dedupd.paths import normalise_root
 from dedupd.progress import bar
-from dedupd.purge.journal import Entry, journals, latest_states
+from dedupd.purge.journal import Entry, is_journal, journals, latest_states
 from dedupd.purge.recovery import empty_trash as recovery_empty
 from dedupd.purge.recovery import forget, parse_age, still_open, undo
 from dedupd.purge.run import check_trash_flag, execute, journal_dir, plan_from_groups, plan_from_report
@@ -226,6 +226,8 @@ def undo_purge(config: Config, journal: str, echo: Echo = print) -> int:
     store = open_store(config, create=False)
     if not os.path.isfile(journal):
         raise UsageError(f"{journal}: no such journal (they live in {journal_dir(store)})")
+    if not is_journal(Path(journal)):
+        raise UsageError(f"{journal}: not a purge journal (they live in {journal_dir(store)})")
     with FileLock(store.path / "purge.lock", "purge"):
         tally = undo(Path(journal))
         for line in tally.lines:
@@ -295,6 +297,9 @@ def _decision_targets(store: Store, config: Config, model: str, action: str, tar
         raise UsageError(f"decide {action} takes {wanted} path{'s' if wanted > 1 else ''}")
     if not targets:
         raise UsageError(f"decide {action} needs at least one group id or path")
+    if action == "not-duplicate" and normalise_root(targets[0]) == normalise_root(targets[1]):
+        # Stored, {content} alone would hold back every exact copy of the file: not what "A is not B" says.
+        raise UsageError(f"decide not-duplicate: {targets[0]} and {targets[1]} are the same file; name two files")
     if action == "keep-all":
         contents = [c for t in targets for c in _group_contents(store, config, model, t)]
     else:

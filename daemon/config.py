@@ -5,16 +5,38 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from dedupd.dedup.policy import DEFAULT_FORMATS, POLICIES, as_list
 from dedupd.errors import ConfigError
+from dedupd.model.settings import MAX_THREADS
 from dedupd.paths import normalise_root
 
 DEFAULT_MODEL = "google/siglip2-base-patch16-naflex"
+
+
+def _file_name_text(value: str) -> str:
+    """Refuse text that cannot become a file name, here, rather than as a traceback in the command that uses it.
+
+    A YAML escape can write a NUL byte or a lone surrogate ("\\ud800"); os.fsencode turns neither into bytes, and an
+    empty path would quietly mean the current folder.
+    """
+    if not value.strip():
+        raise ValueError("must not be empty")
+    if "\0" in value:
+        raise ValueError(f"{value!r} holds a NUL byte, which no file name can")
+    try:
+        os.fsencode(value)
+    except UnicodeEncodeError as exc:
+        raise ValueError(f"{value!r} cannot be a file name ({exc.reason})") from None
+    return value
+
+
+# Every key naming a file, a folder, a glob of names or a model folder.
+PathText = Annotated[str, AfterValidator(_file_name_text)]
 
 
 class _Section(BaseModel):
@@ -31,7 +53,7 @@ class _Section(BaseModel):
 
 
 class ModelConfig(_Section):
-    name: str = DEFAULT_MODEL
+    name: PathText = DEFAULT_MODEL
     batch_size: int | None = Field(None, gt=0)
     gpus: int | None = Field(None, ge=0)
     gpu_memory_fraction: float = Field(0.9, gt=0, le=1)
@@ -39,7 +61,7 @@ class ModelConfig(_Section):
     max_patches: int | None = Field(None, gt=0)
     precision: Literal["auto", "float", "int8"] = "auto"
     preset: Literal["default", "fast"] = "default"
-    threads: int | None = Field(None, gt=0)
+    threads: int | None = Field(None, gt=0, le=MAX_THREADS)
 
 
 class DedupConfig(_Section):
@@ -77,7 +99,7 @@ class DedupConfig(_Section):
 
 
 class ScanConfig(_Section):
-    ignore: list[str] = Field(default_factory=list)
+    ignore: list[PathText] = Field(default_factory=list)
     follow_symlinks: bool = False
     max_pixels: int = Field(150_000_000, gt=0)
     commit_every: int = Field(512, gt=0)
@@ -86,14 +108,14 @@ class ScanConfig(_Section):
 
 
 class ReportConfig(_Section):
-    path: str | None = None
-    html_dir: str | None = None
+    path: PathText | None = None
+    html_dir: PathText | None = None
     min_interval: float = Field(2.0, ge=0)
 
 
 class PurgeConfig(_Section):
     action: Literal["delete", "trash"] = "delete"
-    trash_dir: str | None = None
+    trash_dir: PathText | None = None
     auto: bool = False
 
 
@@ -121,9 +143,9 @@ class ClusterConfig(_Section):
 
 
 class Config(_Section):
-    store: str | None = None
-    roots: list[str] = Field(default_factory=list)
-    protect: list[str] = Field(default_factory=list)
+    store: PathText | None = None
+    roots: list[PathText] = Field(default_factory=list)
+    protect: list[PathText] = Field(default_factory=list)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     model: ModelConfig = Field(default_factory=ModelConfig)
     dedup: DedupConfig = Field(default_factory=DedupConfig)
@@ -133,17 +155,11 @@ class Config(_Section):
     watch: WatchConfig = Field(default_factory=WatchConfig)
     cluster: ClusterConfig = Field(default_factory=ClusterConfig)
 
-    @field_validator("roots", "protect")
+    @field_validator("store", mode="before")
     @classmethod
-    def _non_empty_paths(cls, value: list[str]) -> list[str]:
-        if any(not str(v).strip() for v in value):
-            raise ValueError("paths must not be empty")
-        return value
-
-    @field_validator("store")
-    @classmethod
-    def _store_not_empty(cls, value: str | None) -> str | None:
-        if value is not None and not value.strip():
+    def _store_not_empty(cls, value: Any) -> Any:
+        # Before PathText's own check, to say what to write instead.
+        if isinstance(value, str) and not value.strip():
             raise ValueError("must not be empty (leave it out for the default, the user's data directory)")
         return value
 
@@ -171,7 +187,13 @@ class Config(_Section):
         return Path(user_data_dir("dedupd", appauthor=False))
 
 
-SECTIONS = ("model", "dedup", "scan", "report", "purge", "watch")
+# Every nested section, read off Config so a new one (as `cluster` once was) cannot be left out of the
+# `section:`-with-every-key-commented-out rule in _read_yaml.
+SECTIONS = tuple(
+    name
+    for name, field in Config.model_fields.items()
+    if isinstance(field.annotation, type) and issubclass(field.annotation, _Section)
+)
 
 
 def load_config(path: str | os.PathLike | None = None, overrides: dict[str, Any] | None = None) -> Config:
@@ -212,9 +234,30 @@ def _plain(error: Mapping[str, Any]) -> str:
     return maker() if maker else error["msg"].lower()
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key written twice in one mapping.
+
+    PyYAML keeps the last one silently: a second `purge:` section would drop the first one's `action: trash`.
+    """
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        first_line: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # `<<: *defaults` is meant to be overridden by the keys beside it
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            if key in first_line:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"{key} is written twice (first on line {first_line[key]})", key_node.start_mark
+                )
+            first_line[key] = line
+        return super().construct_mapping(node, deep)
+
+
 def _read_yaml(path: Path) -> dict[str, Any]:
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)
     except UnicodeDecodeError as exc:
         raise ConfigError(
             f"{path}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start})"

@@ -44,7 +44,11 @@ def remember(store_path: Path, folder: bytes) -> None:
     a keeper inside that folder prove a picture survives."""
     if folder not in remembered(store_path):
         _refuse_a_folder_of_yours(folder)
-    mark_own(folder)
+    try:
+        mark_own(folder)
+    except NotADirectoryError:
+        # A file where the trash or gallery folder should be (or above it): name the folder given, not the marker.
+        raise UsageError(f"{path_text(folder)}: not a folder: a file is in the way") from None
     store_path.mkdir(parents=True, exist_ok=True)  # a gallery may be written before the store's first scan
     with FileLock(store_path / TRASH_LOCK, "own folders").acquire(blocking=True):
         known = remembered(store_path)

@@ -14,6 +14,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from dedupd.errors import UsageError
+
 # Camera RAW files, decoded from their embedded preview through LibRaw (ingest/raw.py); the format recorded for one
 # is its extension in capitals ("NEF"), which the `format` policy ranks as "raw".
 RAW_EXTENSIONS: frozenset[str] = frozenset(
@@ -143,6 +145,9 @@ def atomic_write(path: Path, data: bytes, durable: bool = True) -> None:
     open(..., "xb") honours the umask (mkstemp would make the file 0600 and hide a gallery from a web server or
     another user). durable fsyncs before the rename; a cache file that can be remade skips that.
     """
+    if path.is_dir():
+        # os.replace would fail naming the temp file, a name the user never gave.
+        raise UsageError(f"{path}: a folder, where a file is wanted")
     path.parent.mkdir(parents=True, exist_ok=True)
     temp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
     try:

@@ -78,6 +78,9 @@ class Store:
         import lancedb
 
         path = Path(path).expanduser()
+        if path.exists() and not path.is_dir():
+            # Else mkdir's "File exists", which never says the store is what is wrong.
+            raise StoreError(f"the store at {path} is not a folder: a file is in the way; pass another --store")
         if not create and not (path / "meta.lance").exists():
             raise StoreError(f"no dedupd store at {path} (run `dedupd scan FOLDER` first, or pass --store)")
         path.mkdir(parents=True, exist_ok=True)

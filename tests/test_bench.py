@@ -19,7 +19,7 @@ from dedupd.bench import (
     run_bench,
     write_camera_jpegs,
 )
-from dedupd.cli import build_parser
+from dedupd.cli import build_parser, main
 from dedupd.photos import photo
 
 pytestmark = pytest.mark.timeout(300)
@@ -52,6 +52,26 @@ def test_bench_json_has_every_figure(tiny_siglip2):
     allowed = result["cpu_cores"] / sum(costs.values())
     assert result["ceiling_img_s"] == pytest.approx(min(result["model_img_s"], allowed), rel=0.01)
     assert result["end_to_end_vs_ceiling"] == pytest.approx(result["end_to_end_img_s"] / result["ceiling_img_s"])
+
+
+@pytest.mark.parametrize(
+    "flag, message",
+    [
+        (["--workers", "-1"], "--workers must be at least 0"),
+        (["--threads", "-1"], "--threads must be at least 1"),
+        (["--threads", "99999999999999999999"], "--threads must be at most 4096"),
+        (["--max-patches", "0"], "--max-patches must be at least 1"),
+        (["--vectors", "-1"], "--vectors must be at least 0"),
+        (["--images", "0"], "--images must be at least 1"),
+    ],
+)
+def test_a_number_flag_out_of_range_is_one_line_before_any_work(monkeypatch, capsys, flag, message):
+    """`dedupd bench --workers -1` (or --threads, --max-patches, --vectors out of range): exit 2, one line naming
+    the flag, before images are generated or a model loaded; once each failed after both, with 'unexpected
+    ValidationError / RuntimeError / ValueError' (a four-line pydantic dump for --workers)."""
+    monkeypatch.setattr("dedupd.bench.run_bench", lambda *a, **k: pytest.fail("ran with a flag out of range"))
+    assert main(["bench", "--no-naive", *flag]) == 2
+    assert capsys.readouterr().err == f"dedupd: error: {message}\n"
 
 
 def test_bench_table_on_a_folder(tiny_siglip2, tmp_path):

@@ -103,6 +103,18 @@ def test_bad_config_exits_2_with_one_line_naming_the_key(tmp_path):
     assert "Traceback" not in out.stderr
 
 
+def test_the_daemon_refuses_at_start_a_path_key_no_file_name_can_come_from(tmp_path):
+    """`dedupd run` with `scan.ignore: ["\\ud800x"]` (a lone surrogate): once check-config said ok and the daemon
+    died at start with 'unexpected UnicodeEncodeError' (exit 1); now exit 2, one line naming the file and key."""
+    (tmp_path / "photos").mkdir()
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f'store: {tmp_path / "s"}\nroots: [{tmp_path / "photos"}]\nscan:\n  ignore: ["\\ud800x"]\n')
+    for command in ("check-config", "run"):
+        out = run(command, *(["--config"] if command == "run" else []), str(cfg))
+        assert out.returncode == 2 and out.stderr.startswith(f"dedupd: error: {cfg}: scan.ignore.0: "), out.stderr
+        assert len(out.stderr.splitlines()) == 1
+
+
 def test_flag_value_is_validated_like_the_file(tmp_path):
     out = run("scan", str(tmp_path), "--batch-size", "0", "--store", str(tmp_path / "s"))
     assert out.returncode == 2 and "model.batch_size: must be > 0" in out.stderr
@@ -116,6 +128,21 @@ def test_missing_folder_exits_2(tmp_path):
 def test_no_store_yet_is_a_clear_error(tmp_path):
     out = run("status", "--store", str(tmp_path / "none"))
     assert out.returncode == 2 and "no dedupd store" in out.stderr and "Traceback" not in out.stderr
+
+
+@pytest.mark.parametrize("command", ["scan", "status"])
+def test_a_store_that_is_a_file_is_exit_2_naming_the_store(tmp_path, command):
+    """`--store FILE`: once exit 1 with mkdir's "FILE: File exists", no word of the store; now exit 2 (a store
+    error), one line saying the store is not a folder."""
+    (tmp_path / "photos").mkdir()
+    store = tmp_path / "not-a-folder"
+    store.write_text("x")
+    out = run(command, *([str(tmp_path / "photos")] if command == "scan" else []), "--store", str(store))
+    assert (
+        out.returncode == 2
+        and out.stderr
+        == f"dedupd: error: the store at {store} is not a folder: a file is in the way; pass another --store\n"
+    )
 
 
 def test_debug_env_shows_traceback(tmp_path):

@@ -42,6 +42,8 @@ def test_every_key_has_a_comment():
         ("model:\n  batch_size: true\n", "model.batch_size: must be a number, not true"),
         ("dedup:\n  format_preference: [jpeg, jpg]\n", "dedup.format_preference: unknown format 'jpg'"),
         ("model: google/siglip2\n", "model: must be a mapping of keys"),
+        # Once unbounded: a typo overflowed inside torch.set_num_threads, after a scan had hashed the tree.
+        ("model:\n  threads: 99999999999999999999\n", "model.threads: must be <= 4096"),
     ],
 )
 def test_errors_name_the_key(tmp_path, snippet, message):
@@ -103,3 +105,69 @@ def test_missing_file_is_a_config_error(tmp_path):
 def test_default_store_is_the_user_data_dir(monkeypatch, tmp_path):
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))
     assert load_config().store_path() == tmp_path / "dedupd"
+
+
+@pytest.mark.parametrize(
+    "text, key, line",
+    [
+        ("purge:\n  action: trash\n  trash_dir: /srv/trash\nprotect: [/p]\npurge:\n  auto: true\n", "purge", 5),
+        ("dedup:\n  threshold: 0.99\n  threshold: 0.9\n", "threshold", 3),
+    ],
+)
+def test_a_key_written_twice_is_refused_not_silently_overridden(tmp_path, text, key, line):
+    """A section or key written twice (easy in a long file): PyYAML alone keeps the last one, so a second `purge:`
+    would drop the first one's `action: trash`. Refused naming the key, the line and the file."""
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert f"(line {line}): {key} is written twice" in str(info.value) and str(path) in str(info.value)
+
+
+def test_a_yaml_merge_key_may_still_be_overridden(tmp_path):
+    """`<<: {...}` then one of its keys: YAML's own way to override, not a key written twice."""
+    path = tmp_path / "c.yaml"
+    path.write_text("dedup:\n  <<: {k: 3, threshold: 0.9}\n  k: 4\n")
+    assert (load_config(path).dedup.k, load_config(path).dedup.threshold) == (4, 0.9)
+
+
+def test_every_section_with_every_key_commented_out_takes_the_defaults(tmp_path):
+    """`cluster:` (or any section) with its keys commented out, as a user trims config.example.yaml: the defaults,
+    as if the section were left out; once `cluster:` alone was refused naming a Python class."""
+    sections = [name for name, value in Config().model_dump().items() if isinstance(value, dict)]
+    path = tmp_path / "c.yaml"
+    path.write_text("".join(f"{name}:\n  # key: value\n" for name in sections))
+    assert "cluster" in sections and load_config(path) == Config()
+
+
+PATH_KEYS = {
+    "store": "store: {}\n",
+    "roots": "roots: [{}]\n",
+    "protect": "protect: [{}]\n",
+    "model.name": "model:\n  name: {}\n",
+    "scan.ignore": "scan:\n  ignore: [{}]\n",
+    "report.path": "report:\n  path: {}\n",
+    "report.html_dir": "report:\n  html_dir: {}\n",
+    "purge.trash_dir": "purge:\n  trash_dir: {}\n",
+}
+
+
+@pytest.mark.parametrize("key", PATH_KEYS)
+@pytest.mark.parametrize(
+    "value, message",
+    [
+        ('"/p/\\ud800x"', "cannot be a file name (surrogates not allowed)"),
+        ('"/p/a\\0b"', "holds a NUL byte"),
+        ('""', "must not be empty"),
+    ],
+)
+def test_a_path_key_no_file_name_can_come_from_is_refused(tmp_path, key, value, message):
+    """A YAML escape for a lone surrogate or a NUL byte, or an empty string, in any key naming a path: refused when
+    the config is read, naming the key, so `check-config` catches it and no command (the daemon at start, scan,
+    report) later dies on os.fsencode with 'unexpected UnicodeEncodeError / ValueError'."""
+    path = tmp_path / "c.yaml"
+    path.write_text(PATH_KEYS[key].format(value))
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    text = str(info.value)
+    assert text.startswith(f"{path}: {key}") and message in text and "\0" not in text and "\n" not in text

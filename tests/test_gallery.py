@@ -21,6 +21,7 @@ from support import PixelEmbedder, b, make_library
 from dedupd import commands
 from dedupd.config import load_config
 from dedupd.dedup.groups import Group, Member
+from dedupd.errors import UsageError
 from dedupd.ingest.decode import DecodeError, decode
 from dedupd.ingest.hashing import content_hash
 from dedupd.output import gallery
@@ -433,3 +434,13 @@ def test_chromium_screenshot_shows_the_gallery(built, tmp_path):
     assert len(rgb.getcolors(maxcolors=1 << 20) or []) > 1000  # photos, not a blank or text-only page
     top = rgb.crop((0, 0, 1280, 1000))
     assert len(top.getcolors(maxcolors=1 << 20) or []) > 1000  # and they are where the cards start
+
+
+def test_a_gallery_folder_that_is_a_file_is_refused_naming_it(built, tmp_path):
+    """`report --format html --out FILE` (the daemon's report.html_dir the same): once exit 1 with
+    "b'FILE/.dedupd-own-folder': Not a directory"; now exit 2, one line naming FILE as not a folder."""
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    with pytest.raises(UsageError, match=f"^{afile}: not a folder: a file is in the way$"):
+        gallery.write_gallery(built.report, afile, tmp_path / "store", SIDE)
+    assert afile.read_text() == "x"

@@ -13,6 +13,7 @@ from support import purge_lines as purge
 
 from dedupd import commands
 from dedupd.config import load_config
+from dedupd.errors import UsageError
 
 
 @pytest.fixture
@@ -26,6 +27,19 @@ def test_purge_without_inplace_is_a_dry_run(scanned):
     assert rc == 0
     assert all(os.path.exists(v) for _, v in pairs(report))
     assert any(line.startswith("would delete") for line in lines)
+
+
+def test_a_trash_that_is_a_file_is_refused_naming_it(scanned, tmp_path):
+    """`purge --inplace --trash FILE` (a file where the trash folder should be; the daemon's purge.trash_dir the
+    same): once exit 1 with "b'FILE/.dedupd-own-folder': Not a directory", a bytes repr of dedupd's marker; now
+    exit 2, one line naming FILE as not a folder, and every duplicate still in place."""
+    lib, cfg, report = scanned
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    with pytest.raises(UsageError) as info:
+        purge(cfg, str(lib.root / "dedup_report.json"), trash=str(afile))
+    assert str(info.value) == f"{afile}: not a folder: a file is in the way" and info.value.exit_code == 2
+    assert all(os.path.exists(v) for _, v in pairs(report))
 
 
 def test_purge_from_store_and_from_report_agree(scanned, tmp_path):

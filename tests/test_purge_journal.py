@@ -12,7 +12,7 @@ from support import PixelEmbedder, purge_process, scan_library
 from test_never_last_copy_more import killed_aside
 
 from dedupd import commands
-from dedupd.errors import PurgeFailures
+from dedupd.errors import PurgeFailures, UsageError
 from dedupd.purge.journal import journals, latest_states, read_entries, unfinished
 from dedupd.purge.recovery import empty_trash
 
@@ -110,6 +110,17 @@ def test_undo_of_a_delete_says_it_cannot_restore(scanned):
     with pytest.raises(PurgeFailures):
         commands.undo_purge(cfg, str(journal), echo=lines.append)
     assert all("it was deleted" in line for line in lines)
+
+
+def test_undo_of_a_file_that_is_not_a_journal_is_refused(scanned, caplog):
+    """`purge --undo REPORT` (any file but a journal, here the report by mistake): once exit 0 with a warning per
+    line ("line 1 is torn or corrupt; ignored", twice over) and nothing said; now one line naming the file as not a
+    purge journal, exit 2, before the journal code reads it."""
+    lib, cfg, report = scanned
+    path = lib.root / "dedup_report.json"
+    with pytest.raises(UsageError, match=f"^{path}: not a purge journal \\(they live in .*journal\\)$"):
+        commands.undo_purge(cfg, str(path))
+    assert "torn or corrupt" not in caplog.text
 
 
 def test_trash_empty_respects_age(scanned, tmp_path):

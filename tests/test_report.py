@@ -125,6 +125,10 @@ def test_report_is_readable_by_a_consumer_of_the_old_format(tmp_path):
     assert out.stdout.strip() == b"1" and old["keep_policy"] == "lexi"
 
 
+def _details(victim: dict) -> dict:
+    return {"keep": "/p/a.jpg", "duplicates": [victim["path"]], "duplicate_details": [victim]}
+
+
 @pytest.mark.parametrize(
     "group, message",
     [
@@ -134,6 +138,14 @@ def test_report_is_readable_by_a_consumer_of_the_old_format(tmp_path):
         ({"keep": "/p/a.jpg", "duplicates": [None]}, "'duplicates' must be a list of paths, not a list with other"),
         ({"duplicates": ["/p/b.jpg"]}, "group 1: 'keep' must be a path, not null"),
         ({"keep": "/p/a.jpg", "duplicates": [], "duplicate_details": [{}]}, "'duplicate_details' must be an object"),
+        # Hand-edited bytes: a path_b64 that is no base64 (not text, bad letters, bad padding), or a path holding a
+        # lone surrogate that is no surrogateescape byte; once 'unexpected TypeError / Error / UnicodeEncodeError'.
+        (_details({"path": "/p/b.jpg", "path_b64": 5}), "'duplicate_details': 'path_b64' 5 is not base64"),
+        (_details({"path": "/p/b.jpg", "path_b64": "!!!x"}), "'duplicate_details': 'path_b64' '!!!x' is not base64"),
+        (_details({"path": "/p/b.jpg", "path_b64": "aGVsbG8"}), "'path_b64' 'aGVsbG8' is not base64 (Incorrect pad"),
+        ({"keep_info": {"path": "/p/a.jpg", "path_b64": 7}, "duplicates": []}, "'keep_info': 'path_b64' 7 is not"),
+        ({"keep": "/p/a.jpg", "duplicates": ["/p/\ud800.jpg"]}, "group 1: in 'duplicates': '/p/\\ud800.jpg' cannot"),
+        ({"keep": "/p/\ud800.jpg", "duplicates": []}, "group 1: in 'keep': '/p/\\ud800.jpg' cannot be a file name"),
     ],
 )
 def test_a_malformed_report_is_refused_in_one_line_with_exit_2(tmp_path, capsys, group, message):
@@ -158,3 +170,26 @@ def test_a_report_is_never_written_over_a_file_that_is_not_a_report(tmp_path, ca
     earlier = tmp_path / "report.json"
     for _ in range(2):
         assert cli.main(["report", "--store", str(cfg.store_path()), "--out", str(earlier)]) == 0
+
+
+def test_a_deeply_nested_report_is_refused_in_one_line_with_exit_2(tmp_path, capsys):
+    """100000 '[' then as many ']' (valid JSON, but past the parser's recursion): once 'unexpected RecursionError',
+    now "R: not a JSON report: nested too deeply", exit 2, as a truncated file gets."""
+    Store.open(tmp_path / "store")
+    path = tmp_path / "r.json"
+    path.write_text("[" * 100_000 + "]" * 100_000)
+    code = cli.main(["purge", "--report", str(path), "--store", str(tmp_path / "store")])
+    err = capsys.readouterr().err
+    assert code == 2 and f"{path}: not a JSON report: nested too deeply" in err and err.count("\n") == 1
+
+
+def test_report_out_naming_a_folder_names_that_folder(tmp_path, capsys):
+    """`report --out DIR` with DIR a folder (the daemon's report.path the same): once exit 1 with
+    "DIR/.out.e297fbb055e3.tmp: Is a directory", a temp name never given; now exit 2, one line naming DIR."""
+    Store.open(tmp_path / "store")
+    out = tmp_path / "out"
+    out.mkdir()
+    code = cli.main(["report", "--store", str(tmp_path / "store"), "--out", str(out)])
+    err = capsys.readouterr().err  # after the warning that this empty store holds no vectors yet
+    assert code == 2 and err.endswith(f"\ndedupd: error: {out}: a folder, where a file is wanted\n"), err
+    assert list(out.iterdir()) == []

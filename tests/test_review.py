@@ -150,6 +150,21 @@ def test_decide_not_duplicate_sticks_across_rescan_and_rename(pair):
     assert report["similar_groups"][0]["similar"][0]["path"] == str(root / "renamed.png")
 
 
+def test_decide_not_duplicate_of_one_file_with_itself_is_refused(pair, monkeypatch):
+    """`decide not-duplicate F F` (or `F ./F`): once stored as a decision on F's content alone, which then held back
+    every exact copy of F; now a usage error (exit 2) naming both, and no decision stored."""
+    root, cfg = pair
+    scan(root, cfg)
+    monkeypatch.chdir(root)
+    with pytest.raises(UsageError, match=f"^decide not-duplicate: {root / 'a.jpg'} and ./a.jpg are the same file"):
+        commands.decide(
+            cfg, "not-duplicate", [str(root / "a.jpg"), "./a.jpg"], echo=QUIET, model=PixelEmbedder.model_id
+        )
+    lines: list[str] = []
+    commands.decide(cfg, "list", [], echo=lines.append)
+    assert lines == ["no decisions"]
+
+
 def test_decide_keep_makes_that_file_the_keeper_and_never_a_victim(pair):
     root, cfg = pair
     assert scan(root, cfg)["groups"][0]["keep"] == str(root / "a.jpg")

@@ -34,6 +34,10 @@ class EmbedderSettings:
     preset: str = "default"  # default | fast: see apply_preset
 
 
+# More torch CPU threads than any machine has cores: the bound of model.threads and `bench --threads`, so a typo
+# (99999999999999999999) is refused naming its key instead of overflowing inside torch.set_num_threads.
+MAX_THREADS = 4096
+
 # auto: the fastest float dtype per device, or int8 where the fast preset finds it faster (apply_preset); float: the
 # fastest float dtype per device, always; int8: dynamic quantisation, CPU only. auto and float give the same vectors.
 PRECISIONS = ("auto", "float", "int8")

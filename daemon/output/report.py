@@ -122,9 +122,21 @@ def _is_utf8(path: bytes) -> bool:
 
 
 def entry_path(info: dict[str, Any]) -> bytes:
-    """The exact bytes of a report entry's path (b64 when present, else the surrogateescape text)."""
+    """The exact bytes of a report entry's path (b64 when present, else the surrogateescape text).
+
+    ValueError, saying which field, where a hand-edited report gives no bytes: b64 that is not base64, or text with a
+    lone surrogate that is no surrogateescape byte ("\\ud800").
+    """
     raw = info.get("path_b64")
-    return base64.b64decode(raw) if raw else text_path(info["path"])
+    if raw is None:
+        try:
+            return text_path(info["path"])
+        except UnicodeEncodeError as exc:
+            raise ValueError(f"{info['path']!r} cannot be a file name ({exc.reason})") from None
+    try:
+        return base64.b64decode(raw, validate=True)
+    except (TypeError, ValueError) as exc:  # binascii.Error is a ValueError; so is non-ASCII text
+        raise ValueError(f"'path_b64' {raw!r} is not base64 ({exc})") from None
 
 
 def human_bytes(n: float) -> str:
@@ -174,6 +186,8 @@ def load_report(path: str | os.PathLike) -> dict[str, Any]:
         raise UsageError(f"{path}: cannot read report: {exc.strerror or exc}") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise UsageError(f"{path}: not a JSON report: {exc}") from None
+    except RecursionError:
+        raise UsageError(f"{path}: not a JSON report: nested too deeply") from None
     if not isinstance(report, dict) or not isinstance(report.get("groups"), list):
         raise UsageError(f"{path}: not a dedupd report (no 'groups' list)")
     threshold = report.get("threshold")
@@ -191,10 +205,14 @@ def _check_group(where: str, group: object) -> None:
         _check_entries(where, "keep_info", [group["keep_info"]])
     elif not isinstance(group.get("keep"), str):
         raise UsageError(f"{where}: 'keep' must be a path, not {_json_kind(group.get('keep'))}")
+    else:
+        _check_path(where, "keep", {"path": group["keep"]})
     duplicates = group.get("duplicates")
     if not isinstance(duplicates, list) or not all(isinstance(d, str) for d in duplicates):
         what = _json_kind(duplicates) if not isinstance(duplicates, list) else "a list with other things in it"
         raise UsageError(f"{where}: 'duplicates' must be a list of paths, not {what}")
+    for duplicate in duplicates:
+        _check_path(where, "duplicates", {"path": duplicate})
     if "duplicate_details" in group:
         details = group["duplicate_details"]
         if not isinstance(details, list):
@@ -208,6 +226,15 @@ def _check_entries(where: str, key: str, entries: list[object]) -> None:
             raise UsageError(f"{where}: each of '{key}' must be an object with a 'path'")
         if not isinstance(entry.get("content", ""), str):
             raise UsageError(f"{where}: a 'content' in '{key}' must be a content hash string")
+        _check_path(where, key, entry)
+
+
+def _check_path(where: str, key: str, entry: dict[str, Any]) -> None:
+    """An entry whose path purge could not turn into bytes: refused here, naming it, not a crash in the plan."""
+    try:
+        entry_path(entry)
+    except ValueError as exc:
+        raise UsageError(f"{where}: in '{key}': {exc}") from None
 
 
 def _json_kind(value: object) -> str:

@@ -146,11 +146,28 @@ def read_entries(path: Path) -> list[Entry]:
     """All well-formed lines; a torn or corrupt line is skipped with a warning, never fatal."""
     entries = []
     for number, line in enumerate(path.read_bytes().splitlines(), 1):
-        try:
-            entries.append(Entry(**json.loads(line)))
-        except (ValueError, TypeError):
+        entry = _entry(line)
+        if entry is None:
             log.warning("%s line %d is torn or corrupt; ignored", path, number)
+        else:
+            entries.append(entry)
     return entries
+
+
+def is_journal(path: Path) -> bool:
+    """The first line is a journal record (or the file is empty: a purge that acted on nothing). A journal's first
+    line is written and fsynced before anything is touched, so any other file (a report passed to `purge --undo` by
+    mistake) is told apart before read_entries warns about each of its lines."""
+    with open(path, "rb") as handle:
+        first = handle.readline()
+    return not first or _entry(first) is not None
+
+
+def _entry(line: bytes) -> Entry | None:
+    try:
+        return Entry(**json.loads(line))
+    except (ValueError, TypeError):
+        return None
 
 
 def latest_states(path: Path) -> dict[int, tuple[Entry, Entry]]:
