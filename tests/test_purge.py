@@ -14,6 +14,7 @@ from support import purge_lines as purge
 from dedupd import commands
 from dedupd.config import load_config
 from dedupd.errors import UsageError
+from dedupd.store import mark_own
 
 
 @pytest.fixture
@@ -151,6 +152,8 @@ def test_trash_keeps_relative_path_and_refuses_to_overwrite(scanned, tmp_path):
     trash = tmp_path / "trash"
     keep, victim = pairs(report)[0]
     rel = os.path.relpath(victim, lib.root)
+    trash.mkdir()
+    mark_own(trash)  # a trash an earlier purge made: a folder of the user's is refused as a trash outright
     (trash / rel).parent.mkdir(parents=True)
     (trash / rel).write_bytes(b"occupied")
     rc, lines = purge(cfg, str(lib.root / "dedup_report.json"), trash=str(trash))
