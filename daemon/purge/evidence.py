@@ -10,6 +10,7 @@ threshold). Decisions, the burst guard and the multi-frame rule (groups.Rules) t
 from __future__ import annotations
 
 import errno
+import functools
 import os
 import stat
 from dataclasses import dataclass, field
@@ -36,6 +37,18 @@ class Evidence:
     @classmethod
     def load(cls, store: Store, model: str, threshold: float) -> Evidence:
         return cls(model, threshold, frozenset((a, b) for a, b, _ in store.pairs(model, threshold)))
+
+    @functools.cached_property
+    def _partners(self) -> dict[str, set[str]]:
+        out: dict[str, set[str]] = {}
+        for a, b in self.pairs:
+            out.setdefault(a, set()).add(b)
+            out.setdefault(b, set()).add(a)
+        return out
+
+    def partners(self, content: str) -> frozenset[str]:
+        """The contents the store pairs with this one at or above the threshold."""
+        return frozenset(self._partners.get(content, ()))
 
     def refusal(self, keeper: str, victim: str) -> str:
         """Why these two contents are not proven to be one picture ("" when they are)."""

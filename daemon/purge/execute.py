@@ -18,7 +18,7 @@ import itertools
 import os
 import shutil
 import stat
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import BinaryIO
 
@@ -97,8 +97,9 @@ class PurgeContext:
     # Keepers of what this run removed: removing one of them next would leave that picture only in a chain's far
     # end (A kept for B, then A removed against C: B and C may not be alike at all).
     kept: set[bytes] = field(default_factory=set)
-    # The same across runs: earlier purges' acts by the keeper they were proven against (journal.earlier_keepers).
-    earlier: dict[bytes, list[Entry]] = field(default_factory=dict)
+    # The same across runs: earlier purges' acts by the content of the keeper they were proven against
+    # (journal.earlier_carriers).
+    earlier: dict[str, list[Entry]] = field(default_factory=dict)
     stopping: Callable[[], bool] = lambda: False  # the daemon told to stop: the items left wait for its next start
 
 
@@ -248,14 +249,24 @@ def _chain_from_earlier(victim: FileRecord, keeper: FileRecord, ctx: PurgeContex
     """An earlier purge removed a photo against this victim, whose bytes carry that picture now. The victim may go
     only to a keeper that is that picture too (the same bytes, or a stored pair at the threshold); else the picture
     would survive only at a chain's far end (C removed for B, then B for A: A and C may not be alike at all)."""
-    for act in ctx.earlier.get(victim.path, ()):
-        carried = act.keeper_content or act.content  # journals before keeper hashes: the victim's own bytes
-        if carried == victim.content != keeper.content and ctx.evidence.refusal(keeper.content, act.content):
+    if keeper.content == victim.content:  # a byte copy carries whatever the victim carries
+        return ""
+    for act in _carried_by(victim.content, ctx):
+        if ctx.evidence.refusal(keeper.content, act.content):
             return (
                 f"it carries the picture of {os.fsdecode(act.victim_path)}, which an earlier purge removed against "
-                f"it, and the keeper is not that picture (`dedupd decide keep` on this file makes it the keeper)"
+                f"{os.fsdecode(act.keeper_path)}, and the keeper is not that picture (`dedupd decide keep` on this "
+                f"file makes it the keeper)"
             )
     return ""
+
+
+def _carried_by(content: str, ctx: PurgeContext) -> Iterator[Entry]:
+    """The earlier acts whose picture a file with this content carries: those whose keeper held these bytes (the
+    keeper renamed or copied since), or bytes the store pairs with them (the keeper edited in place since, a tag
+    or a rotation flag saved into it, and scanned again: its old content's vector stays in the store)."""
+    for carried in (content, *ctx.evidence.partners(content)):
+        yield from ctx.earlier.get(carried, ())
 
 
 def planned(record: FileRecord, content: str) -> FileRecord:

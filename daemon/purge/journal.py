@@ -197,12 +197,14 @@ def done_victims(folder: Path) -> set[bytes]:
     return out
 
 
-def earlier_keepers(folder: Path) -> dict[bytes, list[Entry]]:
-    """The acts of journaled purges that removed a photo (their latest record is done or emptied), by the path of
-    the keeper each was proven against: that file now carries the removed photo's picture."""
-    out: dict[bytes, list[Entry]] = {}
+def earlier_carriers(folder: Path) -> dict[str, list[Entry]]:
+    """The acts of journaled purges that removed a photo (their latest record is done or emptied), by the content
+    its keeper held when the act was proven: whatever file holds those bytes now, under any name, carries the removed
+    photo's picture. Keyed by content, not by the keeper's path: a keeper renamed or moved since still carries it."""
+    out: dict[str, list[Entry]] = {}
     for path in journals(folder):
         for intent, last in latest_states(path).values():
             if last.state in ("done", "emptied") and not intent.of:
-                out.setdefault(intent.keeper_path, []).append(intent)
+                carried = intent.keeper_content or intent.content  # journals before keeper hashes: a byte copy's
+                out.setdefault(carried, []).append(intent)
     return out

@@ -23,7 +23,7 @@ from dedupd.own_folders import OffLimits, own_folders, remember
 from dedupd.paths import inside_any, normalise_root, path_text
 from dedupd.purge.evidence import Evidence, KeeperProof
 from dedupd.purge.execute import PurgeContext, PurgeItem, PurgeResult, run_purge
-from dedupd.purge.journal import Journal, done_victims, earlier_keepers
+from dedupd.purge.journal import Journal, done_victims, earlier_carriers
 from dedupd.purge.recovery import recover_all, still_open
 from dedupd.store import FileLock, LockBusy, Store
 
@@ -115,7 +115,7 @@ def execute(
         recovered = recover_all(journal_dir(store), own, roots) if inplace else still_open(journal_dir(store))
         for line in recovered.lines:
             echo(line)
-        ctx.already_done, ctx.earlier = done_victims(journal_dir(store)), earlier_keepers(journal_dir(store))
+        ctx.already_done, ctx.earlier = done_victims(journal_dir(store)), earlier_carriers(journal_dir(store))
         ctx.journal = None if ctx.dry_run else Journal.create(journal_dir(store))
         try:
             result = run_purge(plan.items, ctx)
