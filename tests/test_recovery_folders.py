@@ -207,3 +207,53 @@ def test_forget_of_a_folder_with_nothing_open_is_a_usage_error(tmp_path, capsys)
     root, keep, victim, cfg = scanned_copies(tmp_path, 439)
     assert main(["purge", "--store", str(cfg.store_path()), "--forget", str(root / "nowhere")]) == 2
     assert "no interrupted purge act is open in that folder" in capsys.readouterr().err
+
+
+def _killed_aside_in_a_root(tmp_path, seed):
+    """The keeper in root t/a and its byte copy right in root t/b (each scanned as a root of its own), and a purge
+    of the copy killed (kill -9) between its rename aside and its unlink: (keep, victim, config)."""
+    keep = photo(tmp_path / "t" / "a" / "x.jpg", seed)
+    victim = tmp_path / "t" / "b" / "x.jpg"
+    victim.parent.mkdir(parents=True)
+    shutil.copy2(keep, victim)
+    cfg = config(tmp_path)
+    for root in (keep.parent, victim.parent):
+        scan(cfg, root, report=tmp_path / "scanned.json")
+    killed = purge_process(cfg, hand_report(tmp_path / "report.json", [(keep, [victim])]), fault="after-aside:1")
+    assert killed.returncode == -signal.SIGKILL, killed.stdout + killed.stderr
+    return keep, victim, cfg
+
+
+def _renamed_and_scanned(cfg, root: Path, tmp_path) -> Path:
+    renamed = root.with_name(root.name + "-2019")
+    root.rename(renamed)
+    scan(cfg, renamed, report=tmp_path / "scanned.json")
+    return renamed
+
+
+def test_recovery_finds_a_root_folder_renamed_and_scanned_under_its_new_name(tmp_path):
+    """The victim's folder is a scanned root. After the kill the keeper is edited (the aside file is the picture's
+    last copy), and the user renames the root and scans it under its new name. Recovery looked for the journaled
+    folder only below the roots, never at the roots themselves: the entry stayed open for good, and `--forget` of
+    the old name would have closed it over the hidden last copy."""
+    keep, victim, cfg = _killed_aside_in_a_root(tmp_path, 451)
+    (aside,) = victim.parent.glob(".dedupd-purge-*")
+    picture = aside.read_bytes()
+    rewrite(bytes(keep), bytes(photo(tmp_path / "edit.jpg", 452)))
+    renamed = _renamed_and_scanned(cfg, victim.parent, tmp_path)
+
+    rc, lines = purge(cfg, report=hand_report(tmp_path / "nothing.json", []))
+
+    assert (renamed / "x.jpg").read_bytes() == picture, lines  # back in plain sight, in its folder
+    assert list(renamed.glob(".dedupd-purge-*")) == [] and journal_states(cfg)[b(victim)] == "skipped", lines
+
+
+def test_forget_leaves_an_entry_whose_file_waits_in_a_root_renamed_since(tmp_path, capsys):
+    """`--forget` of the old name, with the root renamed and scanned again: its file is found waiting, not closed."""
+    keep, victim, cfg = _killed_aside_in_a_root(tmp_path, 453)
+    renamed = _renamed_and_scanned(cfg, victim.parent, tmp_path)
+
+    assert main(["purge", "--store", str(cfg.store_path()), "--forget", str(victim.parent)]) == 1
+    out = capsys.readouterr().out
+    assert f"not forgotten {victim}: its file waits at {renamed / '.dedupd-purge-'}" in out, out
+    assert journal_states(cfg)[b(victim)] == "intent"

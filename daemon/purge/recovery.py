@@ -141,7 +141,11 @@ class FolderSearch:
 
 
 def find_folder(identity: str, roots: Sequence[bytes]) -> bytes | None:
-    """The folder under `roots` (symlinks not followed) whose folder_identity() is `identity`."""
+    """The folder whose folder_identity() is `identity`: a root itself (a root folder renamed and scanned under its
+    new name) or a folder under one (symlinks not followed)."""
+    for root in roots:
+        if folder_identity(root) == identity:
+            return root
     inode = int(identity.rpartition(":")[2])
     pending = list(roots)
     while pending:
