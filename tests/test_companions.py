@@ -17,6 +17,7 @@ from support import PixelEmbedder, purge_lines, scan_report
 from dedupd import commands
 from dedupd.config import load_config
 from dedupd.dedup.companions import AAE, LIVE, TAKEOUT, XMP, CompanionFinder, claims
+from dedupd.errors import PurgeFailures
 from dedupd.ingest.livephoto import content_id
 
 CID = "6D8A1F7C-0B55-4C3E-9E0A-1D2B3C4D5E6F"
@@ -215,6 +216,28 @@ def test_purge_trashes_a_duplicate_with_its_companion_and_undo_brings_both_back(
     assert any(line.endswith(f"with {companion} (keeps {keeper})") for line in lines)
     commands.undo_purge(cfg, _journal_line(lines), echo=lambda s: None)
     assert copy.exists() and (copy.parent / companion).exists()
+
+
+def test_undo_leaves_a_companion_in_the_trash_until_its_own_photo_is_back(tmp_path: Path) -> None:
+    """A duplicate trashed with its XMP; another photo is saved at the duplicate's name since. Undo cannot put the
+    photo back (its name is taken), and put the XMP back anyway: beside another picture, claiming it as its own."""
+    root = tmp_path / "photos"
+    keeper, copy = _copies_with(root, "IMG_8.JPG", "IMG_8.JPG.xmp", XMP)
+    _, cfg = scan_report(root, tmp_path)
+    rc, lines = purge_lines(cfg, str(tmp_path / "report.json"), trash=str(tmp_path / "trash"))
+    assert rc == 0 and not copy.exists(), lines
+    imagegen.photo(10, (320, 240)).save(copy, quality=90)  # another picture under the same name
+
+    said: list[str] = []
+    with pytest.raises(PurgeFailures):
+        commands.undo_purge(cfg, _journal_line(lines), echo=said.append)
+    assert not (root / "b" / "IMG_8.JPG.xmp").exists(), said
+    assert (tmp_path / "trash" / "b" / "IMG_8.JPG.xmp").exists()
+    assert any("IMG_8.JPG.xmp: its photo is not back" in line for line in said), said
+
+    copy.unlink()  # the user moves the other picture away: a second undo brings both back
+    assert commands.undo_purge(cfg, _journal_line(lines), echo=said.append) == 0, said
+    assert copy.exists() and (root / "b" / "IMG_8.JPG.xmp").exists()
 
 
 def test_a_deleted_duplicate_takes_its_companion_along(tmp_path: Path) -> None:

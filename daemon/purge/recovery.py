@@ -370,18 +370,31 @@ def _forget_one(entry: Entry, now: Entry, journal: Journal, tally: Tally) -> Non
 
 
 def undo(journal_path: Path) -> Tally:
+    """Trashed files back to their places, each photo before its companions (journal order): a companion comes back
+    only beside its own photo, back now or by an earlier undo of this journal. Beside another file saved at the
+    photo's name since, an XMP or a Live Photo video would claim a picture that is not its own."""
     tally = Tally()
     journal = Journal(journal_path)
+    states = {i: last.state for i, (_, last) in latest_states(journal_path).items()}
     try:
         for intent, last in latest_states(journal_path).values():
-            if last.state == "done":
-                _undo_one(intent, journal, tally)
+            if last.state != "done":
+                continue
+            if intent.of and states.get(intent.of) != "undone":
+                _companion_stays(intent, tally)
+            elif _undo_one(intent, journal, tally):
+                states[intent.id] = "undone"
     finally:
         journal.close()
     return tally
 
 
-def _undo_one(entry: Entry, journal: Journal, tally: Tally) -> None:
+def _companion_stays(entry: Entry, tally: Tally) -> None:
+    name, dest = os.fsdecode(entry.victim_path), os.fsdecode(entry.dest_path)
+    tally.say(f"not restored {name}: its photo is not back; it stays at {dest}", failed=True)
+
+
+def _undo_one(entry: Entry, journal: Journal, tally: Tally) -> bool:
     victim, dest = entry.victim_path, entry.dest_path
     name = os.fsdecode(victim)
     if entry.action == "delete":
@@ -394,10 +407,12 @@ def _undo_one(entry: Entry, journal: Journal, tally: Tally) -> None:
         why = _restore(entry, dest, victim)
         if why:
             tally.say(f"not restored {name}: {why}", failed=True)
-            return
+            return False
         journal.finish(entry, "undone")
         tally.say(f"restored {name}")
         tally.restored.append(entry)
+        return True
+    return False
 
 
 def _restore(entry: Entry, moved: bytes, path: bytes) -> str:
