@@ -227,6 +227,26 @@ def test_purge_auto_acts_only_in_the_daemons_own_roots(tmp_path):
     assert keep.exists() and victim.exists()
 
 
+def test_purge_auto_counts_no_copy_outside_the_daemons_own_roots(tmp_path):
+    """A backup drive (t/drive) scanned once from the command line holds byte copies of library photos, and sorts
+    first (lexi would keep it). purge.auto kept to victims in its own roots but took keepers from every root in the
+    store: it deleted library/x.jpg against the drive's copy, which goes away with the drive. Its groups are made of
+    its own roots' files now: library/y.jpg still goes against its library twin library/z.jpg."""
+    root = tmp_path / "t"
+    drive, library = root / "a-drive", root / "library"
+    copies(root, 497, keep="a-drive/x.jpg", dup="library/x.jpg")
+    copies(root, 498, keep="library/y.jpg", dup="library/z.jpg")
+    shutil.copy2(library / "y.jpg", drive / "y.jpg")
+    cfg = never_last_copy_config(tmp_path)
+    for folder in (drive, library):  # the user's one-off scan of the drive: a root of the store, online
+        never_last_copy_scan(cfg, folder, report=tmp_path / f"{folder.name}.json")
+
+    purge_from_store(Store.open(cfg.store_path()), cfg, PixelEmbedder.model_id, echo=lambda s: None, roots=[b(library)])
+
+    assert sorted(p.name for p in library.iterdir()) == ["x.jpg", "y.jpg"]
+    assert sorted(p.name for p in drive.iterdir()) == ["x.jpg", "y.jpg"]
+
+
 def test_an_auto_purge_cycle_that_finds_the_purge_lock_held_comes_again(tmp_path):
     """A `dedupd purge`, `--undo` or `trash empty` holds the purge lock when purge.auto's cycle comes: the cycle
     failed with an error and was not tried again until the next change in the tree, which may be days away."""

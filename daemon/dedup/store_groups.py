@@ -6,6 +6,7 @@ The library layer under the report, status, decide and purge commands and the da
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 from dedupd.config import Config
 from dedupd.dedup import pairs
@@ -15,14 +16,17 @@ from dedupd.dedup.policy import PolicyContext
 from dedupd.errors import UsageError
 from dedupd.ingest.indexer import online_roots
 from dedupd.ingest.livephoto import content_id
-from dedupd.paths import normalise_root
+from dedupd.paths import inside_any, normalise_root
 from dedupd.store import FileRecord, Store
 
 log = logging.getLogger("dedupd")
 
 
-def store_groups(store: Store, config: Config, model: str) -> tuple[list[Group], list[FileRecord], list[bytes]]:
-    """The groups over every online root's files, those files, and the online roots."""
+def store_groups(
+    store: Store, config: Config, model: str, within: Sequence[bytes] | None = None
+) -> tuple[list[Group], list[FileRecord], list[bytes]]:
+    """The groups over every online root's files (only those inside `within`, where given), those files, and the
+    online roots."""
     floor = pairs.stored_floor(store, model)
     if floor is None:
         log.warning("the store holds no vectors for model %s yet (a scan or the daemon adds them)", model)
@@ -33,6 +37,8 @@ def store_groups(store: Store, config: Config, model: str) -> tuple[list[Group],
         )
     roots = online_roots(store)
     files = [f for root in roots for f in store.files(root).values()]
+    if within is not None:
+        files = [f for f in files if inside_any(f.path, within)]
     groups = pairs.load_groups(
         store, model, files, config.dedup.threshold, config.dedup.keep_policy, rules_for(store, config)
     )

@@ -20,7 +20,7 @@ from dedupd.errors import PurgeFailures, UsageError
 from dedupd.ingest.indexer import online_roots
 from dedupd.output.report import entry_path
 from dedupd.own_folders import OffLimits, own_folders, remember
-from dedupd.paths import inside_any, normalise_root, path_text
+from dedupd.paths import normalise_root, path_text
 from dedupd.purge.evidence import Evidence, KeeperProof
 from dedupd.purge.execute import PurgeContext, PurgeItem, PurgeResult, run_purge
 from dedupd.purge.journal import Journal, done_victims, earlier_carriers
@@ -49,14 +49,13 @@ def purge_from_store(
     stopping: Callable[[], bool] = lambda: False,
     roots: Sequence[bytes] | None = None,
 ) -> int:
-    """The daemon's purge.auto: plan from the store with the configured policy and act per purge.action, on victims
-    in `roots` only (the daemon's own, online: not a root a command-line scan added to the store, nor one dropped
-    from its config), until `stopping` says the daemon was told to stop."""
+    """The daemon's purge.auto: plan from the store with the configured policy and act per purge.action, until
+    `stopping` says the daemon was told to stop. Groups are made of the files in `roots` only (the daemon's own,
+    online): not a root a command-line scan added to the store, nor one dropped from its config. Neither its victims
+    nor its keepers lie there: a drive scanned once and unplugged since holds no copy the daemon may count on."""
     roots = online_roots(store) if roots is None else roots
-    groups, _, _ = store_groups(store, config, model)
-    plan = plan_from_groups(groups, model, config)
-    plan.items[:] = [item for item in plan.items if inside_any(item.victim, roots)]
-    return execute(store, plan, roots, config, None, True, echo, stopping)
+    groups, _, _ = store_groups(store, config, model, within=roots)
+    return execute(store, plan_from_groups(groups, model, config), roots, config, None, True, echo, stopping)
 
 
 def settle_interrupted(store: Store, config: Config, echo: Echo = print) -> int:
