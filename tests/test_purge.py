@@ -7,6 +7,7 @@ import os
 import shutil
 from pathlib import Path
 
+import imagegen
 import pytest
 from support import PixelEmbedder, b, make_library, pairs, scan_library
 from support import purge_lines as purge
@@ -147,7 +148,9 @@ def test_protected_root_files_are_kept_never_removed(tmp_path):
     assert all(p.exists() for p in lib.originals)
 
 
-def test_trash_keeps_relative_path_and_refuses_to_overwrite(scanned, tmp_path):
+def test_trash_keeps_relative_path_and_never_overwrites(scanned, tmp_path):
+    """A file at a victim's place in the trash (an earlier purge's: perhaps the last copy of its picture) stays; the
+    victim goes beside it, as `x (dedupd 1).jpg`, where the journal records it and undo finds it."""
     lib, cfg, report = scanned
     trash = tmp_path / "trash"
     keep, victim = pairs(report)[0]
@@ -156,10 +159,33 @@ def test_trash_keeps_relative_path_and_refuses_to_overwrite(scanned, tmp_path):
     mark_own(trash)  # a trash an earlier purge made: a folder of the user's is refused as a trash outright
     (trash / rel).parent.mkdir(parents=True)
     (trash / rel).write_bytes(b"occupied")
+    picture = Path(victim).read_bytes()
     rc, lines = purge(cfg, str(lib.root / "dedup_report.json"), trash=str(trash))
-    assert rc == 1 and os.path.exists(victim) and (trash / rel).read_bytes() == b"occupied"
+    beside = (trash / rel).with_name(f"{(trash / rel).stem} (dedupd 1){(trash / rel).suffix}")
+    assert rc == 0 and not os.path.exists(victim) and (trash / rel).read_bytes() == b"occupied", lines
+    assert beside.read_bytes() == picture, lines
     others = [v for _, v in pairs(report) if v != victim]
     assert all((trash / os.path.relpath(v, lib.root)).is_file() and not os.path.exists(v) for v in others)
+
+
+def test_two_roots_with_the_same_relative_path_share_a_trash(tmp_path):
+    """Two scanned roots, each with 2019/x.jpg a duplicate: the second went to the same place in the trash, was
+    refused there, and stayed for every later purge (exit 1 each time). It goes beside the first now."""
+    photos = tmp_path / "photos"
+    for root in ("a", "b"):
+        (photos / root / "2019").mkdir(parents=True)
+        imagegen.photo(3 if root == "a" else 4, (160, 120)).save(photos / root / "1.jpg", quality=90)
+        shutil.copy2(photos / root / "1.jpg", photos / root / "2019" / "x.jpg")
+    cfg = load_config(None, {"store": str(tmp_path / "store")})
+    for root in ("a", "b"):
+        embedder = commands.LazyEmbedder(cfg, PixelEmbedder())
+        commands.scan(
+            str(photos / root), cfg, str(tmp_path / f"{root}.json"), False, None, lambda s: None, embedder=embedder
+        )
+    trash = tmp_path / "trash"
+    rc, lines = purge(cfg, trash=str(trash))
+    assert rc == 0 and not list(photos.rglob("x.jpg")), lines
+    assert sorted(p.name for p in (trash / "2019").iterdir()) == ["x (dedupd 1).jpg", "x.jpg"], lines
 
 
 def test_removed_files_leave_the_store(scanned):

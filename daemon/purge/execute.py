@@ -116,7 +116,7 @@ def _one(item: PurgeItem, ctx: PurgeContext) -> Outcome:
     if item.victim in ctx.already_done and not os.path.lexists(item.victim):
         return Outcome(item, "already done")
     try:
-        victim, along = verify(item, ctx)
+        victim, dest, along = verify(item, ctx)
     except Refused as exc:
         return Outcome(item, "skipped", str(exc))
     except OSError as exc:  # a bad sector, a cloud placeholder, a share timing out: this item only
@@ -126,17 +126,16 @@ def _one(item: PurgeItem, ctx: PurgeContext) -> Outcome:
         going = [a.record.path for a in along]
         outcome = Outcome(item, "would trash" if ctx.trash_dir else "would delete", companions=going)
     else:
-        outcome = _act(item, victim, along, ctx)
+        outcome = _act(item, victim, dest, along, ctx)
     if outcome.action != "skipped":
         ctx.kept.add(item.keeper)
     return outcome
 
 
-def _act(item: PurgeItem, victim: FileRecord, along: list[Along], ctx: PurgeContext) -> Outcome:
+def _act(item: PurgeItem, victim: FileRecord, dest: bytes, along: list[Along], ctx: PurgeContext) -> Outcome:
     """The photo, then its companions, each journaled; every companion's intent is written before the photo moves,
     so a run killed in between is finished by the next one (recovery moves a companion whose photo went, and puts
     back one whose photo stayed): a companion is never left without its photo."""
-    dest = trash_destination(victim, ctx.trash_dir) if ctx.trash_dir else aside_name(item.victim)
     keeper = planned(ctx.records[item.keeper], item.keeper_content)
     entry = _intent(ctx, victim, dest, keeper)
     companion_entries = [_intent(ctx, a.record, a.dest, a.twin, of=entry.id if entry else 0) for a in along]
@@ -219,9 +218,10 @@ def _finish(ctx: PurgeContext, entry: Entry | None, state: str, reason: str = ""
 # --- checks ----------------------------------------------------------------------------------------------------
 
 
-def verify(item: PurgeItem, ctx: PurgeContext) -> tuple[FileRecord, list[Along]]:
+def verify(item: PurgeItem, ctx: PurgeContext) -> tuple[FileRecord, bytes, list[Along]]:
     """Every check that must hold for this victim right now, the picture's survival first; returns the victim's
-    store record with the content the plan was made on, and the companions that go with it (each checked too)."""
+    store record with the content the plan was made on, where the act puts it, and the companions that go with it
+    (each checked too)."""
     check_path_shape(item.victim)
     check_path_shape(item.keeper)  # one file under two names would slip past the by-path guards (ctx.kept)
     if item.victim in ctx.kept:
@@ -240,9 +240,7 @@ def verify(item: PurgeItem, ctx: PurgeContext) -> tuple[FileRecord, list[Along]]
     _refuse_if(ctx.rules.held_back(keeper, victim))  # a plan made before a decision must not outlive it
     _prove_keeper(keeper, victim, ctx)
     _check_victim(victim)
-    if ctx.trash_dir:  # before the intent names it: recovery must never take an earlier purge's file for its copy
-        _refuse_if_taken(trash_destination(victim, ctx.trash_dir))
-    return victim, companions_along(victim, keeper, ctx)
+    return victim, destination(victim, ctx), companions_along(victim, keeper, ctx)
 
 
 def _chain_from_earlier(victim: FileRecord, keeper: FileRecord, ctx: PurgeContext) -> str:
@@ -330,10 +328,7 @@ def companions_along(victim: FileRecord, keeper: FileRecord, ctx: PurgeContext) 
         if claimed_by(keeper.path, companion.path):  # the keeper's own (one it found by sniffing, not by its name)
             continue
         record = _companion_record(companion.path, victim)
-        dest = trash_destination(record, ctx.trash_dir) if ctx.trash_dir else aside_name(record.path)
-        if ctx.trash_dir and os.path.lexists(dest):
-            raise Refused(f"its companion's place in the trash is taken: {os.fsdecode(dest)}")
-        out.append(Along(record, dest, _twin(record, companion.kind, keeper, ctx)))
+        out.append(Along(record, destination(record, ctx), _twin(record, companion.kind, keeper, ctx)))
     return out
 
 
@@ -417,10 +412,15 @@ def put_back(moved: bytes, path: bytes) -> bytes:
     """Where a file we moved went back to: its own path, or, when another file has taken that name since, the first
     free name beside it (`x (dedupd 1).jpg`), in plain sight where the next scan indexes it and the user finds it.
     Never over another file."""
-    for name in itertools.chain([path], (_beside(path, n) for n in range(1, 1000))):
+    for name in names_beside(path):
         if move_unless_taken(moved, name):
             return name
     raise FileExistsError(errno.EEXIST, "every name beside it is taken", os.fsdecode(path))
+
+
+def names_beside(path: bytes) -> Iterator[bytes]:
+    """`path` itself, then `x (dedupd 1).jpg`, `x (dedupd 2).jpg`... beside it."""
+    return itertools.chain([path], (_beside(path, n) for n in range(1, 1000)))
 
 
 _NAME_MAX = 255  # bytes, on every filesystem Linux mounts for photos
@@ -484,9 +484,18 @@ def _name_digest(name: bytes) -> bytes:
     return hashlib.blake2b(name, digest_size=8).hexdigest().encode()
 
 
-def trash_destination(victim: FileRecord, trash_dir: bytes) -> bytes:
-    relative = os.path.relpath(victim.path, victim.root)
-    return os.path.join(trash_dir, relative)
+def destination(record: FileRecord, ctx: PurgeContext) -> bytes:
+    """Where the act puts the file: its aside name for a delete; for a trash, its path relative to its root in the
+    trash, or the first free name beside that (`x (dedupd 1).jpg`) where an earlier purge's file, or another root's
+    file of the same relative path, lies there. Chosen before the intent names it, never over another file: recovery
+    must never take an earlier purge's trashed file for its own copy, and the act refuses a place taken since."""
+    if not ctx.trash_dir:
+        return aside_name(record.path)
+    place = os.path.join(ctx.trash_dir, os.path.relpath(record.path, record.root))
+    free = next((name for name in names_beside(place) if not os.path.lexists(name)), None)
+    if free is None:
+        raise Refused(f"{os.fsdecode(place)} and every name beside it are taken in the trash")
+    return free
 
 
 def trash(victim: FileRecord, dest: bytes, keeper_lost: StillProven) -> None:
@@ -570,11 +579,6 @@ def _copy_verified(source: FileRecord, dest: bytes) -> bool:
         os.unlink(partial)
         return False
     return True
-
-
-def _refuse_if_taken(dest: bytes) -> None:
-    if os.path.lexists(dest):
-        raise _taken(dest)
 
 
 def _taken(dest: bytes) -> Refused:
