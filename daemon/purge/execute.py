@@ -263,6 +263,8 @@ def _carried_by(content: str, ctx: PurgeContext) -> Iterator[Entry]:
     """The earlier acts whose picture a file with this content carries: those whose keeper held these bytes (the
     keeper renamed or copied since), or bytes the store pairs with them (the keeper edited in place since, a tag
     or a rotation flag saved into it, and scanned again: its old content's vector stays in the store)."""
+    if not ctx.earlier:  # no journaled removal yet: the partners' map (all pairs, twice) is never built
+        return
     for carried in (content, *ctx.evidence.partners(content)):
         yield from ctx.earlier.get(carried, ())
 
