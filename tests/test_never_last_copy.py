@@ -359,11 +359,9 @@ def _embedded(path) -> np.ndarray:
         return PixelEmbedder().embed([im])[0]
 
 
-def test_a_later_run_never_removes_the_keeper_of_a_picture_an_earlier_run_removed(tmp_path):
-    """`scan --inplace` (a cron job) or purge.auto removes c.png against b.png (cosine 0.99). Later a.png arrives:
-    0.99 to b.png, 0.96 to c.png (two pictures). The guard against chains held within one run only, so the next run
-    removed b.png against a.png, and c.png's picture survived in no file at the threshold. The journal's earlier
-    acts now hold b.png to keepers that are c.png's picture too."""
+def _chain_removed_once(tmp_path):
+    """c.png removed against b.png by `scan --inplace`, a.png (0.99 to b.png, 0.96 to c.png) held back for later:
+    (root, config, the folder a.png waits in)."""
     root, later = tmp_path / "t", tmp_path / "later"
     imagegen.write_chain(root, ("c.png", "b.png", "a.png"))
     c, b_, a = (_embedded(root / n) for n in ("c.png", "b.png", "a.png"))
@@ -373,59 +371,45 @@ def test_a_later_run_never_removes_the_keeper_of_a_picture_an_earlier_run_remove
     cfg = config(tmp_path)
     scan(cfg, root, inplace=True)
     assert not (root / "c.png").exists() and (root / "b.png").exists()
-    os.rename(later / "a.png", root / "a.png")
-
-    with pytest.raises(PurgeFailures):
-        scan(cfg, root, inplace=True)
-    rc, lines = purge(cfg)
-
-    assert (root / "b.png").exists() and (root / "a.png").exists(), lines
-    assert any("carries the picture of" in line and "c.png" in line for line in lines), lines
-
-
-def _chain_removed_once(tmp_path):
-    """c.png removed against b.png by `scan --inplace`, a.png (0.99 to b.png, 0.96 to c.png) held back for later:
-    (root, config, the folder a.png waits in)."""
-    root, later = tmp_path / "t", tmp_path / "later"
-    imagegen.write_chain(root, ("c.png", "b.png", "a.png"))
-    later.mkdir()
-    os.rename(root / "a.png", later / "a.png")
-    cfg = config(tmp_path)
-    scan(cfg, root, inplace=True)
-    assert not (root / "c.png").exists() and (root / "b.png").exists()
     return root, cfg, later
 
 
-def test_the_keeper_of_an_earlier_removal_is_held_to_it_under_a_new_name(tmp_path):
-    """The same chain, with b.png renamed to d.png (an import tool's rename) before a.png arrives. The guard looked
-    earlier acts up by the keeper's path, so d.png, whose bytes carry c.png's picture, went against a.png."""
-    root, cfg, later = _chain_removed_once(tmp_path)
-    os.rename(root / "b.png", root / "d.png")
-    os.rename(later / "a.png", root / "a.png")
-
-    with pytest.raises(PurgeFailures):
-        scan(cfg, root, inplace=True)
-
-    assert (root / "d.png").exists() and (root / "a.png").exists()
+def _untouched(root) -> str:
+    return "b.png"
 
 
-def test_the_keeper_of_an_earlier_removal_is_held_to_it_after_a_metadata_edit(tmp_path):
-    """The same chain, with a title saved into b.png (new bytes, the same pixels) before a.png arrives. The guard
-    asked for b.png's bytes at the earlier act only, so the edited b.png went against a.png. Its new content pairs
-    with its old one in the store: it still carries c.png's picture."""
-    root, cfg, later = _chain_removed_once(tmp_path)
+def _renamed(root) -> str:
+    os.rename(root / "b.png", root / "d.png")  # an import tool's rename
+    return "d.png"
+
+
+def _titled(root) -> str:
+    """A title saved into b.png: new bytes, the same pixels."""
     info = PngImagePlugin.PngInfo()
     info.add_text("Title", "the lake")
     with Image.open(root / "b.png") as im:
         im.load()
     im.save(root / "b.png", pnginfo=info)
+    return "b.png"
+
+
+@pytest.mark.parametrize("meanwhile", [_untouched, _renamed, _titled], ids=["untouched", "renamed", "titled"])
+def test_a_later_run_never_removes_the_keeper_of_a_picture_an_earlier_run_removed(tmp_path, meanwhile):
+    """`scan --inplace` (a cron job) or purge.auto removes c.png against b.png (cosine 0.99). Later a.png arrives:
+    0.99 to b.png, 0.96 to c.png (two pictures). The guard against chains held within one run only, so the next run
+    removed b.png against a.png, and c.png's picture survived in no file at the threshold. The journal's earlier
+    acts now hold b.png to keepers that are c.png's picture too; found by the bytes b.png held, not by its path
+    (renamed since: it went), nor by those bytes alone (a title saved into it since: it went), as the store pairs
+    its new bytes with its old."""
+    root, cfg, later = _chain_removed_once(tmp_path)
+    carrier = meanwhile(root)
     os.rename(later / "a.png", root / "a.png")
 
     with pytest.raises(PurgeFailures):
         scan(cfg, root, inplace=True)
     rc, lines = purge(cfg)
 
-    assert (root / "b.png").exists() and (root / "a.png").exists(), lines
+    assert (root / carrier).exists() and (root / "a.png").exists(), lines
     assert any("carries the picture of" in line and "c.png" in line for line in lines), lines
 
 
