@@ -192,11 +192,20 @@ class Store:
                 if batch.num_rows:
                     yield batch.column("content").to_pylist(), _matrix(batch.column("vector"), dtype)
 
-    def vector_facts(self, model: str) -> dict[str, dict]:
-        """content -> its facts (width, height, format, capture...) for every content embedded with this model."""
-        data = self._vector_query(model, ["content", "width", "height", "facts"]).to_arrow().to_pydict()
+    def vector_facts(self, model: str, contents: Iterable[str] | None = None) -> dict[str, dict]:
+        """content -> its facts (width, height, format, capture...) for every content embedded with this model (or
+        only those of `contents`)."""
+        wanted = None if contents is None else set(contents)
+        if wanted is not None and not wanted:
+            return {}
+        named = sorted(wanted) if wanted is not None and len(wanted) <= PUSHDOWN_MAX else None
+        data = self._vector_query(model, ["content", "width", "height", "facts"], named).to_arrow().to_pydict()
         rows = zip(data["content"], data["width"], data["height"], data["facts"])
-        return {c: {**json.loads(f or "{}"), "width": w or 0, "height": h or 0} for c, w, h, f in rows}
+        return {
+            c: {**json.loads(f or "{}"), "width": w or 0, "height": h or 0}
+            for c, w, h, f in rows
+            if wanted is None or c in wanted
+        }
 
     def add_vectors(self, model: str, contents: list[str], matrix: np.ndarray, facts: list[dict] | None = None) -> None:
         if not contents:

@@ -13,15 +13,13 @@ import shutil
 import threading
 
 import imagegen
-import numpy as np
 import pytest
 import support
-from PIL import Image, PngImagePlugin
+from PIL import Image
 from support import PixelEmbedder, b
 
 from dedupd import commands
 from dedupd.config import load_config
-from dedupd.errors import PurgeFailures
 from dedupd.model.loader import LazyEmbedder
 from dedupd.service.daemon import Service
 from dedupd.store import Store
@@ -352,77 +350,3 @@ def test_a_hand_written_chain_never_removes_a_keeper_after_its_duplicate(tmp_pat
     rc, lines = purge(cfg, report=hand)
     assert rc == 1 and b_.exists() and a.exists() and not c.exists(), lines
     assert any("keeper of a file this run removed" in line for line in lines), lines
-
-
-def _embedded(path) -> np.ndarray:
-    with Image.open(path) as im:
-        return PixelEmbedder().embed([im])[0]
-
-
-def _chain_removed_once(tmp_path):
-    """c.png removed against b.png by `scan --inplace`, a.png (0.99 to b.png, 0.96 to c.png) held back for later:
-    (root, config, the folder a.png waits in)."""
-    root, later = tmp_path / "t", tmp_path / "later"
-    imagegen.write_chain(root, ("c.png", "b.png", "a.png"))
-    c, b_, a = (_embedded(root / n) for n in ("c.png", "b.png", "a.png"))
-    assert float(c @ b_) >= 0.985 and float(b_ @ a) >= 0.985 and float(c @ a) < 0.975  # the premise
-    later.mkdir()
-    os.rename(root / "a.png", later / "a.png")
-    cfg = config(tmp_path)
-    scan(cfg, root, inplace=True)
-    assert not (root / "c.png").exists() and (root / "b.png").exists()
-    return root, cfg, later
-
-
-def _untouched(root) -> str:
-    return "b.png"
-
-
-def _renamed(root) -> str:
-    os.rename(root / "b.png", root / "d.png")  # an import tool's rename
-    return "d.png"
-
-
-def _titled(root) -> str:
-    """A title saved into b.png: new bytes, the same pixels."""
-    info = PngImagePlugin.PngInfo()
-    info.add_text("Title", "the lake")
-    with Image.open(root / "b.png") as im:
-        im.load()
-    im.save(root / "b.png", pnginfo=info)
-    return "b.png"
-
-
-@pytest.mark.parametrize("meanwhile", [_untouched, _renamed, _titled], ids=["untouched", "renamed", "titled"])
-def test_a_later_run_never_removes_the_keeper_of_a_picture_an_earlier_run_removed(tmp_path, meanwhile):
-    """`scan --inplace` (a cron job) or purge.auto removes c.png against b.png (cosine 0.99). Later a.png arrives:
-    0.99 to b.png, 0.96 to c.png (two pictures). The guard against chains held within one run only, so the next run
-    removed b.png against a.png, and c.png's picture survived in no file at the threshold. The journal's earlier
-    acts now hold b.png to keepers that are c.png's picture too; found by the bytes b.png held, not by its path
-    (renamed since: it went), nor by those bytes alone (a title saved into it since: it went), as the store pairs
-    its new bytes with its old."""
-    root, cfg, later = _chain_removed_once(tmp_path)
-    carrier = meanwhile(root)
-    os.rename(later / "a.png", root / "a.png")
-
-    with pytest.raises(PurgeFailures):
-        scan(cfg, root, inplace=True)
-    rc, lines = purge(cfg)
-
-    assert (root / carrier).exists() and (root / "a.png").exists(), lines
-    assert any("carries the picture of" in line and "c.png" in line for line in lines), lines
-
-
-def test_an_earlier_runs_keeper_may_go_to_a_byte_copy_of_itself(tmp_path):
-    """The same chain, but what arrives later is a byte copy of b.png (a phone backup imported again): it holds
-    c.png's picture as wholly as b.png does, so the usual keep policy decides between the two."""
-    root = tmp_path / "t"
-    imagegen.write_chain(root, ("c.png", "b.png"))
-    cfg = config(tmp_path)
-    scan(cfg, root, inplace=True)
-    assert not (root / "c.png").exists()
-    shutil.copy2(root / "b.png", root / "a.png")  # sorts first: the keeper under lexi
-
-    scan(cfg, root, inplace=True)
-
-    assert (root / "a.png").exists() and not (root / "b.png").exists()

@@ -86,21 +86,27 @@ class Rules:
         return Rules.make(self.burst_guard, decisions, self.policy, self.raw_jpeg, self.companions)
 
     def held_back(self, keep: FileRecord, member: FileRecord) -> str:
+        return self.apart(keep, member) or self._files_kept(keep, member)
+
+    def apart(self, keep: FileRecord, member: FileRecord) -> str:
+        """Why these two contents are not one picture, whatever files hold them ("" when nothing says so): the
+        multi-frame rule, the user's decisions on the two, the burst guard."""
         if keep.content != member.content and max(keep.frames, member.frames) > 1:
             return "multi-frame: only a byte copy is the same picture"
-        if member.content in self.policy.keep:
-            return "decided: keep"
         for d in self.decisions:
             if d.kind in ("not-duplicate", "keep-all") and {keep.content, member.content} <= set(d.contents):
                 return f"decided: {d.kind} ({d.key})"
-        if self.raw_jpeg == "keep" and raw_and_jpeg(keep, member):
-            return "raw+jpeg: one capture kept as RAW and JPEG (dedup.raw_jpeg: keep)"
-        reason = companions_held_back(self.companions(member.path), self.companions(keep.path))
-        if reason:
-            return reason
         if self.burst_guard and different_captures(_capture(keep), _capture(member)):
             return "burst guard: a different capture"
         return ""
+
+    def _files_kept(self, keep: FileRecord, member: FileRecord) -> str:
+        """Why this member file stays although its picture is the keeper's: kept by decision, RAW+JPEG, companions."""
+        if member.content in self.policy.keep:
+            return "decided: keep"
+        if self.raw_jpeg == "keep" and raw_and_jpeg(keep, member):
+            return "raw+jpeg: one capture kept as RAW and JPEG (dedup.raw_jpeg: keep)"
+        return companions_held_back(self.companions(member.path), self.companions(keep.path))
 
 
 def companions_held_back(member: tuple[Companion, ...], keeper: tuple[Companion, ...]) -> str:

@@ -28,7 +28,7 @@ from dedupd.faults import fault_point
 from dedupd.ingest.hashing import fd_hash
 from dedupd.paths import inside_any
 from dedupd.purge.evidence import OFF_LIMITS, Evidence, KeeperProof, Refused, current_identity, open_regular
-from dedupd.purge.journal import Entry, Journal
+from dedupd.purge.journal import EarlierActs, Entry, Journal
 from dedupd.purge.noclobber import move_unless_taken
 from dedupd.store import OK, Decision, FileRecord
 
@@ -97,9 +97,10 @@ class PurgeContext:
     # Keepers of what this run removed: removing one of them next would leave that picture only in a chain's far
     # end (A kept for B, then A removed against C: B and C may not be alike at all).
     kept: set[bytes] = field(default_factory=set)
-    # The same across runs: earlier purges' acts by the content of the keeper they were proven against
-    # (journal.earlier_carriers).
-    earlier: dict[str, list[Entry]] = field(default_factory=dict)
+    # The same across runs: earlier purges' acts (journal.earlier_acts), and what the store knows of the photos they
+    # removed (content -> facts: the capture, for the burst guard).
+    earlier: EarlierActs = field(default_factory=EarlierActs)
+    earlier_facts: dict[str, dict] = field(default_factory=dict)
     stopping: Callable[[], bool] = lambda: False  # the daemon told to stop: the items left wait for its next start
 
 
@@ -245,28 +246,30 @@ def verify(item: PurgeItem, ctx: PurgeContext) -> tuple[FileRecord, bytes, list[
 
 def _chain_from_earlier(victim: FileRecord, keeper: FileRecord, ctx: PurgeContext) -> str:
     """An earlier purge removed a photo against this victim, whose bytes carry that picture now. The victim may go
-    only to a keeper that is that picture too (the same bytes, or a stored pair at the threshold); else the picture
-    would survive only at a chain's far end (C removed for B, then B for A: A and C may not be alike at all)."""
-    if keeper.content == victim.content:  # a byte copy carries whatever the victim carries
+    only to a keeper that is that picture too (the same bytes, or a stored pair at the threshold that no rule holds
+    apart: another burst frame is another picture); else the picture would survive only at a chain's far end (C
+    removed for B, then B for A: A and C may not be alike at all)."""
+    if keeper.content == victim.content or not ctx.earlier:  # a byte copy carries whatever the victim carries
         return ""
-    for act in _carried_by(victim.content, ctx):
-        if ctx.evidence.refusal(keeper.content, act.content):
+    # The victim's bytes, or bytes the store pairs with them: the keeper edited in place since (a title saved into
+    # it) and scanned again, whose old content's vector stays in the store.
+    carried = ctx.earlier.carried_by(victim.path, [victim.content, *ctx.evidence.partners(victim.content)])
+    for act in carried:
+        why = ctx.evidence.refusal(keeper.content, act.content) or ctx.rules.apart(keeper, _removed(act, ctx))
+        if why:
             return (
                 f"it carries the picture of {os.fsdecode(act.victim_path)}, which an earlier purge removed against "
-                f"{os.fsdecode(act.keeper_path)}, and the keeper is not that picture (`dedupd decide keep` on this "
-                f"file makes it the keeper)"
+                f"{os.fsdecode(act.keeper_path)}, and the keeper is not that picture ({why}; `dedupd decide keep` "
+                f"on this file makes it the keeper)"
             )
     return ""
 
 
-def _carried_by(content: str, ctx: PurgeContext) -> Iterator[Entry]:
-    """The earlier acts whose picture a file with this content carries: those whose keeper held these bytes (the
-    keeper renamed or copied since), or bytes the store pairs with them (the keeper edited in place since, a tag
-    or a rotation flag saved into it, and scanned again: its old content's vector stays in the store)."""
-    if not ctx.earlier:  # no journaled removal yet: the partners' map (all pairs, twice) is never built
-        return
-    for carried in (content, *ctx.evidence.partners(content)):
-        yield from ctx.earlier.get(carried, ())
+def _removed(act: Entry, ctx: PurgeContext) -> FileRecord:
+    """The photo an earlier act removed, as the rules see it: its content, and the capture the store holds for it."""
+    facts = ctx.earlier_facts.get(act.content, {})
+    capture = {name: facts[name] for name in ("taken", "camera", "burst", "frames") if name in facts}
+    return FileRecord(act.victim_path, b"", 0, 0, act.device, act.inode, content=act.content, status=OK, **capture)
 
 
 def planned(record: FileRecord, content: str) -> FileRecord:

@@ -13,7 +13,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -197,14 +197,37 @@ def done_victims(folder: Path) -> set[bytes]:
     return out
 
 
-def earlier_carriers(folder: Path) -> dict[str, list[Entry]]:
-    """The acts of journaled purges that removed a photo (their latest record is done or emptied), by the content
-    its keeper held when the act was proven: whatever file holds those bytes now, under any name, carries the removed
-    photo's picture. Keyed by content, not by the keeper's path: a keeper renamed or moved since still carries it."""
-    out: dict[str, list[Entry]] = {}
+@dataclass
+class EarlierActs:
+    """The acts of journaled purges that removed a photo, or may have, found by what carries its picture now. An act
+    counts unless its photo stayed (skipped) or came back (undone): an intent a kill left open, and one the user
+    closed with --forget, may have removed it."""
+
+    by_content: dict[str, list[Entry]] = field(default_factory=dict)  # the bytes its keeper held when proven
+    by_keeper: dict[bytes, list[Entry]] = field(default_factory=dict)  # its keeper's path
+
+    def carried_by(self, path: bytes, contents: Iterable[str]) -> list[Entry]:
+        """The acts whose picture a file at `path` holding any of `contents` carries: its keeper's bytes under any
+        name, or its keeper's path, whatever it holds now (edited in place since: under another model its old bytes
+        have no vector to pair with)."""
+        found = [act for content in contents for act in self.by_content.get(content, ())]
+        found += self.by_keeper.get(path, ())
+        return list({(act.id, act.time, act.victim): act for act in found}.values())
+
+    def contents(self) -> set[str]:
+        """The removed photos' contents."""
+        return {act.content for acts in self.by_content.values() for act in acts}
+
+    def __bool__(self) -> bool:
+        return bool(self.by_content)
+
+
+def earlier_acts(folder: Path) -> EarlierActs:
+    out = EarlierActs()
     for path in journals(folder):
         for intent, last in latest_states(path).values():
-            if last.state in ("done", "emptied") and not intent.of:
+            if last.state not in ("skipped", "undone") and not intent.of:
                 carried = intent.keeper_content or intent.content  # journals before keeper hashes: a byte copy's
-                out.setdefault(carried, []).append(intent)
+                out.by_content.setdefault(carried, []).append(intent)
+                out.by_keeper.setdefault(intent.keeper_path, []).append(intent)
     return out
