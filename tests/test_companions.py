@@ -240,6 +240,30 @@ def test_undo_leaves_a_companion_in_the_trash_until_its_own_photo_is_back(tmp_pa
     assert copy.exists() and (root / "b" / "IMG_8.JPG.xmp").exists()
 
 
+def test_a_second_undo_brings_a_companion_back_only_beside_its_own_photo(tmp_path: Path) -> None:
+    """b/IMG_8.JPG is trashed with its XMP. A first undo brings the photo back, but not the XMP: a stray sidecar sat
+    at its name. The user then replaces b/IMG_8.JPG with another picture and drops the stray. A second undo restored
+    the XMP because the journal said its photo was undone, beside a picture it never described."""
+    root = tmp_path / "photos"
+    keeper, copy = _copies_with(root, "IMG_8.JPG", "IMG_8.JPG.xmp", XMP)
+    sidecar = root / "b" / "IMG_8.JPG.xmp"
+    _, cfg = scan_report(root, tmp_path)
+    rc, lines = purge_lines(cfg, str(tmp_path / "report.json"), trash=str(tmp_path / "trash"))
+    assert rc == 0 and not copy.exists() and not sidecar.exists(), lines
+    sidecar.write_text("a stray sidecar another tool wrote")
+    said: list[str] = []
+    with pytest.raises(PurgeFailures):
+        commands.undo_purge(cfg, _journal_line(lines), echo=said.append)
+    assert copy.exists() and sidecar.read_text().startswith("a stray"), said
+    sidecar.unlink()
+    imagegen.photo(10, (320, 240)).save(copy, quality=90)  # another picture under the same name
+
+    with pytest.raises(PurgeFailures):
+        commands.undo_purge(cfg, _journal_line(lines), echo=said.append)
+
+    assert not sidecar.exists() and (tmp_path / "trash" / "b" / "IMG_8.JPG.xmp").exists(), said
+
+
 def test_a_deleted_duplicate_takes_its_companion_along(tmp_path: Path) -> None:
     root = tmp_path / "photos"
     keeper, copy = _copies_with(root, "IMG_2.JPG", "IMG_2.xmp", XMP)
@@ -365,9 +389,8 @@ def test_a_companion_whose_twin_beside_the_keeper_changes_before_its_act_stays(t
 def test_trash_empty_keeps_a_trashed_sidecar_whose_twin_beside_the_keeper_is_gone(tmp_path: Path) -> None:
     """The purge trashed b/IMG_1.JPG with its XMP because a/IMG_1.JPG had a byte copy of it. The user then deletes
     a/IMG_1.JPG.xmp: the trashed sidecar is the only copy of those edits, but `trash empty` proved only the keeper
-    photo and removed it. A companion's journal entry now names its twin as its keeper."""
-    from dedupd.errors import PurgeFailures
-
+    photo and removed it. A companion's journal entry now names its twin as its keeper. Its photo stays with it:
+    emptied alone, it left the sidecar in the trash for good (undo brings a companion back only with its photo)."""
     root = tmp_path / "photos"
     keeper, _ = _copies_with(root, "IMG_1.JPG", "IMG_1.JPG.xmp", XMP)
     edits = (keeper.parent / "IMG_1.JPG.xmp").read_text()
@@ -380,7 +403,9 @@ def test_trash_empty_keeps_a_trashed_sidecar_whose_twin_beside_the_keeper_is_gon
     with pytest.raises(PurgeFailures):
         commands.empty_trash(cfg, "0", echo=out.append)
     assert (trash / "b" / "IMG_1.JPG.xmp").read_text() == edits, out
-    assert not (trash / "b" / "IMG_1.JPG").exists(), out  # the photo's keeper still holds it: emptied
+    assert (trash / "b" / "IMG_1.JPG").exists(), out  # its keeper holds it, yet it stays with its sidecar
+    assert commands.undo_purge(cfg, _journal_line(lines), echo=out.append) == 0, out
+    assert (root / "b" / "IMG_1.JPG").exists() and (root / "b" / "IMG_1.JPG.xmp").read_text() == edits
 
 
 def test_a_companion_that_cannot_be_put_back_stays_journaled_open_and_the_next_purge_settles_it(

@@ -725,7 +725,7 @@ def test_trash_empty_proves_a_companion_trashed_before_twins_against_its_own_byt
     rc, lines = empty_trash(cfg)
 
     assert (trash / "b" / "IMG_2.JPG.xmp").read_text() == "<x:xmpmeta>crop 3:2</x:xmpmeta>", lines
-    assert not (trash / "b" / "IMG_2.JPG").exists(), lines  # the photo's keeper holds it: emptied
+    assert (trash / "b" / "IMG_2.JPG").exists(), lines  # its keeper holds it, yet it stays with its sidecar
 
 
 def sniffed_keeper(tmp_path, seed):
@@ -960,3 +960,32 @@ def test_the_daemon_never_keeps_a_copy_in_the_desktop_trash_and_deletes_the_phot
         (home / trash / "info" / "x.jpg.trashinfo").write_text("[Trash Info]\nPath=/home/u/Downloads/x.jpg\n")
         indexed = inside_any_of(indexed_after_a_later_photo(daemon, home / "Pictures", 42), (home / trash,))
     assert kept.exists() and not indexed, indexed
+
+
+def test_undo_brings_back_a_file_an_interrupted_purge_left_in_the_trash(tmp_path):
+    """A purge with --trash is killed after moving b/x.jpg into the trash, before its done line. Undo read only done
+    acts: it restored nothing, said nothing and exited 0, while the photo waited in the trash."""
+    root = tmp_path / "t"
+    keep, victim = copies(root, 41)
+    cfg = config(tmp_path)
+    report = tmp_path / "report.json"
+    scan(cfg, root, report=report)
+    killed = purge_process(cfg, report, "--trash", str(tmp_path / "trash"), fault="before-done:1")
+    assert killed.returncode == -signal.SIGKILL and (tmp_path / "trash" / "b" / "x.jpg").exists(), killed.stderr
+    (journal,) = (cfg.store_path() / "journal").glob("purge-*.jsonl")
+
+    assert commands.undo_purge(cfg, str(journal), echo=lambda s: None) == 0
+
+    assert victim.exists() and not (tmp_path / "trash" / "b" / "x.jpg").exists()
+    assert journal_states(cfg)[b(victim)] == "undone"
+
+
+def test_undo_brings_back_a_file_an_interrupted_delete_left_aside(tmp_path):
+    """Killed between the rename aside and the unlink: the file is not deleted yet, and undo puts it back."""
+    root, keep, victim, cfg, report = killed_aside(tmp_path, 43)
+    (journal,) = (cfg.store_path() / "journal").glob("purge-*.jsonl")
+
+    assert commands.undo_purge(cfg, str(journal), echo=lambda s: None) == 0
+
+    assert victim.exists() and not list(victim.parent.glob(".dedupd-purge-*"))
+    assert journal_states(cfg)[b(victim)] == "undone"

@@ -370,23 +370,52 @@ def _forget_one(entry: Entry, now: Entry, journal: Journal, tally: Tally) -> Non
 
 
 def undo(journal_path: Path) -> Tally:
-    """Trashed files back to their places, each photo before its companions (journal order): a companion comes back
-    only beside its own photo, back now or by an earlier undo of this journal. Beside another file saved at the
-    photo's name since, an XMP or a Live Photo video would claim a picture that is not its own."""
+    """Trashed files back to their places, each photo before its companions (journal order). An act a kill left open
+    is undone too where its file waits where the act puts it (the trash, or a delete's aside name). A companion
+    comes back only beside its own photo, back now or by an earlier undo and still there: beside another file saved
+    at the photo's name since, an XMP or a Live Photo video would claim a picture that is not its own."""
     tally = Tally()
     journal = Journal(journal_path)
-    states = {i: last.state for i, (_, last) in latest_states(journal_path).items()}
+    acts = latest_states(journal_path)
+    back: set[int] = {i for i, (_, last) in acts.items() if last.state == "undone"}
     try:
-        for intent, last in latest_states(journal_path).values():
-            if last.state != "done":
-                continue
-            if intent.of and states.get(intent.of) != "undone":
-                _companion_stays(intent, tally)
-            elif _undo_one(intent, journal, tally):
-                states[intent.id] = "undone"
+        for intent, last in acts.values():
+            if last.state == "intent" and not _moved(intent):
+                _left_open(intent, tally)
+            elif last.state in ("done", "intent"):
+                if intent.of and not _photo_back(acts[intent.of][0] if intent.of in acts else None, back):
+                    _companion_stays(intent, tally)
+                elif _undo_one(intent, journal, tally):
+                    back.add(intent.id)
     finally:
         journal.close()
     return tally
+
+
+def _moved(entry: Entry) -> bool:
+    """The open act's file waits where the act puts it: the interrupted act had moved it."""
+    if _same_inode(entry.dest_path, entry):
+        return True
+    if entry.action != "trash" or os.path.lexists(entry.victim_path):
+        return False
+    return _has_content(entry.dest_path, entry.content)  # a copy to another filesystem: its own inode
+
+
+def _left_open(entry: Entry, tally: Tally) -> None:
+    name = os.fsdecode(entry.victim_path)
+    if _same_inode(entry.victim_path, entry):
+        tally.say(f"nothing to restore for {name}: its purge was interrupted before it moved the file")
+        return
+    tally.say(
+        f"not restored {name}: its purge was interrupted mid-act and the file is not where the act puts it; "
+        f"`dedupd purge --inplace` settles the act first, then undo again",
+        failed=True,
+    )
+
+
+def _photo_back(photo: Entry | None, back: set[int]) -> bool:
+    """The companion's photo was restored (now or by an earlier undo) and its path still holds it."""
+    return photo is not None and photo.id in back and _has_content(photo.victim_path, photo.content)
 
 
 def _companion_stays(entry: Entry, tally: Tally) -> None:
@@ -397,7 +426,7 @@ def _companion_stays(entry: Entry, tally: Tally) -> None:
 def _undo_one(entry: Entry, journal: Journal, tally: Tally) -> bool:
     victim, dest = entry.victim_path, entry.dest_path
     name = os.fsdecode(victim)
-    if entry.action == "delete":
+    if entry.action == "delete" and not _same_inode(dest, entry):  # an open delete's file waits aside: it comes back
         tally.say(f"cannot restore {name}: it was deleted, not trashed", failed=True)
     elif os.path.lexists(victim):
         tally.say(f"not restored {name}: something is at that path now", failed=True)
@@ -449,31 +478,63 @@ def _as_moved(entry: Entry, moved: bytes) -> FileRecord:
 def empty_trash(folder: Path, older_than: float, now: float | None = None, own: tuple[bytes, ...] = ()) -> Tally:
     """Remove trashed files whose move is older than `older_than` seconds (by the journal's own timestamps), each
     only while its keeper still holds the picture outside the folders in `own` (the trash, the gallery, the
-    store); otherwise the trashed file may be the last copy and stays."""
+    store); otherwise the trashed file may be the last copy and stays. A photo and its companions go together or
+    stay together: a sidecar kept (its twin changed: the last copy of those edits) keeps its photo, so that undo can
+    bring both back."""
     tally = Tally()
     cutoff = (now or time.time()) - older_than
     for path in journals(folder):
         journal = Journal(path)
         try:
-            for intent, last in latest_states(path).values():
-                if last.state == "done" and intent.action == "trash" and last.time < cutoff:
-                    _empty_one(intent, journal, tally, own)
+            due = [i for i, last in latest_states(path).values() if _due(i, last, cutoff)]
+            for together in _with_companions(due):
+                _empty_together(together, journal, tally, own)
         finally:
             journal.close()
     return tally
 
 
-def _empty_one(entry: Entry, journal: Journal, tally: Tally, own: tuple[bytes, ...]) -> None:
-    dest = entry.dest_path
-    if os.path.isfile(dest) and not os.path.islink(dest):
-        why = _not_as_trashed(entry, dest) or keeper_lost(entry, own)
-        if why:
-            tally.say(f"kept {os.fsdecode(dest)}: {why}", failed=True)
-            return
-        os.unlink(dest)
-        tally.say(f"removed {os.fsdecode(dest)}")
-        tally.removed += 1
-    journal.finish(entry, "emptied")
+def _due(intent: Entry, last: Entry, cutoff: float) -> bool:
+    return last.state == "done" and intent.action == "trash" and last.time < cutoff
+
+
+def _with_companions(entries: list[Entry]) -> list[list[Entry]]:
+    """Each photo with its companions; a companion whose photo is not among them stands alone."""
+    photos = {e.id: [e] for e in entries if not e.of}
+    alone = []
+    for entry in (e for e in entries if e.of):
+        if entry.of in photos:
+            photos[entry.of].append(entry)
+        else:
+            alone.append([entry])
+    return [*photos.values(), *alone]
+
+
+def _empty_together(entries: list[Entry], journal: Journal, tally: Tally, own: tuple[bytes, ...]) -> None:
+    whys = {e.id: _kept_why(e, own) for e in entries}
+    first = next((why for why in whys.values() if why), "")
+    for entry in entries:
+        dest = os.fsdecode(entry.dest_path)
+        if first:
+            why = whys[entry.id] or f"it goes only together with its photo and companions, and one stays: {first}"
+            tally.say(f"kept {dest}: {why}", failed=True)
+            continue
+        if _in_trash(entry.dest_path):
+            os.unlink(entry.dest_path)
+            tally.say(f"removed {dest}")
+            tally.removed += 1
+        journal.finish(entry, "emptied")
+
+
+def _kept_why(entry: Entry, own: tuple[bytes, ...]) -> str:
+    """Why this trashed file must stay ("" when it may go, or is gone already)."""
+    if not _in_trash(entry.dest_path):
+        return ""
+    return _not_as_trashed(entry, entry.dest_path) or keeper_lost(entry, own)
+
+
+def _in_trash(dest: bytes) -> bool:
+    return os.path.isfile(dest) and not os.path.islink(dest)
 
 
 def _not_as_trashed(entry: Entry, dest: bytes) -> str:
