@@ -179,6 +179,9 @@ class DecodePool:
                 future.result()
 
     def close(self) -> None:
+        """Cancel what has not started, and wait for the workers to end. Not waiting raced the interpreter's exit on
+        Python 3.11: a run that failed early (a model that would not load while the workers were still warming up)
+        ended its one-line error with a traceback from concurrent.futures' exit hook (seen once in CI, under load)."""
         if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
