@@ -27,7 +27,7 @@ from dedupd.paths import normalise_root
 from dedupd.progress import bar
 from dedupd.purge.journal import Entry, is_journal, journals, latest_states
 from dedupd.purge.recovery import empty_trash as recovery_empty
-from dedupd.purge.recovery import forget, parse_age, still_open, undo
+from dedupd.purge.recovery import forget, parse_age, recover_all, still_open, undo
 from dedupd.purge.run import check_trash_flag, execute, journal_dir, plan_from_groups, plan_from_report
 from dedupd.service.status import read_status
 from dedupd.store import PENDING, UNREADABLE, FileLock, FileRecord, LockBusy, Store
@@ -265,13 +265,20 @@ def forget_purge(config: Config, folder: str, echo: Echo = print) -> int:
 
 def empty_trash(config: Config, older_than: str, echo: Echo = print) -> int:
     store = open_store(config, create=False)
+    age = parse_age(older_than)
     with FileLock(store.path / "purge.lock", "purge"):
-        tally = recovery_empty(journal_dir(store), parse_age(older_than), own=own_folders(store.path, config))
-    for line in tally.lines:
+        own = own_folders(store.path, config)
+        # First what an interrupted purge left open, as a purge settles it: a photo gone for good whose companion's
+        # act is still open would leave that companion to be put back alone, beside whatever takes the photo's name.
+        settled = recover_all(journal_dir(store), own, online_roots(store))
+        tally = recovery_empty(journal_dir(store), age, own=own)
+    for line in settled.lines + tally.lines:
         echo(line)
     echo(f"trash: removed {tally.removed} files" + (f", kept {tally.failed} (see above)" if tally.failed else ""))
-    if tally.failed:
-        raise PurgeFailures(f"{tally.failed} trashed files were kept: their keeper no longer holds the picture")
+    if tally.failed or settled.failed:
+        raise PurgeFailures(
+            f"{tally.failed} trashed files were kept, {settled.failed} interrupted acts stay open (see above)"
+        )
     return 0
 
 

@@ -989,3 +989,60 @@ def test_undo_brings_back_a_file_an_interrupted_delete_left_aside(tmp_path):
 
     assert victim.exists() and not list(victim.parent.glob(".dedupd-purge-*"))
     assert journal_states(cfg)[b(victim)] == "undone"
+
+
+def _with_sidecars(tmp_path, seed, name="IMG_4.JPG"):
+    """a/NAME (the keeper) and b/NAME, byte copies, each with the same XMP sidecar, scanned: (root, config, report)."""
+    root = tmp_path / "t"
+    for folder in "ab":
+        photo(root / folder / name, seed)
+        (root / folder / f"{name}.xmp").write_text("<x:xmpmeta>crop</x:xmpmeta>")
+    shutil.copy2(root / "a" / name, root / "b" / name)
+    cfg = config(tmp_path)
+    report = tmp_path / "report.json"
+    scan(cfg, root, report=report)
+    return root, cfg, report
+
+
+def test_trash_empty_after_a_kill_never_leaves_a_sidecar_to_come_back_beside_another_picture(tmp_path):
+    """purge --trash (another filesystem) is killed while b/IMG_4.JPG's XMP sits aside, its copy in the trash; the
+    photo's act is done. `trash empty` removed the photo alone; a new picture was then saved at b/IMG_4.JPG, and the
+    next purge's recovery read "emptied" as "the photo stayed" and put the XMP back beside that other picture."""
+    trash = other_fs_trash(tmp_path, "empty-open")
+    try:
+        root, cfg, report = _with_sidecars(tmp_path, 91)
+        killed = purge_process(cfg, report, "--trash", str(trash), fault="after-aside:2")
+        assert killed.returncode == -signal.SIGKILL, killed.stdout + killed.stderr
+        sidecar = root / "b" / "IMG_4.JPG.xmp"
+        assert not (root / "b" / "IMG_4.JPG").exists() and journal_states(cfg)[b(sidecar)] == "intent"
+        empty_trash(cfg)
+        photo(root / "b" / "IMG_4.JPG", 92)  # another picture saved at the photo's free name
+
+        rc, lines = purge(cfg, report=report)
+
+        assert not sidecar.exists() and not list((root / "b").glob(".dedupd-purge-*")), lines
+    finally:
+        shutil.rmtree(trash, ignore_errors=True)
+
+
+@pytest.mark.parametrize("fault", ["after-copy:1", "after-aside:1"])
+def test_undo_of_a_move_to_another_filesystem_killed_midway_leaves_nothing_hidden(tmp_path, fault):
+    """purge --trash to another filesystem copies b/x.jpg into the trash, verifies it, renames the original aside and
+    unlinks it. Killed after the rename, undo restored the trash's copy and closed the act: the original stayed under
+    its hidden `.dedupd-purge-*` name for good. Killed after the copy, undo said there was nothing to restore and
+    left the act open: the next purge finished the very move the user had undone."""
+    trash = other_fs_trash(tmp_path, "undo-midway")
+    try:
+        root, keep, victim, cfg = scanned_copies(tmp_path, 93)
+        report = tmp_path / "report.json"
+        scan(cfg, root, report=report)
+        killed = purge_process(cfg, report, "--trash", str(trash), fault=fault)
+        assert killed.returncode == -signal.SIGKILL and (trash / "b" / "x.jpg").exists(), killed.stderr
+        (journal,) = journals(cfg.store_path() / "journal")
+
+        lines = undo(cfg, journal)
+
+        assert victim.exists() and not (trash / "b" / "x.jpg").exists(), lines
+        assert not list((root / "b").glob(".dedupd-purge-*")) and journal_states(cfg)[b(victim)] == "undone", lines
+    finally:
+        shutil.rmtree(trash, ignore_errors=True)

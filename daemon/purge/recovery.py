@@ -174,8 +174,9 @@ def _waiting(entry: Entry) -> bytes:
 
 
 def settle_companion(entry: Entry, photo_state: str | None, own: tuple[bytes, ...] = ()) -> tuple[str, str]:
-    """A companion goes where its photo went: finished when the photo's act was done, put back when it was not."""
-    if photo_state == "done":
+    """A companion goes where its photo went: finished when the photo's act was done (and perhaps emptied from the
+    trash since), put back when it was not."""
+    if photo_state in ("done", "emptied"):
         state, reason = settle(entry, own)
         if state == "skipped" and _same_inode(entry.victim_path, entry):
             if _rewritten(entry.victim_path, entry):  # edited since the kill (an XMP saved in place): new work
@@ -381,7 +382,8 @@ def undo(journal_path: Path) -> Tally:
     try:
         for intent, last in acts.values():
             if last.state == "intent" and not _moved(intent):
-                _left_open(intent, tally)
+                if _left_open(intent, journal, tally):
+                    back.add(intent.id)
             elif last.state in ("done", "intent"):
                 if intent.of and not _photo_back(acts[intent.of][0] if intent.of in acts else None, back):
                     _companion_stays(intent, tally)
@@ -401,16 +403,25 @@ def _moved(entry: Entry) -> bool:
     return _has_content(entry.dest_path, entry.content)  # a copy to another filesystem: its own inode
 
 
-def _left_open(entry: Entry, tally: Tally) -> None:
+def _left_open(entry: Entry, journal: Journal, tally: Tally) -> bool:
+    """An open act whose file is not where the act puts it: in place (undone: a verified copy of ours in a trash on
+    another filesystem goes), or somewhere recovery must settle first."""
     name = os.fsdecode(entry.victim_path)
-    if _same_inode(entry.victim_path, entry):
-        tally.say(f"nothing to restore for {name}: its purge was interrupted before it moved the file")
-        return
-    tally.say(
-        f"not restored {name}: its purge was interrupted mid-act and the file is not where the act puts it; "
-        f"`dedupd purge --inplace` settles the act first, then undo again",
-        failed=True,
-    )
+    if not _same_inode(entry.victim_path, entry):
+        tally.say(
+            f"not restored {name}: its purge was interrupted mid-act and the file is not where the act puts it; "
+            f"`dedupd purge --inplace` settles the act first, then undo again",
+            failed=True,
+        )
+        return False
+    if entry.action == "trash" and not _same_inode(entry.dest_path, entry):
+        if _has_content(entry.dest_path, entry.content):  # the gate chose dest free: our verified copy
+            os.unlink(entry.dest_path)
+        _remove_partial(entry.dest_path)
+    journal.finish(entry, "undone", "interrupted before the file left its place")
+    tally.say(f"restored {name}: its purge was interrupted before the file left its place")
+    tally.restored.append(entry)
+    return True
 
 
 def _photo_back(photo: Entry | None, back: set[int]) -> bool:
@@ -426,6 +437,9 @@ def _companion_stays(entry: Entry, tally: Tally) -> None:
 def _undo_one(entry: Entry, journal: Journal, tally: Tally) -> bool:
     victim, dest = entry.victim_path, entry.dest_path
     name = os.fsdecode(victim)
+    stray = _stray_original(entry) if entry.action == "trash" else None
+    if stray is not None:
+        return _undo_stray(entry, stray, journal, tally)
     if entry.action == "delete" and not _same_inode(dest, entry):  # an open delete's file waits aside: it comes back
         tally.say(f"cannot restore {name}: it was deleted, not trashed", failed=True)
     elif os.path.lexists(victim):
@@ -442,6 +456,24 @@ def _undo_one(entry: Entry, journal: Journal, tally: Tally) -> bool:
         tally.restored.append(entry)
         return True
     return False
+
+
+def _undo_stray(entry: Entry, stray: bytes, journal: Journal, tally: Tally) -> bool:
+    """A move to another filesystem killed after its verified copy, the original under its aside name: the original
+    comes back (beside a file saved at its name since, never over it), and the copy in the trash, ours, goes."""
+    name = os.fsdecode(entry.victim_path)
+    try:
+        where = put_back(stray, entry.victim_path)
+    except OSError as exc:
+        tally.say(f"not restored {name}: {exc.strerror or exc}; it waits at {os.fsdecode(stray)}", failed=True)
+        return False
+    if _has_content(entry.dest_path, entry.content):
+        os.unlink(entry.dest_path)
+    journal.finish(entry, "undone")
+    beside = f" as {os.fsdecode(where)}: another file is at its name" if where != entry.victim_path else ""
+    tally.say(f"restored {name}{beside}")
+    tally.restored.append(entry)
+    return True
 
 
 def _restore(entry: Entry, moved: bytes, path: bytes) -> str:
@@ -486,9 +518,14 @@ def empty_trash(folder: Path, older_than: float, now: float | None = None, own: 
     for path in journals(folder):
         journal = Journal(path)
         try:
-            due = [i for i, last in latest_states(path).values() if _due(i, last, cutoff)]
+            acts = latest_states(path)
+            due = [i for i, last in acts.values() if _due(i, last, cutoff)]
+            unsettled = {i.of for i, last in acts.values() if i.of and last.state == "intent"}
             for together in _with_companions(due):
-                _empty_together(together, journal, tally, own)
+                if together[0].id in unsettled:  # its companion's act is still open: they go together later
+                    _kept_open(together, tally)
+                else:
+                    _empty_together(together, journal, tally, own)
         finally:
             journal.close()
     return tally
@@ -524,6 +561,12 @@ def _empty_together(entries: list[Entry], journal: Journal, tally: Tally, own: t
             tally.say(f"removed {dest}")
             tally.removed += 1
         journal.finish(entry, "emptied")
+
+
+def _kept_open(entries: list[Entry], tally: Tally) -> None:
+    for entry in entries:
+        why = "a companion's act is still open (settled by the next purge --inplace)"
+        tally.say(f"kept {os.fsdecode(entry.dest_path)}: {why}", failed=True)
 
 
 def _kept_why(entry: Entry, own: tuple[bytes, ...]) -> str:
