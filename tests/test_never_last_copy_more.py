@@ -1046,3 +1046,28 @@ def test_undo_of_a_move_to_another_filesystem_killed_midway_leaves_nothing_hidde
         assert not list((root / "b").glob(".dedupd-purge-*")) and journal_states(cfg)[b(victim)] == "undone", lines
     finally:
         shutil.rmtree(trash, ignore_errors=True)
+
+
+def test_a_trash_place_an_open_act_will_use_is_not_given_to_another_file(tmp_path):
+    """A --trash purge is killed after journaling b/x.jpg's intent; b/ is then moved out of the roots (its entry
+    stays open) and a new copy is imported at b/x.jpg. The next purge trashed the new copy at the open act's place,
+    trash/b/x.jpg: once the old folder was back, recovery took that file for the interrupted act's verified copy and
+    deleted the old b/x.jpg as "the interrupted move" (not undoable: its trash file was another act's)."""
+    root, keep, victim, cfg = scanned_copies(tmp_path, 97)
+    trash = tmp_path / "trash"
+    report = tmp_path / "report.json"
+    scan(cfg, root, report=report)
+    killed = purge_process(cfg, report, "--trash", str(trash), fault="after-intent:1")
+    assert killed.returncode == -signal.SIGKILL and victim.exists(), killed.stderr
+    (root / "b").rename(tmp_path / "away")
+    (root / "b").mkdir()
+    shutil.copy2(keep, root / "b" / "x.jpg")  # the same picture imported again
+    scan(cfg, root)
+
+    rc, lines = purge(cfg, trash=trash)
+    assert (trash / "b" / "x (dedupd 1).jpg").exists() and not (trash / "b" / "x.jpg").exists(), lines
+    (root / "b").rmdir()
+    (tmp_path / "away").rename(root / "b")
+    rc, lines = purge(cfg, report=hand_report(tmp_path / "nothing.json", []))
+
+    assert victim.exists() and journal_states(cfg)[b(victim)] == "skipped", lines

@@ -94,6 +94,9 @@ class PurgeContext:
     dry_run: bool = True
     journal: Journal | None = None
     already_done: set[bytes] = field(default_factory=set)  # removed by an earlier (perhaps interrupted) purge
+    # Where acts still open (a kill, their folder away) put their file: a place no act of this run may take, or
+    # settling such an act later would take this run's file for its own copy.
+    reserved: set[bytes] = field(default_factory=set)
     # Keepers of what this run removed: removing one of them next would leave that picture only in a chain's far
     # end (A kept for B, then A removed against C: B and C may not be alike at all).
     kept: set[bytes] = field(default_factory=set)
@@ -492,12 +495,13 @@ def _name_digest(name: bytes) -> bytes:
 def destination(record: FileRecord, ctx: PurgeContext) -> bytes:
     """Where the act puts the file: its aside name for a delete; for a trash, its path relative to its root in the
     trash, or the first free name beside that (`x (dedupd 1).jpg`) where an earlier purge's file, or another root's
-    file of the same relative path, lies there. Chosen before the intent names it, never over another file: recovery
-    must never take an earlier purge's trashed file for its own copy, and the act refuses a place taken since."""
+    file of the same relative path, lies there, or an act still open may put its file. Chosen before the intent names
+    it, never over another file: recovery must never take another act's trashed file for its own copy, and the act
+    refuses a place taken since."""
     if not ctx.trash_dir:
         return aside_name(record.path)
     place = os.path.join(ctx.trash_dir, os.path.relpath(record.path, record.root))
-    free = next((name for name in names_beside(place) if not os.path.lexists(name)), None)
+    free = next((n for n in names_beside(place) if n not in ctx.reserved and not os.path.lexists(n)), None)
     if free is None:
         raise Refused(f"{os.fsdecode(place)} and every name beside it are taken in the trash")
     return free

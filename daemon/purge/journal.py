@@ -222,6 +222,11 @@ class EarlierActs:
         return bool(self.by_content)
 
 
+def open_destinations(folder: Path) -> set[bytes]:
+    """Where the acts still open would put their files (trash places, aside names)."""
+    return {entry.dest_path for path in journals(folder) for entry in unfinished(path) if entry.dest}
+
+
 def earlier_acts(folder: Path) -> EarlierActs:
     out = EarlierActs()
     for path in journals(folder):
