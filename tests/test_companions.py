@@ -19,6 +19,7 @@ from dedupd.config import load_config
 from dedupd.dedup.companions import AAE, LIVE, TAKEOUT, XMP, CompanionFinder, claims
 from dedupd.errors import PurgeFailures
 from dedupd.ingest.livephoto import content_id
+from dedupd.store import mark_own
 
 CID = "6D8A1F7C-0B55-4C3E-9E0A-1D2B3C4D5E6F"
 _LONG = "PXL_20230704_183512345.NIGHT.a_long_name_here.jpg"
@@ -262,6 +263,30 @@ def test_a_second_undo_brings_a_companion_back_only_beside_its_own_photo(tmp_pat
         commands.undo_purge(cfg, _journal_line(lines), echo=said.append)
 
     assert not sidecar.exists() and (tmp_path / "trash" / "b" / "IMG_8.JPG.xmp").exists(), said
+
+
+def test_a_companion_follows_its_photo_beside_a_taken_place_in_the_trash(tmp_path: Path) -> None:
+    """An earlier purge's b/IMG_6.JPG is in the trash: the photo goes beside it as `IMG_6 (dedupd 1).JPG`, and its
+    XMP under that name too, where the two still pair up (it took the plain name, IMG_6.JPG.xmp: beside the other
+    photo)."""
+    root = tmp_path / "photos"
+    keeper, copy = _copies_with(root, "IMG_6.JPG", "IMG_6.JPG.xmp", XMP)
+    _, cfg = scan_report(root, tmp_path)
+    trash = tmp_path / "trash"
+    (trash / "b").mkdir(parents=True)
+    mark_own(trash)  # a trash an earlier purge made
+    (trash / "b" / "IMG_6.JPG").write_bytes(b"an earlier purge's photo")
+
+    rc, lines = purge_lines(cfg, str(tmp_path / "report.json"), trash=str(trash))
+
+    assert rc == 0 and not copy.exists(), lines
+    assert sorted(p.name for p in (trash / "b").iterdir()) == [
+        "IMG_6 (dedupd 1).JPG",
+        "IMG_6 (dedupd 1).JPG.xmp",
+        "IMG_6.JPG",
+    ]
+    assert commands.undo_purge(cfg, _journal_line(lines), echo=lines.append) == 0, lines
+    assert copy.exists() and (root / "b" / "IMG_6.JPG.xmp").exists()
 
 
 def test_a_deleted_duplicate_takes_its_companion_along(tmp_path: Path) -> None:

@@ -244,7 +244,8 @@ def verify(item: PurgeItem, ctx: PurgeContext) -> tuple[FileRecord, bytes, list[
     _refuse_if(ctx.rules.held_back(keeper, victim))  # a plan made before a decision must not outlive it
     _prove_keeper(keeper, victim, ctx)
     _check_victim(victim)
-    return victim, destination(victim, ctx), companions_along(victim, keeper, ctx)
+    dest = destination(victim, ctx)
+    return victim, dest, companions_along(victim, keeper, ctx, dest)
 
 
 def _chain_from_earlier(victim: FileRecord, keeper: FileRecord, ctx: PurgeContext) -> str:
@@ -325,7 +326,7 @@ def _check_victim(victim: FileRecord) -> None:
         os.close(fd)
 
 
-def companions_along(victim: FileRecord, keeper: FileRecord, ctx: PurgeContext) -> list[Along]:
+def companions_along(victim: FileRecord, keeper: FileRecord, ctx: PurgeContext, dest: bytes = b"") -> list[Along]:
     """The victim's companions that go with it, each checked now; a companion another photo beside it still claims
     stays with that photo. Refused when one cannot follow, or when the keeper has no byte copy of it (other edits in
     an XMP, another clip under a Live Photo's name: the only copy of that data): the photo then stays too."""
@@ -336,8 +337,23 @@ def companions_along(victim: FileRecord, keeper: FileRecord, ctx: PurgeContext) 
         if claimed_by(keeper.path, companion.path):  # the keeper's own (one it found by sniffing, not by its name)
             continue
         record = _companion_record(companion.path, victim)
-        out.append(Along(record, destination(record, ctx), _twin(record, companion.kind, keeper, ctx)))
+        out.append(
+            Along(record, _companion_destination(record, victim, dest, ctx), _twin(record, companion.kind, keeper, ctx))
+        )
     return out
+
+
+def _companion_destination(record: FileRecord, photo: FileRecord, photo_dest: bytes, ctx: PurgeContext) -> bytes:
+    """A companion goes under its photo's name in the trash: with the photo at `x (dedupd 1).jpg`, its sidecar goes
+    to `x (dedupd 1).jpg.xmp` (beside that name if it is taken), so the two still pair up there by name. A name that
+    does not begin with the photo's stem keeps its own."""
+    stem = os.path.splitext(os.path.basename(photo.path))[0]
+    moved_stem = os.path.splitext(os.path.basename(photo_dest))[0]
+    name = os.path.basename(record.path)
+    if not ctx.trash_dir or not photo_dest or stem == moved_stem or not name.startswith(stem):
+        return destination(record, ctx)
+    renamed = os.path.join(os.path.dirname(record.path), moved_stem + name[len(stem) :])
+    return destination(replace(record, path=renamed), ctx)
 
 
 def _twin(record: FileRecord, kind: str, keeper: FileRecord, ctx: PurgeContext) -> FileRecord:
