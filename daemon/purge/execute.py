@@ -100,7 +100,7 @@ class PurgeContext:
     # Keepers of what this run removed: removing one of them next would leave that picture only in a chain's far
     # end (A kept for B, then A removed against C: B and C may not be alike at all).
     kept: set[bytes] = field(default_factory=set)
-    # The same across runs: earlier purges' acts (journal.earlier_acts), and what the store knows of the photos they
+    # The same across runs: earlier purges' acts (journal.history), and what the store knows of the photos they
     # removed (content -> facts: the capture, for the burst guard).
     earlier: EarlierActs = field(default_factory=EarlierActs)
     earlier_facts: dict[str, dict] = field(default_factory=dict)

@@ -189,14 +189,6 @@ def journals(folder: Path) -> Iterator[Path]:
     return iter(sorted(folder.glob("purge-*.jsonl"))) if folder.is_dir() else iter(())
 
 
-def done_victims(folder: Path) -> set[bytes]:
-    """Paths that some journaled purge already removed (their latest record is done or emptied)."""
-    out: set[bytes] = set()
-    for path in journals(folder):
-        out.update(i.victim_path for i, last in latest_states(path).values() if last.state in ("done", "emptied"))
-    return out
-
-
 @dataclass
 class EarlierActs:
     """The acts of journaled purges that removed a photo, or may have, found by what carries its picture now. An act
@@ -218,21 +210,32 @@ class EarlierActs:
         """The removed photos' contents."""
         return {act.content for acts in self.by_content.values() for act in acts}
 
+    def add(self, intent: Entry) -> None:
+        carried = intent.keeper_content or intent.content  # journals before keeper hashes: a byte copy's
+        self.by_content.setdefault(carried, []).append(intent)
+        self.by_keeper.setdefault(intent.keeper_path, []).append(intent)
+
     def __bool__(self) -> bool:
         return bool(self.by_content)
 
 
-def open_destinations(folder: Path) -> set[bytes]:
-    """Where the acts still open would put their files (trash places, aside names)."""
-    return {entry.dest_path for path in journals(folder) for entry in unfinished(path) if entry.dest}
+@dataclass
+class History:
+    """What every journal says that a purge must know before it acts, read once."""
+
+    removed: set[bytes] = field(default_factory=set)  # victims already removed (latest record done or emptied)
+    earlier: EarlierActs = field(default_factory=EarlierActs)
+    reserved: set[bytes] = field(default_factory=set)  # where the acts still open would put their files
 
 
-def earlier_acts(folder: Path) -> EarlierActs:
-    out = EarlierActs()
+def history(folder: Path) -> History:
+    out = History()
     for path in journals(folder):
         for intent, last in latest_states(path).values():
+            if last.state in ("done", "emptied"):
+                out.removed.add(intent.victim_path)
+            if last.state == "intent" and intent.dest:
+                out.reserved.add(intent.dest_path)
             if last.state not in ("skipped", "undone") and not intent.of:
-                carried = intent.keeper_content or intent.content  # journals before keeper hashes: a byte copy's
-                out.by_content.setdefault(carried, []).append(intent)
-                out.by_keeper.setdefault(intent.keeper_path, []).append(intent)
+                out.earlier.add(intent)
     return out

@@ -23,7 +23,7 @@ from dedupd.own_folders import OffLimits, own_folders, remember
 from dedupd.paths import normalise_root, path_text
 from dedupd.purge.evidence import Evidence, KeeperProof
 from dedupd.purge.execute import PurgeContext, PurgeItem, PurgeResult, run_purge
-from dedupd.purge.journal import Journal, done_victims, earlier_acts, open_destinations
+from dedupd.purge.journal import Journal, history
 from dedupd.purge.recovery import recover_all, still_open
 from dedupd.store import FileLock, LockBusy, Store
 
@@ -114,8 +114,8 @@ def execute(
         recovered = recover_all(journal_dir(store), own, roots) if inplace else still_open(journal_dir(store))
         for line in recovered.lines:
             echo(line)
-        ctx.already_done, ctx.earlier = done_victims(journal_dir(store)), earlier_acts(journal_dir(store))
-        ctx.reserved = open_destinations(journal_dir(store))
+        past = history(journal_dir(store))
+        ctx.already_done, ctx.earlier, ctx.reserved = past.removed, past.earlier, past.reserved
         ctx.earlier_facts = store.vector_facts(plan.model, ctx.earlier.contents()) if ctx.earlier else {}
         ctx.journal = None if ctx.dry_run else Journal.create(journal_dir(store))
         try:
