@@ -183,7 +183,7 @@ class Store:
         wanted = None if contents is None else pa.array(list(dict.fromkeys(contents)), pa.string())
         if wanted is not None and not len(wanted):
             return
-        named = wanted.to_pylist() if wanted is not None and len(wanted) <= PUSHDOWN_MAX else None
+        named = None if wanted is None else _named(wanted.to_pylist())
         query = self._vector_query(model, ["content", "vector"], named)
         with query.to_batches(batch_rows) as reader, _damage_named("vectors", self.path):
             for batch in reader:  # a plain (non-vector) query has no implicit row limit
@@ -198,7 +198,7 @@ class Store:
         wanted = None if contents is None else set(contents)
         if wanted is not None and not wanted:
             return {}
-        named = sorted(wanted) if wanted is not None and len(wanted) <= PUSHDOWN_MAX else None
+        named = None if wanted is None else _named(sorted(wanted))
         data = self._vector_query(model, ["content", "width", "height", "facts"], named).to_arrow().to_pydict()
         rows = zip(data["content"], data["width"], data["height"], data["facts"])
         return {
@@ -410,6 +410,12 @@ def _manifests(table_dir: Path) -> list[tuple[int, Path]]:
             number = int(manifest.stem)
             found.append(((2**64 - 1) - number if len(manifest.stem) == 20 else number, manifest))
     return sorted(found, reverse=True)
+
+
+def _named(contents: list[str]) -> list[str] | None:
+    """The contents to name in Lance's filter; None when they are too many to name, and the rows read are filtered
+    afterwards."""
+    return contents if len(contents) <= PUSHDOWN_MAX else None
 
 
 def _matrix(column: pa.Array | pa.ChunkedArray, dtype: type = np.float32) -> np.ndarray:

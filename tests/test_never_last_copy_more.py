@@ -17,9 +17,11 @@ import support
 from PIL import ImageDraw
 from support import PixelEmbedder, Running, b, purge_process
 from swapping import decode_swapped, rewrite
+from test_companions import _copies_with
 from test_never_last_copy import QUIET, config, copies, empty_trash, photo, purge, scan
 
 from dedupd import commands
+from dedupd.dedup.companions import XMP
 from dedupd.errors import PurgeFailures
 from dedupd.faults import acting_at
 from dedupd.ingest.pipeline import CHANGED_WHILE_READ
@@ -991,26 +993,16 @@ def test_undo_brings_back_a_file_an_interrupted_delete_left_aside(tmp_path):
     assert journal_states(cfg)[b(victim)] == "undone"
 
 
-def _with_sidecars(tmp_path, seed, name="IMG_4.JPG"):
-    """a/NAME (the keeper) and b/NAME, byte copies, each with the same XMP sidecar, scanned: (root, config, report)."""
-    root = tmp_path / "t"
-    for folder in "ab":
-        photo(root / folder / name, seed)
-        (root / folder / f"{name}.xmp").write_text("<x:xmpmeta>crop</x:xmpmeta>")
-    shutil.copy2(root / "a" / name, root / "b" / name)
-    cfg = config(tmp_path)
-    report = tmp_path / "report.json"
-    scan(cfg, root, report=report)
-    return root, cfg, report
-
-
 def test_trash_empty_after_a_kill_never_leaves_a_sidecar_to_come_back_beside_another_picture(tmp_path):
     """purge --trash (another filesystem) is killed while b/IMG_4.JPG's XMP sits aside, its copy in the trash; the
     photo's act is done. `trash empty` removed the photo alone; a new picture was then saved at b/IMG_4.JPG, and the
     next purge's recovery read "emptied" as "the photo stayed" and put the XMP back beside that other picture."""
     trash = other_fs_trash(tmp_path, "empty-open")
     try:
-        root, cfg, report = _with_sidecars(tmp_path, 91)
+        root = tmp_path / "t"
+        _copies_with(root, "IMG_4.JPG", "IMG_4.JPG.xmp", XMP)
+        cfg, report = config(tmp_path), tmp_path / "report.json"
+        scan(cfg, root, report=report)
         killed = purge_process(cfg, report, "--trash", str(trash), fault="after-aside:2")
         assert killed.returncode == -signal.SIGKILL, killed.stdout + killed.stderr
         sidecar = root / "b" / "IMG_4.JPG.xmp"

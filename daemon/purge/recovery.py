@@ -210,11 +210,8 @@ def _as_journaled(entry: Entry) -> FileRecord:
 def _put_back(entry: Entry) -> tuple[str, str]:
     victim, dest = entry.victim_path, entry.dest_path
     if _same_inode(victim, entry):
-        partial = entry.action == "trash" and os.path.lexists(dest) and not _same_inode(dest, entry)
-        if partial and _has_content(dest, entry.content):
-            os.unlink(dest)  # a copy of ours the interrupted move left (the gate saw dest free before the intent)
         if entry.action == "trash":
-            _remove_partial(dest)
+            _drop_copy(entry)
         return "skipped", "its photo stayed; the companion is in place"
     if os.path.lexists(victim):
         return "skipped", "its photo stayed; another file is at the companion's place now"
@@ -318,6 +315,16 @@ def _finish_move(entry: Entry, own: tuple[bytes, ...]) -> str:
     return ""
 
 
+def _drop_copy(entry: Entry) -> None:
+    """The copy an interrupted move to another filesystem left in the trash, whose original stays (or comes back): a
+    file at dest with the act's bytes and another inode is ours (the gate saw dest free before the intent), and so is
+    a partial one."""
+    dest = entry.dest_path
+    if not _same_inode(dest, entry) and _has_content(dest, entry.content):
+        os.unlink(dest)
+    _remove_partial(dest)
+
+
 def _remove_partial(dest: bytes) -> None:
     """A copy killed while being written waits under its own name in the trash: only that name is ours to remove
     (a file at dest itself may be an earlier purge's trashed file, perhaps the last copy of its picture)."""
@@ -414,10 +421,8 @@ def _left_open(entry: Entry, journal: Journal, tally: Tally) -> bool:
             failed=True,
         )
         return False
-    if entry.action == "trash" and not _same_inode(entry.dest_path, entry):
-        if _has_content(entry.dest_path, entry.content):  # the gate chose dest free: our verified copy
-            os.unlink(entry.dest_path)
-        _remove_partial(entry.dest_path)
+    if entry.action == "trash":
+        _drop_copy(entry)
     journal.finish(entry, "undone", "interrupted before the file left its place")
     tally.say(f"restored {name}: its purge was interrupted before the file left its place")
     tally.restored.append(entry)
@@ -467,8 +472,7 @@ def _undo_stray(entry: Entry, stray: bytes, journal: Journal, tally: Tally) -> b
     except OSError as exc:
         tally.say(f"not restored {name}: {exc.strerror or exc}; it waits at {os.fsdecode(stray)}", failed=True)
         return False
-    if _has_content(entry.dest_path, entry.content):
-        os.unlink(entry.dest_path)
+    _drop_copy(entry)
     journal.finish(entry, "undone")
     beside = f" as {os.fsdecode(where)}: another file is at its name" if where != entry.victim_path else ""
     tally.say(f"restored {name}{beside}")
