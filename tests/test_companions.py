@@ -219,26 +219,25 @@ def test_purge_trashes_a_duplicate_with_its_companion_and_undo_brings_both_back(
     assert copy.exists() and (copy.parent / companion).exists()
 
 
-def test_undo_leaves_a_companion_in_the_trash_until_its_own_photo_is_back(tmp_path: Path) -> None:
-    """A duplicate trashed with its XMP; another photo is saved at the duplicate's name since. Undo cannot put the
-    photo back (its name is taken), and put the XMP back anyway: beside another picture, claiming it as its own."""
+def test_undo_brings_a_photo_and_its_companion_back_beside_a_picture_saved_at_its_name(tmp_path: Path) -> None:
+    """A duplicate trashed with its XMP; another photo is saved at the duplicate's name since. Undo used to leave the
+    photo in the trash (its name taken) and, before that, put the XMP back anyway beside the other picture, claiming
+    it as its own. Both now come back beside it, under one new name, so they still pair up by name."""
     root = tmp_path / "photos"
     keeper, copy = _copies_with(root, "IMG_8.JPG", "IMG_8.JPG.xmp", XMP)
     _, cfg = scan_report(root, tmp_path)
     rc, lines = purge_lines(cfg, str(tmp_path / "report.json"), trash=str(tmp_path / "trash"))
     assert rc == 0 and not copy.exists(), lines
     imagegen.photo(10, (320, 240)).save(copy, quality=90)  # another picture under the same name
+    other = copy.read_bytes()
 
     said: list[str] = []
-    with pytest.raises(PurgeFailures):
-        commands.undo_purge(cfg, _journal_line(lines), echo=said.append)
-    assert not (root / "b" / "IMG_8.JPG.xmp").exists(), said
-    assert (tmp_path / "trash" / "b" / "IMG_8.JPG.xmp").exists()
-    assert any("IMG_8.JPG.xmp: its photo is not back" in line for line in said), said
-
-    copy.unlink()  # the user moves the other picture away: a second undo brings both back
     assert commands.undo_purge(cfg, _journal_line(lines), echo=said.append) == 0, said
-    assert copy.exists() and (root / "b" / "IMG_8.JPG.xmp").exists()
+    assert copy.read_bytes() == other and not (root / "b" / "IMG_8.JPG.xmp").exists(), said
+    assert (root / "b" / "IMG_8 (dedupd 1).JPG").read_bytes() == keeper.read_bytes(), said
+    assert (root / "b" / "IMG_8 (dedupd 1).JPG.xmp").read_bytes() == (root / "a" / "IMG_8.JPG.xmp").read_bytes(), said
+    assert not any((tmp_path / "trash").rglob("IMG_8*")), said
+    assert any("decided" in line and "IMG_8 (dedupd 1).JPG" in line for line in said), said
 
 
 def test_a_second_undo_brings_a_companion_back_only_beside_its_own_photo(tmp_path: Path) -> None:

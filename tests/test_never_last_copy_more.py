@@ -565,7 +565,8 @@ def sync_app_saves(victim, new_picture, saved):
 def test_undo_never_moves_a_trashed_file_over_one_saved_at_its_name_meanwhile(tmp_path, where):
     """`purge --undo` checks the victim's name is free, then os.rename()s the trashed file there: a picture another
     program (a phone sync, an editor's export) saves at that name in between is replaced, and it was the only copy.
-    Across filesystems the fallback (shutil.copy2, then unlink) had the same gap, and never verified its copy."""
+    Across filesystems the fallback (shutil.copy2, then unlink) had the same gap, and never verified its copy. Undo
+    now puts the trashed file beside the new picture."""
     trash = other_fs_trash(tmp_path, "undo-over") if where == "other-fs" else tmp_path / "trash"
     try:
         root, keep, victim, cfg, journal = trashed_copy(tmp_path, 81, trash)
@@ -576,8 +577,10 @@ def test_undo_never_moves_a_trashed_file_over_one_saved_at_its_name_meanwhile(tm
 
         assert saved, lines
         assert victim.read_bytes() == new_picture, f"undo replaced the picture saved at the victim's name: {lines}"
-        assert holders(trash, keep.read_bytes()), "the trashed file left the trash without taking its place"
-        assert any(f"not restored {victim}: something is at that path now" in line for line in lines), lines
+        beside = victim.with_name("x (dedupd 1).jpg")
+        assert beside.read_bytes() == keep.read_bytes(), lines
+        assert not holders(trash, keep.read_bytes()), lines
+        assert any(f"restored {victim} as {beside}: another file is at its name" in line for line in lines), lines
         assert not list((root / "b").glob("*.dedupd-partial"))
     finally:
         shutil.rmtree(trash, ignore_errors=True)

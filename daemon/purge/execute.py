@@ -344,16 +344,23 @@ def companions_along(victim: FileRecord, keeper: FileRecord, ctx: PurgeContext, 
 
 
 def _companion_destination(record: FileRecord, photo: FileRecord, photo_dest: bytes, ctx: PurgeContext) -> bytes:
-    """A companion goes under its photo's name in the trash: with the photo at `x (dedupd 1).jpg`, its sidecar goes
-    to `x (dedupd 1).jpg.xmp` (beside that name if it is taken), so the two still pair up there by name. A name that
-    does not begin with the photo's stem keeps its own."""
-    stem = os.path.splitext(os.path.basename(photo.path))[0]
-    moved_stem = os.path.splitext(os.path.basename(photo_dest))[0]
-    name = os.path.basename(record.path)
-    if not ctx.trash_dir or not photo_dest or stem == moved_stem or not name.startswith(stem):
+    """A companion goes under its photo's name in the trash (beside that name if it is taken), so the two still pair
+    up there by name."""
+    if not ctx.trash_dir or not photo_dest:
         return destination(record, ctx)
-    renamed = os.path.join(os.path.dirname(record.path), moved_stem + name[len(stem) :])
-    return destination(replace(record, path=renamed), ctx)
+    return destination(replace(record, path=follow_photo(record.path, photo.path, photo_dest)), ctx)
+
+
+def follow_photo(companion: bytes, photo: bytes, photo_now: bytes) -> bytes:
+    """The companion's name in its own folder once its photo is called `photo_now` (in the trash, or put back beside
+    a name taken since): with x.jpg now `x (dedupd 1).jpg`, x.jpg.xmp becomes `x (dedupd 1).jpg.xmp` and x.MOV
+    `x (dedupd 1).MOV`. A name that does not begin with the photo's stem keeps its own."""
+    stem = os.path.splitext(os.path.basename(photo))[0]
+    name = os.path.basename(companion)
+    if not name.startswith(stem):
+        return companion
+    moved_stem = os.path.splitext(os.path.basename(photo_now))[0]
+    return os.path.join(os.path.dirname(companion), moved_stem + name[len(stem) :])
 
 
 def _twin(record: FileRecord, kind: str, keeper: FileRecord, ctx: PurgeContext) -> FileRecord:

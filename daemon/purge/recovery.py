@@ -14,7 +14,7 @@ import math
 import os
 import shlex
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,7 +32,9 @@ from dedupd.purge.execute import (
     aside_name,
     asides_of,
     delete,
+    follow_photo,
     move_verified,
+    names_beside,
     put_back,
     trash,
 )
@@ -47,7 +49,7 @@ class Tally:
     lines: list[str] = field(default_factory=list)
     failed: int = 0
     removed: int = 0
-    restored: list[Entry] = field(default_factory=list)  # by undo
+    restored: list[tuple[Entry, bytes]] = field(default_factory=list)  # by undo: each act, and where its file is now
 
     def say(self, text: str, failed: bool = False) -> None:
         self.lines.append(text)
@@ -379,23 +381,25 @@ def _forget_one(entry: Entry, now: Entry, journal: Journal, tally: Tally) -> Non
 
 def undo(journal_path: Path) -> Tally:
     """Trashed files back to their places, each photo before its companions (journal order). An act a kill left open
-    is undone too where its file waits where the act puts it (the trash, or a delete's aside name). A companion
-    comes back only beside its own photo, back now or by an earlier undo and still there: beside another file saved
-    at the photo's name since, an XMP or a Live Photo video would claim a picture that is not its own."""
+    is undone too where its file waits where the act puts it (the trash, or a delete's aside name). A photo whose name
+    another file has taken since comes back beside it (`x (dedupd 1).jpg`), never over it. A companion comes back
+    only beside its own photo, back now or by an earlier undo and still there, under the photo's name: beside another
+    file saved at the photo's name, an XMP or a Live Photo video would claim a picture that is not its own."""
     tally = Tally()
     journal = Journal(journal_path)
     acts = latest_states(journal_path)
-    back: set[int] = {i for i, (_, last) in acts.items() if last.state == "undone"}
+    back = {i: intent.victim_path for i, (intent, last) in acts.items() if last.state == "undone"}
     try:
         for intent, last in acts.values():
             if last.state == "intent" and not _moved(intent):
                 if _left_open(intent, journal, tally):
-                    back.add(intent.id)
+                    back[intent.id] = intent.victim_path
             elif last.state in ("done", "intent"):
-                if intent.of and not _photo_back(acts[intent.of][0] if intent.of in acts else None, back):
+                place = _place(intent, acts[intent.of][0] if intent.of in acts else None, back)
+                if place is None:
                     _companion_stays(intent, tally)
-                elif _undo_one(intent, journal, tally):
-                    back.add(intent.id)
+                elif where := _undo_one(intent, place, journal, tally):
+                    back[intent.id] = where
     finally:
         journal.close()
     return tally
@@ -425,13 +429,18 @@ def _left_open(entry: Entry, journal: Journal, tally: Tally) -> bool:
         _drop_copy(entry)
     journal.finish(entry, "undone", "interrupted before the file left its place")
     tally.say(f"restored {name}: its purge was interrupted before the file left its place")
-    tally.restored.append(entry)
+    tally.restored.append((entry, entry.victim_path))
     return True
 
 
-def _photo_back(photo: Entry | None, back: set[int]) -> bool:
-    """The companion's photo was restored (now or by an earlier undo) and its path still holds it."""
-    return photo is not None and photo.id in back and _has_content(photo.victim_path, photo.content)
+def _place(entry: Entry, photo: Entry | None, back: dict[int, bytes]) -> bytes | None:
+    """Where the act's file goes back to: a photo to its own path; a companion beside its photo, under the name the
+    photo came back with, only while that photo is back and holds its bytes (None: it stays)."""
+    if not entry.of:
+        return entry.victim_path
+    if photo is None or photo.id not in back or not _has_content(back[photo.id], photo.content):
+        return None
+    return follow_photo(entry.victim_path, photo.victim_path, back[photo.id])
 
 
 def _companion_stays(entry: Entry, tally: Tally) -> None:
@@ -439,62 +448,56 @@ def _companion_stays(entry: Entry, tally: Tally) -> None:
     tally.say(f"not restored {name}: its photo is not back; it stays at {dest}", failed=True)
 
 
-def _undo_one(entry: Entry, journal: Journal, tally: Tally) -> bool:
-    victim, dest = entry.victim_path, entry.dest_path
-    name = os.fsdecode(victim)
+def _undo_one(entry: Entry, place: bytes, journal: Journal, tally: Tally) -> bytes | None:
+    """The act's file back at `place` (a photo beside it when it is taken): where it went, or None."""
+    dest = entry.dest_path
+    name = os.fsdecode(entry.victim_path)
     stray = _stray_original(entry) if entry.action == "trash" else None
-    if stray is not None:
-        return _undo_stray(entry, stray, journal, tally)
-    if entry.action == "delete" and not _same_inode(dest, entry):  # an open delete's file waits aside: it comes back
+    if stray is not None:  # a move to another filesystem killed after its verified copy: the original comes back
+        moved = stray
+    elif entry.action == "delete" and not _same_inode(dest, entry):  # an open delete's file waits aside
         tally.say(f"cannot restore {name}: it was deleted, not trashed", failed=True)
-    elif os.path.lexists(victim):
-        tally.say(f"not restored {name}: something is at that path now", failed=True)
+        return None
     elif not os.path.isfile(dest):
         tally.say(f"not restored {name}: {os.fsdecode(dest)} is no longer in the trash", failed=True)
+        return None
     else:
-        why = _restore(entry, dest, victim)
-        if why:
-            tally.say(f"not restored {name}: {why}", failed=True)
-            return False
-        journal.finish(entry, "undone")
-        tally.say(f"restored {name}")
-        tally.restored.append(entry)
-        return True
-    return False
-
-
-def _undo_stray(entry: Entry, stray: bytes, journal: Journal, tally: Tally) -> bool:
-    """A move to another filesystem killed after its verified copy, the original under its aside name: the original
-    comes back (beside a file saved at its name since, never over it), and the copy in the trash, ours, goes."""
-    name = os.fsdecode(entry.victim_path)
-    try:
-        where = put_back(stray, entry.victim_path)
-    except OSError as exc:
-        tally.say(f"not restored {name}: {exc.strerror or exc}; it waits at {os.fsdecode(stray)}", failed=True)
-        return False
-    _drop_copy(entry)
+        moved = dest
+    where, why = _restore(entry, moved, place)
+    if where is None:
+        tally.say(f"not restored {name}: {why}", failed=True)
+        return None
+    if stray is not None:
+        _drop_copy(entry)  # the copy in the trash, ours
     journal.finish(entry, "undone")
     beside = f" as {os.fsdecode(where)}: another file is at its name" if where != entry.victim_path else ""
     tally.say(f"restored {name}{beside}")
-    tally.restored.append(entry)
-    return True
+    tally.restored.append((entry, where))
+    return where
 
 
-def _restore(entry: Entry, moved: bytes, path: bytes) -> str:
-    """The file the purge moved goes back from `moved` to its path, only while it is still that file and never over
-    another (one saved at its name since the check above stays, and ours waits where it is): "" when it went back,
-    else why not. Across filesystems a verified copy takes the path before the trashed file goes."""
+def _names(entry: Entry, place: bytes) -> Iterable[bytes]:
+    """A photo may come back beside a file saved at its name since; a companion only at `place`, the name that pairs
+    it with its photo."""
+    return [place] if entry.of else names_beside(place)
+
+
+def _restore(entry: Entry, moved: bytes, place: bytes) -> tuple[bytes | None, str]:
+    """The file the purge moved goes back from `moved` to `place` or a free name beside it (_names), only while it is
+    still that file and never over another (one saved at a name since stays): (where it went, "") or (None, why not,
+    and it waits where it is). Across filesystems a verified copy takes the name before the trashed file goes."""
     try:
         record = _as_moved(entry, moved)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        fault_point("before-restore")
-        if not move_verified(record, path):
-            return "something is at that path now"
+        for name in _names(entry, place):
+            os.makedirs(os.path.dirname(name), exist_ok=True)
+            fault_point("before-restore")
+            if move_verified(record, name):
+                return name, ""
     except Refused as exc:
-        return str(exc)
+        return None, str(exc)
     except OSError as exc:  # this entry only (a read-only folder, a disk full): the others are still restored
-        return f"{exc.strerror or exc}; it stays at {os.fsdecode(moved)}"
-    return ""
+        return None, f"{exc.strerror or exc}; it stays at {os.fsdecode(moved)}"
+    return None, f"something is at {os.fsdecode(place)} now; it stays at {os.fsdecode(moved)}"
 
 
 def _as_moved(entry: Entry, moved: bytes) -> FileRecord:
