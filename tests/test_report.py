@@ -10,6 +10,7 @@ import sys
 import imagegen
 import pytest
 from support import PixelEmbedder, b, scan_library
+from test_never_last_copy import config, copies, purge, scan
 
 from dedupd import cli, commands
 from dedupd.config import load_config
@@ -193,3 +194,57 @@ def test_report_out_naming_a_folder_names_that_folder(tmp_path, capsys):
     err = capsys.readouterr().err  # after the warning that this empty store holds no vectors yet
     assert code == 2 and err.endswith(f"\ndedupd: error: {out}: a folder, where a file is wanted\n"), err
     assert list(out.iterdir()) == []
+
+
+def test_a_report_is_never_written_over_another_programs_json(tmp_path, capsys):
+    """A Google Takeout album folder holds `metadata.json` (the album's title and description). `report --out` there
+    replaced it: any file starting with "{" passed for an earlier report. An earlier report is what purge reads as
+    one now: an object with a `groups` list."""
+    lib, cfg, _ = scan_library(tmp_path)
+    album = lib.root / "metadata.json"
+    album.write_text('{\n  "title": "Holiday 2019",\n  "description": "the only copy of this text"\n}\n')
+    before = album.read_bytes()
+
+    assert cli.main(["report", "--store", str(cfg.store_path()), "--out", str(album)]) == 2
+    assert album.read_bytes() == before
+    assert "exists and is not a dedupd report" in capsys.readouterr().err
+
+
+def _three_copies(tmp_path):
+    """a/x.jpg (the keeper by lexi) and its byte copies b/x.jpg and c/x.jpg, scanned; the report is at report.json."""
+    root = tmp_path / "t"
+    keep, b_copy = copies(root, 2901)
+    c_copy = root / "c" / "x.jpg"
+    c_copy.parent.mkdir(parents=True)
+    shutil.copy2(keep, c_copy)
+    cfg = config(tmp_path)
+    out = tmp_path / "report.json"
+    return cfg, out, scan(cfg, root, report=out), (keep, b_copy, c_copy)
+
+
+def test_purge_honours_a_path_struck_from_duplicates(tmp_path):
+    """The user takes c/x.jpg out of `duplicates` (the field the report documents as the files to remove): the purge
+    read `duplicate_details` instead and deleted it anyway."""
+    cfg, out, report, (keep, b_copy, c_copy) = _three_copies(tmp_path)
+    [group] = report["groups"]
+    assert group["duplicates"] == [str(b_copy), str(c_copy)]
+    group["duplicates"] = [str(b_copy)]
+    out.write_text(json.dumps(report))
+
+    rc, lines = purge(cfg, report=out)
+
+    assert rc == 0 and not b_copy.exists() and c_copy.exists() and keep.exists(), lines
+
+
+def test_purge_keeps_the_keeper_the_user_wrote_into_the_report(tmp_path):
+    """The user makes b/x.jpg the group's `keep` and moves a/x.jpg into `duplicates`: `keep_info` still named
+    a/x.jpg, so the purge deleted b/x.jpg, the file the report now says to keep."""
+    cfg, out, report, (keep, b_copy, c_copy) = _three_copies(tmp_path)
+    [group] = report["groups"]
+    group["keep"], group["duplicates"] = str(b_copy), [str(keep), str(c_copy)]
+    out.write_text(json.dumps(report))
+
+    rc, lines = purge(cfg, report=out)
+
+    assert rc == 0 and b_copy.exists() and not keep.exists() and not c_copy.exists(), lines
+    assert any(f"deleted {keep} (keeps {b_copy})" in line for line in lines), lines

@@ -165,17 +165,25 @@ def write_report(report: dict[str, Any], out: str | os.PathLike) -> None:
 
 
 def _refuse_to_replace(out: Path) -> None:
-    """A report replaces an earlier report, never another file: `--out` a typo away from a photo (or a config
-    key pointing at one) would otherwise put JSON where the only copy of a picture was."""
+    """A report replaces an earlier report, never another file: `--out` a typo away from a photo, or from another
+    program's JSON (a Takeout album's metadata.json), would otherwise put a report where the only copy was. An
+    earlier report is what purge reads as one: a JSON object with a `groups` list (load_report)."""
     try:
-        with open(out, "rb") as f:
-            head = f.read(64).lstrip()
+        data = out.read_bytes()
     except (FileNotFoundError, IsADirectoryError):
         return  # nothing to lose; a folder fails at the write, named
     except OSError:
-        head = b"?"
-    if head and not head.startswith(b"{"):
+        data = b"?"
+    if data.strip() and not _is_report(data):
         raise UsageError(f"{out}: exists and is not a dedupd report; refusing to write a report over it")
+
+
+def _is_report(data: bytes) -> bool:
+    try:
+        found = json.loads(data)
+    except (ValueError, RecursionError):  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        return False
+    return isinstance(found, dict) and isinstance(found.get("groups"), list)
 
 
 def load_report(path: str | os.PathLike) -> dict[str, Any]:
@@ -203,9 +211,9 @@ def _check_group(where: str, group: object) -> None:
         raise UsageError(f"{where}: not an object")
     if "keep_info" in group:
         _check_entries(where, "keep_info", [group["keep_info"]])
-    elif not isinstance(group.get("keep"), str):
-        raise UsageError(f"{where}: 'keep' must be a path, not {_json_kind(group.get('keep'))}")
-    else:
+    if "keep" in group or "keep_info" not in group:  # `keep` is what purge keeps, where the report has it
+        if not isinstance(group.get("keep"), str):
+            raise UsageError(f"{where}: 'keep' must be a path, not {_json_kind(group.get('keep'))}")
         _check_path(where, "keep", {"path": group["keep"]})
     duplicates = group.get("duplicates")
     if not isinstance(duplicates, list) or not all(isinstance(d, str) for d in duplicates):

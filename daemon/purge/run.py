@@ -77,17 +77,23 @@ def plan_from_groups(groups: Iterable[Group], model: str, config: Config) -> Pla
 def plan_from_report(report: dict[str, Any], model: str, config: Config) -> Plan:
     """Only `duplicates` are ever purged; `similar` members never are. A report's content hashes travel with each
     item; an old report without them is held to the store's current records."""
-    items: list[PurgeItem] = []
-    for group in report["groups"]:
-        keep_info = group.get("keep_info") or {"path": group["keep"]}
-        details = group.get("duplicate_details")
-        victims = details if details is not None else [{"path": d} for d in group["duplicates"]]
-        keeper, keeper_content = entry_path(keep_info), keep_info.get("content", "")
-        items.extend(PurgeItem(entry_path(v), keeper, v.get("content", ""), keeper_content) for v in victims)
+    items = [item for group in report["groups"] for item in _group_items(group)]
     # A report (perhaps hand-written) may raise the bar for "the same picture", never lower it below the
     # configured threshold: pairs are stored down to dedup.pair_floor, well below it.
     threshold = max(config.dedup.threshold, float(report.get("threshold") or 0.0))
     return Plan(items, model, threshold)
+
+
+def _group_items(group: dict[str, Any]) -> list[PurgeItem]:
+    """`keep` and `duplicates` are what the user reviews and edits: they say which files go and which stays. The
+    details (`keep_info`, `duplicate_details`) only lend each of those paths its exact bytes (`path_b64`) and the
+    content hash it was grouped with; a path struck from `duplicates` stays whatever the details still say."""
+    keep_info = group.get("keep_info") or {}
+    details = {d["path"]: d for d in [keep_info, *group.get("duplicate_details", ())] if "path" in d}
+    keep = details.get(group.get("keep", keep_info.get("path")), {"path": group.get("keep")})
+    keeper, keeper_content = entry_path(keep), keep.get("content", "")
+    victims = [details.get(path, {"path": path}) for path in group["duplicates"]]
+    return [PurgeItem(entry_path(v), keeper, v.get("content", ""), keeper_content) for v in victims]
 
 
 def execute(
