@@ -461,3 +461,19 @@ def test_a_companion_that_cannot_be_put_back_stays_journaled_open_and_the_next_p
     rc, lines = purge_lines(cfg, str(tmp_path / "report.json"))
     assert any("IMG_6.JPG.xmp: done (finished the interrupted delete)" in line for line in lines), lines
     assert not list(victim.parent.glob(".dedupd-purge-*")) and (keeper.parent / "IMG_6.JPG.xmp").read_bytes() == edits
+
+
+def test_a_sidecar_a_photo_without_an_extension_claims_stays_with_it(tmp_path: Path) -> None:
+    """scan.sniff on. b/ holds IMG_1 (a JPEG without an extension, a picture of its own), IMG_1.JPG (a byte copy of
+    a/IMG_1.JPG) and IMG_1.xmp, which both b/ photos claim by name. The purge took b/IMG_1.xmp along with
+    b/IMG_1.JPG: only files with an image name counted as other claimants, so b/IMG_1 lost its edits."""
+    root = tmp_path / "photos"
+    keeper, copy = _copies_with(root, "IMG_1.JPG", "IMG_1.xmp", XMP)
+    shutil.copy2(root / "b" / "IMG_1.xmp", root / "a" / "IMG_1.xmp")  # the keeper has a byte copy: it could go
+    imagegen.photo(11, (320, 240)).save(root / "b" / "IMG_1", "JPEG", quality=90)
+    _, cfg = scan_report(root, tmp_path, **{"scan.sniff": True})
+
+    rc, lines = purge_lines(cfg, str(tmp_path / "report.json"))
+
+    assert rc == 0 and not copy.exists() and (root / "b" / "IMG_1").exists(), lines
+    assert (root / "b" / "IMG_1.xmp").exists(), lines

@@ -14,7 +14,7 @@ import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from dedupd.paths import is_image_name
+from dedupd.paths import is_companion_name, is_image_name, looks_like_image, read_head
 
 XMP, AAE, TAKEOUT, LIVE = "xmp", "aae", "takeout", "live"
 KINDS = (XMP, AAE, TAKEOUT, LIVE)
@@ -138,7 +138,17 @@ def other_claimants(companion: bytes, photo: bytes) -> list[bytes]:
     except OSError:
         return []
     mine = os.path.basename(photo)
-    return [os.path.join(folder, n) for n in names if n != mine and is_image_name(n) and claims(n, name)]
+    claiming = (n for n in names if n not in (mine, name) and claims(n, name))
+    return [os.path.join(folder, n) for n in claiming if _is_photo(os.path.join(folder, n))]
+
+
+def _is_photo(path: bytes) -> bool:
+    """A photo by its name, or by its first bytes whatever its name (one `scan.sniff` indexes: `IMG_1` without an
+    extension claims `IMG_1.xmp` as much as `IMG_1.JPG` does)."""
+    name = os.path.basename(path)
+    if is_image_name(name):
+        return True
+    return not is_companion_name(name) and looks_like_image(read_head(path))
 
 
 def claimed_by(photo: bytes, companion: bytes) -> bool:
