@@ -208,7 +208,7 @@ def _groups(
     keep = choose_keeper(members, setting.policy, rules.policy)
     group = Group(keep, keep_companions=rules.companions(keep.path))
     chained: set[str] = set()
-    for member in members:
+    for member in sorted(members, key=lambda m: m.path):  # of two pictures close to one keeper, the second stays
         _place(group, member, setting, chained)
     out = _regroup(chained, edges, by_content, setting, group)
     if group.duplicates or group.similar:
@@ -250,8 +250,18 @@ def _place(group: Group, member: FileRecord, setting: _Setting, chained: set[str
     rules = setting.rules
     cos = 1.0 if member.content == keep.content else setting.cosine(keep.content, member.content)
     close = cos >= setting.threshold
-    why = rules.held_back(keep, member) if close else ""
+    why = (rules.held_back(keep, member) or _another_picture(group, member, rules)) if close else ""
     entry = Member(member, cos, why, rules.companions(member.path))
     (group.duplicates if close and not why else group.similar).append(entry)
     if not close:
         chained.add(member.content)
+
+
+def _another_picture(group: Group, member: FileRecord, rules: Rules) -> str:
+    """A keeper stands for one picture: of two duplicates the rules hold apart (two burst frames close to one export
+    without EXIF, two files decided not-duplicate), the second stays. The purge's gate asks the same of every act."""
+    for other in group.duplicates:
+        why = "" if other.file.content == member.content else rules.apart(other.file, member)
+        if why:
+            return f"{why}, and {os.fsdecode(other.file.path)} goes against this keeper: it can be only one of the two"
+    return ""

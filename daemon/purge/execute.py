@@ -104,6 +104,8 @@ class PurgeContext:
     # removed (content -> facts: the capture, for the burst guard).
     earlier: EarlierActs = field(default_factory=EarlierActs)
     earlier_facts: dict[str, dict] = field(default_factory=dict)
+    # What this run removed, by its keeper's path and by the bytes the keeper held: a keeper stands for one picture.
+    removed_against: dict[bytes | str, list[FileRecord]] = field(default_factory=dict)
     stopping: Callable[[], bool] = lambda: False  # the daemon told to stop: the items left wait for its next start
 
 
@@ -133,6 +135,8 @@ def _one(item: PurgeItem, ctx: PurgeContext) -> Outcome:
         outcome = _act(item, victim, dest, along, ctx)
     if outcome.action != "skipped":
         ctx.kept.add(item.keeper)
+        for key in (item.keeper, item.keeper_content or ctx.records[item.keeper].content):
+            ctx.removed_against.setdefault(key, []).append(victim)
     return outcome
 
 
@@ -242,6 +246,7 @@ def verify(item: PurgeItem, ctx: PurgeContext) -> tuple[FileRecord, bytes, list[
     if ctx.decisions is not None:  # a decision made while this run goes on counts from the next item on
         ctx.rules = ctx.rules.with_decisions(ctx.decisions())
     _refuse_if(ctx.rules.held_back(keeper, victim))  # a plan made before a decision must not outlive it
+    _refuse_if(_another_picture_went(victim, keeper, ctx))
     _prove_keeper(keeper, victim, ctx)
     _check_victim(victim)
     dest = destination(victim, ctx)
@@ -267,6 +272,26 @@ def _chain_from_earlier(victim: FileRecord, keeper: FileRecord, ctx: PurgeContex
                 f"on this file makes it the keeper)"
             )
     return ""
+
+
+def _another_picture_went(victim: FileRecord, keeper: FileRecord, ctx: PurgeContext) -> str:
+    """A keeper stands for one picture. A photo removed against it before (by this run, or by an earlier purge: found
+    by the keeper's bytes or its path) that the rules hold apart from this victim (another burst frame close to one
+    export without EXIF, a not-duplicate decision on the two) leaves this victim the only file of its picture."""
+    for other in _removed_against(keeper, ctx):
+        why = "" if other.content == victim.content else ctx.rules.apart(other, victim)
+        if why:
+            return (
+                f"{os.fsdecode(other.path)} went against the same keeper, and this is another picture ({why}); the "
+                f"keeper can be only one of the two"
+            )
+    return ""
+
+
+def _removed_against(keeper: FileRecord, ctx: PurgeContext) -> list[FileRecord]:
+    found = [*ctx.removed_against.get(keeper.path, ()), *ctx.removed_against.get(keeper.content, ())]
+    found += [_removed(act, ctx) for act in ctx.earlier.carried_by(keeper.path, [keeper.content])]
+    return found
 
 
 def _removed(act: Entry, ctx: PurgeContext) -> FileRecord:
