@@ -229,22 +229,19 @@ def undo_purge(config: Config, journal: str, echo: Echo = print) -> int:
     if not is_journal(Path(journal)):
         raise UsageError(f"{journal}: not a purge journal (they live in {journal_dir(store)})")
     with FileLock(store.path / "purge.lock", "purge"):
-        tally = undo(Path(journal))
+        tally = undo(Path(journal), lambda entry: _keep_both(store, entry, echo))
         for line in tally.lines:
             echo(line)
-        for entry, where in tally.restored:
-            if not entry.of:  # a companion follows its photo's decision
-                _keep_both(store, entry, where, echo)
     if tally.failed:
         raise PurgeFailures(f"{tally.failed} entries could not be restored (see above)")
     return 0
 
 
-def _keep_both(store: Store, entry: Entry, where: bytes, echo: Echo) -> None:
+def _keep_both(store: Store, entry: Entry, echo: Echo) -> None:
     """An undo is the user's word that both files stay: a decision keeps every later purge (the daemon's purge.auto,
     seconds later) from removing the restored file again."""
     contents = sorted({entry.keeper_content or entry.content, entry.content})
-    paths = [os.fsdecode(entry.keeper_path), os.fsdecode(where)]
+    paths = [os.fsdecode(entry.keeper_path), os.fsdecode(entry.victim_path)]
     decision = store.add_decision("keep-all", contents, paths)
     echo(f"decided {decision.key}: keep-all {' '.join(paths)} (so no purge removes it again; undo: dedupd decide undo)")
 

@@ -5,6 +5,7 @@ one back, and the purge's gate refuses it for a stale or hand-written report, wi
 from __future__ import annotations
 
 import json
+import os
 
 import imagegen
 from PIL import Image
@@ -106,3 +107,51 @@ def test_a_not_duplicate_decision_on_two_duplicates_keeps_one_of_them(tmp_path):
     assert any("decided: not-duplicate" in line and "went against the same keeper" in line for line in lines), lines
     rc, lines = purge(cfg)  # the store's groups now: c.png against a.png, which stands for b.png
     assert rc == 1 and (root / "c.png").exists(), lines
+
+
+def test_a_second_export_collects_both_burst_frames_over_two_purges(tmp_path):
+    """Purge 1 trashes burst frame 1 against the export a_export.jpg (frame 2 is held back, rightly). The user then
+    exports frame 1 once more, as a PNG that sorts first (0_export.png). Purge 2 keeps the PNG and removes both
+    a_export.jpg (it carries frame 1's picture, and the PNG is frame 1's picture too) and frame 2 (no rule holds it
+    apart from a_export.jpg, an export without EXIF). Both burst frames now stand on one export: frame 2, a capture
+    of its own, is gone from the library. The gate (_another_picture_went) compares the victim only with the files
+    removed against the keeper, never with the pictures those files carried (frame 1, via a_export.jpg)."""
+    root, trash = tmp_path / "t", tmp_path / "trash"
+    export, one, two = _burst_and_export(root)
+    frame1 = imagegen.photo(7, (320, 240))  # what frame 1 holds
+    cfg = config(tmp_path)
+    scan(cfg, root, report=tmp_path / "r1.json")
+    rc, lines = purge(cfg, trash=trash)
+    assert rc == 0 and not one.exists() and two.exists(), lines
+
+    frame1.save(root / "0_export.png")  # another export of frame 1, no EXIF: the keeper under lexi
+    scan(cfg, root, report=tmp_path / "r2.json")
+    rc, lines = purge(cfg, trash=trash)
+
+    assert two.exists(), (
+        f"frame 2 went against {root / '0_export.png'} after {export} (carrying frame 1) did: both frames of the "
+        f"burst now stand on one export: {lines}"
+    )
+
+
+def test_the_keeper_titled_and_moved_into_an_album_forgets_what_went_against_it(tmp_path):
+    """Purge 1 trashes burst frame 1 against the export a_export.jpg. The user then gives the export a title (an
+    editor saves it in place: new bytes) and files it into an album folder (a move: new path). Purge 2 removes frame 2
+    against it: the gate finds earlier acts against a keeper only by its path or its exact bytes, and the export now
+    has neither, though the store still pairs its old bytes with its new ones. Both frames stand on one export."""
+    root, trash = tmp_path / "t", tmp_path / "trash"
+    export, one, two = _burst_and_export(root)
+    cfg = config(tmp_path)
+    scan(cfg, root, report=tmp_path / "r1.json")
+    rc, lines = purge(cfg, trash=trash)
+    assert rc == 0 and not one.exists() and two.exists(), lines
+
+    with Image.open(export) as im:  # a title saved into the export: other bytes, the same picture
+        im.save(export, quality=90, comment=b"Holiday, day 1")
+    album = root / "album" / "export.jpg"
+    album.parent.mkdir()
+    os.rename(export, album)
+    scan(cfg, root, report=tmp_path / "r2.json")
+    rc, lines = purge(cfg, trash=trash)
+
+    assert two.exists(), f"frame 2 went against the export frame 1 went against: {lines}"

@@ -94,7 +94,7 @@ class Rules:
         if keep.content != member.content and max(keep.frames, member.frames) > 1:
             return "multi-frame: only a byte copy is the same picture"
         for d in self.decisions:
-            if d.kind in ("not-duplicate", "keep-all") and {keep.content, member.content} <= set(d.contents):
+            if d.kind in ("not-duplicate", "keep-all") and _named(d, keep) and _named(d, member):
                 return f"decided: {d.kind} ({d.key})"
         if self.burst_guard and different_captures(_capture(keep), _capture(member)):
             return "burst guard: a different capture"
@@ -107,6 +107,12 @@ class Rules:
         if self.raw_jpeg == "keep" and raw_and_jpeg(keep, member):
             return "raw+jpeg: one capture kept as RAW and JPEG (dedup.raw_jpeg: keep)"
         return companions_held_back(self.companions(member.path), self.companions(keep.path))
+
+
+def _named(decision: Decision, record: FileRecord) -> bool:
+    """A decision names a file by the bytes it was made on, or by its path: a file edited in place since (a title
+    saved into it) is still the one the user decided on."""
+    return record.content in decision.contents or os.fsdecode(record.path) in decision.paths
 
 
 def companions_held_back(member: tuple[Companion, ...], keeper: tuple[Companion, ...]) -> str:

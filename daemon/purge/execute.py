@@ -275,10 +275,11 @@ def _chain_from_earlier(victim: FileRecord, keeper: FileRecord, ctx: PurgeContex
 
 
 def _another_picture_went(victim: FileRecord, keeper: FileRecord, ctx: PurgeContext) -> str:
-    """A keeper stands for one picture. A photo removed against it before (by this run, or by an earlier purge: found
-    by the keeper's bytes or its path) that the rules hold apart from this victim (another burst frame close to one
-    export without EXIF, a not-duplicate decision on the two) leaves this victim the only file of its picture."""
-    for other in _removed_against(keeper, ctx):
+    """A keeper stands for one picture. A photo whose picture the keeper carries already (removed against it, by this
+    run or an earlier purge, or against a file that went against it since) that the rules hold apart from this
+    victim (another burst frame close to one export without EXIF, a not-duplicate decision on the two) leaves this
+    victim the only file of its picture."""
+    for other in _carried(keeper, ctx):
         why = "" if other.content == victim.content else ctx.rules.apart(other, victim)
         if why:
             return (
@@ -288,9 +289,24 @@ def _another_picture_went(victim: FileRecord, keeper: FileRecord, ctx: PurgeCont
     return ""
 
 
+def _carried(keeper: FileRecord, ctx: PurgeContext) -> list[FileRecord]:
+    """The photos removed against `keeper`, and against those, and so on down the chain: every picture it stands
+    for now. Found by its path, its bytes and the bytes the store pairs with them (edited and moved since)."""
+    found: dict[tuple[bytes, str], FileRecord] = {}
+    todo = [keeper]
+    while todo:
+        for other in _removed_against(todo.pop(), ctx):
+            if (other.path, other.content) not in found:
+                found[other.path, other.content] = other
+                todo.append(other)
+    return list(found.values())
+
+
 def _removed_against(keeper: FileRecord, ctx: PurgeContext) -> list[FileRecord]:
     found = [*ctx.removed_against.get(keeper.path, ()), *ctx.removed_against.get(keeper.content, ())]
-    found += [_removed(act, ctx) for act in ctx.earlier.carried_by(keeper.path, [keeper.content])]
+    if ctx.earlier:
+        contents = [keeper.content, *ctx.evidence.partners(keeper.content)]
+        found += [_removed(act, ctx) for act in ctx.earlier.carried_by(keeper.path, contents)]
     return found
 
 
@@ -379,10 +395,11 @@ def _companion_destination(record: FileRecord, photo: FileRecord, photo_dest: by
 def follow_photo(companion: bytes, photo: bytes, photo_now: bytes) -> bytes:
     """The companion's name in its own folder once its photo is called `photo_now` (in the trash, or put back beside
     a name taken since): with x.jpg now `x (dedupd 1).jpg`, x.jpg.xmp becomes `x (dedupd 1).jpg.xmp` and x.MOV
-    `x (dedupd 1).MOV`. A name that does not begin with the photo's stem keeps its own."""
+    `x (dedupd 1).MOV`. A name that does not begin with the photo's stem (in any case) keeps its own."""
     stem = os.path.splitext(os.path.basename(photo))[0]
     name = os.path.basename(companion)
-    if not name.startswith(stem):
+    same = os.path.basename(photo_now) == os.path.basename(photo)
+    if same or not name.lower().startswith(stem.lower()):  # `img_8.xmp` is IMG_8.JPG's as much as `IMG_8.xmp`
         return companion
     moved_stem = os.path.splitext(os.path.basename(photo_now))[0]
     return os.path.join(os.path.dirname(companion), moved_stem + name[len(stem) :])

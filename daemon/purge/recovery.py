@@ -14,10 +14,11 @@ import math
 import os
 import shlex
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from dedupd.dedup.companions import claimed_by
 from dedupd.errors import UsageError
 from dedupd.faults import fault_point
 from dedupd.ingest.hashing import content_hash
@@ -49,7 +50,6 @@ class Tally:
     lines: list[str] = field(default_factory=list)
     failed: int = 0
     removed: int = 0
-    restored: list[tuple[Entry, bytes]] = field(default_factory=list)  # by undo: each act, and where its file is now
 
     def say(self, text: str, failed: bool = False) -> None:
         self.lines.append(text)
@@ -379,30 +379,41 @@ def _forget_one(entry: Entry, now: Entry, journal: Journal, tally: Tally) -> Non
 # --- undo ----------------------------------------------------------------------------------------------------------
 
 
-def undo(journal_path: Path) -> Tally:
+# The user's word that a restored photo and its keeper both stay (a keep-all decision, so no later purge takes the
+# photo again): given before the photo comes back, so that an undo killed just after cannot lose it.
+KeepBoth = Callable[[Entry], None]
+
+
+@dataclass
+class _Undo:
+    journal: Journal
+    tally: Tally
+    keep_both: KeepBoth
+
+
+def undo(journal_path: Path, keep_both: KeepBoth = lambda entry: None) -> Tally:
     """Trashed files back to their places, each photo before its companions (journal order). An act a kill left open
     is undone too where its file waits where the act puts it (the trash, or a delete's aside name). A photo whose name
     another file has taken since comes back beside it (`x (dedupd 1).jpg`), never over it. A companion comes back
     only beside its own photo, back now or by an earlier undo and still there, under the photo's name: beside another
     file saved at the photo's name, an XMP or a Live Photo video would claim a picture that is not its own."""
-    tally = Tally()
-    journal = Journal(journal_path)
+    u = _Undo(Journal(journal_path), Tally(), keep_both)
     acts = latest_states(journal_path)
     back = {i: intent.victim_path for i, (intent, last) in acts.items() if last.state == "undone"}
     try:
         for intent, last in acts.values():
             if last.state == "intent" and not _moved(intent):
-                if _left_open(intent, journal, tally):
+                if _left_open(intent, u):
                     back[intent.id] = intent.victim_path
             elif last.state in ("done", "intent"):
                 place = _place(intent, acts[intent.of][0] if intent.of in acts else None, back)
                 if place is None:
-                    _companion_stays(intent, tally)
-                elif where := _undo_one(intent, place, journal, tally):
+                    _companion_stays(intent, u.tally)
+                elif where := _undo_one(intent, place, u):
                     back[intent.id] = where
     finally:
-        journal.close()
-    return tally
+        u.journal.close()
+    return u.tally
 
 
 def _moved(entry: Entry) -> bool:
@@ -414,41 +425,45 @@ def _moved(entry: Entry) -> bool:
     return _has_content(entry.dest_path, entry.content)  # a copy to another filesystem: its own inode
 
 
-def _left_open(entry: Entry, journal: Journal, tally: Tally) -> bool:
+def _left_open(entry: Entry, u: _Undo) -> bool:
     """An open act whose file is not where the act puts it: in place (undone: a verified copy of ours in a trash on
     another filesystem goes), or somewhere recovery must settle first."""
     name = os.fsdecode(entry.victim_path)
     if not _same_inode(entry.victim_path, entry):
-        tally.say(
+        u.tally.say(
             f"not restored {name}: its purge was interrupted mid-act and the file is not where the act puts it; "
             f"`dedupd purge --inplace` settles the act first, then undo again",
             failed=True,
         )
         return False
+    if not entry.of:
+        u.keep_both(entry)
     if entry.action == "trash":
         _drop_copy(entry)
-    journal.finish(entry, "undone", "interrupted before the file left its place")
-    tally.say(f"restored {name}: its purge was interrupted before the file left its place")
-    tally.restored.append((entry, entry.victim_path))
+    u.journal.finish(entry, "undone", "interrupted before the file left its place")
+    u.tally.say(f"restored {name}: its purge was interrupted before the file left its place")
     return True
 
 
 def _place(entry: Entry, photo: Entry | None, back: dict[int, bytes]) -> bytes | None:
     """Where the act's file goes back to: a photo to its own path; a companion beside its photo, under the name the
-    photo came back with, only while that photo is back and holds its bytes (None: it stays)."""
+    photo came back with, only while that photo is back and holds its bytes, and only under a name that pairs it
+    with that photo (None: it stays; a Takeout `IMG_1.jpg(1).json` keeps its name, which would give it to the
+    picture saved at `IMG_1(1).jpg` since)."""
     if not entry.of:
         return entry.victim_path
     if photo is None or photo.id not in back or not _has_content(back[photo.id], photo.content):
         return None
-    return follow_photo(entry.victim_path, photo.victim_path, back[photo.id])
+    place = follow_photo(entry.victim_path, photo.victim_path, back[photo.id])
+    return place if claimed_by(back[photo.id], place) else None
 
 
 def _companion_stays(entry: Entry, tally: Tally) -> None:
     name, dest = os.fsdecode(entry.victim_path), os.fsdecode(entry.dest_path)
-    tally.say(f"not restored {name}: its photo is not back; it stays at {dest}", failed=True)
+    tally.say(f"not restored {name}: its photo is not back under a name it pairs with; it stays at {dest}", failed=True)
 
 
-def _undo_one(entry: Entry, place: bytes, journal: Journal, tally: Tally) -> bytes | None:
+def _undo_one(entry: Entry, place: bytes, u: _Undo) -> bytes | None:
     """The act's file back at `place` (a photo beside it when it is taken): where it went, or None."""
     dest = entry.dest_path
     name = os.fsdecode(entry.victim_path)
@@ -456,23 +471,24 @@ def _undo_one(entry: Entry, place: bytes, journal: Journal, tally: Tally) -> byt
     if stray is not None:  # a move to another filesystem killed after its verified copy: the original comes back
         moved = stray
     elif entry.action == "delete" and not _same_inode(dest, entry):  # an open delete's file waits aside
-        tally.say(f"cannot restore {name}: it was deleted, not trashed", failed=True)
+        u.tally.say(f"cannot restore {name}: it was deleted, not trashed", failed=True)
         return None
     elif not os.path.isfile(dest):
-        tally.say(f"not restored {name}: {os.fsdecode(dest)} is no longer in the trash", failed=True)
+        u.tally.say(f"not restored {name}: {os.fsdecode(dest)} is no longer in the trash", failed=True)
         return None
     else:
         moved = dest
+    if not entry.of:
+        u.keep_both(entry)
     where, why = _restore(entry, moved, place)
     if where is None:
-        tally.say(f"not restored {name}: {why}", failed=True)
+        u.tally.say(f"not restored {name}: {why}", failed=True)
         return None
     if stray is not None:
         _drop_copy(entry)  # the copy in the trash, ours
-    journal.finish(entry, "undone")
+    u.journal.finish(entry, "undone")
     beside = f" as {os.fsdecode(where)}: another file is at its name" if where != entry.victim_path else ""
-    tally.say(f"restored {name}{beside}")
-    tally.restored.append((entry, where))
+    u.tally.say(f"restored {name}{beside}")
     return where
 
 
