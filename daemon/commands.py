@@ -229,7 +229,7 @@ def undo_purge(config: Config, journal: str, echo: Echo = print) -> int:
     if not is_journal(Path(journal)):
         raise UsageError(f"{journal}: not a purge journal (they live in {journal_dir(store)})")
     with FileLock(store.path / "purge.lock", "purge"):
-        tally = undo(Path(journal), lambda entry: _keep_both(store, entry, echo))
+        tally = undo(Path(journal), lambda entry, path: _keep_both(store, entry, path, echo))
         for line in tally.lines:
             echo(line)
     if tally.failed:
@@ -237,11 +237,13 @@ def undo_purge(config: Config, journal: str, echo: Echo = print) -> int:
     return 0
 
 
-def _keep_both(store: Store, entry: Entry, echo: Echo) -> None:
+def _keep_both(store: Store, entry: Entry, path: bytes, echo: Echo) -> None:
     """An undo is the user's word that both files stay: a decision keeps every later purge (the daemon's purge.auto,
-    seconds later) from removing the restored file again."""
-    contents = sorted({entry.keeper_content or entry.content, entry.content})
-    paths = [os.fsdecode(entry.keeper_path), os.fsdecode(entry.victim_path)]
+    seconds later) from removing the restored file again. A byte copy is named by its path alone: its content alone
+    would hold back every exact copy of the picture for good."""
+    kept = entry.keeper_content or entry.content
+    contents = sorted({kept, entry.content}) if kept != entry.content else []
+    paths = [os.fsdecode(entry.keeper_path), os.fsdecode(path)]
     decision = store.add_decision("keep-all", contents, paths)
     echo(f"decided {decision.key}: keep-all {' '.join(paths)} (so no purge removes it again; undo: dedupd decide undo)")
 
@@ -304,11 +306,11 @@ def _decision_targets(store: Store, config: Config, model: str, action: str, tar
     if action == "not-duplicate" and normalise_root(targets[0]) == normalise_root(targets[1]):
         # Stored, {content} alone would hold back every exact copy of the file: not what "A is not B" says.
         raise UsageError(f"decide not-duplicate: {targets[0]} and {targets[1]} are the same file; name two files")
+    # The files' absolute paths go with the contents: a file edited in place since is still the one decided on.
     if action == "keep-all":
-        contents = [c for t in targets for c in _group_contents(store, config, model, t)]
-    else:
-        contents = [_content_of(store, t) for t in targets]
-    return contents, list(targets)
+        members = [m for t in targets for m in _group_members(store, config, model, t)]
+        return sorted({m.content for m in members}), sorted({os.fsdecode(m.path) for m in members})
+    return [_content_of(store, t) for t in targets], [os.fsdecode(normalise_root(t)) for t in targets]
 
 
 def _content_of(store: Store, target: str) -> str:
@@ -318,13 +320,13 @@ def _content_of(store: Store, target: str) -> str:
     return record.content
 
 
-def _group_contents(store: Store, config: Config, model: str, target: str) -> list[str]:
+def _group_members(store: Store, config: Config, model: str, target: str) -> list[FileRecord]:
     groups, _, _ = store_groups(store, config, model)
     path = normalise_root(target) if os.path.sep in target or os.path.exists(target) else None
     for group in groups:
         members = [group.keep, *(m.file for m in group.duplicates + group.similar)]
         if group_id(group) == target or any(m.path == path for m in members):
-            return sorted({m.content for m in members})
+            return members
     raise UsageError(f"{target}: no current group has this id or path (see `dedupd report`)")
 
 

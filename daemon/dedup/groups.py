@@ -94,7 +94,7 @@ class Rules:
         if keep.content != member.content and max(keep.frames, member.frames) > 1:
             return "multi-frame: only a byte copy is the same picture"
         for d in self.decisions:
-            if d.kind in ("not-duplicate", "keep-all") and _named(d, keep) and _named(d, member):
+            if d.kind in ("not-duplicate", "keep-all") and _decided_apart(d, keep, member):
                 return f"decided: {d.kind} ({d.key})"
         if self.burst_guard and different_captures(_capture(keep), _capture(member)):
             return "burst guard: a different capture"
@@ -107,6 +107,14 @@ class Rules:
         if self.raw_jpeg == "keep" and raw_and_jpeg(keep, member):
             return "raw+jpeg: one capture kept as RAW and JPEG (dedup.raw_jpeg: keep)"
         return companions_held_back(self.companions(member.path), self.companions(keep.path))
+
+
+def _decided_apart(decision: Decision, a: FileRecord, b: FileRecord) -> bool:
+    """Whether the decision names both files. Byte copies only by their paths: "A is not B" says nothing against a
+    copy of B, and an undone byte copy's keep-all names the two files, not every copy of their bytes."""
+    if a.content == b.content:
+        return os.fsdecode(a.path) in decision.paths and os.fsdecode(b.path) in decision.paths
+    return _named(decision, a) and _named(decision, b)
 
 
 def _named(decision: Decision, record: FileRecord) -> bool:
@@ -216,12 +224,19 @@ def _groups(
     chained: set[str] = set()
     for member in sorted(members, key=lambda m: m.path):  # of two pictures close to one keeper, the second stays
         _place(group, member, setting, chained)
-    out = _regroup(chained, edges, by_content, setting, group)
+    out = _regroup(chained | _held_apart(group), edges, by_content, setting, group)
     if group.duplicates or group.similar:
         group.duplicates.sort(key=lambda m: m.file.path)
         group.similar.sort(key=lambda m: m.file.path)
         out.append(group)
     return out
+
+
+def _held_apart(group: Group) -> set[str]:
+    """Contents held back from this keeper whose files none of its duplicates hold: another picture (a burst frame,
+    a decision), whose own byte copies and near-duplicates still make a group of their own."""
+    going = {m.file.content for m in group.duplicates} | {group.keep.content}
+    return {m.file.content for m in group.similar if m.why} - going
 
 
 def _regroup(

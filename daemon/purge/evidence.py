@@ -13,7 +13,10 @@ import errno
 import functools
 import os
 import stat
+from collections.abc import Callable
 from dataclasses import dataclass, field
+
+import numpy as np
 
 from dedupd.ingest.hashing import fd_hash
 from dedupd.own_folders import OffLimits
@@ -28,15 +31,19 @@ class Refused(Exception):
 
 @dataclass(frozen=True)
 class Evidence:
-    """The pairs the store holds under one model at or above one threshold: which contents are one picture."""
+    """What the store holds under one model at or above one threshold that says which contents are one picture: the
+    stored pairs, and else the two stored vectors themselves (a pair beyond each file's k nearest neighbours is not
+    stored, though the report groups it by the vectors' cosine)."""
 
     model: str
     threshold: float
     pairs: frozenset[tuple[str, str]]  # (a, b) with a < b
+    measure: Callable[[str, str], float] = lambda a, b: -1.0  # the stored vectors' cosine (-1: no vector)
 
     @classmethod
     def load(cls, store: Store, model: str, threshold: float) -> Evidence:
-        return cls(model, threshold, frozenset((a, b) for a, b, _ in store.pairs(model, threshold)))
+        pairs = frozenset((a, b) for a, b, _ in store.pairs(model, threshold))
+        return cls(model, threshold, pairs, lambda a, b: stored_cosine(store, model, a, b))
 
     @functools.cached_property
     def _partners(self) -> dict[str, set[str]]:
@@ -54,10 +61,19 @@ class Evidence:
         """Why these two contents are not proven to be one picture ("" when they are)."""
         if keeper == victim or (min(keeper, victim), max(keeper, victim)) in self.pairs:
             return ""
+        if self.measure(keeper, victim) >= self.threshold:
+            return ""
         return (
-            f"not the same picture: the store holds no pair of the two at or above {self.threshold:g} under "
-            f"model {self.model} (a stale or hand-written report?)"
+            f"not the same picture: the store holds no pair of the two, nor vectors of the two, at or above "
+            f"{self.threshold:g} under model {self.model} (a stale or hand-written report?)"
         )
+
+
+def stored_cosine(store: Store, model: str, a: str, b: str) -> float:
+    """The cosine of two contents' stored (unit) vectors under `model`; -1 when either has none."""
+    names, matrix = store.vectors(model, [a, b])
+    rows = dict(zip(names, matrix))
+    return float(np.dot(rows[a], rows[b])) if a in rows and b in rows else -1.0
 
 
 @dataclass

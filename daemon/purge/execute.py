@@ -260,10 +260,7 @@ def _chain_from_earlier(victim: FileRecord, keeper: FileRecord, ctx: PurgeContex
     removed for B, then B for A: A and C may not be alike at all)."""
     if keeper.content == victim.content or not ctx.earlier:  # a byte copy carries whatever the victim carries
         return ""
-    # The victim's bytes, or bytes the store pairs with them: the keeper edited in place since (a title saved into
-    # it) and scanned again, whose old content's vector stays in the store.
-    carried = ctx.earlier.carried_by(victim.path, [victim.content, *ctx.evidence.partners(victim.content)])
-    for act in carried:
+    for act in _earlier_acts_carried(victim, ctx):
         why = ctx.evidence.refusal(keeper.content, act.content) or ctx.rules.apart(keeper, _removed(act, ctx))
         if why:
             return (
@@ -279,6 +276,8 @@ def _another_picture_went(victim: FileRecord, keeper: FileRecord, ctx: PurgeCont
     run or an earlier purge, or against a file that went against it since) that the rules hold apart from this
     victim (another burst frame close to one export without EXIF, a not-duplicate decision on the two) leaves this
     victim the only file of its picture."""
+    if keeper.content == victim.content:  # a byte copy of the keeper: the keeper is its picture, whatever else
+        return ""
     for other in _carried(keeper, ctx):
         why = "" if other.content == victim.content else ctx.rules.apart(other, victim)
         if why:
@@ -304,17 +303,35 @@ def _carried(keeper: FileRecord, ctx: PurgeContext) -> list[FileRecord]:
 
 def _removed_against(keeper: FileRecord, ctx: PurgeContext) -> list[FileRecord]:
     found = [*ctx.removed_against.get(keeper.path, ()), *ctx.removed_against.get(keeper.content, ())]
-    if ctx.earlier:
-        contents = [keeper.content, *ctx.evidence.partners(keeper.content)]
-        found += [_removed(act, ctx) for act in ctx.earlier.carried_by(keeper.path, contents)]
-    return found
+    return found + [_removed(act, ctx) for act in _earlier_acts_carried(keeper, ctx)]
+
+
+def _earlier_acts_carried(record: FileRecord, ctx: PurgeContext) -> list[Entry]:
+    """The earlier purges' acts whose picture `record` carries: their keeper was at its path or held its bytes, or
+    held bytes the store pairs with its bytes (the file edited in place, and moved, since: its old content's vector
+    stays in the store). A pair alone is not the same file: another burst frame close to it, which the rules hold
+    apart from it, carries its own acts, not this file's."""
+    if not ctx.earlier:
+        return []
+    direct = ctx.earlier.carried_by(record.path, [record.content])
+    paired = ctx.earlier.carried_by(b"", ctx.evidence.partners(record.content))
+    return direct + [act for act in paired if act not in direct and not ctx.rules.apart(_kept(act, ctx), record)]
 
 
 def _removed(act: Entry, ctx: PurgeContext) -> FileRecord:
     """The photo an earlier act removed, as the rules see it: its content, and the capture the store holds for it."""
-    facts = ctx.earlier_facts.get(act.content, {})
+    return _as_stored(act.victim_path, act.content, ctx, (act.device, act.inode))
+
+
+def _kept(act: Entry, ctx: PurgeContext) -> FileRecord:
+    """The keeper of an earlier act as the rules see it: the bytes it held then, and their capture."""
+    return _as_stored(act.keeper_path, act.keeper_content or act.content, ctx)
+
+
+def _as_stored(path: bytes, content: str, ctx: PurgeContext, identity: tuple[int, int] = (0, 0)) -> FileRecord:
+    facts = ctx.earlier_facts.get(content, {})
     capture = {name: facts[name] for name in ("taken", "camera", "burst", "frames") if name in facts}
-    return FileRecord(act.victim_path, b"", 0, 0, act.device, act.inode, content=act.content, status=OK, **capture)
+    return FileRecord(path, b"", 0, 0, *identity, content=content, status=OK, **capture)
 
 
 def planned(record: FileRecord, content: str) -> FileRecord:

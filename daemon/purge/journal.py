@@ -207,8 +207,8 @@ class EarlierActs:
         return list({(act.id, act.time, act.victim): act for act in found}.values())
 
     def contents(self) -> set[str]:
-        """The removed photos' contents."""
-        return {act.content for acts in self.by_content.values() for act in acts}
+        """The removed photos' contents, and the bytes their keepers held."""
+        return {c for acts in self.by_content.values() for act in acts for c in (act.content, act.keeper_content) if c}
 
     def add(self, intent: Entry) -> None:
         carried = intent.keeper_content or intent.content  # journals before keeper hashes: a byte copy's

@@ -379,9 +379,10 @@ def _forget_one(entry: Entry, now: Entry, journal: Journal, tally: Tally) -> Non
 # --- undo ----------------------------------------------------------------------------------------------------------
 
 
-# The user's word that a restored photo and its keeper both stay (a keep-all decision, so no later purge takes the
-# photo again): given before the photo comes back, so that an undo killed just after cannot lose it.
-KeepBoth = Callable[[Entry], None]
+# The user's word that a restored photo (at this path) and its keeper both stay (a keep-all decision, so no later
+# purge takes the photo again): given before the photo comes back, so that an undo killed just after cannot lose it,
+# and again for the name it came back under when that is another.
+KeepBoth = Callable[[Entry, bytes], None]
 
 
 @dataclass
@@ -391,7 +392,7 @@ class _Undo:
     keep_both: KeepBoth
 
 
-def undo(journal_path: Path, keep_both: KeepBoth = lambda entry: None) -> Tally:
+def undo(journal_path: Path, keep_both: KeepBoth = lambda entry, path: None) -> Tally:
     """Trashed files back to their places, each photo before its companions (journal order). An act a kill left open
     is undone too where its file waits where the act puts it (the trash, or a delete's aside name). A photo whose name
     another file has taken since comes back beside it (`x (dedupd 1).jpg`), never over it. A companion comes back
@@ -437,7 +438,7 @@ def _left_open(entry: Entry, u: _Undo) -> bool:
         )
         return False
     if not entry.of:
-        u.keep_both(entry)
+        u.keep_both(entry, entry.victim_path)
     if entry.action == "trash":
         _drop_copy(entry)
     u.journal.finish(entry, "undone", "interrupted before the file left its place")
@@ -479,11 +480,13 @@ def _undo_one(entry: Entry, place: bytes, u: _Undo) -> bytes | None:
     else:
         moved = dest
     if not entry.of:
-        u.keep_both(entry)
+        u.keep_both(entry, place)
     where, why = _restore(entry, moved, place)
     if where is None:
         u.tally.say(f"not restored {name}: {why}", failed=True)
         return None
+    if where != place and not entry.of:
+        u.keep_both(entry, where)
     if stray is not None:
         _drop_copy(entry)  # the copy in the trash, ours
     u.journal.finish(entry, "undone")

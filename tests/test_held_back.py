@@ -1,0 +1,288 @@
+"""A file is held back exactly when a rule says so, and by no less: decisions name files by path as well as by bytes
+(a file edited since is still the one decided on); byte copies of a held-back picture still make a group of their
+own; a picture the store merely pairs with a keeper is not that keeper; undo's keep-all names the restored file
+where it came back; and every near-duplicate the report lists is proven at the gate by the stored vectors. Each
+docstring tells what happened before the fix."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import imagegen
+from PIL import Image
+from support import PixelEmbedder
+from test_never_last_copy import config, copies, photo, purge, scan
+from test_one_keeper import _burst_and_export
+from test_review import save_with_exif
+from test_undo import _journal, _undo
+
+from dedupd import commands
+
+
+def _resized(src, dst, size=(240, 180), quality=85):
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    with Image.open(src) as im:
+        im.resize(size).save(dst, quality=quality)
+    return dst
+
+
+def _titled(path, title=b"Grandma's garden"):
+    """An editor saves a title into the JPEG in place: new bytes, the same picture."""
+    with Image.open(path) as im:
+        im.load()
+    im.save(path, quality=92, comment=title)
+
+
+def _decide(cfg, action, targets):
+    lines: list[str] = []
+    commands.decide(cfg, action, [str(t) for t in targets], echo=lines.append, model=PixelEmbedder.model_id)
+    return lines
+
+
+# --- decisions by path ---------------------------------------------------------------------------------------------
+
+
+def test_keep_all_by_group_id_still_holds_a_member_titled_since(tmp_path):
+    """The user reviews a group (a/x.jpg and its smaller export b/x.jpg) and runs `dedupd decide keep-all GROUP_ID`
+    with the id the report shows: keep both. Later the user saves a title into b/x.jpg (in place: new bytes, the same
+    picture) and the next purge (purge.auto) trashes it. README: decisions are stored "with the paths they named, so
+    a file edited in place since is still the one you decided on" - but keep-all by group id names the id, not the
+    members' paths (commands._decision_targets stores `list(targets)`), so groups._named never matches b/x.jpg by
+    path, and by content it no longer matches. A file the user said to keep is removed."""
+    root, trash = tmp_path / "t", tmp_path / "trash"
+    keep = photo(root / "a" / "x.jpg", 41)
+    export = _resized(keep, root / "b" / "x.jpg")
+    cfg = config(tmp_path)
+    report = scan(cfg, root, report=tmp_path / "r1.json")
+    [group] = report["groups"]
+    assert group["duplicates"] == [str(export)], group
+    said = _decide(cfg, "keep-all", [group["id"]])
+
+    _titled(export)
+    report = scan(cfg, root, report=tmp_path / "r2.json")
+    rc, lines = purge(cfg, trash=trash)
+
+    assert export.exists(), f"b/x.jpg, kept by `decide keep-all {group['id']}`, was purged once titled: {said} {lines}"
+
+
+def test_keep_all_by_relative_path_still_holds_the_other_member_titled_since(tmp_path, monkeypatch):
+    """In the photo folder the user types `dedupd decide keep-all x.jpg` (a member's path, relative, as a shell user
+    does) to keep both x.jpg and its export x_small.jpg. Later x_small.jpg gets a title saved in place and the next
+    purge trashes it. The decision's paths are what was typed (`x.jpg`, relative; and only that one member), so
+    groups._named can never match the edited member by path. A file the user said to keep is removed."""
+    root, trash = tmp_path / "t", tmp_path / "trash"
+    keep = photo(root / "x.jpg", 42)
+    export = _resized(keep, root / "x_small.jpg")
+    cfg = config(tmp_path)
+    report = scan(cfg, root, report=tmp_path / "r1.json")
+    assert report["groups"][0]["duplicates"] == [str(export)], report
+    monkeypatch.chdir(root)
+    said = _decide(cfg, "keep-all", ["x.jpg"])
+
+    _titled(export)
+    scan(cfg, root, report=tmp_path / "r2.json")
+    rc, lines = purge(cfg, trash=trash)
+
+    assert export.exists(), f"x_small.jpg, kept by `decide keep-all x.jpg`, was purged once titled: {said} {lines}"
+
+
+def test_not_duplicate_by_relative_paths_still_holds_after_a_title(tmp_path, monkeypatch):
+    """`cd photos; dedupd decide not-duplicate a.jpg b.jpg`: two near-identical shots the user says are two
+    pictures. Then b.jpg gets a title saved in place; the next purge removes it against a.jpg. The decision stores the
+    relative paths as typed, which never equal a record's absolute path (groups._named), and b.jpg's new bytes are not
+    among its contents: the user's not-duplicate is lost and one of the two pictures goes."""
+    root, trash = tmp_path / "t", tmp_path / "trash"
+    first = photo(root / "a.jpg", 43)
+    second = _resized(first, root / "b.jpg", size=(300, 225), quality=90)
+    cfg = config(tmp_path)
+    report = scan(cfg, root, report=tmp_path / "r1.json")
+    assert report["groups"][0]["duplicates"] == [str(second)], report
+    monkeypatch.chdir(root)
+    said = _decide(cfg, "not-duplicate", ["a.jpg", "b.jpg"])
+    assert scan(cfg, root, report=tmp_path / "r2.json")["groups"] == []
+
+    _titled(second)
+    scan(cfg, root, report=tmp_path / "r3.json")
+    rc, lines = purge(cfg, trash=trash)
+
+    assert second.exists() and first.exists(), f"decided not-duplicate, then b.jpg titled and purged: {said} {lines}"
+
+
+# --- groups: a keeper stands for one picture -----------------------------------------------------------------------
+
+
+def test_a_byte_copy_of_a_held_back_burst_frame_is_removed(tmp_path):
+    """An export without EXIF (a_export.jpg), burst frames 1 and 2, and a backup folder holding a byte copy of frame
+    2. Frame 1 goes against the export; frame 2 is rightly held back. But its byte copy zz_backup/c_frame2.jpg is held
+    back too ("burst guard ... and b_frame1.jpg goes against this keeper") and never gets a group of its own: groups
+    only regroup members *not* close to the keeper (`chained`), and both frame-2 files are close to the export. No
+    purge ever removes an exact copy (the plainest dedup there is): an over-broad refusal."""
+    root, trash = tmp_path / "t", tmp_path / "trash"
+    export, one, two = _burst_and_export(root)
+    backup = root / "zz_backup" / "c_frame2.jpg"
+    backup.parent.mkdir()
+    shutil.copy2(two, backup)
+    cfg = config(tmp_path)
+    report = scan(cfg, root, report=tmp_path / "r.json")
+
+    rc, lines = purge(cfg, trash=trash)
+    scan(cfg, root, report=tmp_path / "r2.json")
+    rc2, lines2 = purge(cfg, trash=trash)  # a second pass, as purge.auto would
+
+    assert two.exists() or backup.exists(), lines + lines2
+    assert not (two.exists() and backup.exists()), (
+        f"two byte copies of burst frame 2 are both kept for good: {json.dumps(report['groups'])} {lines} {lines2}"
+    )
+
+
+def test_a_byte_copy_of_a_not_duplicate_file_is_removed(tmp_path):
+    """The user decides a.jpg and b.jpg (two near-identical shots) are not duplicates. b.jpg also has a byte copy in a
+    backup folder. The copy is held back against a.jpg by the decision, and since it is close to a.jpg it is never
+    regrouped with b.jpg (groups._regroup only takes members not close to the keeper): the exact copy of b.jpg stays
+    for good."""
+    root, trash = tmp_path / "t", tmp_path / "trash"
+    first = photo(root / "a.jpg", 44)
+    second = _resized(first, root / "b.jpg", size=(300, 225), quality=90)
+    backup = root / "zz_backup" / "b.jpg"
+    backup.parent.mkdir()
+    shutil.copy2(second, backup)
+    cfg = config(tmp_path)
+    scan(cfg, root, report=tmp_path / "r1.json")
+    _decide(cfg, "not-duplicate", [first, second])
+
+    report = scan(cfg, root, report=tmp_path / "r2.json")
+    rc, lines = purge(cfg, trash=trash)
+
+    assert first.exists() and (second.exists() or backup.exists()), lines
+    assert not (second.exists() and backup.exists()), (
+        f"the byte copy of b.jpg is never removed: {json.dumps(report)} {lines}"
+    )
+
+
+# --- the gate: every picture a keeper stands for -------------------------------------------------------------------
+
+
+def _frames(root):
+    """Two frames of one burst (one camera, 0.1 s apart: two captures the burst guard holds apart, paired above the
+    threshold by the PixelEmbedder)."""
+    frame1 = imagegen.photo(7, (320, 240))
+    frame2 = Image.blend(frame1, imagegen.photo(8, (320, 240)), 0.1)
+    return frame1, frame2
+
+
+def test_a_byte_copy_of_frame_1_is_not_refused_for_what_went_against_frame_2(tmp_path):
+    """Monday the user imports burst frame 2 twice (camera/ and phone/): purge trashes the byte copy. Tuesday the
+    user imports frame 1 twice the same way: purge refuses the byte copy of frame 1 ("phone/f2.jpg went against the
+    same keeper, and this is another picture (burst guard)"), today and forever. The gate's _removed_against counts
+    an earlier act against *any content the store pairs with the keeper* (evidence.partners: frame 2, a different
+    capture, still on disk) as removed against frame 1. An exact copy, never removable: an over-broad refusal."""
+    root, trash = tmp_path / "t", tmp_path / "trash"
+    frame1, frame2 = _frames(root)
+    (root / "camera").mkdir(parents=True)
+    (root / "phone").mkdir()
+    save_with_exif(frame2, root / "camera" / "f2.jpg", "2024:05:01 10:00:00", "20")
+    shutil.copy2(root / "camera" / "f2.jpg", root / "phone" / "f2.jpg")
+    cfg = config(tmp_path)
+    scan(cfg, root, report=tmp_path / "r1.json")
+    rc, lines = purge(cfg, trash=trash)
+    assert rc == 0 and not (root / "phone" / "f2.jpg").exists(), lines
+
+    save_with_exif(frame1, root / "camera" / "f1.jpg", "2024:05:01 10:00:00", "10")
+    shutil.copy2(root / "camera" / "f1.jpg", root / "phone" / "f1.jpg")
+    report = scan(cfg, root, report=tmp_path / "r2.json")
+    assert ("%s" % (root / "camera" / "f1.jpg"), "%s" % (root / "phone" / "f1.jpg")) in [
+        (g["keep"], d) for g in report["groups"] for d in g["duplicates"]
+    ], report
+    rc, lines = purge(cfg, trash=trash)
+
+    assert not (root / "phone" / "f1.jpg").exists(), f"an exact copy of frame 1 was refused: {lines}"
+
+
+# --- undo ----------------------------------------------------------------------------------------------------------
+
+
+def test_an_undone_photo_back_beside_a_taken_name_stays_once_titled(tmp_path):
+    """b/x.jpg (a smaller export of a/x.jpg) is trashed. Since, the user saved another picture at b/x.jpg. `purge
+    --undo` brings the export back as `b/x (dedupd 1).jpg` and records keep-all "so no purge removes it again" - but
+    the decision names b/x.jpg (entry.victim_path, commands._keep_both), the *other* picture's path, not where the
+    photo came back. The user then saves a title into `b/x (dedupd 1).jpg`: new bytes, and a path the decision does
+    not name. The next purge trashes it again: the file the user took back is removed."""
+    root, trash = tmp_path / "t", tmp_path / "trash"
+    keep = photo(root / "a" / "x.jpg", 45)
+    export = _resized(keep, root / "b" / "x.jpg")
+    cfg = config(tmp_path)
+    scan(cfg, root, report=tmp_path / "r1.json")
+    rc, lines = purge(cfg, trash=trash)
+    assert rc == 0 and not export.exists(), lines
+    photo(export, 46)  # another picture saved at b/x.jpg since
+    said = _undo(cfg, _journal(cfg))
+    back = root / "b" / "x (dedupd 1).jpg"
+    assert back.exists(), said
+
+    _titled(back)
+    scan(cfg, root, report=tmp_path / "r2.json")
+    rc, lines = purge(cfg, trash=trash)
+
+    assert back.exists(), f"the photo undo brought back (as {back.name}) was purged again once titled: {said} {lines}"
+
+
+def test_undo_of_a_byte_copy_holds_back_that_file_only(tmp_path):
+    """a/x.jpg and its byte copy b/x.jpg: purge trashes b/x.jpg, the user takes it back with `purge --undo` (that one
+    file, in that folder). Undo records keep-all on the contents {a's bytes} alone (both files hold the same bytes),
+    which holds back every exact copy of the picture from then on: the user later downloads the same photo again
+    (c/x.jpg) and no purge ever removes it ("decided: keep-all"). The project refuses exactly this for `decide
+    not-duplicate F F` ("{content} alone would hold back every exact copy"); undo still stores it."""
+    root, trash = tmp_path / "t", tmp_path / "trash"
+    keep, copy = copies(root, 47)
+    cfg = config(tmp_path)
+    scan(cfg, root, report=tmp_path / "r1.json")
+    rc, lines = purge(cfg, trash=trash)
+    assert rc == 0 and not copy.exists(), lines
+    said = _undo(cfg, _journal(cfg))
+    assert copy.exists(), said
+
+    again = root / "c" / "x.jpg"
+    again.parent.mkdir()
+    shutil.copy2(keep, again)
+    scan(cfg, root, report=tmp_path / "r2.json")
+    rc, lines = purge(cfg, trash=trash)
+
+    assert keep.exists() and copy.exists(), lines
+    assert not again.exists(), f"a third byte copy, downloaded after the undo, is never removed: {said} {lines}"
+
+
+# --- a large group of resizes --------------------------------------------------------------------------------------
+
+
+def test_every_resize_the_report_lists_is_proven_by_the_stored_vectors(tmp_path):
+    """One photo (keep.png) and 40 smaller exports of it (a web gallery's sizes). The report lists all 40 as
+    duplicates of keep.png, but purge removes only those whose pair to keep.png is among the dedup.k (10) nearest
+    neighbours the store kept; the rest are refused "not the same picture: the store holds no pair" (the groups are
+    built from a cosine computed per member, the gate's Evidence from stored pairs only). Purge after purge removes a
+    few more, and then 5 exports are left that no report lists and no purge removes: their stored neighbours were the
+    exports purged before them, and no pair to keep.png was ever stored. Near-identical copies stay for good."""
+    root, trash = tmp_path / "t", tmp_path / "trash"
+    picture = imagegen.photo(5, (640, 480))
+    (root / "web").mkdir(parents=True)
+    picture.save(root / "keep.png")
+    for i in range(40):
+        picture.resize((300 + i, 225 + i)).save(root / "web" / f"{i:03d}.jpg", quality=85)
+    cfg = config(tmp_path)
+    report = scan(cfg, root, report=tmp_path / "r0.json")
+    [group] = report["groups"]
+    assert group["keep"] == str(root / "keep.png") and len(group["duplicates"]) == 40, report
+
+    said, counts = [], []
+    for n in range(5):  # purge, scan again, purge again: what purge.auto does over a few hours
+        rc, lines = purge(cfg, trash=trash)
+        said += lines
+        listed = scan(cfg, root, report=tmp_path / f"r{n + 1}.json")
+        counts.append((len(list((root / "web").iterdir())), sum(len(g["duplicates"]) for g in listed["groups"])))
+
+    left = sorted(p.name for p in (root / "web").iterdir())
+    assert (root / "keep.png").exists()
+    assert not left, (
+        f"(files left, duplicates the report lists) after each purge: {counts}; "
+        f"{[s for s in said if 'skipped' in s][:2]}"
+    )
