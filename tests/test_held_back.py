@@ -10,6 +10,8 @@ import json
 import shutil
 
 import imagegen
+import pytest
+import rawgen
 from PIL import Image
 from support import PixelEmbedder
 from test_never_last_copy import config, copies, photo, purge, scan
@@ -285,4 +287,152 @@ def test_every_resize_the_report_lists_is_proven_by_the_stored_vectors(tmp_path)
     assert not left, (
         f"(files left, duplicates the report lists) after each purge: {counts}; "
         f"{[s for s in said if 'skipped' in s][:2]}"
+    )
+
+
+# --- file-level holds, decisions by path, keep-all of byte copies ---------------------------------------------------
+
+
+def test_the_camera_jpeg_beside_its_raw_stays_when_a_backup_copy_has_a_sidecar(tmp_path):
+    """shoot/IMG_0042.CR2 + shoot/IMG_0042.JPG (one shot, RAW+JPEG, dedup.raw_jpeg: keep, the default) and a backup of
+    the JPEG (backup/IMG_0042.JPG, byte copy) that the user tagged in darktable (backup/IMG_0042.JPG.xmp); the RAW has
+    its own development sidecar (IMG_0042.CR2.xmp), so the `format` policy keeps the RAW. README: the JPEG of a RAW+JPEG
+    pair is "reported under `similar` ... and never purged". Both JPEG files are held back from the RAW keeper
+    (raw+jpeg; companions), so groups._held_apart regroups them as a group of their own, where the backup (with the
+    sidecar) is keeper and nothing holds the camera JPEG: purge trashes shoot/IMG_0042.JPG, breaking the RAW+JPEG pair
+    the config says to keep. File-level holds (raw+jpeg, companions) are not "another picture"."""
+    root, trash = tmp_path / "t", tmp_path / "trash"
+    shoot, backup = root / "shoot", root / "backup"
+    shoot.mkdir(parents=True)
+    backup.mkdir()
+    picture = imagegen.photo(7, (320, 240))
+    rawgen.write_dng(shoot / "IMG_0042.CR2", picture, sensor=(640, 480))
+    exif = Image.Exif()
+    exif.get_ifd(0x8769)[0x9003] = "2024:05:06 07:08:09"
+    picture.save(shoot / "IMG_0042.JPG", quality=90, exif=exif.tobytes())
+    shutil.copy2(shoot / "IMG_0042.JPG", backup / "IMG_0042.JPG")
+    (backup / "IMG_0042.JPG.xmp").write_text("<x:xmpmeta>rating 5, tag grandma</x:xmpmeta>")
+    (shoot / "IMG_0042.CR2.xmp").write_text("<x:xmpmeta>raw development settings</x:xmpmeta>")
+    cfg = config(tmp_path, **{"dedup.keep_policy": ["format"]})
+    report = scan(cfg, root, report=tmp_path / "r.json")
+
+    rc, lines = purge(cfg, trash=trash)
+
+    assert (shoot / "IMG_0042.CR2").exists(), (report, lines)
+    assert (shoot / "IMG_0042.JPG").exists(), (
+        f"the camera JPEG of a RAW+JPEG pair was purged: {json.dumps(report['groups'])} {lines}"
+    )
+
+
+def test_decide_keep_still_holds_the_file_once_titled_in_place(tmp_path):
+    """a/x.jpg and its export b/x.jpg: the user wants the export and runs `dedupd decide keep b/x.jpg`. Then the user
+    saves a title into b/x.jpg (in place: new bytes, the same picture) and the next purge trashes b/x.jpg against
+    a/x.jpg. README: decisions are stored "with the paths they named, so a file edited in place since is still the one
+    you decided on", and _decision_targets now stores the absolute path; but Rules.make builds policy.keep from the
+    decisions' contents only (groups.Rules.make / _files_kept: `member.content in self.policy.keep`), so the path
+    is never consulted. The file the user said to keep is removed."""
+    root, trash = tmp_path / "t", tmp_path / "trash"
+    keep = photo(root / "a" / "x.jpg", 51)
+    export = _resized(keep, root / "b" / "x.jpg")
+    cfg = config(tmp_path)
+    report = scan(cfg, root, report=tmp_path / "r1.json")
+    assert report["groups"][0]["duplicates"] == [str(export)], report
+    said = _decide(cfg, "keep", [export])
+
+    _titled(export)
+    scan(cfg, root, report=tmp_path / "r2.json")
+    rc, lines = purge(cfg, trash=trash)
+
+    assert export.exists(), f"b/x.jpg, kept by `decide keep`, was purged once titled: {said} {lines}"
+
+
+def test_keep_all_of_a_backup_copy_survives_moving_the_backup_folder(tmp_path):
+    """photos/x.jpg and its byte copy backup/x.jpg: the user reviews the group and runs `dedupd decide keep-all
+    GROUP_ID` (keep the backup too). Later the user renames the folder backup/ to backup-2024/. The next purge trashes
+    backup-2024/x.jpg. README: decisions "are stored against content hashes, so they survive renames, moves and
+    rescans"; but groups._decided_apart now holds byte copies apart only while both files sit at the paths the
+    decision names. A file the user said to keep is removed after an ordinary folder rename."""
+    root, trash = tmp_path / "t", tmp_path / "trash"
+    kept, copy = copies(root, 52, "photos/x.jpg", "backup/x.jpg")
+    cfg = config(tmp_path)
+    report = scan(cfg, root, report=tmp_path / "r1.json")
+    [group] = report["groups"]
+    assert {group["keep"], *group["duplicates"]} == {str(kept), str(copy)}, report
+    said = _decide(cfg, "keep-all", [group["id"]])
+    assert scan(cfg, root, report=tmp_path / "r2.json")["groups"] == []
+
+    (root / "backup").rename(root / "backup-2024")
+    moved = root / "backup-2024" / "x.jpg"
+    scan(cfg, root, report=tmp_path / "r3.json")
+    rc, lines = purge(cfg, trash=trash)
+
+    assert kept.exists() and moved.exists(), f"the backup kept by keep-all was purged after a rename: {said} {lines}"
+
+
+def test_a_photo_taken_back_by_undo_is_not_purged_again_against_its_neighbour(tmp_path):
+    """Along one line of near-duplicates a.png ~ c.png ~ b.png (a and b two pictures, ~0.96). Purge trashes c.png
+    against a.png; the user takes it back with `purge --undo`, which records keep-all {a, c} "so that no later purge
+    (the daemon's `purge.auto` included) takes it again" (README). The next purge trashes c.png again: c is held back
+    from a by the decision, so groups._held_apart regroups it with b.png (its near-duplicate, far from a), where b.png
+    is keeper and nothing holds c back. The file the user restored on purpose is removed a second time."""
+    root, trash = tmp_path / "t", tmp_path / "trash"
+    imagegen.write_chain(root, ["a.png", "c.png", "b.png"])
+    a, c = root / "a.png", root / "c.png"
+    cfg = config(tmp_path)
+    report = scan(cfg, root, report=tmp_path / "r1.json")
+    assert [(g["keep"], g["duplicates"]) for g in report["groups"]] == [(str(a), [str(c)])], report
+    rc, lines = purge(cfg, trash=trash)
+    assert rc == 0 and not c.exists(), lines
+    said = _undo(cfg, _journal(cfg))
+    assert c.exists(), said
+
+    report = scan(cfg, root, report=tmp_path / "r2.json")
+    rc, lines = purge(cfg, trash=trash)
+
+    assert c.exists(), f"c.png, taken back by undo, was purged again: {said} {json.dumps(report['groups'])} {lines}"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="known gap: a keeper edited so that its capture time changes, and moved, is another capture to the burst "
+    "guard; the earlier act found through its stored pair is not credited to it (see the stop-28 note)",
+)
+def test_a_keeper_whose_clock_was_fixed_and_moved_still_carries_what_went_against_it(tmp_path):
+    """Monday: camera/q.jpg (Canon, EXIF 10:00) and phone/p.jpg (a near-duplicate export without EXIF): purge trashes
+    p.jpg against q.jpg. Then the user fixes the camera's clock (exiftool: the capture time +1 h, in place) and files
+    the photo into 2024/q.jpg: new bytes, new path, the same pixels. Tuesday 0_import/z.jpg arrives, close to q.jpg
+    but not to p.jpg (~0.96: another picture), and the next purge trashes 2024/q.jpg against z.jpg. p.jpg's picture
+    is then in no file outside the trash: the chain the gate promises to stop (C removed for B, then B for A). execute.
+    _earlier_acts_carried drops the act found through the stored pair (old q bytes, new q bytes) because the burst
+    guard calls the re-timed file "a different capture" of the keeper it was: a metadata fix is taken for another
+    burst frame, and the chain guard lets the last file of p's picture go."""
+    root, trash, src = tmp_path / "t", tmp_path / "trash", tmp_path / "src"
+    imagegen.write_chain(src, ["p.png", "q.png", "z.png"])
+    with Image.open(src / "p.png") as im:
+        (root / "phone").mkdir(parents=True)
+        im.save(root / "phone" / "p.jpg", quality=95)
+    with Image.open(src / "q.png") as im:
+        q_pixels = im.copy()
+    (root / "camera").mkdir()
+    q = save_with_exif(q_pixels, root / "camera" / "q.jpg", "2024:05:01 10:00:00", quality=95)
+    cfg = config(tmp_path)
+    report = scan(cfg, root, report=tmp_path / "r1.json")
+    assert [(g["keep"], g["duplicates"]) for g in report["groups"]] == [(str(q), [str(root / "phone" / "p.jpg")])]
+    rc, lines = purge(cfg, trash=trash)
+    assert rc == 0 and not (root / "phone" / "p.jpg").exists(), lines
+
+    q.unlink()  # the clock fixed in place (same pixels, new capture time), then filed by date
+    (root / "2024").mkdir()
+    fixed = save_with_exif(q_pixels, root / "2024" / "q.jpg", "2024:05:01 11:00:00", quality=95)
+    with Image.open(src / "z.png") as im:
+        (root / "0_import").mkdir()
+        im.save(root / "0_import" / "z.jpg", quality=95)
+    report = scan(cfg, root, report=tmp_path / "r2.json")
+    with Image.open(trash / "phone" / "p.jpg") as p_im, Image.open(root / "0_import" / "z.jpg") as z_im:
+        far = PixelEmbedder().embed([p_im, z_im])
+    assert float(far[0] @ far[1]) < cfg.dedup.threshold  # p and z: two pictures
+    rc, lines = purge(cfg, trash=trash)
+
+    assert fixed.exists(), (
+        f"2024/q.jpg, the last file of p.jpg's picture, went against z.jpg: {json.dumps(report['groups'])} {lines}"
     )

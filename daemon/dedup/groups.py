@@ -53,6 +53,9 @@ class Member:
     companions: tuple[Companion, ...] = ()
 
 
+_APART_DECISIONS = ("not-duplicate", "keep-all")  # the decisions that hold two files apart
+
+
 @dataclass(frozen=True)
 class Rules:
     """What can hold a close member back from `duplicates`: the burst guard and the user's decisions."""
@@ -74,8 +77,9 @@ class Rules:
     ) -> Rules:
         decisions = tuple(decisions)
         keep = frozenset(c for d in decisions if d.kind == "keep" for c in d.contents)
+        keep_paths = frozenset(p for d in decisions if d.kind == "keep" for p in d.paths)
         base = policy or PolicyContext()
-        context = PolicyContext(base.protect, base.formats, keep, lambda path: kinds(companions(path)))
+        context = PolicyContext(base.protect, base.formats, keep, lambda path: kinds(companions(path)), keep_paths)
         return cls(burst_guard, decisions, context, raw_jpeg, companions)
 
     def with_decisions(self, decisions: Iterable[Decision]) -> Rules:
@@ -88,13 +92,15 @@ class Rules:
     def held_back(self, keep: FileRecord, member: FileRecord) -> str:
         return self.apart(keep, member) or self._files_kept(keep, member)
 
-    def apart(self, keep: FileRecord, member: FileRecord) -> str:
+    def apart(
+        self, keep: FileRecord, member: FileRecord, decided: tuple[str, ...] = ("not-duplicate", "keep-all")
+    ) -> str:
         """Why these two contents are not one picture, whatever files hold them ("" when nothing says so): the
-        multi-frame rule, the user's decisions on the two, the burst guard."""
+        multi-frame rule, the user's decisions on the two (of the kinds `decided`), the burst guard."""
         if keep.content != member.content and max(keep.frames, member.frames) > 1:
             return "multi-frame: only a byte copy is the same picture"
         for d in self.decisions:
-            if d.kind in ("not-duplicate", "keep-all") and _decided_apart(d, keep, member):
+            if d.kind in decided and _decided_apart(d, keep, member):
                 return f"decided: {d.kind} ({d.key})"
         if self.burst_guard and different_captures(_capture(keep), _capture(member)):
             return "burst guard: a different capture"
@@ -102,7 +108,7 @@ class Rules:
 
     def _files_kept(self, keep: FileRecord, member: FileRecord) -> str:
         """Why this member file stays although its picture is the keeper's: kept by decision, RAW+JPEG, companions."""
-        if member.content in self.policy.keep:
+        if self.policy.decided_keep(member):
             return "decided: keep"
         if self.raw_jpeg == "keep" and raw_and_jpeg(keep, member):
             return "raw+jpeg: one capture kept as RAW and JPEG (dedup.raw_jpeg: keep)"
@@ -110,10 +116,12 @@ class Rules:
 
 
 def _decided_apart(decision: Decision, a: FileRecord, b: FileRecord) -> bool:
-    """Whether the decision names both files. Byte copies only by their paths: "A is not B" says nothing against a
-    copy of B, and an undone byte copy's keep-all names the two files, not every copy of their bytes."""
+    """Whether the decision names both files. Byte copies by their paths, or by a decision on their bytes alone (a
+    keep-all of a group of byte copies keeps every copy, renamed or moved): "A is not B" says nothing against a copy
+    of B, and an undone byte copy's keep-all names the two files, not every copy of their bytes."""
     if a.content == b.content:
-        return os.fsdecode(a.path) in decision.paths and os.fsdecode(b.path) in decision.paths
+        both_named = os.fsdecode(a.path) in decision.paths and os.fsdecode(b.path) in decision.paths
+        return both_named or decision.contents == (a.content,)
     return _named(decision, a) and _named(decision, b)
 
 
@@ -224,7 +232,7 @@ def _groups(
     chained: set[str] = set()
     for member in sorted(members, key=lambda m: m.path):  # of two pictures close to one keeper, the second stays
         _place(group, member, setting, chained)
-    out = _regroup(chained | _held_apart(group), edges, by_content, setting, group)
+    out = _regroup(chained | _held_apart(group, rules), edges, by_content, setting, group)
     if group.duplicates or group.similar:
         group.duplicates.sort(key=lambda m: m.file.path)
         group.similar.sort(key=lambda m: m.file.path)
@@ -232,11 +240,19 @@ def _groups(
     return out
 
 
-def _held_apart(group: Group) -> set[str]:
-    """Contents held back from this keeper whose files none of its duplicates hold: another picture (a burst frame,
-    a decision), whose own byte copies and near-duplicates still make a group of their own."""
+def _held_apart(group: Group, rules: Rules) -> set[str]:
+    """Contents held back from this keeper as another picture (a burst frame, multi-frame, `not-duplicate`), whose
+    files none of its duplicates hold: their own byte copies and near-duplicates still make a group of their own. A
+    file held for what it is (a RAW+JPEG half, its companions, `decide keep`) or named by a keep-all stays put: the
+    user's word keeps it where it is."""
     going = {m.file.content for m in group.duplicates} | {group.keep.content}
-    return {m.file.content for m in group.similar if m.why} - going
+    held = [m.file for m in group.similar if m.why and m.file.content not in going]
+    return {f.content for f in held if _another_picture_than(group, f, rules)}
+
+
+def _another_picture_than(group: Group, member: FileRecord, rules: Rules) -> bool:
+    others = [group.keep, *(m.file for m in group.duplicates if m.file.content != member.content)]
+    return any(rules.apart(other, member, decided=("not-duplicate",)) for other in others)
 
 
 def _regroup(

@@ -10,6 +10,7 @@ then to the path, so no result depends on scan order.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -44,6 +45,11 @@ class PolicyContext:
     formats: Sequence[str] = DEFAULT_FORMATS  # most preferred first
     keep: Collection[str] = field(default_factory=frozenset)  # contents decided as keepers
     companions: Callable[[bytes], Collection[str]] = lambda path: ()  # companion kinds beside a path
+    keep_paths: Collection[str] = field(default_factory=frozenset)  # the paths those decisions named
+
+    def decided_keep(self, record: FileRecord) -> bool:
+        """`decide keep` named this file: by its bytes, or by its path (a title saved into it since)."""
+        return record.content in self.keep or os.fsdecode(record.path) in self.keep_paths
 
 
 def _format_rank(record: FileRecord, formats: Sequence[str]) -> int:
@@ -77,7 +83,7 @@ def sort_key(policies: Sequence[str] | str, ctx: PolicyContext | None = None) ->
     keys = [criteria[name] for name in names]
     # Companions rank right under the user's hard rules: a keeper lacking one would hold the other copy back.
     keys.insert(names.index("protected") + 1 if "protected" in names else 0, lambda f: -len(ctx.companions(f.path)))
-    return lambda f: (f.content not in ctx.keep, *(key(f) for key in keys), -f.exif_tags, f.path)
+    return lambda f: (not ctx.decided_keep(f), *(key(f) for key in keys), -f.exif_tags, f.path)
 
 
 def choose_keeper(
