@@ -232,7 +232,7 @@ def _groups(
     chained: set[str] = set()
     for member in sorted(members, key=lambda m: m.path):  # of two pictures close to one keeper, the second stays
         _place(group, member, setting, chained)
-    out = _regroup(chained | _held_apart(group, rules), edges, by_content, setting, group)
+    out = _regroup(chained, _held_apart(group, rules), edges, by_content, setting, group)
     if group.duplicates or group.similar:
         group.duplicates.sort(key=lambda m: m.file.path)
         group.similar.sort(key=lambda m: m.file.path)
@@ -256,14 +256,22 @@ def _another_picture_than(group: Group, member: FileRecord, rules: Rules) -> boo
 
 
 def _regroup(
-    chained: set[str], edges: list[Edge], by_content: dict[str, list[FileRecord]], setting: _Setting, group: Group
+    chained: set[str],
+    held: set[str],
+    edges: list[Edge],
+    by_content: dict[str, list[FileRecord]],
+    setting: _Setting,
+    group: Group,
 ) -> list[Group]:
     """Chained members that still pair at or above the threshold among themselves form groups of their own (their
-    own keeper, each duplicate directly above the threshold to it); the others stay `similar` of this group."""
+    own keeper, each duplicate directly above the threshold to it); the others stay `similar` of this group. So do
+    members held apart as another picture, where that frees a copy of theirs: else they stay `similar` here, where
+    the report says why."""
+    pool = chained | held
     finder = UnionFind()
-    for content in chained:
-        finder.find(content)  # exact copies of one chained content group even without an edge
-    inner = [(a, b) for a, b in edges if a in chained and b in chained]
+    for content in pool:
+        finder.find(content)  # exact copies of one content group even without an edge
+    inner = [(a, b) for a, b in edges if a in pool and b in pool]
     for a, b in inner:
         finder.union(a, b)
     inner_of: dict[str, list[Edge]] = defaultdict(list)
@@ -273,7 +281,7 @@ def _regroup(
     regrouped: set[str] = set()
     for root, contents in finder.components().items():
         groups = _groups(contents, inner_of[root], by_content, setting)
-        if groups:
+        if groups and (set(contents) <= chained or any(g.duplicates for g in groups)):
             out.extend(groups)
             regrouped.update(contents)
     group.similar = [m for m in group.similar if m.file.content not in regrouped]
