@@ -15,9 +15,10 @@ import rawgen
 from PIL import Image
 from support import PixelEmbedder
 from test_never_last_copy import config, copies, photo, purge, scan
+from test_never_last_copy_more import undo
 from test_one_keeper import _burst_and_export
 from test_review import save_with_exif
-from test_undo import _journal, _undo
+from test_undo import _journal
 
 from dedupd import commands
 
@@ -218,7 +219,7 @@ def test_an_undone_photo_back_beside_a_taken_name_stays_once_titled(tmp_path):
     rc, lines = purge(cfg, trash=trash)
     assert rc == 0 and not export.exists(), lines
     photo(export, 46)  # another picture saved at b/x.jpg since
-    said = _undo(cfg, _journal(cfg))
+    said = undo(cfg, _journal(cfg))
     back = root / "b" / "x (dedupd 1).jpg"
     assert back.exists(), said
 
@@ -241,7 +242,7 @@ def test_undo_of_a_byte_copy_holds_back_that_file_only(tmp_path):
     scan(cfg, root, report=tmp_path / "r1.json")
     rc, lines = purge(cfg, trash=trash)
     assert rc == 0 and not copy.exists(), lines
-    said = _undo(cfg, _journal(cfg))
+    said = undo(cfg, _journal(cfg))
     assert copy.exists(), said
 
     again = root / "c" / "x.jpg"
@@ -383,7 +384,7 @@ def test_a_photo_taken_back_by_undo_is_not_purged_again_against_its_neighbour(tm
     assert [(g["keep"], g["duplicates"]) for g in report["groups"]] == [(str(a), [str(c)])], report
     rc, lines = purge(cfg, trash=trash)
     assert rc == 0 and not c.exists(), lines
-    said = _undo(cfg, _journal(cfg))
+    said = undo(cfg, _journal(cfg))
     assert c.exists(), said
 
     report = scan(cfg, root, report=tmp_path / "r2.json")

@@ -13,19 +13,11 @@ from PIL import Image
 from support import purge_lines, scan_report
 from test_companions import _copies_with, _journal_line
 from test_never_last_copy import config, copies, photo, purge, scan
+from test_never_last_copy_more import undo
 
 from dedupd import commands
 from dedupd.dedup.companions import TAKEOUT, XMP, claims
 from dedupd.errors import PurgeFailures
-
-
-def _undo(cfg, journal) -> list[str]:
-    lines: list[str] = []
-    try:
-        commands.undo_purge(cfg, str(journal), echo=lines.append)
-    except PurgeFailures as exc:
-        lines.append(str(exc))
-    return lines
 
 
 def _journal(cfg):
@@ -52,7 +44,7 @@ def test_an_undo_killed_midway_never_records_the_keep_decision_for_what_it_alrea
         argv, env={**os.environ, "DEDUPD_FAULT": "before-restore:2"}, capture_output=True, text=True, timeout=120
     )
     assert killed.returncode == -9 and (root / "b/x.jpg").exists(), killed
-    lines = _undo(cfg, journal)
+    lines = undo(cfg, journal)
     assert (root / "b/y.jpg").exists(), lines
 
     scan(cfg, root, report=tmp_path / "r2.json")
@@ -119,7 +111,7 @@ def test_an_undone_removal_is_purged_again_once_the_keeper_gets_a_title(tmp_path
     scan(cfg, root, report=tmp_path / "r1.json")
     rc, lines = purge(cfg, trash=trash)
     assert rc == 0 and not copy.exists(), lines
-    said = _undo(cfg, _journal(cfg))
+    said = undo(cfg, _journal(cfg))
     assert copy.exists(), said
 
     with Image.open(keep) as im:  # a title saved into the keeper
